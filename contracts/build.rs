@@ -1,0 +1,22 @@
+//! Generates the gRPC code from `proto/` with protox, a protobuf compiler written in Rust,
+//! so a fresh machine needs nothing beyond crates.io to build.
+
+use std::path::Path;
+
+const PROTO_ROOT: &str = "proto";
+const PROTOS: &[&str] = &["proto/comb/catalog/v1/catalog.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    for proto in PROTOS {
+        if !Path::new(proto).exists() {
+            return Err(format!("missing protocol file {proto}").into());
+        }
+    }
+    let descriptors = protox::compile(PROTOS, [PROTO_ROOT])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

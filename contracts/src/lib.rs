@@ -1,0 +1,12 @@
+//! comb's contracts: the gRPC protocols services speak to each other, generated from the
+//! `.proto` files in `proto/`. A service depends on this crate, never on another service's
+//! crate, so the wire format is the only coupling between them.
+
+/// The catalog service: products, categories, search.
+pub mod catalog {
+    /// Version 1 of the catalog protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.catalog.v1");
+    }
+}

@@ -1,0 +1,451 @@
+//! Configuration: the topology file and the settings of one service instance.
+//!
+//! `comb.toml` describes the system: which services run, how many instances each, which
+//! services each may call, and settings. A running instance resolves its [`ServiceConfig`]
+//! from that file's settings overridden by `COMB_*` environment variables: the setting
+//! `database_url` is `COMB_DATABASE_URL` in the environment, `upstream_catalog` is
+//! `COMB_UPSTREAM_CATALOG`, and so on. The environment is passed in as a map so tests never
+//! touch the process environment.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What can be wrong with configuration; each says which setting and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the topology file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the topology file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid topology: {0}")]
+    Topology(String),
+    #[error("setting `{key}` (environment variable {env}) has the value {value:?}: {reason}")]
+    Invalid {
+        key: String,
+        env: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The topology file, `comb.toml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub launcher: LauncherSettings,
+    /// Settings every service gets, below its own.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    pub services: BTreeMap<String, ServiceSpec>,
+}
+
+/// How the launcher runs the system on one machine.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LauncherSettings {
+    /// The port the gateway listens on; 0 picks a free one.
+    pub gateway_port: u16,
+    /// First wait before restarting a crashed instance; doubles on each crash in a row.
+    pub restart_backoff_ms: u64,
+    /// The longest wait between restarts.
+    pub restart_backoff_max_ms: u64,
+    /// How long `comb up` waits for every instance to be ready.
+    pub ready_timeout_ms: u64,
+}
+
+impl Default for LauncherSettings {
+    fn default() -> Self {
+        Self {
+            gateway_port: 8080,
+            restart_backoff_ms: 250,
+            restart_backoff_max_ms: 30_000,
+            ready_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One service in the topology.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// The services this one calls; the only ones it is wired to.
+    #[serde(default)]
+    pub calls: Vec<String>,
+    /// Settings for this service, above the topology-wide ones.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The most instances of one service the launcher runs.
+pub const MAX_REPLICAS: u32 = 32;
+
+impl Topology {
+    /// Reads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates topology text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let topology: Topology = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: PathBuf::from("comb.toml"),
+            message: error.to_string(),
+        })?;
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.services.is_empty() {
+            return Err(ConfigError::Topology(
+                "no services: add at least one [services.NAME] table".into(),
+            ));
+        }
+        for (name, spec) in &self.services {
+            if !is_service_name(name) {
+                return Err(ConfigError::Topology(format!(
+                    "service name {name:?} must be lower-case letters, digits and hyphens, starting with a letter"
+                )));
+            }
+            if spec.replicas == 0 || spec.replicas > MAX_REPLICAS {
+                return Err(ConfigError::Topology(format!(
+                    "services.{name}.replicas is {}; it must be 1..={MAX_REPLICAS}",
+                    spec.replicas
+                )));
+            }
+            for callee in &spec.calls {
+                if !self.services.contains_key(callee) {
+                    return Err(ConfigError::Topology(format!(
+                        "services.{name}.calls names {callee:?}, which is not a service in this topology"
+                    )));
+                }
+                if callee == name {
+                    return Err(ConfigError::Topology(format!(
+                        "services.{name}.calls names the service itself"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings file-side for `service`: topology-wide ones overridden by its own.
+    pub fn settings_for(&self, service: &str) -> BTreeMap<String, String> {
+        let mut settings = self.settings.clone();
+        if let Some(spec) = self.services.get(service) {
+            settings.extend(spec.settings.clone());
+        }
+        settings
+    }
+}
+
+fn is_service_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default: machines read logs).
+    Json,
+    /// Human-readable lines, for running a service by hand.
+    Text,
+}
+
+/// The resolved settings of one running service instance.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub service: String,
+    pub instance: String,
+    /// Where the instance serves HTTP and gRPC; port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `sqlite://...` or `postgres://...`; by default a SQLite file in the data directory.
+    pub database_url: String,
+    /// Base URLs of the instances of each service this one calls.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// The deadline of a call to another service.
+    pub call_timeout: Duration,
+    /// When set, the instance shuts down if this process (its launcher) goes away.
+    pub parent_pid: Option<u32>,
+    settings: BTreeMap<String, String>,
+}
+
+const ENV_PREFIX: &str = "COMB_";
+
+impl ServiceConfig {
+    /// Resolves an instance's settings: `file_settings` (from the topology) overridden by
+    /// `COMB_*` variables in `env`.
+    pub fn resolve<I, K, V>(
+        service: &str,
+        file_settings: BTreeMap<String, String>,
+        env: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut settings: BTreeMap<String, String> = file_settings
+            .into_iter()
+            .map(|(key, value)| (key.to_ascii_lowercase(), value))
+            .collect();
+        for (key, value) in env {
+            if let Some(name) = key.as_ref().strip_prefix(ENV_PREFIX) {
+                settings.insert(name.to_ascii_lowercase(), value.into());
+            }
+        }
+        let lookup = Settings(&settings);
+
+        let instance = lookup
+            .get("instance")
+            .map_or_else(|| format!("{service}-1"), str::to_owned);
+        let listen = lookup.parse("listen", "an address such as 127.0.0.1:8080")?;
+        let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let data_dir = lookup
+            .get("data_dir")
+            .map_or_else(|| PathBuf::from(".comb").join(&instance), PathBuf::from);
+        let database_url = lookup.get("database_url").map_or_else(
+            || sqlite_url(&data_dir.join(format!("{service}.db"))),
+            str::to_owned,
+        );
+        let mut upstreams = BTreeMap::new();
+        for (key, value) in &settings {
+            if let Some(name) = key.strip_prefix("upstream_") {
+                let urls: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|url| !url.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for url in &urls {
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(lookup.invalid(key, "each address must start with http:// or https://"));
+                    }
+                }
+                upstreams.insert(name.replace('_', "-"), urls);
+            }
+        }
+        let log_format = match lookup.get("log_format") {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(_) => return Err(lookup.invalid("log_format", "use json or text")),
+        };
+        let drain_ms: u64 = lookup.parse("drain_timeout_ms", "milliseconds")?.unwrap_or(10_000);
+        let call_ms: u64 = lookup.parse("call_timeout_ms", "milliseconds")?.unwrap_or(2_000);
+        if call_ms == 0 {
+            return Err(lookup.invalid("call_timeout_ms", "a deadline of 0 ms fails every call; use at least 1"));
+        }
+        Ok(Self {
+            service: service.to_owned(),
+            instance,
+            listen,
+            data_dir,
+            database_url,
+            upstreams,
+            log_filter: lookup.get("log").unwrap_or("info").to_owned(),
+            log_format,
+            drain_timeout: Duration::from_millis(drain_ms),
+            call_timeout: Duration::from_millis(call_ms),
+            parent_pid: lookup.parse("parent_pid", "a process id")?,
+            settings,
+        })
+    }
+
+    /// A service-specific setting, e.g. `seed` for `COMB_SEED`.
+    pub fn setting(&self, key: &str) -> Option<&str> {
+        self.settings.get(key).map(String::as_str)
+    }
+
+    /// A service-specific flag: `true`/`false`/`1`/`0`, `default` when unset.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.setting(key) {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(_) => Err(Settings(&self.settings).invalid(key, "use true or false")),
+        }
+    }
+
+    /// The base URLs of the instances of `service`, or an error naming the setting to set.
+    pub fn upstream(&self, service: &str) -> Result<&[String], ConfigError> {
+        match self.upstreams.get(service) {
+            Some(urls) if !urls.is_empty() => Ok(urls),
+            _ => {
+                let key = format!("upstream_{}", service.replace('-', "_"));
+                Err(ConfigError::Invalid {
+                    env: env_name(&key),
+                    key,
+                    value: String::new(),
+                    reason: format!(
+                        "{} calls {service} but has no address for it; set it to the base URL of each {service} instance, comma-separated",
+                        self.service
+                    ),
+                })
+            }
+        }
+    }
+}
+
+/// The environment variable that overrides a setting.
+pub fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+/// A `sqlite://` URL for a database file.
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+struct Settings<'a>(&'a BTreeMap<String, String>);
+
+impl Settings<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        self.get(key)
+            .map(|value| {
+                value
+                    .parse()
+                    .map_err(|_| self.invalid(key, &format!("expected {expected}")))
+            })
+            .transpose()
+    }
+
+    fn invalid(&self, key: &str, reason: &str) -> ConfigError {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            env: env_name(key),
+            value: self.get(key).unwrap_or_default().to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPOLOGY: &str = r#"
+        [launcher]
+        gateway_port = 9000
+
+        [settings]
+        log = "debug"
+
+        [services.gateway]
+        calls = ["catalog"]
+
+        [services.catalog]
+        replicas = 2
+        settings = { log = "warn", seed = "false" }
+    "#;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn topology_parses_with_defaults() {
+        let topology = Topology::parse(TOPOLOGY).expect("valid topology");
+        assert_eq!(topology.launcher.gateway_port, 9000);
+        assert_eq!(topology.launcher.restart_backoff_ms, 250);
+        assert_eq!(topology.services["gateway"].replicas, 1);
+        assert_eq!(topology.services["catalog"].replicas, 2);
+        assert_eq!(topology.services["gateway"].calls, vec!["catalog"]);
+    }
+
+    #[test]
+    fn topology_rejects_unknown_callee_and_bad_replicas() {
+        let error = Topology::parse("[services.a]\ncalls = [\"b\"]").expect_err("unknown callee");
+        assert!(error.to_string().contains("not a service"), "{error}");
+        let error = Topology::parse("[services.a]\nreplicas = 0").expect_err("zero replicas");
+        assert!(error.to_string().contains("replicas is 0"), "{error}");
+        let error = Topology::parse("[services.A]").expect_err("bad name");
+        assert!(error.to_string().contains("lower-case"), "{error}");
+        let error = Topology::parse("[services.a]\nreplica = 2").expect_err("typo");
+        assert!(error.to_string().contains("unknown field"), "{error}");
+    }
+
+    #[test]
+    fn service_settings_layer_topology_then_service_then_env() {
+        let topology = Topology::parse(TOPOLOGY).expect("valid topology");
+        let config =
+            ServiceConfig::resolve("catalog", topology.settings_for("catalog"), no_env()).expect("config");
+        assert_eq!(config.log_filter, "warn");
+        assert_eq!(config.flag("seed", true).expect("flag"), false);
+        let gateway =
+            ServiceConfig::resolve("gateway", topology.settings_for("gateway"), no_env()).expect("config");
+        assert_eq!(gateway.log_filter, "debug");
+
+        let env = [("COMB_LOG", "error"), ("COMB_SEED", "true"), ("HOME", "/root")];
+        let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), env).expect("config");
+        assert_eq!(config.log_filter, "error");
+        assert!(config.flag("seed", false).expect("flag"));
+    }
+
+    #[test]
+    fn defaults_put_sqlite_in_the_instance_data_dir() {
+        let config = ServiceConfig::resolve("catalog", BTreeMap::new(), no_env()).expect("config");
+        assert_eq!(config.instance, "catalog-1");
+        assert_eq!(config.data_dir, PathBuf::from(".comb/catalog-1"));
+        assert_eq!(config.database_url, "sqlite://.comb/catalog-1/catalog.db");
+        assert_eq!(config.listen.port(), 0);
+        assert_eq!(config.call_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn upstreams_come_from_comma_separated_urls() {
+        let env = [("COMB_UPSTREAM_CATALOG", "http://127.0.0.1:1, http://127.0.0.1:2")];
+        let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).expect("config");
+        assert_eq!(
+            config.upstream("catalog").expect("catalog"),
+            ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        let missing = config.upstream("orders").expect_err("no orders");
+        assert!(missing.to_string().contains("COMB_UPSTREAM_ORDERS"), "{missing}");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let error = ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_LISTEN", "nowhere")])
+            .expect_err("bad listen");
+        let text = error.to_string();
+        assert!(text.contains("COMB_LISTEN") && text.contains("nowhere"), "{text}");
+        let error = ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_UPSTREAM_X", "ftp://a")])
+            .expect_err("bad url");
+        assert!(error.to_string().contains("http://"), "{error}");
+    }
+}

@@ -1,0 +1,150 @@
+//! Calling other services over gRPC: one lazily connected channel per instance, built once
+//! at start and kept in state, a deadline on every call, and the mapping of gRPC failures to
+//! problem+json for the caller's own callers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::problem::Problem;
+
+/// Why an upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no instance addresses for {0}")]
+    NoInstances(String),
+    #[error("{service} instance address {url:?} is not a valid URL: {source}")]
+    BadUrl {
+        service: String,
+        url: String,
+        source: tonic::transport::Error,
+    },
+}
+
+/// The instances of one service this service calls, taken in turn.
+#[derive(Debug)]
+pub struct Upstream {
+    service: String,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    /// Channels to each instance at `urls`. Nothing connects until the first call, so a
+    /// caller starts even when the service it calls is down. Each call fails after
+    /// `call_timeout`; connecting gives up sooner, so a dead instance answers fast.
+    pub fn new(service: &str, urls: &[String], call_timeout: Duration) -> Result<Self, UpstreamError> {
+        if urls.is_empty() {
+            return Err(UpstreamError::NoInstances(service.to_owned()));
+        }
+        let connect_timeout = call_timeout.min(Duration::from_millis(500));
+        let channels = urls
+            .iter()
+            .map(|url| {
+                Endpoint::from_shared(url.clone())
+                    .map(|endpoint| {
+                        endpoint
+                            .connect_timeout(connect_timeout)
+                            .timeout(call_timeout)
+                            .tcp_nodelay(true)
+                            .connect_lazy()
+                    })
+                    .map_err(|source| UpstreamError::BadUrl {
+                        service: service.to_owned(),
+                        url: url.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            service: service.to_owned(),
+            channels,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The channel for the next call (round robin over the instances).
+    pub fn channel(&self) -> Channel {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
+        self.channels[index].clone()
+    }
+
+    /// The problem to answer when a call to this upstream failed with `status`.
+    pub fn problem(&self, status: &Status) -> Problem {
+        problem_from_status(&self.service, status)
+    }
+}
+
+/// Maps a failed gRPC call to `service` onto the problem a REST caller should see: the
+/// callee's own verdicts (not found, invalid) pass through, its absence becomes 503.
+pub fn problem_from_status(service: &str, status: &Status) -> Problem {
+    match status.code() {
+        Code::NotFound => Problem::not_found(status.message().to_owned()),
+        Code::InvalidArgument | Code::OutOfRange => Problem::bad_request(status.message().to_owned()),
+        Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
+            Problem::conflict(status.message().to_owned())
+        }
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+            tracing::warn!(upstream = service, code = ?status.code(), message = status.message(), "upstream unavailable");
+            Problem::unavailable(format!(
+                "the {service} service is unavailable right now ({}); retry in a moment",
+                describe_unavailable(status)
+            ))
+        }
+        _ => {
+            tracing::error!(upstream = service, code = ?status.code(), message = status.message(), "upstream call failed");
+            Problem::bad_gateway(format!(
+                "the {service} service failed to answer; it has been logged, please retry"
+            ))
+        }
+    }
+}
+
+fn describe_unavailable(status: &Status) -> &'static str {
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => "it did not answer before the deadline",
+        Code::ResourceExhausted => "it is overloaded",
+        _ => "it cannot be reached",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    #[test]
+    fn statuses_map_to_problems() {
+        let cases = [
+            (Status::not_found("no product x"), StatusCode::NOT_FOUND),
+            (Status::invalid_argument("bad"), StatusCode::BAD_REQUEST),
+            (Status::already_exists("dup"), StatusCode::CONFLICT),
+            (Status::unavailable("down"), StatusCode::SERVICE_UNAVAILABLE),
+            (Status::deadline_exceeded("slow"), StatusCode::SERVICE_UNAVAILABLE),
+            (Status::internal("boom"), StatusCode::BAD_GATEWAY),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(problem_from_status("catalog", &status).status_code(), expected, "{status:?}");
+        }
+        let problem = problem_from_status("catalog", &Status::internal("secret detail"));
+        assert!(!problem.detail.contains("secret"), "internal causes stay in the log");
+    }
+
+    #[tokio::test]
+    async fn round_robin_over_instances() {
+        let urls = vec!["http://127.0.0.1:1".to_owned(), "http://127.0.0.1:2".to_owned()];
+        let upstream = Upstream::new("catalog", &urls, Duration::from_secs(1)).expect("upstream");
+        assert_eq!(upstream.service(), "catalog");
+        let _ = upstream.channel();
+        assert_eq!(upstream.next.load(Ordering::Relaxed), 1);
+        assert!(Upstream::new("catalog", &[], Duration::from_secs(1)).is_err());
+        let bad = Upstream::new("catalog", &["not a url".to_owned()], Duration::from_secs(1));
+        assert!(bad.is_err());
+    }
+}

@@ -1,0 +1,24 @@
+//! The comb service kit: everything a comb service needs besides its own domain.
+//!
+//! A service's entry point reads as config → telemetry → storage → state → routes → serve,
+//! and each step is one module here:
+//! - [`config`]: the topology file (`comb.toml`) and a service instance's settings, with
+//!   environment overrides;
+//! - [`telemetry`]: JSON log lines carrying service and instance, Prometheus metrics with
+//!   request counts and latency histograms per route;
+//! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
+//! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
+//!   graceful drain on SIGTERM/SIGINT;
+//! - [`grpc`]: channels to the instances of another service, with deadlines;
+//! - [`problem`]: RFC 9457 `application/problem+json` errors.
+
+pub mod config;
+pub mod grpc;
+pub mod problem;
+pub mod server;
+pub mod shutdown;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::{ServiceConfig, Topology};
+pub use problem::Problem;

@@ -1,0 +1,252 @@
+//! Storage: each service owns one database, SQLite by default (a file in the instance's
+//! data directory) or PostgreSQL (a database of its own), and its own migrations, which
+//! run on start.
+//!
+//! The two backends speak different SQL where it matters (full-text search, upserts), so a
+//! service keeps a store implementation per backend behind one trait of its own; the kit
+//! gives it the connected pool and the migrated schema.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqlSafeStr};
+
+/// Why storage could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("the database URL {0:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
+    UnsupportedUrl(String),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot open the database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create the PostgreSQL database {database}: {source}; create it, or connect as a role allowed to")]
+    CreateDatabase { database: String, source: sqlx::Error },
+    #[error("migrating the database {url} failed: {source}")]
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// Which database engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One schema migration, embedded in the service's binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub description: &'static str,
+    pub sql: &'static str,
+}
+
+/// A service's migrations, one list per backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    pub sqlite: &'static [Migration],
+    pub postgres: &'static [Migration],
+}
+
+/// A connected pool to the service's own database.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Database {
+    /// Opens the database at `url`, creating the SQLite file (and its directory) or the
+    /// PostgreSQL database when it does not exist yet.
+    pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url).await
+        } else {
+            Err(StorageError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    async fn connect_sqlite(url: &str) -> Result<Self, StorageError> {
+        let connect_error = |source| StorageError::Connect { url: url.to_owned(), source };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(connect_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        if let Some(parent) = Path::new(options.get_filename()).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|source| StorageError::DataDir {
+                    path: parent.display().to_string(),
+                    source,
+                })?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self::Sqlite(pool))
+    }
+
+    async fn connect_postgres(url: &str) -> Result<Self, StorageError> {
+        let connect_error = |source| StorageError::Connect { url: redact(url), source };
+        let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+        if let Err(error) = options.connect().await {
+            if is_missing_database(&error) {
+                create_postgres_database(&options).await?;
+            } else {
+                return Err(connect_error(error));
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(connect_error)?;
+        Ok(Self::Postgres(pool))
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Brings the schema up to date with the service's migrations for this backend.
+    pub async fn migrate(&self, migrations: &Migrations, url: &str) -> Result<(), StorageError> {
+        let migrate_error = |source| StorageError::Migrate { url: redact(url), source };
+        match self {
+            Self::Sqlite(pool) => migrator(migrations.sqlite).run(pool).await.map_err(migrate_error),
+            Self::Postgres(pool) => migrator(migrations.postgres).run(pool).await.map_err(migrate_error),
+        }
+    }
+
+    /// Closes every connection, waiting for those in use.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn migrator(migrations: &[Migration]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|migration| {
+                SqlxMigration::new(
+                    migration.version,
+                    Cow::Borrowed(migration.description),
+                    MigrationType::Simple,
+                    migration.sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+fn is_missing_database(error: &sqlx::Error) -> bool {
+    // 3D000: invalid_catalog_name, PostgreSQL's "database does not exist".
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("3D000"))
+}
+
+async fn create_postgres_database(options: &PgConnectOptions) -> Result<(), StorageError> {
+    let database = options.get_database().unwrap_or_default().to_owned();
+    let create_error = |source| StorageError::CreateDatabase {
+        database: database.clone(),
+        source,
+    };
+    if database.is_empty() || !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(create_error(sqlx::Error::Configuration(
+            "a database comb creates must be named with letters, digits and underscores".into(),
+        )));
+    }
+    let mut admin = options.clone().database("postgres").connect().await.map_err(create_error)?;
+    let statement = format!("CREATE DATABASE \"{database}\"");
+    let result = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await;
+    let _ = admin.close().await;
+    match result {
+        Ok(_) => Ok(()),
+        // 42P04: duplicate_database, another instance created it first.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => Ok(()),
+        Err(error) => Err(create_error(error)),
+    }
+}
+
+/// A database URL with its password hidden, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIGRATIONS: Migrations = Migrations {
+        sqlite: &[Migration {
+            version: 1,
+            description: "notes",
+            sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);",
+        }],
+        postgres: &[],
+    };
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://comb:secret@db:5432/x"), "postgres://comb:***@db:5432/x");
+        assert_eq!(redact("postgres://comb@db/x"), "postgres://comb@db/x");
+        assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_and_directory_are_created_and_migrated_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = crate::config::sqlite_url(&dir.path().join("nested/dir/service.db"));
+        let database = Database::connect(&url).await.expect("connect");
+        assert_eq!(database.backend(), Backend::Sqlite);
+        database.migrate(&MIGRATIONS, &url).await.expect("migrate");
+        database.migrate(&MIGRATIONS, &url).await.expect("migrating again is a no-op");
+        let Database::Sqlite(pool) = &database else {
+            panic!("expected SQLite");
+        };
+        sqlx::query("INSERT INTO notes (body) VALUES ('hello')")
+            .execute(pool)
+            .await
+            .expect("insert into migrated table");
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_refused_with_advice() {
+        let error = Database::connect("mysql://x").await.expect_err("unsupported");
+        assert!(error.to_string().contains("sqlite://"), "{error}");
+    }
+}
