@@ -18,8 +18,9 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
+use crate::config::ServiceConfig;
 use crate::problem::Problem;
-use crate::telemetry;
+use crate::{shutdown, telemetry};
 
 /// Why serving failed.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,22 @@ impl Server {
             }
         }
     }
+}
+
+/// Serves a service's routes on its configured address until SIGTERM/SIGINT (or until its
+/// launcher goes away), reporting the bound address in the log and readiness once bound.
+pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerError> {
+    let server = Server::bind(config.listen).await?;
+    let readiness = Readiness::default();
+    let app = app(routes, readiness.clone());
+    tracing::info!(addr = %server.local_addr(), "listening");
+    readiness.set(true);
+    let parent_pid = config.parent_pid;
+    let stop = async move {
+        let reason = shutdown::stop_requested(parent_pid).await;
+        tracing::info!(?reason, "stopping");
+    };
+    server.run(app, readiness, stop, config.drain_timeout).await
 }
 
 /// Wraps a service's routes with the kit's endpoints and middleware: `/healthz`

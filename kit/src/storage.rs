@@ -2,19 +2,22 @@
 //! data directory) or PostgreSQL (a database of its own), and its own migrations, which
 //! run on start.
 //!
-//! The two backends speak different SQL where it matters (full-text search, upserts), so a
-//! service keeps a store implementation per backend behind one trait of its own; the kit
-//! gives it the connected pool and the migrated schema.
+//! One store implementation serves both backends: queries run through sqlx's `Any` driver
+//! with `$1`-style parameters, which SQLite and PostgreSQL both accept, and a service
+//! branches on [`Database::backend`] only where the SQL really differs (full-text search,
+//! upserts, locking).
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::AnyPool;
+use sqlx::pool::PoolOptions;
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, SqlSafeStr};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, SqlSafeStr};
 
 /// Why storage could not be opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -58,17 +61,28 @@ pub struct Migrations {
 
 /// A connected pool to the service's own database.
 #[derive(Debug, Clone)]
-pub enum Database {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    url: String,
 }
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Set on every SQLite connection: concurrent readers beside one writer (WAL), durable at
+/// checkpoints, writers wait for each other instead of failing, references enforced.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+];
 
 impl Database {
     /// Opens the database at `url`, creating the SQLite file (and its directory) or the
     /// PostgreSQL database when it does not exist yet.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
+        sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             Self::connect_sqlite(url).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -80,13 +94,7 @@ impl Database {
 
     async fn connect_sqlite(url: &str) -> Result<Self, StorageError> {
         let connect_error = |source| StorageError::Connect { url: url.to_owned(), source };
-        let options = SqliteConnectOptions::from_str(url)
-            .map_err(connect_error)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+        let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
         if let Some(parent) = Path::new(options.get_filename()).parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent).map_err(|source| StorageError::DataDir {
@@ -95,56 +103,84 @@ impl Database {
                 })?;
             }
         }
-        let pool = SqlitePoolOptions::new()
+        let create_url = if url.contains("mode=") {
+            url.to_owned()
+        } else if url.contains('?') {
+            format!("{url}&mode=rwc")
+        } else {
+            format!("{url}?mode=rwc")
+        };
+        let pool = PoolOptions::<sqlx::Any>::new()
             .max_connections(8)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    for pragma in SQLITE_PRAGMAS {
+                        connection.execute(*pragma).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&create_url)
             .await
             .map_err(connect_error)?;
-        Ok(Self::Sqlite(pool))
+        Ok(Self {
+            pool,
+            backend: Backend::Sqlite,
+            url: url.to_owned(),
+        })
     }
 
     async fn connect_postgres(url: &str) -> Result<Self, StorageError> {
         let connect_error = |source| StorageError::Connect { url: redact(url), source };
         let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
-        if let Err(error) = options.connect().await {
-            if is_missing_database(&error) {
-                create_postgres_database(&options).await?;
-            } else {
-                return Err(connect_error(error));
+        match options.connect().await {
+            Ok(connection) => {
+                let _ = connection.close().await;
             }
+            Err(error) if is_missing_database(&error) => create_postgres_database(&options).await?,
+            Err(error) => return Err(connect_error(error)),
         }
-        let pool = PgPoolOptions::new()
+        let pool = PoolOptions::<sqlx::Any>::new()
             .max_connections(10)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+            .connect(url)
             .await
             .map_err(connect_error)?;
-        Ok(Self::Postgres(pool))
+        Ok(Self {
+            pool,
+            backend: Backend::Postgres,
+            url: url.to_owned(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
-        match self {
-            Self::Sqlite(_) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
-        }
+        self.backend
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Brings the schema up to date with the service's migrations for this backend.
-    pub async fn migrate(&self, migrations: &Migrations, url: &str) -> Result<(), StorageError> {
-        let migrate_error = |source| StorageError::Migrate { url: redact(url), source };
-        match self {
-            Self::Sqlite(pool) => migrator(migrations.sqlite).run(pool).await.map_err(migrate_error),
-            Self::Postgres(pool) => migrator(migrations.postgres).run(pool).await.map_err(migrate_error),
-        }
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
+        let list = match self.backend {
+            Backend::Sqlite => migrations.sqlite,
+            Backend::Postgres => migrations.postgres,
+        };
+        migrator(list)
+            .run(&self.pool)
+            .await
+            .map_err(|source| StorageError::Migrate {
+                url: redact(&self.url),
+                source,
+            })
     }
 
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
-        match self {
-            Self::Sqlite(pool) => pool.close().await,
-            Self::Postgres(pool) => pool.close().await,
-        }
+        self.pool.close().await;
     }
 }
 
@@ -233,15 +269,18 @@ mod tests {
         let url = crate::config::sqlite_url(&dir.path().join("nested/dir/service.db"));
         let database = Database::connect(&url).await.expect("connect");
         assert_eq!(database.backend(), Backend::Sqlite);
-        database.migrate(&MIGRATIONS, &url).await.expect("migrate");
-        database.migrate(&MIGRATIONS, &url).await.expect("migrating again is a no-op");
-        let Database::Sqlite(pool) = &database else {
-            panic!("expected SQLite");
-        };
-        sqlx::query("INSERT INTO notes (body) VALUES ('hello')")
-            .execute(pool)
+        database.migrate(&MIGRATIONS).await.expect("migrate");
+        database.migrate(&MIGRATIONS).await.expect("migrating again is a no-op");
+        sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+            .bind("hello")
+            .execute(database.pool())
             .await
             .expect("insert into migrated table");
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(database.pool())
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
     }
 
     #[tokio::test]

@@ -1,1 +1,61 @@
-//! placeholder
+//! The catalog service: the products comb sells (books, music, video), their categories
+//! and prices, and full-text search over them. It owns its database and answers over gRPC;
+//! the gateway puts it on the public REST API.
+
+pub mod api;
+pub mod domain;
+pub mod store;
+
+use anyhow::Context;
+use axum::Router;
+use comb_contracts::catalog::v1::catalog_server::CatalogServer;
+use comb_kit::ServiceConfig;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+
+use crate::api::CatalogApi;
+use crate::store::{CatalogStore, Seed};
+
+/// The catalog's schema, per backend.
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "catalog",
+        sql: include_str!("../migrations/sqlite/0001_catalog.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "catalog",
+        sql: include_str!("../migrations/postgres/0001_catalog.sql"),
+    }],
+};
+
+/// Runs a catalog instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let store = open_store(&config).await?;
+    let routes = routes(store.clone());
+    server::serve(&config, routes).await?;
+    Ok(())
+}
+
+/// Opens (and migrates) the catalog's database and, unless the `seed` setting is false,
+/// loads the bundled catalog into it when it is empty.
+pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    let store = CatalogStore::new(db);
+    if config.flag("seed", true)? {
+        let seed = Seed::bundled().context("the bundled seed catalog is broken")?;
+        let added = store.seed_if_empty(&seed).await.context("seeding the catalog")?;
+        if added > 0 {
+            tracing::info!(products = added, "seeded an empty catalog");
+        }
+    }
+    Ok(store)
+}
+
+/// The catalog's routes: its gRPC API.
+pub fn routes(store: CatalogStore) -> Router {
+    server::add_grpc(Router::new(), CatalogServer::new(CatalogApi::new(store)))
+}

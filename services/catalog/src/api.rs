@@ -1,0 +1,251 @@
+//! The catalog's gRPC API: requests are parsed into domain types, store errors become
+//! gRPC statuses that say what to fix.
+
+use comb_contracts::catalog::v1 as proto;
+use comb_contracts::catalog::v1::catalog_server::Catalog;
+use comb_kit::problem::FieldError;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{
+    Cursor, DEFAULT_PAGE_SIZE, ListFilter, MAX_PAGE_SIZE, Money, Product, ProductDraft, ProductInput, ProductKind,
+    SearchQuery,
+};
+use crate::store::{CatalogStore, MAX_BATCH, StoreError};
+
+/// The gRPC face of the catalog.
+#[derive(Debug, Clone)]
+pub struct CatalogApi {
+    store: CatalogStore,
+}
+
+impl CatalogApi {
+    pub fn new(store: CatalogStore) -> Self {
+        Self { store }
+    }
+}
+
+#[tonic::async_trait]
+impl Catalog for CatalogApi {
+    async fn list_products(
+        &self,
+        request: Request<proto::ListProductsRequest>,
+    ) -> Result<Response<proto::ListProductsResponse>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        let kind = kind_from_proto(request.kind, "kind", &mut errors);
+        let limit = page_size(request.limit, &mut errors);
+        let after = if request.cursor.is_empty() {
+            None
+        } else {
+            Cursor::decode(&request.cursor)
+                .map_err(|message| errors.push(FieldError::new("cursor", message)))
+                .ok()
+        };
+        if !errors.is_empty() {
+            return Err(invalid(&errors));
+        }
+        let filter = ListFilter {
+            kind,
+            category: Some(request.category).filter(|category| !category.is_empty()),
+            limit,
+            after,
+        };
+        let page = self.store.list(&filter).await.map_err(store_status)?;
+        Ok(Response::new(proto::ListProductsResponse {
+            items: page.items.into_iter().map(product_to_proto).collect(),
+            next_cursor: page.next_cursor.map(|cursor| cursor.encode()).unwrap_or_default(),
+        }))
+    }
+
+    async fn get_product(&self, request: Request<proto::GetProductRequest>) -> Result<Response<proto::Product>, Status> {
+        let id = request.into_inner().id;
+        match self.store.get(&id).await.map_err(store_status)? {
+            Some(product) => Ok(Response::new(product_to_proto(product))),
+            None => Err(Status::not_found(format!("there is no product with id {id:?}"))),
+        }
+    }
+
+    async fn get_products(
+        &self,
+        request: Request<proto::GetProductsRequest>,
+    ) -> Result<Response<proto::GetProductsResponse>, Status> {
+        let ids = request.into_inner().ids;
+        if ids.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "ids: at most {MAX_BATCH} per call, got {}",
+                ids.len()
+            )));
+        }
+        let products = self.store.get_many(&ids).await.map_err(store_status)?;
+        Ok(Response::new(proto::GetProductsResponse {
+            items: products.into_iter().map(product_to_proto).collect(),
+        }))
+    }
+
+    async fn search_products(
+        &self,
+        request: Request<proto::SearchProductsRequest>,
+    ) -> Result<Response<proto::SearchProductsResponse>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        let limit = page_size(request.limit, &mut errors);
+        let query = SearchQuery::parse(&request.query)
+            .map_err(|message| errors.push(FieldError::new("q", message)))
+            .ok();
+        let Some(query) = query.filter(|_| errors.is_empty()) else {
+            return Err(invalid(&errors));
+        };
+        let products = self.store.search(&query, limit).await.map_err(store_status)?;
+        Ok(Response::new(proto::SearchProductsResponse {
+            items: products.into_iter().map(product_to_proto).collect(),
+        }))
+    }
+
+    async fn list_categories(
+        &self,
+        _request: Request<proto::ListCategoriesRequest>,
+    ) -> Result<Response<proto::ListCategoriesResponse>, Status> {
+        let categories = self.store.categories().await.map_err(store_status)?;
+        Ok(Response::new(proto::ListCategoriesResponse {
+            items: categories
+                .into_iter()
+                .map(|category| proto::Category {
+                    slug: category.slug,
+                    name: category.name,
+                    kind: kind_to_proto(category.kind) as i32,
+                    product_count: category.product_count,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_product(
+        &self,
+        request: Request<proto::CreateProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
+        let draft = draft_from_proto(request.into_inner().product)?;
+        let product = self.store.create(&draft).await.map_err(store_status)?;
+        tracing::info!(id = %product.id, sku = %product.draft.sku, "product created");
+        Ok(Response::new(product_to_proto(product)))
+    }
+
+    async fn update_product(
+        &self,
+        request: Request<proto::UpdateProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
+        let request = request.into_inner();
+        let draft = draft_from_proto(request.product)?;
+        match self.store.update(&request.id, &draft).await.map_err(store_status)? {
+            Some(product) => {
+                tracing::info!(id = %product.id, sku = %product.draft.sku, "product updated");
+                Ok(Response::new(product_to_proto(product)))
+            }
+            None => Err(Status::not_found(format!("there is no product with id {:?}", request.id))),
+        }
+    }
+}
+
+fn page_size(requested: u32, errors: &mut Vec<FieldError>) -> u32 {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        1..=MAX_PAGE_SIZE => requested,
+        _ => {
+            errors.push(FieldError::new("limit", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+            DEFAULT_PAGE_SIZE
+        }
+    }
+}
+
+/// A status carrying field errors as `field: message; field: message`.
+fn invalid(errors: &[FieldError]) -> Status {
+    Status::invalid_argument(
+        errors
+            .iter()
+            .map(|error| format!("{}: {}", error.field, error.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::DuplicateSku(_) => Status::already_exists(error.to_string()),
+        StoreError::UnknownCategory(_) | StoreError::CategoryKindMismatch { .. } => {
+            Status::invalid_argument(format!("category: {error}"))
+        }
+        StoreError::Corrupt(_) | StoreError::Database(_) => {
+            tracing::error!(error = %error, "catalog storage failed");
+            Status::internal("catalog storage failed")
+        }
+    }
+}
+
+fn kind_from_proto(value: i32, field: &str, errors: &mut Vec<FieldError>) -> Option<ProductKind> {
+    match proto::ProductKind::try_from(value) {
+        Ok(proto::ProductKind::Unspecified) => None,
+        Ok(proto::ProductKind::Book) => Some(ProductKind::Book),
+        Ok(proto::ProductKind::Music) => Some(ProductKind::Music),
+        Ok(proto::ProductKind::Video) => Some(ProductKind::Video),
+        Err(_) => {
+            errors.push(FieldError::new(field, "use book, music or video"));
+            None
+        }
+    }
+}
+
+fn kind_to_proto(kind: ProductKind) -> proto::ProductKind {
+    match kind {
+        ProductKind::Book => proto::ProductKind::Book,
+        ProductKind::Music => proto::ProductKind::Music,
+        ProductKind::Video => proto::ProductKind::Video,
+    }
+}
+
+fn draft_from_proto(draft: Option<proto::ProductDraft>) -> Result<ProductDraft, Status> {
+    let draft = draft.ok_or_else(|| Status::invalid_argument("product: required"))?;
+    // The domain parser reports an unset or unknown kind along with every other field.
+    let kind = match proto::ProductKind::try_from(draft.kind) {
+        Ok(proto::ProductKind::Book) => ProductKind::Book.to_string(),
+        Ok(proto::ProductKind::Music) => ProductKind::Music.to_string(),
+        Ok(proto::ProductKind::Video) => ProductKind::Video.to_string(),
+        Ok(proto::ProductKind::Unspecified) | Err(_) => String::new(),
+    };
+    let Some(price) = draft.price else {
+        return Err(invalid(&[FieldError::new("price", "required")]));
+    };
+    let input = ProductInput {
+        sku: draft.sku,
+        kind,
+        title: draft.title,
+        creators: draft.creators,
+        description: draft.description,
+        category: draft.category,
+        tags: draft.tags,
+        price: Money {
+            amount_minor: price.amount_minor,
+            currency: price.currency,
+        },
+    };
+    ProductDraft::parse(input).map_err(|errors| invalid(&errors))
+}
+
+/// The wire form of a product.
+pub fn product_to_proto(product: Product) -> proto::Product {
+    let draft = product.draft;
+    proto::Product {
+        id: product.id,
+        sku: draft.sku,
+        kind: kind_to_proto(draft.kind) as i32,
+        title: draft.title,
+        creators: draft.creators,
+        description: draft.description,
+        category: draft.category,
+        tags: draft.tags,
+        price: Some(proto::Money {
+            amount_minor: draft.price.amount_minor,
+            currency: draft.price.currency,
+        }),
+        created_at: product.created_at,
+        updated_at: product.updated_at,
+    }
+}

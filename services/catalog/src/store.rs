@@ -1,0 +1,373 @@
+//! The catalog's storage: products and categories in the service's own database, with
+//! full-text search (FTS5 on SQLite, a weighted tsvector on PostgreSQL).
+
+use comb_kit::storage::{Backend, Database};
+use serde::Deserialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::domain::{Category, Cursor, ListFilter, Page, Product, ProductDraft, ProductInput, ProductKind, SearchQuery};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a product with sku {0} already exists")]
+    DuplicateSku(String),
+    #[error("there is no category {0:?}")]
+    UnknownCategory(String),
+    #[error("category {category:?} holds {category_kind} products, not {kind}")]
+    CategoryKindMismatch {
+        category: String,
+        category_kind: ProductKind,
+        kind: ProductKind,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Products and categories.
+#[derive(Debug, Clone)]
+pub struct CatalogStore {
+    db: Database,
+}
+
+/// Every product column, in the order [`product_from_row`] reads them.
+macro_rules! product_columns {
+    () => {
+        "id, sku, kind, title, creators, description, category, tags, price_minor, currency, created_at, updated_at"
+    };
+}
+
+/// The most ids one `get_many` call looks up.
+pub const MAX_BATCH: usize = 100;
+
+impl CatalogStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        let kind = filter.kind.map(ProductKind::as_str).unwrap_or_default();
+        let category = filter.category.as_deref().unwrap_or_default();
+        let after = filter.after.as_ref().map(Cursor::last_id).unwrap_or_default();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR category = $2) AND id > $3",
+            " ORDER BY id LIMIT $4"
+        ))
+        .bind(kind)
+        .bind(category)
+        .bind(after)
+        .bind(i64::from(filter.limit) + 1)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut items = rows.iter().map(product_from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > filter.limit as usize {
+            items.truncate(filter.limit as usize);
+            items.last().map(|product| Cursor::after(&product.id))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Product>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", product_columns!(), " FROM products WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(product_from_row).transpose()
+    }
+
+    /// The products with these ids, in the order asked; unknown ids are left out.
+    pub async fn get_many(&self, ids: &[String]) -> Result<Vec<Product>, StoreError> {
+        let ids = &ids[..ids.len().min(MAX_BATCH)];
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {} FROM products WHERE id IN ({placeholders})",
+            product_columns!()
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in ids {
+            query = query.bind(id.as_str());
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        let found = rows.iter().map(product_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| found.iter().find(|product| &product.id == id).cloned())
+            .collect())
+    }
+
+    /// Products matching every term of the query, best match first.
+    pub async fn search(&self, query: &SearchQuery, limit: u32) -> Result<Vec<Product>, StoreError> {
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = match self.db.backend() {
+            // bm25 weights follow the column order: title, creators, description, tags.
+            Backend::Sqlite => {
+                sqlx::query(concat!(
+                    "WITH hits AS (SELECT rowid AS hit, bm25(products_fts, 10.0, 5.0, 1.0, 3.0) AS score",
+                    " FROM products_fts WHERE products_fts MATCH $1 ORDER BY score LIMIT $2)",
+                    " SELECT ",
+                    product_columns!(),
+                    " FROM products JOIN hits ON products.rowid = hits.hit ORDER BY hits.score, id"
+                ))
+                .bind(query.to_fts5())
+            }
+            Backend::Postgres => {
+                sqlx::query(concat!(
+                    "SELECT ",
+                    product_columns!(),
+                    " FROM products, to_tsquery('english', $1) AS q WHERE search @@ q",
+                    " ORDER BY ts_rank(search, q) DESC, id LIMIT $2"
+                ))
+                .bind(query.to_tsquery())
+            }
+        }
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(product_from_row).collect()
+    }
+
+    pub async fn categories(&self) -> Result<Vec<Category>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.slug, c.name, c.kind, COUNT(p.id) AS product_count
+             FROM categories c LEFT JOIN products p ON p.category = c.slug
+             GROUP BY c.slug, c.name, c.kind ORDER BY c.kind, c.name",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Category {
+                    slug: row.try_get("slug")?,
+                    name: row.try_get("name")?,
+                    kind: parse_kind(&row.try_get::<String, _>("kind")?)?,
+                    product_count: u32::try_from(row.try_get::<i64, _>("product_count")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn create(&self, draft: &ProductDraft) -> Result<Product, StoreError> {
+        self.check_category(draft).await?;
+        let now = now();
+        let product = Product {
+            id: uuid::Uuid::now_v7().to_string(),
+            draft: draft.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        sqlx::query(concat!(
+            "INSERT INTO products (",
+            product_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(product.id.as_str())
+        .bind(draft.sku.as_str())
+        .bind(draft.kind.as_str())
+        .bind(draft.title.as_str())
+        .bind(to_json(&draft.creators))
+        .bind(draft.description.as_str())
+        .bind(draft.category.as_str())
+        .bind(to_json(&draft.tags))
+        .bind(draft.price.amount_minor)
+        .bind(draft.price.currency.as_str())
+        .bind(product.created_at.as_str())
+        .bind(product.updated_at.as_str())
+        .execute(self.db.pool())
+        .await
+        .map_err(|error| sku_conflict(error, &draft.sku))?;
+        Ok(product)
+    }
+
+    /// Replaces a product's fields; `None` when there is no such product.
+    pub async fn update(&self, id: &str, draft: &ProductDraft) -> Result<Option<Product>, StoreError> {
+        self.check_category(draft).await?;
+        let result = sqlx::query(
+            "UPDATE products SET sku = $2, kind = $3, title = $4, creators = $5, description = $6,
+             category = $7, tags = $8, price_minor = $9, currency = $10, updated_at = $11 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(draft.sku.as_str())
+        .bind(draft.kind.as_str())
+        .bind(draft.title.as_str())
+        .bind(to_json(&draft.creators))
+        .bind(draft.description.as_str())
+        .bind(draft.category.as_str())
+        .bind(to_json(&draft.tags))
+        .bind(draft.price.amount_minor)
+        .bind(draft.price.currency.as_str())
+        .bind(now())
+        .execute(self.db.pool())
+        .await
+        .map_err(|error| sku_conflict(error, &draft.sku))?;
+        if result.rows_affected() == 0 {
+            return Ok(None);
+        }
+        self.get(id).await
+    }
+
+    async fn check_category(&self, draft: &ProductDraft) -> Result<(), StoreError> {
+        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM categories WHERE slug = $1")
+            .bind(draft.category.as_str())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let kind = kind.ok_or_else(|| StoreError::UnknownCategory(draft.category.clone()))?;
+        let category_kind = parse_kind(&kind)?;
+        if category_kind != draft.kind {
+            return Err(StoreError::CategoryKindMismatch {
+                category: draft.category.clone(),
+                category_kind,
+                kind: draft.kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// Loads the seed catalog into an empty database; a database with products is left
+    /// alone. Returns how many products were added.
+    pub async fn seed_if_empty(&self, seed: &Seed) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
+            .fetch_one(self.db.pool())
+            .await?;
+        if count > 0 {
+            return Ok(0);
+        }
+        let mut tx = self.db.pool().begin().await?;
+        for category in &seed.categories {
+            sqlx::query("INSERT INTO categories (slug, name, kind) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING")
+                .bind(category.slug.as_str())
+                .bind(category.name.as_str())
+                .bind(category.kind.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let now = now();
+        let mut added = 0;
+        for draft in &seed.products {
+            let result = sqlx::query(concat!(
+                "INSERT INTO products (",
+                product_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT (sku) DO NOTHING"
+            ))
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(draft.sku.as_str())
+            .bind(draft.kind.as_str())
+            .bind(draft.title.as_str())
+            .bind(to_json(&draft.creators))
+            .bind(draft.description.as_str())
+            .bind(draft.category.as_str())
+            .bind(to_json(&draft.tags))
+            .bind(draft.price.amount_minor)
+            .bind(draft.price.currency.as_str())
+            .bind(now.as_str())
+            .execute(&mut *tx)
+            .await?;
+            added += result.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+}
+
+/// The catalog a new store starts with.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    pub categories: Vec<SeedCategory>,
+    pub products: Vec<ProductDraft>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SeedCategory {
+    pub slug: String,
+    pub name: String,
+    pub kind: ProductKind,
+}
+
+#[derive(Deserialize)]
+struct SeedFile {
+    categories: Vec<SeedCategory>,
+    products: Vec<ProductInput>,
+}
+
+impl Seed {
+    /// The seed catalog shipped with comb: books, music and video.
+    pub fn bundled() -> Result<Self, StoreError> {
+        Self::parse(include_str!("../seed/catalog.json"))
+    }
+
+    pub fn parse(json: &str) -> Result<Self, StoreError> {
+        let file: SeedFile =
+            serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("seed catalog: {error}")))?;
+        let products = file
+            .products
+            .into_iter()
+            .map(|input| {
+                let sku = input.sku.clone();
+                ProductDraft::parse(input).map_err(|errors| {
+                    StoreError::Corrupt(format!("seed product {sku}: {errors:?}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            categories: file.categories,
+            products,
+        })
+    }
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+fn to_json(values: &[String]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
+}
+
+fn sku_conflict(error: sqlx::Error, sku: &str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::DuplicateSku(sku.to_owned()),
+        _ => StoreError::Database(error),
+    }
+}
+
+fn parse_kind(text: &str) -> Result<ProductKind, StoreError> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+fn product_from_row(row: &AnyRow) -> Result<Product, StoreError> {
+    let list = |column: &str| -> Result<Vec<String>, StoreError> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("products.{column}: {error}")))
+    };
+    Ok(Product {
+        id: row.try_get("id")?,
+        draft: ProductDraft {
+            sku: row.try_get("sku")?,
+            kind: parse_kind(&row.try_get::<String, _>("kind")?)?,
+            title: row.try_get("title")?,
+            creators: list("creators")?,
+            description: row.try_get("description")?,
+            category: row.try_get("category")?,
+            tags: list("tags")?,
+            price: crate::domain::Money {
+                amount_minor: row.try_get("price_minor")?,
+                currency: row.try_get("currency")?,
+            },
+        },
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}

@@ -1,0 +1,133 @@
+//! Test support for comb: throwaway databases (a SQLite file in a temporary directory, or a
+//! fresh PostgreSQL database dropped afterwards) and services served on random ports.
+//!
+//! PostgreSQL tests run against `COMB_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Where no server answers they are skipped
+//! with a message, except under `CI=true`, where a missing server fails the test.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::Router;
+use comb_kit::server::{Readiness, Server, app};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<TempDir>,
+    postgres: Option<(PgConnectOptions, String)>,
+}
+
+impl TestDatabase {
+    /// A SQLite file in a new temporary directory.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = comb_kit::config::sqlite_url(&dir.path().join("test.db"));
+        Self {
+            url,
+            _dir: Some(dir),
+            postgres: None,
+        }
+    }
+
+    /// A new, empty PostgreSQL database, or `None` (with the reason printed) when no server
+    /// answers outside CI.
+    pub async fn postgres() -> Option<Self> {
+        let admin_url = std::env::var("COMB_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let admin = PgConnectOptions::from_str(&admin_url).expect("COMB_TEST_POSTGRES_URL is a PostgreSQL URL");
+        let mut connection = match admin.connect().await {
+            Ok(connection) => connection,
+            Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+                eprintln!("skipping a PostgreSQL test: cannot connect to {admin_url} ({error}); set COMB_TEST_POSTGRES_URL");
+                return None;
+            }
+            Err(error) => panic!("CI=true requires PostgreSQL at {admin_url}: {error}"),
+        };
+        let name = format!("comb_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut connection)
+            .await
+            .expect("create test database");
+        let _ = connection.close().await;
+        let url = format!("{}/{name}", admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base));
+        Some(Self {
+            url,
+            _dir: None,
+            postgres: Some((admin, name)),
+        })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs outside any runtime that could be borrowed, so drop the database from
+        // a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let mut connection = admin.connect().await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut connection)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("could not drop a test database; it is left behind");
+        }
+    }
+}
+
+/// A service's routes served with the kit's endpoints on a random local port, stopped
+/// when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(routes: Router) -> Self {
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+        let addr = server.local_addr();
+        let readiness = Readiness::default();
+        readiness.set(true);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = app(routes, readiness.clone());
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.await;
+            };
+            let _ = server.run(app, readiness, stop, std::time::Duration::from_secs(1)).await;
+        });
+        Self { addr, stop: Some(stop) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving now (the port then refuses connections).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
