@@ -8,7 +8,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::problem::Problem;
+use crate::problem::{FieldError, Problem, field_errors_to_message};
 
 /// Why an upstream could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,10 @@ impl Upstream {
 pub fn problem_from_status(service: &str, status: &Status) -> Problem {
     match status.code() {
         Code::NotFound => Problem::not_found(status.message().to_owned()),
-        Code::InvalidArgument | Code::OutOfRange => Problem::bad_request(status.message().to_owned()),
+        Code::InvalidArgument | Code::OutOfRange => match field_errors(status) {
+            Some(errors) => Problem::invalid(errors),
+            None => Problem::bad_request(status.message().to_owned()),
+        },
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
             Problem::conflict(status.message().to_owned())
         }
@@ -104,6 +107,21 @@ pub fn problem_from_status(service: &str, status: &Status) -> Problem {
             ))
         }
     }
+}
+
+/// An `INVALID_ARGUMENT` status listing the fields at fault: readable as its message, and
+/// carrying the list itself in the status details, so a caller can pass it on field by
+/// field.
+pub fn invalid_argument(errors: &[FieldError]) -> Status {
+    let details = serde_json::to_vec(errors).unwrap_or_default();
+    Status::with_details(Code::InvalidArgument, field_errors_to_message(errors), details.into())
+}
+
+/// The field errors a status made by [`invalid_argument`] carries.
+pub fn field_errors(status: &Status) -> Option<Vec<FieldError>> {
+    serde_json::from_slice::<Vec<FieldError>>(status.details())
+        .ok()
+        .filter(|errors| !errors.is_empty())
 }
 
 fn describe_unavailable(status: &Status) -> &'static str {
@@ -124,6 +142,7 @@ mod tests {
         let cases = [
             (Status::not_found("no product x"), StatusCode::NOT_FOUND),
             (Status::invalid_argument("bad"), StatusCode::BAD_REQUEST),
+            (invalid_argument(&[FieldError::new("limit", "too big")]), StatusCode::BAD_REQUEST),
             (Status::already_exists("dup"), StatusCode::CONFLICT),
             (Status::unavailable("down"), StatusCode::SERVICE_UNAVAILABLE),
             (Status::deadline_exceeded("slow"), StatusCode::SERVICE_UNAVAILABLE),
@@ -132,6 +151,14 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(problem_from_status("catalog", &status).status_code(), expected, "{status:?}");
         }
+        let errors = vec![
+            FieldError::new("cursor", "is not ours; pass next_cursor"),
+            FieldError::new("q", "must not be empty"),
+        ];
+        let status = invalid_argument(&errors);
+        assert_eq!(status.message(), "cursor: is not ours; pass next_cursor; q: must not be empty");
+        assert_eq!(problem_from_status("catalog", &status).errors, errors);
+        assert_eq!(field_errors(&Status::invalid_argument("plain")), None);
         let problem = problem_from_status("catalog", &Status::internal("secret detail"));
         assert!(!problem.detail.contains("secret"), "internal causes stay in the log");
     }

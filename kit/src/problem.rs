@@ -43,6 +43,15 @@ impl FieldError {
     }
 }
 
+/// The text of a list of field errors: `field: message; field: message`.
+pub fn field_errors_to_message(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|error| format!("{}: {}", error.field, error.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Problem {
     pub fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
@@ -62,11 +71,7 @@ impl Problem {
 
     /// 400 with the fields at fault; `detail` joins their messages.
     pub fn invalid(errors: Vec<FieldError>) -> Self {
-        let detail = errors
-            .iter()
-            .map(|error| format!("{}: {}", error.field, error.message))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let detail = field_errors_to_message(&errors);
         Self {
             errors,
             ..Self::new(StatusCode::BAD_REQUEST, "validation", "Invalid request", detail)

@@ -225,6 +225,35 @@ pub async fn record_red(request: Request, next: Next) -> Response {
     response
 }
 
+/// The header carrying a request's id from the edge through every hop.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Axum middleware writing one access log line per request: method, path (never the
+/// query, which may carry personal data), status, duration and request id. Probes,
+/// scrapes and internal gRPC calls log at debug level, so the info log shows what callers
+/// asked for.
+pub async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let quiet = is_grpc(&request) || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if quiet {
+        tracing::debug!(target: "access", %method, %path, status, duration_ms, %request_id, "request");
+    } else {
+        tracing::info!(target: "access", %method, %path, status, duration_ms, %request_id, "request");
+    }
+    response
+}
+
 /// Whether a request is a gRPC call.
 pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
     request

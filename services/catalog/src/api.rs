@@ -71,10 +71,10 @@ impl Catalog for CatalogApi {
     ) -> Result<Response<proto::GetProductsResponse>, Status> {
         let ids = request.into_inner().ids;
         if ids.len() > MAX_BATCH {
-            return Err(Status::invalid_argument(format!(
-                "ids: at most {MAX_BATCH} per call, got {}",
-                ids.len()
-            )));
+            return Err(invalid(&[FieldError::new(
+                "ids",
+                format!("at most {MAX_BATCH} per call, got {}", ids.len()),
+            )]));
         }
         let products = self.store.get_many(&ids).await.map_err(store_status)?;
         Ok(Response::new(proto::GetProductsResponse {
@@ -158,20 +158,14 @@ fn page_size(requested: u32, errors: &mut Vec<FieldError>) -> u32 {
 
 /// A status carrying field errors as `field: message; field: message`.
 fn invalid(errors: &[FieldError]) -> Status {
-    Status::invalid_argument(
-        errors
-            .iter()
-            .map(|error| format!("{}: {}", error.field, error.message))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    comb_kit::grpc::invalid_argument(errors)
 }
 
 fn store_status(error: StoreError) -> Status {
     match error {
         StoreError::DuplicateSku(_) => Status::already_exists(error.to_string()),
         StoreError::UnknownCategory(_) | StoreError::CategoryKindMismatch { .. } => {
-            Status::invalid_argument(format!("category: {error}"))
+            invalid(&[FieldError::new("category", error.to_string())])
         }
         StoreError::Corrupt(_) | StoreError::Database(_) => {
             tracing::error!(error = %error, "catalog storage failed");
@@ -202,7 +196,7 @@ fn kind_to_proto(kind: ProductKind) -> proto::ProductKind {
 }
 
 fn draft_from_proto(draft: Option<proto::ProductDraft>) -> Result<ProductDraft, Status> {
-    let draft = draft.ok_or_else(|| Status::invalid_argument("product: required"))?;
+    let draft = draft.ok_or_else(|| invalid(&[FieldError::new("product", "required")]))?;
     // The domain parser reports an unset or unknown kind along with every other field.
     let kind = match proto::ProductKind::try_from(draft.kind) {
         Ok(proto::ProductKind::Book) => ProductKind::Book.to_string(),

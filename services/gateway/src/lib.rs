@@ -1,1 +1,73 @@
-//! placeholder
+//! The API gateway: comb's public REST/JSON API (`/api/v1`), described by an OpenAPI 3.1
+//! document at `/api/openapi.json`. It owns no data: each route calls the service that
+//! owns the answer over gRPC, with a deadline, and turns every failure into problem+json.
+
+pub mod catalog;
+pub mod openapi;
+mod params;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::routing::get;
+use comb_kit::grpc::Upstream;
+use comb_kit::{ServiceConfig, server, telemetry};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// What every gateway route needs: channels to the services it calls, built once at start.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    pub catalog: Arc<Upstream>,
+}
+
+impl GatewayState {
+    /// Channels to the upstream instances named in the configuration.
+    pub fn connect(config: &ServiceConfig) -> anyhow::Result<Self> {
+        let catalog = Upstream::new("catalog", config.upstream("catalog")?, config.call_timeout)?;
+        Ok(Self {
+            catalog: Arc::new(catalog),
+        })
+    }
+}
+
+/// Runs a gateway instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let state = GatewayState::connect(&config)?;
+    server::serve(&config, routes(state)).await?;
+    Ok(())
+}
+
+/// The public API and its OpenAPI document, which is generated from the same route list,
+/// so a route cannot be served without being described.
+pub fn routes(state: GatewayState) -> Router {
+    let (router, document) = api_router().with_state(state).split_for_parts();
+    let document = Bytes::from(document.to_json().unwrap_or_else(|error| {
+        tracing::error!(%error, "the OpenAPI document cannot be serialised");
+        String::from("{}")
+    }));
+    router.route(
+        "/api/openapi.json",
+        get(move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+        }),
+    )
+}
+
+fn api_router() -> OpenApiRouter<GatewayState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(catalog::list_products))
+        .routes(routes!(catalog::get_product))
+        .routes(routes!(catalog::search_products))
+        .routes(routes!(catalog::list_categories))
+}
+
+/// The OpenAPI document of the public API.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}

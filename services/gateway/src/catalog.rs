@@ -1,0 +1,316 @@
+//! Catalog routes: products, search and categories, answered by the catalog service.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use comb_contracts::catalog::v1 as proto;
+use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::GatewayState;
+use crate::openapi::Problem as ProblemDoc;
+use crate::params::{Checks, query, truncate};
+
+/// The longest search text accepted, in characters.
+const MAX_QUERY_CHARS: usize = 200;
+
+/// An amount of money in integer minor units (cents for USD).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Money {
+    pub amount_minor: i64,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductKind {
+    Book,
+    Music,
+    Video,
+}
+
+impl ProductKind {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "book" => Some(Self::Book),
+            "music" => Some(Self::Music),
+            "video" => Some(Self::Video),
+            _ => None,
+        }
+    }
+
+    fn from_proto(value: i32) -> Option<Self> {
+        match proto::ProductKind::try_from(value) {
+            Ok(proto::ProductKind::Book) => Some(Self::Book),
+            Ok(proto::ProductKind::Music) => Some(Self::Music),
+            Ok(proto::ProductKind::Video) => Some(Self::Video),
+            Ok(proto::ProductKind::Unspecified) | Err(_) => None,
+        }
+    }
+
+    fn to_proto(self) -> proto::ProductKind {
+        match self {
+            Self::Book => proto::ProductKind::Book,
+            Self::Music => proto::ProductKind::Music,
+            Self::Video => proto::ProductKind::Video,
+        }
+    }
+}
+
+/// A product: a book, an album or a film.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Product {
+    pub id: String,
+    pub sku: String,
+    pub kind: ProductKind,
+    pub title: String,
+    /// Authors, artists or directors.
+    pub creators: Vec<String>,
+    pub description: String,
+    /// The slug of the product's category.
+    pub category: String,
+    pub tags: Vec<String>,
+    pub price: Money,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A page of products.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProductList {
+    pub items: Vec<Product>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A category and how many products it holds.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Category {
+    pub slug: String,
+    pub name: String,
+    pub kind: ProductKind,
+    pub product_count: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CategoryList {
+    pub items: Vec<Category>,
+    /// Always null: every category fits on one page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListProductsParams {
+    /// Only products of this kind.
+    #[param(value_type = Option<ProductKind>)]
+    kind: Option<String>,
+    /// Only products in this category (a slug from /api/v1/categories).
+    category: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    /// Words to find in titles, creators, descriptions and tags (1 to 200 characters);
+    /// each word matches as a prefix, and every word must match.
+    q: Option<String>,
+    /// How many results, 1 to 100 (default 20).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    limit: Option<String>,
+}
+
+/// Lists products, optionally of one kind or category, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products",
+    tag = "catalog",
+    params(ListProductsParams),
+    responses(
+        (status = 200, description = "A page of products", body = ProductList),
+        (status = 400, description = "A filter or paging parameter is invalid", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_products(
+    State(state): State<GatewayState>,
+    params: Result<Query<ListProductsParams>, QueryRejection>,
+) -> Result<Json<ProductList>, Problem> {
+    let params = query(params)?;
+    let mut checks = Checks::default();
+    let limit = checks.limit(params.limit.as_deref());
+    let kind = params.kind.as_deref().filter(|kind| !kind.is_empty()).and_then(|kind| {
+        let parsed = ProductKind::parse(kind);
+        if parsed.is_none() {
+            checks.fail("kind", format!("must be book, music or video, got {:?}", truncate(kind)));
+        }
+        parsed
+    });
+    let category = params.category.unwrap_or_default();
+    if category.len() > 64 || !category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        checks.fail("category", "must be a category slug from /api/v1/categories");
+    }
+    let cursor = params.cursor.unwrap_or_default();
+    if cursor.len() > 256 {
+        checks.fail("cursor", "is not a cursor this API issued; pass next_cursor from an earlier page");
+    }
+    checks.finish()?;
+    let request = proto::ListProductsRequest {
+        kind: kind.map_or(proto::ProductKind::Unspecified, ProductKind::to_proto) as i32,
+        category,
+        limit,
+        cursor,
+    };
+    let response = client(&state)
+        .list_products(request)
+        .await
+        .map_err(|status| state.catalog.problem(&status))?
+        .into_inner();
+    Ok(Json(ProductList {
+        items: products(response.items)?,
+        next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
+    }))
+}
+
+/// One product.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{id}",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The product", body = Product),
+        (status = 404, description = "There is no product with this id", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_product(State(state): State<GatewayState>, Path(id): Path<String>) -> Result<Json<Product>, Problem> {
+    if id.len() > 64 {
+        return Err(Problem::not_found(format!("there is no product with id {:?}", truncate(&id))));
+    }
+    let product = client(&state)
+        .get_product(proto::GetProductRequest { id })
+        .await
+        .map_err(|status| state.catalog.problem(&status))?
+        .into_inner();
+    Ok(Json(product_from_proto(product)?))
+}
+
+/// Full-text search over titles, creators, descriptions and tags, best match first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/search",
+    tag = "catalog",
+    params(SearchParams),
+    responses(
+        (status = 200, description = "Matching products, best first", body = ProductList),
+        (status = 400, description = "`q` is missing or too long, or `limit` is invalid", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn search_products(
+    State(state): State<GatewayState>,
+    params: Result<Query<SearchParams>, QueryRejection>,
+) -> Result<Json<ProductList>, Problem> {
+    let params = query(params)?;
+    let mut checks = Checks::default();
+    let limit = checks.limit(params.limit.as_deref());
+    let text = params.q.unwrap_or_default();
+    let length = text.trim().chars().count();
+    if length == 0 {
+        checks.fail("q", "is required: the words to search for");
+    } else if length > MAX_QUERY_CHARS {
+        checks.fail("q", format!("must be at most {MAX_QUERY_CHARS} characters, got {length}"));
+    }
+    checks.finish()?;
+    let response = client(&state)
+        .search_products(proto::SearchProductsRequest { query: text, limit })
+        .await
+        .map_err(|status| state.catalog.problem(&status))?
+        .into_inner();
+    Ok(Json(ProductList {
+        items: products(response.items)?,
+        next_cursor: None,
+    }))
+}
+
+/// Every category, by kind and name.
+#[utoipa::path(
+    get,
+    path = "/api/v1/categories",
+    tag = "catalog",
+    responses(
+        (status = 200, description = "The categories", body = CategoryList),
+        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_categories(State(state): State<GatewayState>) -> Result<Json<CategoryList>, Problem> {
+    let response = client(&state)
+        .list_categories(proto::ListCategoriesRequest {})
+        .await
+        .map_err(|status| state.catalog.problem(&status))?
+        .into_inner();
+    let items = response
+        .items
+        .into_iter()
+        .map(|category| {
+            Ok(Category {
+                kind: ProductKind::from_proto(category.kind)
+                    .ok_or_else(|| malformed(&format!("category {} has no kind", category.slug)))?,
+                slug: category.slug,
+                name: category.name,
+                product_count: category.product_count,
+            })
+        })
+        .collect::<Result<_, Problem>>()?;
+    Ok(Json(CategoryList {
+        items,
+        next_cursor: None,
+    }))
+}
+
+fn client(state: &GatewayState) -> CatalogClient<tonic::transport::Channel> {
+    CatalogClient::new(state.catalog.channel())
+}
+
+fn products(items: Vec<proto::Product>) -> Result<Vec<Product>, Problem> {
+    items.into_iter().map(product_from_proto).collect()
+}
+
+fn product_from_proto(product: proto::Product) -> Result<Product, Problem> {
+    let kind = ProductKind::from_proto(product.kind)
+        .ok_or_else(|| malformed(&format!("product {} has no kind", product.id)))?;
+    let price = product
+        .price
+        .ok_or_else(|| malformed(&format!("product {} has no price", product.id)))?;
+    Ok(Product {
+        id: product.id,
+        sku: product.sku,
+        kind,
+        title: product.title,
+        creators: product.creators,
+        description: product.description,
+        category: product.category,
+        tags: product.tags,
+        price: Money {
+            amount_minor: price.amount_minor,
+            currency: price.currency,
+        },
+        created_at: product.created_at,
+        updated_at: product.updated_at,
+    })
+}
+
+fn malformed(what: &str) -> Problem {
+    tracing::error!(upstream = "catalog", problem = what, "malformed answer");
+    Problem::bad_gateway("the catalog service gave an answer that cannot be used; it has been logged, please retry")
+}
