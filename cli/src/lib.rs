@@ -1,1 +1,120 @@
-//! placeholder
+//! `comb`: runs comb on one machine. `comb up` starts every service instance of the
+//! topology (`comb.toml`) as its own process and supervises them; `comb serve SERVICE`
+//! runs one instance (what `comb up` starts, and what a container runs); `status`, `logs`
+//! and `down` inspect and stop a running system from another terminal.
+
+pub mod commands;
+pub mod launcher;
+pub mod services;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// comb: an online store for books, music and video, built as microservices.
+#[derive(Debug, Parser)]
+#[command(name = "comb", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start every service of the topology on this machine and supervise it.
+    Up(UpArgs),
+    /// Run one instance of a service (what `comb up` starts for each instance).
+    Serve(ServeArgs),
+    /// Show the services and instances of a running system.
+    Status(StatusArgs),
+    /// Show the logs of a running (or stopped) system.
+    Logs(LogsArgs),
+    /// Stop a system started with `comb up --detach`.
+    Down(DataDirArg),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Where comb keeps databases, logs and its state.
+    #[arg(long, default_value = ".comb", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The topology file; without it, ./comb.toml, else the topology built into comb.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// The gateway's port (0 picks a free one); overrides the topology.
+    #[arg(long, value_name = "PORT")]
+    pub gateway_port: Option<u16>,
+    /// Start in the background and return once every instance is ready.
+    #[arg(long)]
+    pub detach: bool,
+    /// Do not stream the services' logs to the terminal (they are still kept).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    pub service: String,
+    /// The topology file whose settings apply (COMB_* environment variables override them).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only this service's (or this instance's) logs.
+    pub service: Option<String>,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    /// Keep printing new lines as they are written.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Print the JSON lines as they are stored.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+/// Parses the command line and runs the command; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("comb: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => launcher::up(args).await,
+            Command::Serve(args) => services::serve(args).await,
+            Command::Status(args) => commands::status(args).await,
+            Command::Logs(args) => commands::logs(args).await,
+            Command::Down(args) => commands::down(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("comb: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `comb` command.
+
+fn main() -> std::process::ExitCode {
+    comb::main()
+}

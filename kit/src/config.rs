@@ -187,6 +187,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; by default a SQLite file in the data directory.
+    /// `{service}` in the setting stands for the service's name, so one topology-wide
+    /// setting gives each service a database of its own.
     pub database_url: String,
     /// Base URLs of the instances of each service this one calls.
     pub upstreams: BTreeMap<String, Vec<String>>,
@@ -237,7 +239,7 @@ impl ServiceConfig {
             .map_or_else(|| PathBuf::from(".comb").join(&instance), PathBuf::from);
         let database_url = lookup.get("database_url").map_or_else(
             || sqlite_url(&data_dir.join(format!("{service}.db"))),
-            str::to_owned,
+            |url| url.replace("{service}", &service.replace('-', "_")),
         );
         let mut upstreams = BTreeMap::new();
         for (key, value) in &settings {
@@ -424,6 +426,13 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://.comb/catalog-1/catalog.db");
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.call_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn database_url_template_names_the_service() {
+        let env = [("COMB_DATABASE_URL", "postgres://comb@db/comb_{service}")];
+        let config = ServiceConfig::resolve("catalog", BTreeMap::new(), env).expect("config");
+        assert_eq!(config.database_url, "postgres://comb@db/comb_catalog");
     }
 
     #[test]

@@ -1,0 +1,236 @@
+//! The commands that inspect or stop a running system from another terminal: `status`,
+//! `logs` and `down`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::launcher::control::{fetch_status, is_alive, running_launcher};
+use crate::launcher::logs::{prefixed, render};
+use crate::launcher::plan::Layout;
+use crate::{DataDirArg, LogsArgs, StatusArgs};
+
+/// How long `comb down` waits for the launcher to stop its instances.
+const DOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn not_running(layout: &Layout) -> String {
+    format!(
+        "comb is not running from {} (start it with `comb up`, or pass the --data-dir it was started with)",
+        layout.root.display()
+    )
+}
+
+/// `comb status`.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(&args.data_dir.data_dir)?;
+    let Some(state) = running_launcher(&layout)? else {
+        eprintln!("{}", not_running(&layout));
+        return Ok(ExitCode::FAILURE);
+    };
+    let status = fetch_status(&state).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "comb {} (launcher pid {}, data in {})",
+        if status.ready { "is ready" } else { "is NOT ready" },
+        status.launcher_pid,
+        status.data_dir
+    );
+    if let Some(url) = &status.gateway_url {
+        println!("gateway: {url}");
+    }
+    println!();
+    println!(
+        "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9}",
+        "SERVICE", "INSTANCE", "PID", "ADDRESS", "HEALTH", "RESTARTS", "UPTIME"
+    );
+    for instance in &status.instances {
+        println!(
+            "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9}",
+            instance.service,
+            instance.instance,
+            instance.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+            instance.address,
+            serde_json::to_value(instance.health)?.as_str().unwrap_or_default(),
+            instance.restarts,
+            instance.uptime_secs.map_or_else(|| "-".to_owned(), format_uptime),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_uptime(seconds: f64) -> String {
+    let whole = seconds as u64;
+    match whole {
+        0..=59 => format!("{whole}s"),
+        60..=3599 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, whole % 3600 / 60),
+    }
+}
+
+/// `comb down`.
+pub async fn down(args: DataDirArg) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(&args.data_dir)?;
+    let Some(state) = running_launcher(&layout)? else {
+        println!("{}", not_running(&layout));
+        return Ok(ExitCode::SUCCESS);
+    };
+    let pid = Pid::from_raw(i32::try_from(state.pid).context("the launcher's pid is out of range")?);
+    kill(pid, Signal::SIGTERM).with_context(|| format!("cannot signal the launcher (pid {})", state.pid))?;
+    let started = Instant::now();
+    while is_alive(state.pid) {
+        if started.elapsed() > DOWN_TIMEOUT {
+            let _ = kill(pid, Signal::SIGKILL);
+            println!(
+                "comb did not stop within {} s; killed the launcher (its instances stop when they notice)",
+                DOWN_TIMEOUT.as_secs()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("comb stopped ({:.1} s)", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `comb logs`: the stored lines of every matching instance, oldest first; with
+/// `--follow`, then new lines as they come.
+pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(&args.data_dir.data_dir)?;
+    let dir = layout.logs_dir();
+    let mut files: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines: Vec<(String, String, String)> = Vec::new();
+    for (instance, path) in log_files(&dir, args.service.as_deref())? {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.insert(instance.clone(), text.len() as u64);
+        let mut last_ts = String::new();
+        for line in text.lines() {
+            if let Some(ts) = timestamp(line) {
+                last_ts = ts;
+            }
+            lines.push((last_ts.clone(), instance.clone(), line.to_owned()));
+        }
+    }
+    if files.is_empty() && !args.follow {
+        eprintln!(
+            "no logs{} in {}",
+            args.service.as_deref().map(|s| format!(" for {s}")).unwrap_or_default(),
+            dir.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    // Stable: lines of one instance keep their order, instances interleave by time.
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, instance, line) in &lines {
+        print_line(instance, line, args.raw);
+    }
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (instance, path) in log_files(&dir, args.service.as_deref())? {
+            let offset = files.entry(instance.clone()).or_insert(0);
+            let Ok(mut file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let length = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if length < *offset {
+                *offset = 0;
+            }
+            if length == *offset {
+                continue;
+            }
+            file.seek(SeekFrom::Start(*offset))?;
+            let mut fresh = String::new();
+            file.read_to_string(&mut fresh)?;
+            // Only whole lines; a partial last line waits for its end.
+            let complete = fresh.rfind('\n').map_or(0, |end| end + 1);
+            for line in fresh[..complete].lines() {
+                print_line(&instance, line, args.raw);
+            }
+            *offset += complete as u64;
+        }
+    }
+}
+
+fn print_line(instance: &str, line: &str, raw: bool) {
+    if raw {
+        println!("{line}");
+    } else {
+        println!("{}", prefixed(instance, &render(line), None));
+    }
+}
+
+fn timestamp(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value.get("ts")?.as_str().map(str::to_owned)
+}
+
+/// The log files of instances matching `filter` (a service or an instance name).
+fn log_files(dir: &std::path::Path, filter: Option<&str>) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(instance) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".log"))
+        else {
+            continue;
+        };
+        let matches = filter.is_none_or(|filter| {
+            instance == filter
+                || instance
+                    .rsplit_once('-')
+                    .is_some_and(|(service, index)| service == filter && index.parse::<u32>().is_ok())
+        });
+        if matches {
+            files.push((instance.to_owned(), path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_reads_naturally() {
+        assert_eq!(format_uptime(5.2), "5s");
+        assert_eq!(format_uptime(125.0), "2m05s");
+        assert_eq!(format_uptime(7300.0), "2h01m");
+    }
+
+    #[test]
+    fn log_files_match_a_service_or_an_instance() {
+        let dir = tempfile::tempdir().expect("dir");
+        for name in ["catalog-1.log", "catalog-2.log", "gateway-1.log", "catalog-admin-1.log"] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let names = |filter| -> Vec<String> {
+            log_files(dir.path(), filter)
+                .expect("list")
+                .into_iter()
+                .map(|(instance, _)| instance)
+                .collect()
+        };
+        assert_eq!(names(Some("catalog")), ["catalog-1", "catalog-2"]);
+        assert_eq!(names(Some("catalog-2")), ["catalog-2"]);
+        assert_eq!(names(None).len(), 4);
+    }
+}

@@ -1,0 +1,141 @@
+//! How other `comb` commands reach a running launcher: a state file in the data
+//! directory (the launcher's pid and the address of its control API) and that API, which
+//! answers `GET /status`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use super::plan::Layout;
+use super::supervisor::{InstanceStatus, Supervisor};
+
+/// What a running launcher leaves in `launcher.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LauncherState {
+    pub pid: u32,
+    pub control_url: String,
+    pub gateway_url: Option<String>,
+    pub started_at: String,
+}
+
+/// The whole system as `comb status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SystemStatus {
+    pub launcher_pid: u32,
+    pub gateway_url: Option<String>,
+    pub data_dir: String,
+    pub started_at: String,
+    /// Every instance is ready.
+    pub ready: bool,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Clone)]
+struct Control {
+    supervisor: Arc<Supervisor>,
+    state: LauncherState,
+    data_dir: String,
+}
+
+/// Serves the control API on a free local port.
+pub async fn serve(supervisor: Arc<Supervisor>, layout: &Layout, gateway_url: Option<String>) -> anyhow::Result<LauncherState> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("cannot open the launcher's control port")?;
+    let addr: SocketAddr = listener.local_addr().context("cannot open the launcher's control port")?;
+    let state = LauncherState {
+        pid: std::process::id(),
+        control_url: format!("http://{addr}"),
+        gateway_url,
+        started_at: now(),
+    };
+    let control = Control {
+        supervisor,
+        state: state.clone(),
+        data_dir: layout.root.display().to_string(),
+    };
+    let app = Router::new().route("/status", get(status)).with_state(control);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            eprintln!("comb | the control API stopped: {error}");
+        }
+    });
+    Ok(state)
+}
+
+async fn status(State(control): State<Control>) -> Json<SystemStatus> {
+    Json(SystemStatus {
+        launcher_pid: control.state.pid,
+        gateway_url: control.state.gateway_url.clone(),
+        data_dir: control.data_dir.clone(),
+        started_at: control.state.started_at.clone(),
+        ready: control.supervisor.all_ready() && !control.supervisor.is_stopping(),
+        instances: control.supervisor.status(),
+    })
+}
+
+pub fn write_state(layout: &Layout, state: &LauncherState) -> anyhow::Result<()> {
+    let path = layout.state_file();
+    let text = serde_json::to_string_pretty(state)?;
+    // Written whole then renamed, so a reader never sees half a file.
+    let partial = path.with_extension("json.partial");
+    std::fs::write(&partial, text).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The state of the launcher running from this data directory, if one is.
+pub fn running_launcher(layout: &Layout) -> anyhow::Result<Option<LauncherState>> {
+    let path = layout.state_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let state: LauncherState =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a launcher state file", path.display()))?;
+    if is_alive(state.pid) {
+        Ok(Some(state))
+    } else {
+        // Left behind by a launcher that was killed.
+        let _ = std::fs::remove_file(&path);
+        Ok(None)
+    }
+}
+
+pub fn remove_state(layout: &Layout) {
+    let _ = std::fs::remove_file(layout.state_file());
+}
+
+pub fn is_alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+}
+
+/// Asks a running launcher for the status of the system.
+pub async fn fetch_status(state: &LauncherState) -> anyhow::Result<SystemStatus> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let status = client
+        .get(format!("{}/status", state.control_url))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .with_context(|| format!("the launcher (pid {}) does not answer at {}", state.pid, state.control_url))?
+        .json()
+        .await
+        .context("the launcher's status cannot be read")?;
+    Ok(status)
+}
+
+fn now() -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}

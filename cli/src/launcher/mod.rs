@@ -1,0 +1,218 @@
+//! `comb up`: the single-machine launcher. It plans the instances of the topology, starts
+//! each as its own process under the [`supervisor::Supervisor`], waits for readiness, and
+//! stops everything in order on Ctrl-C, SIGTERM or `comb down`.
+
+pub mod control;
+pub mod logs;
+pub mod plan;
+pub mod supervisor;
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use comb_kit::Topology;
+use comb_kit::shutdown::stop_requested;
+
+use self::control::{LauncherState, fetch_status, running_launcher};
+use self::logs::LogSink;
+use self::plan::{Layout, Plan, PlanInputs};
+use self::supervisor::{Health, Supervisor};
+use crate::UpArgs;
+use crate::services::{known, load_topology};
+
+/// `comb up`.
+pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let (topology, config_path) = load_topology(args.config.as_deref())?;
+    let runnable = known();
+    if let Some(unknown) = topology.services.keys().find(|name| !runnable.contains(&name.as_str())) {
+        bail!(
+            "the topology names the service {unknown:?}, which this comb cannot run (it runs {})",
+            runnable.join(", ")
+        );
+    }
+    let layout = Layout::new(&args.data_dir.data_dir)?;
+    if let Some(state) = running_launcher(&layout)? {
+        bail!(
+            "comb is already running from {} (launcher pid {}): stop it with `comb down`, or pass another --data-dir",
+            layout.root.display(),
+            state.pid
+        );
+    }
+    std::fs::create_dir_all(&layout.root)
+        .with_context(|| format!("cannot create the data directory {}", layout.root.display()))?;
+    if args.detach {
+        return detach(&args, &layout, &topology, config_path.as_deref()).await;
+    }
+    run(&args, &layout, &topology, config_path.as_deref()).await
+}
+
+/// Runs the system in the foreground until Ctrl-C or SIGTERM.
+async fn run(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let plan = plan::plan(
+        topology,
+        &PlanInputs {
+            layout,
+            gateway_port: args.gateway_port.unwrap_or(topology.launcher.gateway_port),
+            config_path,
+            launcher_pid: std::process::id(),
+            database_url_in_env: std::env::var_os("COMB_DATABASE_URL").is_some(),
+        },
+    )?;
+    let exe = std::env::current_exe().context("cannot find the comb binary to start services with")?;
+    let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
+    let supervisor = Supervisor::new(exe, &plan, topology.launcher.clone(), logs.clone());
+    let state = control::serve(supervisor.clone(), layout, plan.gateway_url()).await?;
+    control::write_state(layout, &state)?;
+    let mut instances = supervisor.start();
+    logs.launcher(format!(
+        "starting {} instances of {} services from {}",
+        plan.instances.len(),
+        topology.services.len(),
+        config_path.map_or_else(|| "the built-in topology".to_owned(), |path| path.display().to_string())
+    ));
+
+    let ready_timeout = Duration::from_millis(topology.launcher.ready_timeout_ms);
+    let outcome = tokio::select! {
+        ready = wait_until_ready(&supervisor, &logs, ready_timeout, started) => Some(ready),
+        _ = stop_requested(None) => None,
+    };
+    let mut code = ExitCode::SUCCESS;
+    match outcome {
+        Some(true) => {
+            print_banner(&plan, &layout.root, started.elapsed(), &logs);
+            let reason = stop_requested(None).await;
+            logs.launcher(format!("stopping ({reason:?})"));
+        }
+        Some(false) => {
+            let waiting: Vec<String> = supervisor
+                .status()
+                .into_iter()
+                .filter(|instance| instance.health != Health::Ready)
+                .map(|instance| instance.instance)
+                .collect();
+            logs.launcher(format!(
+                "not ready after {} s: {}; see `comb logs {}` for why. Stopping.",
+                ready_timeout.as_secs(),
+                waiting.join(", "),
+                waiting.first().map(String::as_str).unwrap_or_default()
+            ));
+            code = ExitCode::FAILURE;
+        }
+        None => logs.launcher("stopping before everything was ready".to_owned()),
+    }
+    supervisor.stop();
+    let drained = async { while instances.join_next().await.is_some() {} };
+    tokio::select! {
+        () = drained => {}
+        _ = stop_requested(None) => logs.launcher("stopping at once".to_owned()),
+    }
+    control::remove_state(layout);
+    drop(supervisor);
+    drop(logs);
+    let _ = tokio::time::timeout(Duration::from_secs(2), log_writer).await;
+    println!("comb | stopped");
+    Ok(code)
+}
+
+async fn wait_until_ready(supervisor: &Supervisor, logs: &LogSink, timeout: Duration, started: Instant) -> bool {
+    let mut announced = std::collections::HashSet::new();
+    loop {
+        for instance in supervisor.status() {
+            if instance.health == Health::Ready && announced.insert(instance.instance.clone()) {
+                logs.launcher(format!(
+                    "{} ready at {} ({:.2} s)",
+                    instance.instance,
+                    instance.address,
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        if supervisor.all_ready() {
+            return true;
+        }
+        if started.elapsed() > timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn print_banner(plan: &Plan, data_dir: &Path, took: Duration, logs: &LogSink) {
+    logs.launcher(format!(
+        "comb is up: {} instances ready in {:.2} s (data in {})",
+        plan.instances.len(),
+        took.as_secs_f64(),
+        data_dir.display()
+    ));
+    if let Some(url) = plan.gateway_url() {
+        logs.launcher(format!("gateway: {url}   try: curl {url}/api/v1/products"));
+    }
+    logs.launcher("status: comb status   logs: comb logs -f   stop: Ctrl-C".to_owned());
+}
+
+/// Starts a launcher in the background and returns once the system is ready.
+async fn detach(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let log_path = layout.launcher_log();
+    let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the comb binary")?;
+    let mut command = std::process::Command::new(exe);
+    command.arg("up").arg("--quiet").arg("--data-dir").arg(&layout.root);
+    if let Some(path) = config_path {
+        command.arg("--config").arg(path);
+    }
+    if let Some(port) = args.gateway_port {
+        command.arg("--gateway-port").arg(port.to_string());
+    }
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut launcher = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot share the launcher log")?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start the background launcher")?;
+
+    let started = Instant::now();
+    let deadline = Duration::from_millis(topology.launcher.ready_timeout_ms) + Duration::from_secs(5);
+    loop {
+        if let Some(status) = launcher.try_wait().context("cannot watch the background launcher")? {
+            let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("comb did not start ({status}); its output:\n{}", tail(&output, 30));
+        }
+        if let Some(state) = running_launcher(layout)? {
+            if let Ok(status) = fetch_status(&state).await {
+                if status.ready {
+                    print_detached(&state, status.instances.len(), started.elapsed(), layout);
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        if started.elapsed() > deadline {
+            let _ = launcher.kill();
+            let output = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("comb was not ready after {} s; its output:\n{}", deadline.as_secs(), tail(&output, 30));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_detached(state: &LauncherState, instances: usize, took: Duration, layout: &Layout) {
+    println!(
+        "comb is up in the background: {instances} instances ready in {:.2} s (launcher pid {})",
+        took.as_secs_f64(),
+        state.pid
+    );
+    if let Some(url) = &state.gateway_url {
+        println!("gateway: {url}   try: curl {url}/api/v1/products");
+    }
+    let data_dir = layout.root.display();
+    println!("status: comb status --data-dir {data_dir}   logs: comb logs -f --data-dir {data_dir}   stop: comb down --data-dir {data_dir}");
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

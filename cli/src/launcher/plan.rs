@@ -1,0 +1,245 @@
+//! From topology to processes: which instances to start, on which ports, with which
+//! settings, and how they find each other.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use comb_kit::Topology;
+use comb_kit::config::{env_name, sqlite_url};
+
+/// The service that answers the public API; it gets the gateway port.
+pub const GATEWAY: &str = "gateway";
+
+/// One process to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceSpec {
+    pub service: String,
+    /// `SERVICE-N`, N counting from 1.
+    pub instance: String,
+    pub addr: SocketAddr,
+    /// Arguments after the comb binary.
+    pub args: Vec<String>,
+    /// Environment set for the process (on top of the launcher's own).
+    pub env: BTreeMap<String, String>,
+}
+
+impl InstanceSpec {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// Every instance of the system, in topology order.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub instances: Vec<InstanceSpec>,
+}
+
+impl Plan {
+    /// The public URL of the API, when the topology has a gateway.
+    pub fn gateway_url(&self) -> Option<String> {
+        self.instances
+            .iter()
+            .find(|instance| instance.service == GATEWAY)
+            .map(InstanceSpec::url)
+    }
+}
+
+/// Where things live under the data directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: &Path) -> anyhow::Result<Self> {
+        let root = std::path::absolute(root).with_context(|| format!("the data directory {} is unusable", root.display()))?;
+        Ok(Self { root })
+    }
+
+    /// The launcher's state: pid and control address of a running system.
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("launcher.json")
+    }
+
+    /// What a detached launcher prints.
+    pub fn launcher_log(&self) -> PathBuf {
+        self.root.join("launcher.log")
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn instance_log(&self, instance: &str) -> PathBuf {
+        self.logs_dir().join(format!("{instance}.log"))
+    }
+
+    /// An instance's own directory.
+    pub fn instance_dir(&self, instance: &str) -> PathBuf {
+        self.root.join("instances").join(instance)
+    }
+
+    /// A service's SQLite database, shared by its instances.
+    pub fn service_database(&self, service: &str) -> PathBuf {
+        self.root.join("services").join(service).join(format!("{service}.db"))
+    }
+}
+
+/// What the plan needs besides the topology.
+#[derive(Debug, Clone)]
+pub struct PlanInputs<'a> {
+    pub layout: &'a Layout,
+    pub gateway_port: u16,
+    /// The topology file, passed on so each instance applies its settings.
+    pub config_path: Option<&'a Path>,
+    pub launcher_pid: u32,
+    /// Whether the launcher's environment already names a database (then it wins).
+    pub database_url_in_env: bool,
+}
+
+/// Assigns every instance a port and wires each service to the instances it calls.
+pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan> {
+    let mut addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
+    for (service, spec) in &topology.services {
+        for index in 1..=spec.replicas {
+            let port = if service == GATEWAY && index == 1 && inputs.gateway_port != 0 {
+                ensure_free(inputs.gateway_port)?;
+                inputs.gateway_port
+            } else {
+                free_port()?
+            };
+            addrs.insert((service.clone(), index), SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+    }
+    let urls_of = |service: &str| -> String {
+        addrs
+            .iter()
+            .filter(|((name, _), _)| name == service)
+            .map(|(_, addr)| format!("http://{addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut instances = Vec::new();
+    for (service, spec) in &topology.services {
+        for index in 1..=spec.replicas {
+            let instance = format!("{service}-{index}");
+            let addr = addrs[&(service.clone(), index)];
+            let mut env = BTreeMap::new();
+            env.insert(env_name("instance"), instance.clone());
+            env.insert(env_name("listen"), addr.to_string());
+            env.insert(
+                env_name("data_dir"),
+                inputs.layout.instance_dir(&instance).display().to_string(),
+            );
+            env.insert(env_name("parent_pid"), inputs.launcher_pid.to_string());
+            let database_in_topology = topology.settings_for(service).contains_key("database_url");
+            if !database_in_topology && !inputs.database_url_in_env {
+                env.insert(
+                    env_name("database_url"),
+                    sqlite_url(&inputs.layout.service_database(service)),
+                );
+            }
+            for callee in &spec.calls {
+                env.insert(env_name(&format!("upstream_{}", callee.replace('-', "_"))), urls_of(callee));
+            }
+            let mut args = vec!["serve".to_owned(), service.clone()];
+            if let Some(path) = inputs.config_path {
+                args.push("--config".to_owned());
+                args.push(path.display().to_string());
+            }
+            instances.push(InstanceSpec {
+                service: service.clone(),
+                instance,
+                addr,
+                args,
+                env,
+            });
+        }
+    }
+    // The gateway first: it is what a person waits for.
+    instances.sort_by_key(|instance| instance.service != GATEWAY);
+    Ok(Plan { instances })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")?;
+    Ok(listener.local_addr().context("cannot find a free local port")?.port())
+}
+
+fn ensure_free(port: u16) -> anyhow::Result<()> {
+    if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        bail!("port {port} is in use: stop what uses it, or pass --gateway-port with another port (0 picks a free one)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topology() -> Topology {
+        Topology::parse(
+            r#"
+            [services.gateway]
+            calls = ["catalog"]
+            [services.catalog]
+            replicas = 2
+            "#,
+        )
+        .expect("topology")
+    }
+
+    fn inputs(layout: &Layout) -> PlanInputs<'_> {
+        PlanInputs {
+            layout,
+            gateway_port: 0,
+            config_path: None,
+            launcher_pid: 42,
+            database_url_in_env: false,
+        }
+    }
+
+    #[test]
+    fn every_replica_gets_its_own_port_and_callers_know_them_all() {
+        let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
+        let plan = plan(&topology(), &inputs(&layout)).expect("plan");
+        let names: Vec<&str> = plan.instances.iter().map(|i| i.instance.as_str()).collect();
+        assert_eq!(names, ["gateway-1", "catalog-1", "catalog-2"]);
+        let ports: std::collections::HashSet<u16> = plan.instances.iter().map(|i| i.addr.port()).collect();
+        assert_eq!(ports.len(), 3, "distinct ports");
+        let gateway = &plan.instances[0];
+        let catalog_urls = format!("{},{}", plan.instances[1].url(), plan.instances[2].url());
+        assert_eq!(gateway.env["COMB_UPSTREAM_CATALOG"], catalog_urls);
+        assert_eq!(gateway.env["COMB_PARENT_PID"], "42");
+        assert_eq!(gateway.args, ["serve", "gateway"]);
+        assert!(!plan.instances[1].env.contains_key("COMB_UPSTREAM_GATEWAY"), "only declared calls are wired");
+    }
+
+    #[test]
+    fn replicas_share_their_service_database_but_not_their_directory() {
+        let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
+        let plan = plan(&topology(), &inputs(&layout)).expect("plan");
+        let (one, two) = (&plan.instances[1], &plan.instances[2]);
+        assert_eq!(one.env["COMB_DATABASE_URL"], "sqlite:///tmp/comb-plan/services/catalog/catalog.db");
+        assert_eq!(one.env["COMB_DATABASE_URL"], two.env["COMB_DATABASE_URL"]);
+        assert_ne!(one.env["COMB_DATA_DIR"], two.env["COMB_DATA_DIR"]);
+        let mut with_env = inputs(&layout);
+        with_env.database_url_in_env = true;
+        let plan = super::plan(&topology(), &with_env).expect("plan");
+        assert!(!plan.instances[1].env.contains_key("COMB_DATABASE_URL"), "the environment's database wins");
+    }
+
+    #[test]
+    fn a_taken_gateway_port_is_reported_before_anything_starts() {
+        let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
+        let mut inputs = inputs(&layout);
+        inputs.gateway_port = port;
+        let error = plan(&topology(), &inputs).expect_err("port in use");
+        assert!(error.to_string().contains("--gateway-port"), "{error}");
+    }
+}

@@ -1,0 +1,86 @@
+//! The services this binary can run, and `comb serve`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use comb_kit::{ServiceConfig, Topology};
+
+use crate::ServeArgs;
+
+type RunFn = fn(ServiceConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Every service comb can run, by name.
+pub const SERVICES: &[(&str, RunFn)] = &[
+    ("catalog", |config| Box::pin(comb_catalog::run(config))),
+    ("gateway", |config| Box::pin(comb_gateway::run(config))),
+];
+
+/// The names of the services this binary can run.
+pub fn known() -> Vec<&'static str> {
+    SERVICES.iter().map(|(name, _)| *name).collect()
+}
+
+fn runner(service: &str) -> anyhow::Result<RunFn> {
+    SERVICES
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map(|(_, run)| *run)
+        .with_context(|| format!("there is no service {service:?}; comb runs {}", known().join(", ")))
+}
+
+/// The topology built into comb, used when there is no comb.toml.
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../../comb.toml");
+
+/// Loads the topology: the file given, else ./comb.toml, else the built-in one.
+pub fn load_topology(path: Option<&Path>) -> anyhow::Result<(Topology, Option<std::path::PathBuf>)> {
+    let path = match path {
+        Some(path) => Some(path.to_owned()),
+        None => Some(Path::new("comb.toml").to_owned()).filter(|path| path.exists()),
+    };
+    match path {
+        Some(path) => {
+            let topology = Topology::load(&path)?;
+            let absolute = std::path::absolute(&path).unwrap_or(path);
+            Ok((topology, Some(absolute)))
+        }
+        None => Ok((Topology::parse(DEFAULT_TOPOLOGY)?, None)),
+    }
+}
+
+/// `comb serve SERVICE`: one instance, configured by the topology's settings and the
+/// environment.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let run = runner(&args.service)?;
+    let file_settings = match &args.config {
+        Some(path) => Topology::load(path)?.settings_for(&args.service),
+        None => BTreeMap::new(),
+    };
+    let config = ServiceConfig::resolve(&args.service, file_settings, std::env::vars())?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    run(config).await.with_context(|| format!("{} stopped with an error", args.service))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_topology_is_valid_and_runnable() {
+        let topology = Topology::parse(DEFAULT_TOPOLOGY).expect("built-in topology");
+        for service in topology.services.keys() {
+            assert!(runner(service).is_ok(), "comb cannot run {service}");
+        }
+    }
+
+    #[test]
+    fn unknown_services_are_named_with_the_known_ones() {
+        let error = runner("nope").err().expect("unknown");
+        assert!(error.to_string().contains("catalog, gateway"), "{error}");
+    }
+}
