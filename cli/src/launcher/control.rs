@@ -116,8 +116,19 @@ pub fn remove_state(layout: &Layout) {
     let _ = std::fs::remove_file(layout.state_file());
 }
 
+/// Whether a process runs with this pid. A zombie (exited, not yet reaped by a parent
+/// that may never reap it) does not count.
 pub fn is_alive(pid: u32) -> bool {
-    i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
+    let exists = i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok());
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    // /proc/PID/stat: "PID (COMMAND) STATE ..."; the command may hold spaces and parentheses.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
 }
 
 /// Asks a running launcher for the status of the system.

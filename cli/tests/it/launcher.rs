@@ -1,0 +1,143 @@
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::{Comb, eventually, pid_alive, repo_topology, text};
+
+fn signal(pid: u64, signal: Signal) {
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
+}
+
+#[tokio::test]
+async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_them() {
+    let comb = Comb::up(&repo_topology());
+    let response = comb.get("/api/v1/products").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let page: Value = response.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 20);
+    assert!(page["next_cursor"].is_string(), "more than one page of seeded products");
+
+    let status = comb.status();
+    assert_eq!(status["ready"], true);
+    let instances = status["instances"].as_array().unwrap();
+    let names: Vec<&str> = instances.iter().map(|i| i["instance"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gateway-1", "catalog-1"]);
+    let pids: Vec<u64> = instances.iter().map(|i| i["pid"].as_u64().unwrap()).collect();
+    assert_ne!(pids[0], pids[1], "each instance is its own process");
+    assert!(pids.iter().all(|pid| pid_alive(*pid) && *pid != u64::from(std::process::id())));
+    for instance in instances {
+        assert_eq!(instance["health"], "ready");
+        assert_eq!(instance["restarts"], 0);
+    }
+    // Each instance has its own data directory; the catalog's database is its own file.
+    let data = comb.dir.path().join("data");
+    assert!(data.join("instances/catalog-1").is_dir() && data.join("instances/gateway-1").is_dir());
+    assert!(data.join("services/catalog/catalog.db").is_file());
+
+    let table = comb.run(&["status"]);
+    assert!(text(&table).contains("catalog-1"), "{}", text(&table));
+    let logs = comb.run(&["logs", "catalog"]);
+    assert!(text(&logs).contains("listening"), "{}", text(&logs));
+
+    let down = comb.run(&["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    for pid in pids {
+        assert!(!pid_alive(pid), "instance {pid} stopped with the system");
+    }
+    let status = comb.run(&["status"]);
+    assert!(!status.status.success());
+    assert!(text(&status).contains("not running"), "{}", text(&status));
+}
+
+#[tokio::test]
+async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
+    // A slower first restart than the default, so the outage is long enough to observe.
+    let dir = tempfile::tempdir().unwrap();
+    let topology = std::fs::read_to_string(repo_topology())
+        .unwrap()
+        .replace("restart_backoff_ms = 250", "restart_backoff_ms = 1500");
+    assert!(topology.contains("restart_backoff_ms = 1500"));
+    let path = dir.path().join("comb.toml");
+    std::fs::write(&path, topology).unwrap();
+    let comb = Comb::up(&path);
+    assert_eq!(comb.get("/api/v1/products").await.unwrap().status(), 200);
+
+    let catalog = comb.instance("catalog-1");
+    let old_pid = catalog["pid"].as_u64().unwrap();
+    signal(old_pid, Signal::SIGKILL);
+
+    let outage = eventually("a 503 while the catalog is down", Duration::from_secs(5), || async {
+        let response = comb.get("/api/v1/products").await?;
+        (response.status() == 503).then_some(response)
+    })
+    .await;
+    assert_eq!(outage.headers()["content-type"], "application/problem+json");
+    let problem: Value = outage.json().await.unwrap();
+    assert!(problem["detail"].as_str().unwrap().contains("catalog"), "{problem}");
+
+    eventually("the catalog back after its restart", Duration::from_secs(30), || async {
+        let response = comb.get("/api/v1/products").await?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let catalog = comb.instance("catalog-1");
+    assert_eq!(catalog["restarts"], 1, "{catalog}");
+    assert_ne!(catalog["pid"].as_u64().unwrap(), old_pid);
+    assert!(catalog["last_exit"].as_str().unwrap().contains("signal 9"), "{catalog}");
+    assert_eq!(comb.instance("gateway-1")["restarts"], 0, "the gateway was left alone");
+}
+
+#[tokio::test]
+async fn instances_stop_when_their_launcher_is_killed() {
+    let comb = Comb::up(&repo_topology());
+    let status = comb.status();
+    let launcher = status["launcher_pid"].as_u64().unwrap();
+    let pids: Vec<u64> = status["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+    signal(launcher, Signal::SIGKILL);
+    eventually("orphaned instances to stop", Duration::from_secs(15), || async {
+        pids.iter().all(|pid| !pid_alive(*pid)).then_some(())
+    })
+    .await;
+    let status = comb.run(&["status"]);
+    assert!(text(&status).contains("not running"), "a stale state file is noticed: {}", text(&status));
+}
+
+#[tokio::test]
+async fn mistakes_are_refused_with_advice() {
+    let comb = Comb::up(&repo_topology());
+    let again = comb.run(&["up", "--detach", "--gateway-port", "0"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already running"), "{}", text(&again));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[services.gateway]\ncalls = [\"nowhere\"]\n").unwrap();
+    let output = comb.run(&["up", "--config", bad.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("not a service"), "{}", text(&output));
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[services.teleporter]\n").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["up", "--gateway-port", "0", "--config", unknown.to_str().unwrap(), "--data-dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(text(&output).contains("cannot run"), "{}", text(&output));
+
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["serve", "teleporter"])
+        .output()
+        .unwrap();
+    assert!(!serve.status.success());
+    assert!(text(&serve).contains("comb runs catalog, gateway"), "{}", text(&serve));
+}
