@@ -39,7 +39,11 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     println!(
         "comb {} (launcher pid {}, data in {})",
-        if status.ready { "is ready" } else { "is NOT ready" },
+        if status.ready {
+            "is ready"
+        } else {
+            "is NOT ready"
+        },
         status.launcher_pid,
         status.data_dir
     );
@@ -56,11 +60,17 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9}",
             instance.service,
             instance.instance,
-            instance.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+            instance
+                .pid
+                .map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
             instance.address,
-            serde_json::to_value(instance.health)?.as_str().unwrap_or_default(),
+            serde_json::to_value(instance.health)?
+                .as_str()
+                .unwrap_or_default(),
             instance.restarts,
-            instance.uptime_secs.map_or_else(|| "-".to_owned(), format_uptime),
+            instance
+                .uptime_secs
+                .map_or_else(|| "-".to_owned(), format_uptime),
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -82,8 +92,10 @@ pub async fn down(args: DataDirArg) -> anyhow::Result<ExitCode> {
         println!("{}", not_running(&layout));
         return Ok(ExitCode::SUCCESS);
     };
-    let pid = Pid::from_raw(i32::try_from(state.pid).context("the launcher's pid is out of range")?);
-    kill(pid, Signal::SIGTERM).with_context(|| format!("cannot signal the launcher (pid {})", state.pid))?;
+    let pid =
+        Pid::from_raw(i32::try_from(state.pid).context("the launcher's pid is out of range")?);
+    kill(pid, Signal::SIGTERM)
+        .with_context(|| format!("cannot signal the launcher (pid {})", state.pid))?;
     let started = Instant::now();
     while is_alive(state.pid) {
         if started.elapsed() > DOWN_TIMEOUT {
@@ -108,7 +120,8 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let mut files: BTreeMap<String, u64> = BTreeMap::new();
     let mut lines: Vec<(String, String, String)> = Vec::new();
     for (instance, path) in log_files(&dir, args.service.as_deref())? {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         files.insert(instance.clone(), text.len() as u64);
         let mut last_ts = String::new();
         for line in text.lines() {
@@ -121,7 +134,10 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() && !args.follow {
         eprintln!(
             "no logs{} in {}",
-            args.service.as_deref().map(|s| format!(" for {s}")).unwrap_or_default(),
+            args.service
+                .as_deref()
+                .map(|s| format!(" for {s}"))
+                .unwrap_or_default(),
             dir.display()
         );
         return Ok(ExitCode::FAILURE);
@@ -175,7 +191,10 @@ fn timestamp(line: &str) -> Option<String> {
 }
 
 /// The log files of instances matching `filter` (a service or an instance name).
-fn log_files(dir: &std::path::Path, filter: Option<&str>) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
+fn log_files(
+    dir: &std::path::Path,
+    filter: Option<&str>,
+) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -193,9 +212,9 @@ fn log_files(dir: &std::path::Path, filter: Option<&str>) -> anyhow::Result<Vec<
         };
         let matches = filter.is_none_or(|filter| {
             instance == filter
-                || instance
-                    .rsplit_once('-')
-                    .is_some_and(|(service, index)| service == filter && index.parse::<u32>().is_ok())
+                || instance.rsplit_once('-').is_some_and(|(service, index)| {
+                    service == filter && index.parse::<u32>().is_ok()
+                })
         });
         if matches {
             files.push((instance.to_owned(), path));
@@ -219,7 +238,12 @@ mod tests {
     #[test]
     fn log_files_match_a_service_or_an_instance() {
         let dir = tempfile::tempdir().expect("dir");
-        for name in ["catalog-1.log", "catalog-2.log", "gateway-1.log", "catalog-admin-1.log"] {
+        for name in [
+            "catalog-1.log",
+            "catalog-2.log",
+            "gateway-1.log",
+            "catalog-admin-1.log",
+        ] {
             std::fs::write(dir.path().join(name), "").expect("write");
         }
         let names = |filter| -> Vec<String> {

@@ -29,14 +29,21 @@ fn runner(service: &str) -> anyhow::Result<RunFn> {
         .iter()
         .find(|(name, _)| *name == service)
         .map(|(_, run)| *run)
-        .with_context(|| format!("there is no service {service:?}; comb runs {}", known().join(", ")))
+        .with_context(|| {
+            format!(
+                "there is no service {service:?}; comb runs {}",
+                known().join(", ")
+            )
+        })
 }
 
 /// The topology built into comb, used when there is no comb.toml.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../comb.toml");
 
 /// Loads the topology: the file given, else ./comb.toml, else the built-in one.
-pub fn load_topology(path: Option<&Path>) -> anyhow::Result<(Topology, Option<std::path::PathBuf>)> {
+pub fn load_topology(
+    path: Option<&Path>,
+) -> anyhow::Result<(Topology, Option<std::path::PathBuf>)> {
     let path = match path {
         Some(path) => Some(path.to_owned()),
         None => Some(Path::new("comb.toml").to_owned()).filter(|path| path.exists()),
@@ -60,9 +67,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => BTreeMap::new(),
     };
     let config = ServiceConfig::resolve(&args.service, file_settings, std::env::vars())?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-    run(config).await.with_context(|| format!("{} stopped with an error", args.service))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    run(config)
+        .await
+        .with_context(|| format!("{} stopped with an error", args.service))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -80,7 +93,7 @@ mod tests {
 
     #[test]
     fn unknown_services_are_named_with_the_known_ones() {
-        let error = runner("nope").err().expect("unknown");
+        let error = runner("nope").expect_err("unknown");
         assert!(error.to_string().contains("catalog, gateway"), "{error}");
     }
 }

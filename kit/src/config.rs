@@ -252,7 +252,9 @@ impl ServiceConfig {
                     .collect();
                 for url in &urls {
                     if !(url.starts_with("http://") || url.starts_with("https://")) {
-                        return Err(lookup.invalid(key, "each address must start with http:// or https://"));
+                        return Err(
+                            lookup.invalid(key, "each address must start with http:// or https://")
+                        );
                     }
                 }
                 upstreams.insert(name.replace('_', "-"), urls);
@@ -263,10 +265,17 @@ impl ServiceConfig {
             Some("text") => LogFormat::Text,
             Some(_) => return Err(lookup.invalid("log_format", "use json or text")),
         };
-        let drain_ms: u64 = lookup.parse("drain_timeout_ms", "milliseconds")?.unwrap_or(10_000);
-        let call_ms: u64 = lookup.parse("call_timeout_ms", "milliseconds")?.unwrap_or(2_000);
+        let drain_ms: u64 = lookup
+            .parse("drain_timeout_ms", "milliseconds")?
+            .unwrap_or(10_000);
+        let call_ms: u64 = lookup
+            .parse("call_timeout_ms", "milliseconds")?
+            .unwrap_or(2_000);
         if call_ms == 0 {
-            return Err(lookup.invalid("call_timeout_ms", "a deadline of 0 ms fails every call; use at least 1"));
+            return Err(lookup.invalid(
+                "call_timeout_ms",
+                "a deadline of 0 ms fails every call; use at least 1",
+            ));
         }
         Ok(Self {
             service: service.to_owned(),
@@ -336,7 +345,11 @@ impl Settings<'_> {
         self.0.get(key).map(String::as_str)
     }
 
-    fn parse<T: std::str::FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+    fn parse<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        expected: &str,
+    ) -> Result<Option<T>, ConfigError> {
         self.get(key)
             .map(|value| {
                 value
@@ -404,16 +417,21 @@ mod tests {
     #[test]
     fn service_settings_layer_topology_then_service_then_env() {
         let topology = Topology::parse(TOPOLOGY).expect("valid topology");
-        let config =
-            ServiceConfig::resolve("catalog", topology.settings_for("catalog"), no_env()).expect("config");
+        let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), no_env())
+            .expect("config");
         assert_eq!(config.log_filter, "warn");
         assert_eq!(config.flag("seed", true).expect("flag"), false);
-        let gateway =
-            ServiceConfig::resolve("gateway", topology.settings_for("gateway"), no_env()).expect("config");
+        let gateway = ServiceConfig::resolve("gateway", topology.settings_for("gateway"), no_env())
+            .expect("config");
         assert_eq!(gateway.log_filter, "debug");
 
-        let env = [("COMB_LOG", "error"), ("COMB_SEED", "true"), ("HOME", "/root")];
-        let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), env).expect("config");
+        let env = [
+            ("COMB_LOG", "error"),
+            ("COMB_SEED", "true"),
+            ("HOME", "/root"),
+        ];
+        let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), env)
+            .expect("config");
         assert_eq!(config.log_filter, "error");
         assert!(config.flag("seed", false).expect("flag"));
     }
@@ -437,24 +455,35 @@ mod tests {
 
     #[test]
     fn upstreams_come_from_comma_separated_urls() {
-        let env = [("COMB_UPSTREAM_CATALOG", "http://127.0.0.1:1, http://127.0.0.1:2")];
+        let env = [(
+            "COMB_UPSTREAM_CATALOG",
+            "http://127.0.0.1:1, http://127.0.0.1:2",
+        )];
         let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).expect("config");
         assert_eq!(
             config.upstream("catalog").expect("catalog"),
             ["http://127.0.0.1:1", "http://127.0.0.1:2"]
         );
         let missing = config.upstream("orders").expect_err("no orders");
-        assert!(missing.to_string().contains("COMB_UPSTREAM_ORDERS"), "{missing}");
+        assert!(
+            missing.to_string().contains("COMB_UPSTREAM_ORDERS"),
+            "{missing}"
+        );
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let error = ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_LISTEN", "nowhere")])
-            .expect_err("bad listen");
+        let error =
+            ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_LISTEN", "nowhere")])
+                .expect_err("bad listen");
         let text = error.to_string();
-        assert!(text.contains("COMB_LISTEN") && text.contains("nowhere"), "{text}");
-        let error = ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_UPSTREAM_X", "ftp://a")])
-            .expect_err("bad url");
+        assert!(
+            text.contains("COMB_LISTEN") && text.contains("nowhere"),
+            "{text}"
+        );
+        let error =
+            ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_UPSTREAM_X", "ftp://a")])
+                .expect_err("bad url");
         assert!(error.to_string().contains("http://"), "{error}");
     }
 }

@@ -35,7 +35,11 @@ impl Upstream {
     /// Channels to each instance at `urls`. Nothing connects until the first call, so a
     /// caller starts even when the service it calls is down. Each call fails after
     /// `call_timeout`; connecting gives up sooner, so a dead instance answers fast.
-    pub fn new(service: &str, urls: &[String], call_timeout: Duration) -> Result<Self, UpstreamError> {
+    pub fn new(
+        service: &str,
+        urls: &[String],
+        call_timeout: Duration,
+    ) -> Result<Self, UpstreamError> {
         if urls.is_empty() {
             return Err(UpstreamError::NoInstances(service.to_owned()));
         }
@@ -114,7 +118,11 @@ pub fn problem_from_status(service: &str, status: &Status) -> Problem {
 /// field.
 pub fn invalid_argument(errors: &[FieldError]) -> Status {
     let details = serde_json::to_vec(errors).unwrap_or_default();
-    Status::with_details(Code::InvalidArgument, field_errors_to_message(errors), details.into())
+    Status::with_details(
+        Code::InvalidArgument,
+        field_errors_to_message(errors),
+        details.into(),
+    )
 }
 
 /// The field errors a status made by [`invalid_argument`] carries.
@@ -142,30 +150,49 @@ mod tests {
         let cases = [
             (Status::not_found("no product x"), StatusCode::NOT_FOUND),
             (Status::invalid_argument("bad"), StatusCode::BAD_REQUEST),
-            (invalid_argument(&[FieldError::new("limit", "too big")]), StatusCode::BAD_REQUEST),
+            (
+                invalid_argument(&[FieldError::new("limit", "too big")]),
+                StatusCode::BAD_REQUEST,
+            ),
             (Status::already_exists("dup"), StatusCode::CONFLICT),
             (Status::unavailable("down"), StatusCode::SERVICE_UNAVAILABLE),
-            (Status::deadline_exceeded("slow"), StatusCode::SERVICE_UNAVAILABLE),
+            (
+                Status::deadline_exceeded("slow"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
             (Status::internal("boom"), StatusCode::BAD_GATEWAY),
         ];
         for (status, expected) in cases {
-            assert_eq!(problem_from_status("catalog", &status).status_code(), expected, "{status:?}");
+            assert_eq!(
+                problem_from_status("catalog", &status).status_code(),
+                expected,
+                "{status:?}"
+            );
         }
         let errors = vec![
             FieldError::new("cursor", "is not ours; pass next_cursor"),
             FieldError::new("q", "must not be empty"),
         ];
         let status = invalid_argument(&errors);
-        assert_eq!(status.message(), "cursor: is not ours; pass next_cursor; q: must not be empty");
+        assert_eq!(
+            status.message(),
+            "cursor: is not ours; pass next_cursor; q: must not be empty"
+        );
         assert_eq!(problem_from_status("catalog", &status).errors, errors);
         assert_eq!(field_errors(&Status::invalid_argument("plain")), None);
         let problem = problem_from_status("catalog", &Status::internal("secret detail"));
-        assert!(!problem.detail.contains("secret"), "internal causes stay in the log");
+        assert!(
+            !problem.detail.contains("secret"),
+            "internal causes stay in the log"
+        );
     }
 
     #[tokio::test]
     async fn round_robin_over_instances() {
-        let urls = vec!["http://127.0.0.1:1".to_owned(), "http://127.0.0.1:2".to_owned()];
+        let urls = vec![
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
         let upstream = Upstream::new("catalog", &urls, Duration::from_secs(1)).expect("upstream");
         assert_eq!(upstream.service(), "catalog");
         let _ = upstream.channel();

@@ -66,7 +66,12 @@ impl Problem {
 
     /// 400: the request itself is malformed.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad-request", "Bad request", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "Bad request",
+            detail,
+        )
     }
 
     /// 400 with the fields at fault; `detail` joins their messages.
@@ -74,7 +79,12 @@ impl Problem {
         let detail = field_errors_to_message(&errors);
         Self {
             errors,
-            ..Self::new(StatusCode::BAD_REQUEST, "validation", "Invalid request", detail)
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "validation",
+                "Invalid request",
+                detail,
+            )
         }
     }
 
@@ -92,24 +102,44 @@ impl Problem {
     }
 
     pub fn method_not_allowed(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", detail)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+            detail,
+        )
     }
 
     pub fn payload_too_large(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", "Payload too large", detail)
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload too large",
+            detail,
+        )
     }
 
     /// 503: a service this answer needs is down or too slow; retry later.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                detail,
+            )
         }
     }
 
     /// 502: a service this answer needs gave an answer that makes no sense.
     pub fn bad_gateway(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Bad gateway", detail)
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "bad-gateway",
+            "Bad gateway",
+            detail,
+        )
     }
 
     /// 500: our fault. The cause goes to the log, never to the caller.
@@ -144,7 +174,10 @@ impl IntoResponse for Problem {
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(after) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(after.as_secs().max(1)),
+            );
         }
         response
     }
@@ -164,7 +197,12 @@ mod tests {
         let response = problem.into_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(json["type"], "/problems/validation");
         assert_eq!(json["status"], 400);

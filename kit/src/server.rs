@@ -27,7 +27,10 @@ use crate::{shutdown, telemetry};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot listen on {addr}: {source}; pick another address or stop what uses it")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
 }
@@ -61,7 +64,10 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { listener, local_addr })
+        Ok(Self {
+            listener,
+            local_addr,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,7 +180,10 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
 
 async fn metrics() -> Response {
     (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         telemetry::render_metrics(),
     )
         .into_response()
@@ -209,7 +218,12 @@ mod tests {
             .expect("request");
         let response = app.oneshot(request).await.expect("infallible");
         let status = response.status();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
@@ -217,7 +231,10 @@ mod tests {
     async fn readiness_follows_the_flag() {
         let readiness = Readiness::default();
         let app = app(Router::new(), readiness.clone());
-        assert_eq!(call(app.clone(), "GET", "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            call(app.clone(), "GET", "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         readiness.set(true);
         assert_eq!(call(app.clone(), "GET", "/readyz").await.0, StatusCode::OK);
         assert_eq!(call(app, "GET", "/healthz").await.0, StatusCode::OK);
@@ -229,10 +246,17 @@ mod tests {
         let app = app(routes, Readiness::default());
         let response = app
             .clone()
-            .oneshot(http::Request::get("/nothing").body(axum::body::Body::empty()).expect("request"))
+            .oneshot(
+                http::Request::get("/nothing")
+                    .body(axum::body::Body::empty())
+                    .expect("request"),
+            )
             .await
             .expect("infallible");
-        assert!(response.headers().contains_key("x-request-id"), "every answer has a request id");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "every answer has a request id"
+        );
         let (status, body) = call(app.clone(), "GET", "/nothing").await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("/problems/not-found"), "{body}");
@@ -249,11 +273,15 @@ mod tests {
         let (status, body) = call(app, "GET", "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(
-            body.lines().any(|line| line.starts_with("http_server_requests_total")
-                && line.contains("route=\"/things/{id}\"")
-                && line.contains("status=\"200\"")),
+            body.lines()
+                .any(|line| line.starts_with("http_server_requests_total")
+                    && line.contains("route=\"/things/{id}\"")
+                    && line.contains("status=\"200\"")),
             "{body}"
         );
-        assert!(body.contains("http_server_request_duration_seconds_bucket"), "{body}");
+        assert!(
+            body.contains("http_server_request_duration_seconds_bucket"),
+            "{body}"
+        );
     }
 }

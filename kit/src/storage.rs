@@ -13,8 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::AnyPool;
-use sqlx::pool::PoolOptions;
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
+use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, SqlSafeStr};
@@ -22,14 +22,24 @@ use sqlx::{ConnectOptions, Connection, Executor, SqlSafeStr};
 /// Why storage could not be opened or used.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("the database URL {0:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DATABASE")]
+    #[error(
+        "the database URL {0:?} is not supported: use sqlite://PATH or postgres://USER@HOST/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
-    #[error("cannot create the PostgreSQL database {database}: {source}; create it, or connect as a role allowed to")]
-    CreateDatabase { database: String, source: sqlx::Error },
+    #[error(
+        "cannot create the PostgreSQL database {database}: {source}; create it, or connect as a role allowed to"
+    )]
+    CreateDatabase {
+        database: String,
+        source: sqlx::Error,
+    },
     #[error("migrating the database {url} failed: {source}")]
     Migrate {
         url: String,
@@ -93,15 +103,19 @@ impl Database {
     }
 
     async fn connect_sqlite(url: &str) -> Result<Self, StorageError> {
-        let connect_error = |source| StorageError::Connect { url: url.to_owned(), source };
+        let connect_error = |source| StorageError::Connect {
+            url: url.to_owned(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
-        if let Some(parent) = Path::new(options.get_filename()).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|source| StorageError::DataDir {
-                    path: parent.display().to_string(),
-                    source,
-                })?;
-            }
+        if let Some(parent) = Path::new(options.get_filename())
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|source| StorageError::DataDir {
+                path: parent.display().to_string(),
+                source,
+            })?;
         }
         let create_url = if url.contains("mode=") {
             url.to_owned()
@@ -132,7 +146,10 @@ impl Database {
     }
 
     async fn connect_postgres(url: &str) -> Result<Self, StorageError> {
-        let connect_error = |source| StorageError::Connect { url: redact(url), source };
+        let connect_error = |source| StorageError::Connect {
+            url: redact(url),
+            source,
+        };
         let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
         match options.connect().await {
             Ok(connection) => {
@@ -212,14 +229,25 @@ async fn create_postgres_database(options: &PgConnectOptions) -> Result<(), Stor
         database: database.clone(),
         source,
     };
-    if database.is_empty() || !database.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if database.is_empty()
+        || !database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
         return Err(create_error(sqlx::Error::Configuration(
             "a database comb creates must be named with letters, digits and underscores".into(),
         )));
     }
-    let mut admin = options.clone().database("postgres").connect().await.map_err(create_error)?;
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(create_error)?;
     let statement = format!("CREATE DATABASE \"{database}\"");
-    let result = sqlx::query(sqlx::AssertSqlSafe(statement)).execute(&mut admin).await;
+    let result = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .execute(&mut admin)
+        .await;
     let _ = admin.close().await;
     match result {
         Ok(_) => Ok(()),
@@ -258,7 +286,10 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(redact("postgres://comb:secret@db:5432/x"), "postgres://comb:***@db:5432/x");
+        assert_eq!(
+            redact("postgres://comb:secret@db:5432/x"),
+            "postgres://comb:***@db:5432/x"
+        );
         assert_eq!(redact("postgres://comb@db/x"), "postgres://comb@db/x");
         assert_eq!(redact("sqlite://a.db"), "sqlite://a.db");
     }
@@ -270,7 +301,10 @@ mod tests {
         let database = Database::connect(&url).await.expect("connect");
         assert_eq!(database.backend(), Backend::Sqlite);
         database.migrate(&MIGRATIONS).await.expect("migrate");
-        database.migrate(&MIGRATIONS).await.expect("migrating again is a no-op");
+        database
+            .migrate(&MIGRATIONS)
+            .await
+            .expect("migrating again is a no-op");
         sqlx::query("INSERT INTO notes (body) VALUES ($1)")
             .bind("hello")
             .execute(database.pool())
@@ -285,7 +319,9 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_schemes_are_refused_with_advice() {
-        let error = Database::connect("mysql://x").await.expect_err("unsupported");
+        let error = Database::connect("mysql://x")
+            .await
+            .expect_err("unsupported");
         assert!(error.to_string().contains("sqlite://"), "{error}");
     }
 }

@@ -34,7 +34,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("the log filter {filter:?} is not valid ({source}); use a level such as info or a directive such as comb_catalog=debug")]
+    #[error(
+        "the log filter {filter:?} is not valid ({source}); use a level such as info or a directive such as comb_catalog=debug"
+    )]
     Filter {
         filter: String,
         source: tracing_subscriber::filter::ParseError,
@@ -46,10 +48,11 @@ pub enum TelemetryError {
 /// A process that already has a global logger keeps it: tests start several services in
 /// one process.
 pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(&config.log_filter).map_err(|source| TelemetryError::Filter {
-        filter: config.log_filter.clone(),
-        source,
-    })?;
+    let filter =
+        EnvFilter::try_new(&config.log_filter).map_err(|source| TelemetryError::Filter {
+            filter: config.log_filter.clone(),
+            source,
+        })?;
     let registry = tracing_subscriber::registry().with(filter);
     let result = match config.log_format {
         LogFormat::Json => registry
@@ -63,7 +66,11 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().compact().with_writer(std::io::stdout))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_writer(std::io::stdout),
+            )
             .try_init(),
     };
     if result.is_err() {
@@ -85,14 +92,27 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut line = Map::new();
-        let now = time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let now = time::OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         line.insert("ts".into(), Value::String(now));
-        line.insert("level".into(), Value::String(event.metadata().level().to_string()));
+        line.insert(
+            "level".into(),
+            Value::String(event.metadata().level().to_string()),
+        );
         line.insert("service".into(), Value::String(self.service.clone()));
         line.insert("instance".into(), Value::String(self.instance.clone()));
-        line.insert("target".into(), Value::String(event.metadata().target().to_owned()));
+        line.insert(
+            "target".into(),
+            Value::String(event.metadata().target().to_owned()),
+        );
         event.record(&mut JsonFields(&mut line));
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
@@ -147,7 +167,9 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS) {
+        let builder = match builder
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        {
             Ok(builder) => builder,
             Err(error) => {
                 tracing::warn!(%error, "latency buckets rejected; histograms become summaries");
@@ -195,7 +217,11 @@ pub async fn record_red(request: Request, next: Next) -> Response {
             .get::<MatchedPath>()
             .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
     };
-    let method = if grpc { "grpc".to_owned() } else { request.method().as_str().to_owned() };
+    let method = if grpc {
+        "grpc".to_owned()
+    } else {
+        request.method().as_str().to_owned()
+    };
     let response = next.run(request).await;
     let status = if grpc {
         // A failed unary call answers trailers-only, so its status is in the headers; a
@@ -234,7 +260,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// asked for.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let quiet = is_grpc(&request) || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let quiet =
+        is_grpc(&request) || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let request_id = request

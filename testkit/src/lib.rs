@@ -41,12 +41,16 @@ impl TestDatabase {
     /// A new, empty PostgreSQL database, or `None` (with the reason printed) when no server
     /// answers outside CI.
     pub async fn postgres() -> Option<Self> {
-        let admin_url = std::env::var("COMB_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
-        let admin = PgConnectOptions::from_str(&admin_url).expect("COMB_TEST_POSTGRES_URL is a PostgreSQL URL");
+        let admin_url =
+            std::env::var("COMB_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let admin = PgConnectOptions::from_str(&admin_url)
+            .expect("COMB_TEST_POSTGRES_URL is a PostgreSQL URL");
         let mut connection = match admin.connect().await {
             Ok(connection) => connection,
             Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!("skipping a PostgreSQL test: cannot connect to {admin_url} ({error}); set COMB_TEST_POSTGRES_URL");
+                eprintln!(
+                    "skipping a PostgreSQL test: cannot connect to {admin_url} ({error}); set COMB_TEST_POSTGRES_URL"
+                );
                 return None;
             }
             Err(error) => panic!("CI=true requires PostgreSQL at {admin_url}: {error}"),
@@ -57,7 +61,12 @@ impl TestDatabase {
             .await
             .expect("create test database");
         let _ = connection.close().await;
-        let url = format!("{}/{name}", admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base));
+        let url = format!(
+            "{}/{name}",
+            admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(base, _)| base)
+        );
         Some(Self {
             url,
             _dir: None,
@@ -74,13 +83,18 @@ impl Drop for TestDatabase {
         // Drop runs outside any runtime that could be borrowed, so drop the database from
         // a runtime of its own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             runtime.block_on(async move {
                 let mut connection = admin.connect().await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                    .execute(&mut connection)
-                    .await
-                    .ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut connection)
+                .await
+                .ok()
             })
         })
         .join();
@@ -99,7 +113,9 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(routes: Router) -> Self {
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind");
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
         let addr = server.local_addr();
         let readiness = Readiness::default();
         readiness.set(true);
@@ -109,9 +125,14 @@ impl TestServer {
             let stop = async move {
                 let _ = stopped.await;
             };
-            let _ = server.run(app, readiness, stop, std::time::Duration::from_secs(1)).await;
+            let _ = server
+                .run(app, readiness, stop, std::time::Duration::from_secs(1))
+                .await;
         });
-        Self { addr, stop: Some(stop) }
+        Self {
+            addr,
+            stop: Some(stop),
+        }
     }
 
     pub fn url(&self) -> String {

@@ -47,11 +47,17 @@ struct Control {
 }
 
 /// Serves the control API on a free local port.
-pub async fn serve(supervisor: Arc<Supervisor>, layout: &Layout, gateway_url: Option<String>) -> anyhow::Result<LauncherState> {
+pub async fn serve(
+    supervisor: Arc<Supervisor>,
+    layout: &Layout,
+    gateway_url: Option<String>,
+) -> anyhow::Result<LauncherState> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot open the launcher's control port")?;
-    let addr: SocketAddr = listener.local_addr().context("cannot open the launcher's control port")?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .context("cannot open the launcher's control port")?;
     let state = LauncherState {
         pid: std::process::id(),
         control_url: format!("http://{addr}"),
@@ -63,7 +69,9 @@ pub async fn serve(supervisor: Arc<Supervisor>, layout: &Layout, gateway_url: Op
         state: state.clone(),
         data_dir: layout.root.display().to_string(),
     };
-    let app = Router::new().route("/status", get(status)).with_state(control);
+    let app = Router::new()
+        .route("/status", get(status))
+        .with_state(control);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             eprintln!("comb | the control API stopped: {error}");
@@ -88,7 +96,8 @@ pub fn write_state(layout: &Layout, state: &LauncherState) -> anyhow::Result<()>
     let text = serde_json::to_string_pretty(state)?;
     // Written whole then renamed, so a reader never sees half a file.
     let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, text).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::write(&partial, text)
+        .with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -101,8 +110,8 @@ pub fn running_launcher(layout: &Layout) -> anyhow::Result<Option<LauncherState>
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
     };
-    let state: LauncherState =
-        serde_json::from_str(&text).with_context(|| format!("{} is not a launcher state file", path.display()))?;
+    let state: LauncherState = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a launcher state file", path.display()))?;
     if is_alive(state.pid) {
         Ok(Some(state))
     } else {
@@ -127,19 +136,29 @@ fn is_zombie(pid: u32) -> bool {
     // /proc/PID/stat: "PID (COMMAND) STATE ..."; the command may hold spaces and parentheses.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
 /// Asks a running launcher for the status of the system.
 pub async fn fetch_status(state: &LauncherState) -> anyhow::Result<SystemStatus> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()?;
     let status = client
         .get(format!("{}/status", state.control_url))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
-        .with_context(|| format!("the launcher (pid {}) does not answer at {}", state.pid, state.control_url))?
+        .with_context(|| {
+            format!(
+                "the launcher (pid {}) does not answer at {}",
+                state.pid, state.control_url
+            )
+        })?
         .json()
         .await
         .context("the launcher's status cannot be read")?;
@@ -148,5 +167,7 @@ pub async fn fetch_status(state: &LauncherState) -> anyhow::Result<SystemStatus>
 
 fn now() -> String {
     use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }

@@ -32,7 +32,8 @@ impl LogSink {
     /// Starts the writer; `console` also shows lines on stdout.
     pub fn start(layout: &Layout, console: bool) -> anyhow::Result<(Self, JoinHandle<()>)> {
         let dir = layout.logs_dir();
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the log directory {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create the log directory {}", dir.display()))?;
         let (lines, mut received) = mpsc::channel::<InstanceLine>(BUFFERED_LINES);
         let layout = layout.clone();
         let color = console && std::io::stdout().is_terminal();
@@ -55,7 +56,14 @@ impl LogSink {
                 if console {
                     let next = colors.len();
                     let color_index = *colors.entry(line.instance.clone()).or_insert(next);
-                    println!("{}", prefixed(&line.instance, &render(&line.text), color.then_some(color_index)));
+                    println!(
+                        "{}",
+                        prefixed(
+                            &line.instance,
+                            &render(&line.text),
+                            color.then_some(color_index)
+                        )
+                    );
                 }
             }
         });
@@ -102,7 +110,10 @@ pub fn render(text: &str) -> String {
     let time = get("ts").get(11..19).unwrap_or_default();
     let mut line = format!("{time} {:<5} {}", get("level"), get("msg"));
     for (key, value) in &fields {
-        if matches!(key.as_str(), "ts" | "level" | "msg" | "service" | "instance" | "target") {
+        if matches!(
+            key.as_str(),
+            "ts" | "level" | "msg" | "service" | "instance" | "target"
+        ) {
             continue;
         }
         let value = match value {
@@ -121,7 +132,10 @@ mod tests {
     #[test]
     fn json_lines_render_readably() {
         let line = r#"{"ts":"2026-11-23T06:01:02.345Z","level":"INFO","service":"catalog","instance":"catalog-1","target":"comb_kit::server","msg":"listening","addr":"127.0.0.1:5000","n":3,"why":"two words"}"#;
-        assert_eq!(render(line), r#"06:01:02 INFO  listening addr=127.0.0.1:5000 n=3 why="two words""#);
+        assert_eq!(
+            render(line),
+            r#"06:01:02 INFO  listening addr=127.0.0.1:5000 n=3 why="two words""#
+        );
         assert_eq!(render("thread 'main' panicked"), "thread 'main' panicked");
         assert_eq!(prefixed("catalog-1", "x", None), "catalog-1     | x");
     }

@@ -27,7 +27,11 @@ use crate::services::{known, load_topology};
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (topology, config_path) = load_topology(args.config.as_deref())?;
     let runnable = known();
-    if let Some(unknown) = topology.services.keys().find(|name| !runnable.contains(&name.as_str())) {
+    if let Some(unknown) = topology
+        .services
+        .keys()
+        .find(|name| !runnable.contains(&name.as_str()))
+    {
         bail!(
             "the topology names the service {unknown:?}, which this comb cannot run (it runs {})",
             runnable.join(", ")
@@ -50,7 +54,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs the system in the foreground until Ctrl-C or SIGTERM.
-async fn run(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+async fn run(
+    args: &UpArgs,
+    layout: &Layout,
+    topology: &Topology,
+    config_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let plan = plan::plan(
         topology,
@@ -62,7 +71,8 @@ async fn run(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: O
             database_url_in_env: std::env::var_os("COMB_DATABASE_URL").is_some(),
         },
     )?;
-    let exe = std::env::current_exe().context("cannot find the comb binary to start services with")?;
+    let exe =
+        std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
     let supervisor = Supervisor::new(exe, &plan, topology.launcher.clone(), logs.clone());
     let state = control::serve(supervisor.clone(), layout, plan.gateway_url()).await?;
@@ -72,7 +82,10 @@ async fn run(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: O
         "starting {} instances of {} services from {}",
         plan.instances.len(),
         topology.services.len(),
-        config_path.map_or_else(|| "the built-in topology".to_owned(), |path| path.display().to_string())
+        config_path.map_or_else(
+            || "the built-in topology".to_owned(),
+            |path| path.display().to_string()
+        )
     ));
 
     let ready_timeout = Duration::from_millis(topology.launcher.ready_timeout_ms);
@@ -118,7 +131,12 @@ async fn run(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: O
     Ok(code)
 }
 
-async fn wait_until_ready(supervisor: &Supervisor, logs: &LogSink, timeout: Duration, started: Instant) -> bool {
+async fn wait_until_ready(
+    supervisor: &Supervisor,
+    logs: &LogSink,
+    timeout: Duration,
+    started: Instant,
+) -> bool {
     let mut announced = std::collections::HashSet::new();
     loop {
         for instance in supervisor.status() {
@@ -155,12 +173,22 @@ fn print_banner(plan: &Plan, data_dir: &Path, took: Duration, logs: &LogSink) {
 }
 
 /// Starts a launcher in the background and returns once the system is ready.
-async fn detach(args: &UpArgs, layout: &Layout, topology: &Topology, config_path: Option<&Path>) -> anyhow::Result<ExitCode> {
+async fn detach(
+    args: &UpArgs,
+    layout: &Layout,
+    topology: &Topology,
+    config_path: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let log_path = layout.launcher_log();
-    let log = File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+    let log =
+        File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the comb binary")?;
     let mut command = std::process::Command::new(exe);
-    command.arg("up").arg("--quiet").arg("--data-dir").arg(&layout.root);
+    command
+        .arg("up")
+        .arg("--quiet")
+        .arg("--data-dir")
+        .arg(&layout.root);
     if let Some(path) = config_path {
         command.arg("--config").arg(path);
     }
@@ -176,24 +204,34 @@ async fn detach(args: &UpArgs, layout: &Layout, topology: &Topology, config_path
         .context("cannot start the background launcher")?;
 
     let started = Instant::now();
-    let deadline = Duration::from_millis(topology.launcher.ready_timeout_ms) + Duration::from_secs(5);
+    let deadline =
+        Duration::from_millis(topology.launcher.ready_timeout_ms) + Duration::from_secs(5);
     loop {
-        if let Some(status) = launcher.try_wait().context("cannot watch the background launcher")? {
+        if let Some(status) = launcher
+            .try_wait()
+            .context("cannot watch the background launcher")?
+        {
             let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("comb did not start ({status}); its output:\n{}", tail(&output, 30));
+            bail!(
+                "comb did not start ({status}); its output:\n{}",
+                tail(&output, 30)
+            );
         }
-        if let Some(state) = running_launcher(layout)? {
-            if let Ok(status) = fetch_status(&state).await {
-                if status.ready {
-                    print_detached(&state, status.instances.len(), started.elapsed(), layout);
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
+        if let Some(state) = running_launcher(layout)?
+            && let Ok(status) = fetch_status(&state).await
+            && status.ready
+        {
+            print_detached(&state, status.instances.len(), started.elapsed(), layout);
+            return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() > deadline {
             let _ = launcher.kill();
             let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-            bail!("comb was not ready after {} s; its output:\n{}", deadline.as_secs(), tail(&output, 30));
+            bail!(
+                "comb was not ready after {} s; its output:\n{}",
+                deadline.as_secs(),
+                tail(&output, 30)
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -209,7 +247,9 @@ fn print_detached(state: &LauncherState, instances: usize, took: Duration, layou
         println!("gateway: {url}   try: curl {url}/api/v1/products");
     }
     let data_dir = layout.root.display();
-    println!("status: comb status --data-dir {data_dir}   logs: comb logs -f --data-dir {data_dir}   stop: comb down --data-dir {data_dir}");
+    println!(
+        "status: comb status --data-dir {data_dir}   logs: comb logs -f --data-dir {data_dir}   stop: comb down --data-dir {data_dir}"
+    );
 }
 
 fn tail(text: &str, lines: usize) -> String {

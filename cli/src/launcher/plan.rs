@@ -55,7 +55,8 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(root: &Path) -> anyhow::Result<Self> {
-        let root = std::path::absolute(root).with_context(|| format!("the data directory {} is unusable", root.display()))?;
+        let root = std::path::absolute(root)
+            .with_context(|| format!("the data directory {} is unusable", root.display()))?;
         Ok(Self { root })
     }
 
@@ -84,7 +85,10 @@ impl Layout {
 
     /// A service's SQLite database, shared by its instances.
     pub fn service_database(&self, service: &str) -> PathBuf {
-        self.root.join("services").join(service).join(format!("{service}.db"))
+        self.root
+            .join("services")
+            .join(service)
+            .join(format!("{service}.db"))
     }
 }
 
@@ -111,7 +115,10 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
             } else {
                 free_port()?
             };
-            addrs.insert((service.clone(), index), SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+            addrs.insert(
+                (service.clone(), index),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            );
         }
     }
     let urls_of = |service: &str| -> String {
@@ -143,7 +150,10 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 );
             }
             for callee in &spec.calls {
-                env.insert(env_name(&format!("upstream_{}", callee.replace('-', "_"))), urls_of(callee));
+                env.insert(
+                    env_name(&format!("upstream_{}", callee.replace('-', "_"))),
+                    urls_of(callee),
+                );
             }
             let mut args = vec!["serve".to_owned(), service.clone()];
             if let Some(path) = inputs.config_path {
@@ -165,13 +175,19 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")?;
-    Ok(listener.local_addr().context("cannot find a free local port")?.port())
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")?;
+    Ok(listener
+        .local_addr()
+        .context("cannot find a free local port")?
+        .port())
 }
 
 fn ensure_free(port: u16) -> anyhow::Result<()> {
     if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
-        bail!("port {port} is in use: stop what uses it, or pass --gateway-port with another port (0 picks a free one)");
+        bail!(
+            "port {port} is in use: stop what uses it, or pass --gateway-port with another port (0 picks a free one)"
+        );
     }
     Ok(())
 }
@@ -208,14 +224,18 @@ mod tests {
         let plan = plan(&topology(), &inputs(&layout)).expect("plan");
         let names: Vec<&str> = plan.instances.iter().map(|i| i.instance.as_str()).collect();
         assert_eq!(names, ["gateway-1", "catalog-1", "catalog-2"]);
-        let ports: std::collections::HashSet<u16> = plan.instances.iter().map(|i| i.addr.port()).collect();
+        let ports: std::collections::HashSet<u16> =
+            plan.instances.iter().map(|i| i.addr.port()).collect();
         assert_eq!(ports.len(), 3, "distinct ports");
         let gateway = &plan.instances[0];
         let catalog_urls = format!("{},{}", plan.instances[1].url(), plan.instances[2].url());
         assert_eq!(gateway.env["COMB_UPSTREAM_CATALOG"], catalog_urls);
         assert_eq!(gateway.env["COMB_PARENT_PID"], "42");
         assert_eq!(gateway.args, ["serve", "gateway"]);
-        assert!(!plan.instances[1].env.contains_key("COMB_UPSTREAM_GATEWAY"), "only declared calls are wired");
+        assert!(
+            !plan.instances[1].env.contains_key("COMB_UPSTREAM_GATEWAY"),
+            "only declared calls are wired"
+        );
     }
 
     #[test]
@@ -223,13 +243,19 @@ mod tests {
         let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
         let plan = plan(&topology(), &inputs(&layout)).expect("plan");
         let (one, two) = (&plan.instances[1], &plan.instances[2]);
-        assert_eq!(one.env["COMB_DATABASE_URL"], "sqlite:///tmp/comb-plan/services/catalog/catalog.db");
+        assert_eq!(
+            one.env["COMB_DATABASE_URL"],
+            "sqlite:///tmp/comb-plan/services/catalog/catalog.db"
+        );
         assert_eq!(one.env["COMB_DATABASE_URL"], two.env["COMB_DATABASE_URL"]);
         assert_ne!(one.env["COMB_DATA_DIR"], two.env["COMB_DATA_DIR"]);
         let mut with_env = inputs(&layout);
         with_env.database_url_in_env = true;
         let plan = super::plan(&topology(), &with_env).expect("plan");
-        assert!(!plan.instances[1].env.contains_key("COMB_DATABASE_URL"), "the environment's database wins");
+        assert!(
+            !plan.instances[1].env.contains_key("COMB_DATABASE_URL"),
+            "the environment's database wins"
+        );
     }
 
     #[test]

@@ -97,7 +97,13 @@ impl Supervisor {
                     started: None,
                     last_exit: None,
                 };
-                (spec.instance.clone(), Entry { spec: spec.clone(), runtime })
+                (
+                    spec.instance.clone(),
+                    Entry {
+                        spec: spec.clone(),
+                        runtime,
+                    },
+                )
             })
             .collect();
         let http = reqwest::Client::builder()
@@ -108,7 +114,11 @@ impl Supervisor {
             exe,
             settings,
             entries: Mutex::new(entries),
-            order: plan.instances.iter().map(|spec| spec.instance.clone()).collect(),
+            order: plan
+                .instances
+                .iter()
+                .map(|spec| spec.instance.clone())
+                .collect(),
             stop: watch::channel(false).0,
             logs,
             http,
@@ -117,7 +127,9 @@ impl Supervisor {
 
     fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         // A panic while holding the lock leaves plain data behind, still usable.
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts every instance and the readiness prober; the returned set finishes when all
@@ -156,14 +168,19 @@ impl Supervisor {
                 address: entry.spec.addr.to_string(),
                 health: entry.runtime.health,
                 restarts: entry.runtime.restarts,
-                uptime_secs: entry.runtime.started.map(|started| started.elapsed().as_secs_f64()),
+                uptime_secs: entry
+                    .runtime
+                    .started
+                    .map(|started| started.elapsed().as_secs_f64()),
                 last_exit: entry.runtime.last_exit.clone(),
             })
             .collect()
     }
 
     pub fn all_ready(&self) -> bool {
-        self.entries().values().all(|entry| entry.runtime.health == Health::Ready)
+        self.entries()
+            .values()
+            .all(|entry| entry.runtime.health == Health::Ready)
     }
 
     fn update(&self, name: &str, change: impl FnOnce(&mut Runtime)) {
@@ -177,7 +194,11 @@ impl Supervisor {
             return;
         };
         let initial = Duration::from_millis(self.settings.restart_backoff_ms);
-        let longest = Duration::from_millis(self.settings.restart_backoff_max_ms.max(self.settings.restart_backoff_ms));
+        let longest = Duration::from_millis(
+            self.settings
+                .restart_backoff_max_ms
+                .max(self.settings.restart_backoff_ms),
+        );
         let mut backoff = initial;
         let mut stop = self.stop.subscribe();
         loop {
@@ -307,7 +328,12 @@ impl Supervisor {
                 .entries()
                 .values()
                 .filter(|entry| entry.runtime.pid.is_some())
-                .map(|entry| (entry.spec.instance.clone(), format!("{}/readyz", entry.spec.url())))
+                .map(|entry| {
+                    (
+                        entry.spec.instance.clone(),
+                        format!("{}/readyz", entry.spec.url()),
+                    )
+                })
                 .collect();
             let probes = targets.into_iter().map(|(name, url)| {
                 let http = self.http.clone();

@@ -17,16 +17,28 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
     assert_eq!(response.status(), 200);
     let page: Value = response.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 20);
-    assert!(page["next_cursor"].is_string(), "more than one page of seeded products");
+    assert!(
+        page["next_cursor"].is_string(),
+        "more than one page of seeded products"
+    );
 
     let status = comb.status();
     assert_eq!(status["ready"], true);
     let instances = status["instances"].as_array().unwrap();
-    let names: Vec<&str> = instances.iter().map(|i| i["instance"].as_str().unwrap()).collect();
+    let names: Vec<&str> = instances
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["gateway-1", "catalog-1"]);
-    let pids: Vec<u64> = instances.iter().map(|i| i["pid"].as_u64().unwrap()).collect();
+    let pids: Vec<u64> = instances
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
     assert_ne!(pids[0], pids[1], "each instance is its own process");
-    assert!(pids.iter().all(|pid| pid_alive(*pid) && *pid != u64::from(std::process::id())));
+    assert!(
+        pids.iter()
+            .all(|pid| pid_alive(*pid) && *pid != u64::from(std::process::id()))
+    );
     for instance in instances {
         assert_eq!(instance["health"], "ready");
         assert_eq!(instance["restarts"], 0);
@@ -68,25 +80,43 @@ async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
     let old_pid = catalog["pid"].as_u64().unwrap();
     signal(old_pid, Signal::SIGKILL);
 
-    let outage = eventually("a 503 while the catalog is down", Duration::from_secs(5), || async {
-        let response = comb.get("/api/v1/products").await?;
-        (response.status() == 503).then_some(response)
-    })
+    let outage = eventually(
+        "a 503 while the catalog is down",
+        Duration::from_secs(5),
+        || async {
+            let response = comb.get("/api/v1/products").await?;
+            (response.status() == 503).then_some(response)
+        },
+    )
     .await;
     assert_eq!(outage.headers()["content-type"], "application/problem+json");
     let problem: Value = outage.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains("catalog"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("catalog"),
+        "{problem}"
+    );
 
-    eventually("the catalog back after its restart", Duration::from_secs(30), || async {
-        let response = comb.get("/api/v1/products").await?;
-        (response.status() == 200).then_some(())
-    })
+    eventually(
+        "the catalog back after its restart",
+        Duration::from_secs(30),
+        || async {
+            let response = comb.get("/api/v1/products").await?;
+            (response.status() == 200).then_some(())
+        },
+    )
     .await;
     let catalog = comb.instance("catalog-1");
     assert_eq!(catalog["restarts"], 1, "{catalog}");
     assert_ne!(catalog["pid"].as_u64().unwrap(), old_pid);
-    assert!(catalog["last_exit"].as_str().unwrap().contains("signal 9"), "{catalog}");
-    assert_eq!(comb.instance("gateway-1")["restarts"], 0, "the gateway was left alone");
+    assert!(
+        catalog["last_exit"].as_str().unwrap().contains("signal 9"),
+        "{catalog}"
+    );
+    assert_eq!(
+        comb.instance("gateway-1")["restarts"],
+        0,
+        "the gateway was left alone"
+    );
 }
 
 #[tokio::test]
@@ -101,12 +131,18 @@ async fn instances_stop_when_their_launcher_is_killed() {
         .map(|i| i["pid"].as_u64().unwrap())
         .collect();
     signal(launcher, Signal::SIGKILL);
-    eventually("orphaned instances to stop", Duration::from_secs(15), || async {
-        pids.iter().all(|pid| !pid_alive(*pid)).then_some(())
-    })
+    eventually(
+        "orphaned instances to stop",
+        Duration::from_secs(15),
+        || async { pids.iter().all(|pid| !pid_alive(*pid)).then_some(()) },
+    )
     .await;
     let status = comb.run(&["status"]);
-    assert!(text(&status).contains("not running"), "a stale state file is noticed: {}", text(&status));
+    assert!(
+        text(&status).contains("not running"),
+        "a stale state file is noticed: {}",
+        text(&status)
+    );
 }
 
 #[tokio::test]
@@ -127,7 +163,14 @@ async fn mistakes_are_refused_with_advice() {
     std::fs::write(&unknown, "[services.teleporter]\n").unwrap();
     let other = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["up", "--gateway-port", "0", "--config", unknown.to_str().unwrap(), "--data-dir"])
+        .args([
+            "up",
+            "--gateway-port",
+            "0",
+            "--config",
+            unknown.to_str().unwrap(),
+            "--data-dir",
+        ])
         .arg(other.path())
         .output()
         .unwrap();
@@ -139,5 +182,9 @@ async fn mistakes_are_refused_with_advice() {
         .output()
         .unwrap();
     assert!(!serve.status.success());
-    assert!(text(&serve).contains("comb runs catalog, gateway"), "{}", text(&serve));
+    assert!(
+        text(&serve).contains("comb runs catalog, gateway"),
+        "{}",
+        text(&serve)
+    );
 }

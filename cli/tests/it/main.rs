@@ -28,11 +28,18 @@ impl Comb {
     pub fn up(topology: &Path) -> Self {
         let comb = Self {
             dir: tempfile::tempdir().unwrap(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
         };
         let config = topology.display().to_string();
         let output = comb.run(&["up", "--detach", "--gateway-port", "0", "--config", &config]);
-        assert!(output.status.success(), "comb up failed:\n{}", text(&output));
+        assert!(
+            output.status.success(),
+            "comb up failed:\n{}",
+            text(&output)
+        );
         comb
     }
 
@@ -43,7 +50,11 @@ impl Comb {
     /// Runs `comb ARGS --data-dir DIR`, with no COMB_* variables from the test's environment.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
-        command.args(args).arg("--data-dir").arg(self.data_dir()).current_dir(self.dir.path());
+        command
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .current_dir(self.dir.path());
         for (name, _) in std::env::vars() {
             if name.starts_with("COMB_") {
                 command.env_remove(name);
@@ -54,7 +65,11 @@ impl Comb {
 
     pub fn status(&self) -> Value {
         let output = self.run(&["status", "--json"]);
-        assert!(output.status.success(), "comb status failed:\n{}", text(&output));
+        assert!(
+            output.status.success(),
+            "comb status failed:\n{}",
+            text(&output)
+        );
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
@@ -74,7 +89,11 @@ impl Comb {
     }
 
     pub async fn get(&self, path: &str) -> Option<reqwest::Response> {
-        self.http.get(format!("{}{path}", self.gateway())).send().await.ok()
+        self.http
+            .get(format!("{}{path}", self.gateway()))
+            .send()
+            .await
+            .ok()
     }
 }
 
@@ -103,12 +122,16 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(started.elapsed() < timeout, "gave up after {timeout:?} waiting for {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "gave up after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 pub fn pid_alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat.contains(") Z "))
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.contains(") Z "))
 }

@@ -7,8 +7,8 @@ use comb_kit::problem::FieldError;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{
-    Cursor, DEFAULT_PAGE_SIZE, ListFilter, MAX_PAGE_SIZE, Money, Product, ProductDraft, ProductInput, ProductKind,
-    SearchQuery,
+    Cursor, DEFAULT_PAGE_SIZE, ListFilter, MAX_PAGE_SIZE, Money, Product, ProductDraft,
+    ProductInput, ProductKind, SearchQuery,
 };
 use crate::store::{CatalogStore, MAX_BATCH, StoreError};
 
@@ -53,15 +53,23 @@ impl Catalog for CatalogApi {
         let page = self.store.list(&filter).await.map_err(store_status)?;
         Ok(Response::new(proto::ListProductsResponse {
             items: page.items.into_iter().map(product_to_proto).collect(),
-            next_cursor: page.next_cursor.map(|cursor| cursor.encode()).unwrap_or_default(),
+            next_cursor: page
+                .next_cursor
+                .map(|cursor| cursor.encode())
+                .unwrap_or_default(),
         }))
     }
 
-    async fn get_product(&self, request: Request<proto::GetProductRequest>) -> Result<Response<proto::Product>, Status> {
+    async fn get_product(
+        &self,
+        request: Request<proto::GetProductRequest>,
+    ) -> Result<Response<proto::Product>, Status> {
         let id = request.into_inner().id;
         match self.store.get(&id).await.map_err(store_status)? {
             Some(product) => Ok(Response::new(product_to_proto(product))),
-            None => Err(Status::not_found(format!("there is no product with id {id:?}"))),
+            None => Err(Status::not_found(format!(
+                "there is no product with id {id:?}"
+            ))),
         }
     }
 
@@ -95,7 +103,11 @@ impl Catalog for CatalogApi {
         let Some(query) = query.filter(|_| errors.is_empty()) else {
             return Err(invalid(&errors));
         };
-        let products = self.store.search(&query, limit).await.map_err(store_status)?;
+        let products = self
+            .store
+            .search(&query, limit)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(proto::SearchProductsResponse {
             items: products.into_iter().map(product_to_proto).collect(),
         }))
@@ -135,12 +147,20 @@ impl Catalog for CatalogApi {
     ) -> Result<Response<proto::Product>, Status> {
         let request = request.into_inner();
         let draft = draft_from_proto(request.product)?;
-        match self.store.update(&request.id, &draft).await.map_err(store_status)? {
+        match self
+            .store
+            .update(&request.id, &draft)
+            .await
+            .map_err(store_status)?
+        {
             Some(product) => {
                 tracing::info!(id = %product.id, sku = %product.draft.sku, "product updated");
                 Ok(Response::new(product_to_proto(product)))
             }
-            None => Err(Status::not_found(format!("there is no product with id {:?}", request.id))),
+            None => Err(Status::not_found(format!(
+                "there is no product with id {:?}",
+                request.id
+            ))),
         }
     }
 }
@@ -150,7 +170,10 @@ fn page_size(requested: u32, errors: &mut Vec<FieldError>) -> u32 {
         0 => DEFAULT_PAGE_SIZE,
         1..=MAX_PAGE_SIZE => requested,
         _ => {
-            errors.push(FieldError::new("limit", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+            errors.push(FieldError::new(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE_SIZE}"),
+            ));
             DEFAULT_PAGE_SIZE
         }
     }

@@ -115,7 +115,9 @@ impl ProductDraft {
         let sku = input.sku.trim().to_owned();
         if sku.is_empty()
             || sku.len() > MAX_SKU_CHARS
-            || !sku.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+            || !sku
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
         {
             errors.push(FieldError::new(
                 "sku",
@@ -127,11 +129,17 @@ impl ProductDraft {
         });
         let title = input.title.trim().to_owned();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
-            errors.push(FieldError::new("title", format!("must be 1 to {MAX_TITLE_CHARS} characters")));
+            errors.push(FieldError::new(
+                "title",
+                format!("must be 1 to {MAX_TITLE_CHARS} characters"),
+            ));
         }
         let creators: Vec<String> = input.creators.iter().map(|c| c.trim().to_owned()).collect();
         if creators.is_empty() || creators.len() > MAX_CREATORS {
-            errors.push(FieldError::new("creators", format!("must name 1 to {MAX_CREATORS} creators")));
+            errors.push(FieldError::new(
+                "creators",
+                format!("must name 1 to {MAX_CREATORS} creators"),
+            ));
         } else if creators
             .iter()
             .any(|creator| creator.is_empty() || creator.chars().count() > MAX_CREATOR_CHARS)
@@ -155,13 +163,22 @@ impl ProductDraft {
                 "must be a category slug: lower-case letters, digits and hyphens",
             ));
         }
-        let tags: Vec<String> = input.tags.iter().map(|tag| tag.trim().to_ascii_lowercase()).collect();
+        let tags: Vec<String> = input
+            .tags
+            .iter()
+            .map(|tag| tag.trim().to_ascii_lowercase())
+            .collect();
         if tags.len() > MAX_TAGS {
             errors.push(FieldError::new("tags", format!("at most {MAX_TAGS} tags")));
-        } else if tags.iter().any(|tag| !is_slug(tag) || tag.len() > MAX_TAG_CHARS) {
+        } else if tags
+            .iter()
+            .any(|tag| !is_slug(tag) || tag.len() > MAX_TAG_CHARS)
+        {
             errors.push(FieldError::new(
                 "tags",
-                format!("each tag must be 1 to {MAX_TAG_CHARS} lower-case letters, digits or hyphens"),
+                format!(
+                    "each tag must be 1 to {MAX_TAG_CHARS} lower-case letters, digits or hyphens"
+                ),
             ));
         }
         input.price.validate("price", &mut errors);
@@ -247,7 +264,8 @@ impl Cursor {
 
     /// Reads a cursor this service issued; anything else is refused.
     pub fn decode(text: &str) -> Result<Self, String> {
-        let refuse = || "is not a cursor this API issued; pass next_cursor from an earlier page".to_owned();
+        let refuse =
+            || "is not a cursor this API issued; pass next_cursor from an earlier page".to_owned();
         if text.len() > 128 {
             return Err(refuse());
         }
@@ -358,15 +376,31 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
-            ["sku", "kind", "title", "creators", "category", "price.amount_minor", "price.currency"]
+            [
+                "sku",
+                "kind",
+                "title",
+                "creators",
+                "category",
+                "price.amount_minor",
+                "price.currency"
+            ]
         );
     }
 
     #[test]
     fn cursors_round_trip_and_foreign_ones_are_refused() {
         let cursor = Cursor::after("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b");
-        assert_eq!(Cursor::decode(&cursor.encode()).expect("round trip"), cursor);
-        for bad in ["", "abc", "!!!!", &URL_SAFE_NO_PAD.encode("p1:'; drop table")] {
+        assert_eq!(
+            Cursor::decode(&cursor.encode()).expect("round trip"),
+            cursor
+        );
+        for bad in [
+            "",
+            "abc",
+            "!!!!",
+            &URL_SAFE_NO_PAD.encode("p1:'; drop table"),
+        ] {
             assert!(Cursor::decode(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -375,8 +409,15 @@ mod tests {
     fn search_terms_are_sanitised_for_both_engines() {
         let query = SearchQuery::parse(r#"Miles "Davis" OR* NEAR(x)"#).expect("query");
         assert_eq!(query.to_fts5(), r#""miles"* "davis"* "or"* "near"* "x"*"#);
-        assert_eq!(query.to_tsquery(), "miles:* & davis:* & or:* & near:* & x:*");
-        assert!(SearchQuery::parse("?!").expect("punctuation only").is_empty());
+        assert_eq!(
+            query.to_tsquery(),
+            "miles:* & davis:* & or:* & near:* & x:*"
+        );
+        assert!(
+            SearchQuery::parse("?!")
+                .expect("punctuation only")
+                .is_empty()
+        );
         assert!(SearchQuery::parse("   ").is_err());
         assert!(SearchQuery::parse(&"a".repeat(10_000)).is_err());
     }

@@ -47,7 +47,10 @@ pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> 
     let store = CatalogStore::new(db);
     if config.flag("seed", true)? {
         let seed = Seed::bundled().context("the bundled seed catalog is broken")?;
-        let added = store.seed_if_empty(&seed).await.context("seeding the catalog")?;
+        let added = store
+            .seed_if_empty(&seed)
+            .await
+            .context("seeding the catalog")?;
         if added > 0 {
             tracing::info!(products = added, "seeded an empty catalog");
         }

@@ -8,7 +8,10 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::domain::{Category, Cursor, ListFilter, Page, Product, ProductDraft, ProductInput, ProductKind, SearchQuery};
+use crate::domain::{
+    Category, Cursor, ListFilter, Page, Product, ProductDraft, ProductInput, ProductKind,
+    SearchQuery,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,11 @@ impl CatalogStore {
     pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let kind = filter.kind.map(ProductKind::as_str).unwrap_or_default();
         let category = filter.category.as_deref().unwrap_or_default();
-        let after = filter.after.as_ref().map(Cursor::last_id).unwrap_or_default();
+        let after = filter
+            .after
+            .as_ref()
+            .map(Cursor::last_id)
+            .unwrap_or_default();
         let rows = sqlx::query(concat!(
             "SELECT ",
             product_columns!(),
@@ -66,7 +73,10 @@ impl CatalogStore {
         .bind(i64::from(filter.limit) + 1)
         .fetch_all(self.db.pool())
         .await?;
-        let mut items = rows.iter().map(product_from_row).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .iter()
+            .map(product_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > filter.limit as usize {
             items.truncate(filter.limit as usize);
             items.last().map(|product| Cursor::after(&product.id))
@@ -77,10 +87,14 @@ impl CatalogStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Product>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", product_columns!(), " FROM products WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
         row.as_ref().map(product_from_row).transpose()
     }
 
@@ -90,7 +104,10 @@ impl CatalogStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let placeholders = (1..=ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let placeholders = (1..=ids.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
             "SELECT {} FROM products WHERE id IN ({placeholders})",
             product_columns!()
@@ -100,7 +117,10 @@ impl CatalogStore {
             query = query.bind(id.as_str());
         }
         let rows = query.fetch_all(self.db.pool()).await?;
-        let found = rows.iter().map(product_from_row).collect::<Result<Vec<_>, _>>()?;
+        let found = rows
+            .iter()
+            .map(product_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ids
             .iter()
             .filter_map(|id| found.iter().find(|product| &product.id == id).cloned())
@@ -108,7 +128,11 @@ impl CatalogStore {
     }
 
     /// Products matching every term of the query, best match first.
-    pub async fn search(&self, query: &SearchQuery, limit: u32) -> Result<Vec<Product>, StoreError> {
+    pub async fn search(
+        &self,
+        query: &SearchQuery,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
         if query.is_empty() {
             return Ok(Vec::new());
         }
@@ -154,7 +178,8 @@ impl CatalogStore {
                     slug: row.try_get("slug")?,
                     name: row.try_get("name")?,
                     kind: parse_kind(&row.try_get::<String, _>("kind")?)?,
-                    product_count: u32::try_from(row.try_get::<i64, _>("product_count")?).unwrap_or(u32::MAX),
+                    product_count: u32::try_from(row.try_get::<i64, _>("product_count")?)
+                        .unwrap_or(u32::MAX),
                 })
             })
             .collect()
@@ -193,7 +218,11 @@ impl CatalogStore {
     }
 
     /// Replaces a product's fields; `None` when there is no such product.
-    pub async fn update(&self, id: &str, draft: &ProductDraft) -> Result<Option<Product>, StoreError> {
+    pub async fn update(
+        &self,
+        id: &str,
+        draft: &ProductDraft,
+    ) -> Result<Option<Product>, StoreError> {
         self.check_category(draft).await?;
         let result = sqlx::query(
             "UPDATE products SET sku = $2, kind = $3, title = $4, creators = $5, description = $6,
@@ -220,10 +249,11 @@ impl CatalogStore {
     }
 
     async fn check_category(&self, draft: &ProductDraft) -> Result<(), StoreError> {
-        let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM categories WHERE slug = $1")
-            .bind(draft.category.as_str())
-            .fetch_optional(self.db.pool())
-            .await?;
+        let kind: Option<String> =
+            sqlx::query_scalar("SELECT kind FROM categories WHERE slug = $1")
+                .bind(draft.category.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
         let kind = kind.ok_or_else(|| StoreError::UnknownCategory(draft.category.clone()))?;
         let category_kind = parse_kind(&kind)?;
         if category_kind != draft.kind {
@@ -309,8 +339,8 @@ impl Seed {
     }
 
     pub fn parse(json: &str) -> Result<Self, StoreError> {
-        let file: SeedFile =
-            serde_json::from_str(json).map_err(|error| StoreError::Corrupt(format!("seed catalog: {error}")))?;
+        let file: SeedFile = serde_json::from_str(json)
+            .map_err(|error| StoreError::Corrupt(format!("seed catalog: {error}")))?;
         let products = file
             .products
             .into_iter()
@@ -329,7 +359,9 @@ impl Seed {
 }
 
 fn now() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
 }
 
 fn to_json(values: &[String]) -> String {
@@ -338,7 +370,9 @@ fn to_json(values: &[String]) -> String {
 
 fn sku_conflict(error: sqlx::Error, sku: &str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::DuplicateSku(sku.to_owned()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::DuplicateSku(sku.to_owned())
+        }
         _ => StoreError::Database(error),
     }
 }
@@ -350,7 +384,8 @@ fn parse_kind(text: &str) -> Result<ProductKind, StoreError> {
 fn product_from_row(row: &AnyRow) -> Result<Product, StoreError> {
     let list = |column: &str| -> Result<Vec<String>, StoreError> {
         let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|error| StoreError::Corrupt(format!("products.{column}: {error}")))
+        serde_json::from_str(&text)
+            .map_err(|error| StoreError::Corrupt(format!("products.{column}: {error}")))
     };
     Ok(Product {
         id: row.try_get("id")?,

@@ -148,20 +148,37 @@ pub async fn list_products(
     let params = query(params)?;
     let mut checks = Checks::default();
     let limit = checks.limit(params.limit.as_deref());
-    let kind = params.kind.as_deref().filter(|kind| !kind.is_empty()).and_then(|kind| {
-        let parsed = ProductKind::parse(kind);
-        if parsed.is_none() {
-            checks.fail("kind", format!("must be book, music or video, got {:?}", truncate(kind)));
-        }
-        parsed
-    });
+    let kind = params
+        .kind
+        .as_deref()
+        .filter(|kind| !kind.is_empty())
+        .and_then(|kind| {
+            let parsed = ProductKind::parse(kind);
+            if parsed.is_none() {
+                checks.fail(
+                    "kind",
+                    format!("must be book, music or video, got {:?}", truncate(kind)),
+                );
+            }
+            parsed
+        });
     let category = params.category.unwrap_or_default();
-    if category.len() > 64 || !category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        checks.fail("category", "must be a category slug from /api/v1/categories");
+    if category.len() > 64
+        || !category
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        checks.fail(
+            "category",
+            "must be a category slug from /api/v1/categories",
+        );
     }
     let cursor = params.cursor.unwrap_or_default();
     if cursor.len() > 256 {
-        checks.fail("cursor", "is not a cursor this API issued; pass next_cursor from an earlier page");
+        checks.fail(
+            "cursor",
+            "is not a cursor this API issued; pass next_cursor from an earlier page",
+        );
     }
     checks.finish()?;
     let request = proto::ListProductsRequest {
@@ -193,9 +210,15 @@ pub async fn list_products(
         (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub async fn get_product(State(state): State<GatewayState>, Path(id): Path<String>) -> Result<Json<Product>, Problem> {
+pub async fn get_product(
+    State(state): State<GatewayState>,
+    Path(id): Path<String>,
+) -> Result<Json<Product>, Problem> {
     if id.len() > 64 {
-        return Err(Problem::not_found(format!("there is no product with id {:?}", truncate(&id))));
+        return Err(Problem::not_found(format!(
+            "there is no product with id {:?}",
+            truncate(&id)
+        )));
     }
     let product = client(&state)
         .get_product(proto::GetProductRequest { id })
@@ -229,7 +252,10 @@ pub async fn search_products(
     if length == 0 {
         checks.fail("q", "is required: the words to search for");
     } else if length > MAX_QUERY_CHARS {
-        checks.fail("q", format!("must be at most {MAX_QUERY_CHARS} characters, got {length}"));
+        checks.fail(
+            "q",
+            format!("must be at most {MAX_QUERY_CHARS} characters, got {length}"),
+        );
     }
     checks.finish()?;
     let response = client(&state)
@@ -253,7 +279,9 @@ pub async fn search_products(
         (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_categories(State(state): State<GatewayState>) -> Result<Json<CategoryList>, Problem> {
+pub async fn list_categories(
+    State(state): State<GatewayState>,
+) -> Result<Json<CategoryList>, Problem> {
     let response = client(&state)
         .list_categories(proto::ListCategoriesRequest {})
         .await
@@ -312,5 +340,7 @@ fn product_from_proto(product: proto::Product) -> Result<Product, Problem> {
 
 fn malformed(what: &str) -> Problem {
     tracing::error!(upstream = "catalog", problem = what, "malformed answer");
-    Problem::bad_gateway("the catalog service gave an answer that cannot be used; it has been logged, please retry")
+    Problem::bad_gateway(
+        "the catalog service gave an answer that cannot be used; it has been logged, please retry",
+    )
 }

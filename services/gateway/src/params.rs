@@ -13,9 +13,12 @@ pub(crate) const DEFAULT_LIMIT: u32 = 20;
 
 /// The query string, or a problem saying why it cannot be read.
 pub(crate) fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
-    query
-        .map(|Query(params)| params)
-        .map_err(|rejection| Problem::bad_request(format!("the query string cannot be read: {}", rejection.body_text())))
+    query.map(|Query(params)| params).map_err(|rejection| {
+        Problem::bad_request(format!(
+            "the query string cannot be read: {}",
+            rejection.body_text()
+        ))
+    })
 }
 
 /// Collects field errors while parameters are checked.
@@ -36,7 +39,10 @@ impl Checks {
             _ => {
                 self.fail(
                     "limit",
-                    format!("must be a whole number from {MIN_LIMIT} to {MAX_LIMIT}, got {:?}", truncate(raw)),
+                    format!(
+                        "must be a whole number from {MIN_LIMIT} to {MAX_LIMIT}, got {:?}",
+                        truncate(raw)
+                    ),
                 );
                 DEFAULT_LIMIT
             }

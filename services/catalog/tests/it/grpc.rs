@@ -5,11 +5,19 @@ use tonic::Code;
 
 use crate::seeded_store;
 
-async fn client() -> (CatalogClient<tonic::transport::Channel>, TestServer, TestDatabase) {
+async fn client() -> (
+    CatalogClient<tonic::transport::Channel>,
+    TestServer,
+    TestDatabase,
+) {
     let database = TestDatabase::sqlite();
     let store = seeded_store(&database).await;
     let server = TestServer::start(comb_catalog::routes(store)).await;
-    let channel = tonic::transport::Endpoint::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let client = CatalogClient::new(channel);
     (client, server, database)
 }
@@ -27,7 +35,12 @@ async fn grpc_lists_gets_and_pages() {
         .unwrap()
         .into_inner();
     assert_eq!(first.items.len(), 5);
-    assert!(first.items.iter().all(|p| p.kind == proto::ProductKind::Music as i32));
+    assert!(
+        first
+            .items
+            .iter()
+            .all(|p| p.kind == proto::ProductKind::Music as i32)
+    );
     assert!(!first.next_cursor.is_empty());
     let second = client
         .list_products(proto::ListProductsRequest {
@@ -63,7 +76,13 @@ async fn grpc_refuses_bad_input_with_the_field_named() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("limit: must be between 1 and 100"), "{}", status.message());
+    assert!(
+        status
+            .message()
+            .contains("limit: must be between 1 and 100"),
+        "{}",
+        status.message()
+    );
     assert!(status.message().contains("cursor:"), "{}", status.message());
     let status = client
         .get_product(proto::GetProductRequest { id: "nope".into() })
@@ -132,9 +151,15 @@ async fn grpc_admin_creates_and_updates() {
     invalid.kind = 0;
     invalid.title = String::new();
     let status = client
-        .create_product(proto::CreateProductRequest { product: Some(invalid) })
+        .create_product(proto::CreateProductRequest {
+            product: Some(invalid),
+        })
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(status.message().contains("kind:") && status.message().contains("title:"), "{}", status.message());
+    assert!(
+        status.message().contains("kind:") && status.message().contains("title:"),
+        "{}",
+        status.message()
+    );
 }

@@ -56,12 +56,20 @@ async fn all_products(store: &CatalogStore) -> Vec<comb_catalog::domain::Product
 
 async fn seed_loads_once(store: &CatalogStore) {
     assert!(seed_size() >= 60, "at least 60 seed products");
-    let again = store.seed_if_empty(&Seed::bundled().unwrap()).await.unwrap();
+    let again = store
+        .seed_if_empty(&Seed::bundled().unwrap())
+        .await
+        .unwrap();
     assert_eq!(again, 0, "a catalog with products is not seeded again");
     let categories = store.categories().await.unwrap();
     assert_eq!(categories.len(), 12);
     for kind in ProductKind::ALL {
-        assert!(categories.iter().any(|c| c.kind == kind && c.product_count > 0), "{kind}");
+        assert!(
+            categories
+                .iter()
+                .any(|c| c.kind == kind && c.product_count > 0),
+            "{kind}"
+        );
     }
     let counted: u32 = categories.iter().map(|c| c.product_count).sum();
     assert_eq!(counted as usize, seed_size());
@@ -81,7 +89,11 @@ async fn pages_cover_everything_once(store: &CatalogStore) {
         .get_many(&[items[3].id.clone(), "nope".into(), items[1].id.clone()])
         .await
         .unwrap();
-    assert_eq!(batch, vec![items[3].clone(), items[1].clone()], "asked order, unknown left out");
+    assert_eq!(
+        batch,
+        vec![items[3].clone(), items[1].clone()],
+        "asked order, unknown left out"
+    );
 }
 
 async fn filters_by_kind_and_category(store: &CatalogStore) {
@@ -95,7 +107,12 @@ async fn filters_by_kind_and_category(store: &CatalogStore) {
         .await
         .unwrap();
     assert!(videos.items.len() >= 20);
-    assert!(videos.items.iter().all(|p| p.draft.kind == ProductKind::Video));
+    assert!(
+        videos
+            .items
+            .iter()
+            .all(|p| p.draft.kind == ProductKind::Video)
+    );
     let jazz = store
         .list(&ListFilter {
             kind: None,
@@ -123,21 +140,62 @@ async fn search_finds_by_title_creator_and_tag(store: &CatalogStore) {
     let titles = |products: Vec<comb_catalog::domain::Product>| -> Vec<String> {
         products.into_iter().map(|p| p.draft.title).collect()
     };
-    let by_title = titles(store.search(&SearchQuery::parse("pride prejudice").unwrap(), 10).await.unwrap());
-    assert_eq!(by_title.first().map(String::as_str), Some("Pride and Prejudice"), "{by_title:?}");
-    let by_creator = store.search(&SearchQuery::parse("austen").unwrap(), 10).await.unwrap();
-    assert!(by_creator.iter().any(|p| p.draft.creators.iter().any(|c| c.contains("Austen"))));
-    let by_prefix = titles(store.search(&SearchQuery::parse("prid").unwrap(), 10).await.unwrap());
-    assert!(by_prefix.contains(&"Pride and Prejudice".to_owned()), "{by_prefix:?}");
-    let by_tag = store.search(&SearchQuery::parse("science-fiction").unwrap(), 50).await.unwrap();
-    assert!(by_tag.len() >= 2, "a tag shared across kinds finds several products");
+    let by_title = titles(
+        store
+            .search(&SearchQuery::parse("pride prejudice").unwrap(), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        by_title.first().map(String::as_str),
+        Some("Pride and Prejudice"),
+        "{by_title:?}"
+    );
+    let by_creator = store
+        .search(&SearchQuery::parse("austen").unwrap(), 10)
+        .await
+        .unwrap();
+    assert!(
+        by_creator
+            .iter()
+            .any(|p| p.draft.creators.iter().any(|c| c.contains("Austen")))
+    );
+    let by_prefix = titles(
+        store
+            .search(&SearchQuery::parse("prid").unwrap(), 10)
+            .await
+            .unwrap(),
+    );
+    assert!(
+        by_prefix.contains(&"Pride and Prejudice".to_owned()),
+        "{by_prefix:?}"
+    );
+    let by_tag = store
+        .search(&SearchQuery::parse("science-fiction").unwrap(), 50)
+        .await
+        .unwrap();
+    assert!(
+        by_tag.len() >= 2,
+        "a tag shared across kinds finds several products"
+    );
     let kinds: std::collections::HashSet<_> = by_tag.iter().map(|p| p.draft.kind).collect();
     assert!(kinds.len() >= 2, "search spans kinds: {kinds:?}");
-    let nothing = store.search(&SearchQuery::parse("zzzqqqxxx").unwrap(), 10).await.unwrap();
+    let nothing = store
+        .search(&SearchQuery::parse("zzzqqqxxx").unwrap(), 10)
+        .await
+        .unwrap();
     assert!(nothing.is_empty());
-    let hostile = store.search(&SearchQuery::parse("\" OR 1=1 -- NEAR( *").unwrap(), 10).await;
-    assert!(hostile.is_ok(), "query syntax in user input is not interpreted: {hostile:?}");
-    let limited = store.search(&SearchQuery::parse("the").unwrap(), 2).await.unwrap();
+    let hostile = store
+        .search(&SearchQuery::parse("\" OR 1=1 -- NEAR( *").unwrap(), 10)
+        .await;
+    assert!(
+        hostile.is_ok(),
+        "query syntax in user input is not interpreted: {hostile:?}"
+    );
+    let limited = store
+        .search(&SearchQuery::parse("the").unwrap(), 2)
+        .await
+        .unwrap();
     assert!(limited.len() <= 2);
 }
 
@@ -157,9 +215,18 @@ async fn create_and_update(store: &CatalogStore) {
     };
     let created = store.create(&draft).await.unwrap();
     assert_eq!(created.draft, draft);
-    assert!(matches!(store.create(&draft).await, Err(StoreError::DuplicateSku(_))));
-    let found = store.search(&SearchQuery::parse("zanzibar").unwrap(), 5).await.unwrap();
-    assert_eq!(found.first().map(|p| p.id.as_str()), Some(created.id.as_str()));
+    assert!(matches!(
+        store.create(&draft).await,
+        Err(StoreError::DuplicateSku(_))
+    ));
+    let found = store
+        .search(&SearchQuery::parse("zanzibar").unwrap(), 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        found.first().map(|p| p.id.as_str()),
+        Some(created.id.as_str())
+    );
 
     let mut renamed = draft.clone();
     renamed.title = "The Xylophone Test Manual".into();
@@ -167,8 +234,21 @@ async fn create_and_update(store: &CatalogStore) {
     let updated = store.update(&created.id, &renamed).await.unwrap().unwrap();
     assert_eq!(updated.draft, renamed);
     assert_eq!(updated.created_at, created.created_at);
-    assert!(store.search(&SearchQuery::parse("zanzibar").unwrap(), 5).await.unwrap().is_empty());
-    assert_eq!(store.search(&SearchQuery::parse("xylophone").unwrap(), 5).await.unwrap().len(), 1);
+    assert!(
+        store
+            .search(&SearchQuery::parse("zanzibar").unwrap(), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .search(&SearchQuery::parse("xylophone").unwrap(), 5)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(store.update("no-such-id", &renamed).await.unwrap(), None);
 
     let mut wrong_kind = renamed.clone();
@@ -179,5 +259,8 @@ async fn create_and_update(store: &CatalogStore) {
     ));
     let mut unknown = renamed;
     unknown.category = "poetry".into();
-    assert!(matches!(store.create(&unknown).await, Err(StoreError::UnknownCategory(_))));
+    assert!(matches!(
+        store.create(&unknown).await,
+        Err(StoreError::UnknownCategory(_))
+    ));
 }

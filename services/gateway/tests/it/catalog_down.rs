@@ -13,11 +13,20 @@ async fn a_stopped_catalog_means_503_at_once() {
     system.json("/api/v1/products").await;
     system.catalog.stop();
     let started = Instant::now();
-    let response = tokio::time::timeout(NEVER_HANGS, system.get("/api/v1/products")).await.unwrap();
+    let response = tokio::time::timeout(NEVER_HANGS, system.get("/api/v1/products"))
+        .await
+        .unwrap();
     assert!(response.headers().contains_key("retry-after"));
     let body = problem(response, 503).await;
-    assert!(body["detail"].as_str().unwrap().contains("catalog"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
+    assert!(
+        body["detail"].as_str().unwrap().contains("catalog"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -41,6 +50,12 @@ async fn a_catalog_that_never_answers_means_503_at_the_deadline() {
     .unwrap()
     .unwrap();
     let body = problem(response, 503).await;
-    assert!(body["detail"].as_str().unwrap().contains("catalog"), "{body}");
-    assert!(started.elapsed() >= Duration::from_millis(250), "waited for the deadline");
+    assert!(
+        body["detail"].as_str().unwrap().contains("catalog"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "waited for the deadline"
+    );
 }

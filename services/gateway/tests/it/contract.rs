@@ -6,9 +6,23 @@ use crate::{System, problem};
 async fn products_page_through_the_whole_seeded_catalog() {
     let system = System::start().await;
     let first = system.json("/api/v1/products").await;
-    assert_eq!(first["items"].as_array().unwrap().len(), 20, "default page size");
+    assert_eq!(
+        first["items"].as_array().unwrap().len(),
+        20,
+        "default page size"
+    );
     let product = &first["items"][0];
-    for field in ["id", "sku", "kind", "title", "creators", "description", "category", "tags", "price"] {
+    for field in [
+        "id",
+        "sku",
+        "kind",
+        "title",
+        "creators",
+        "description",
+        "category",
+        "tags",
+        "price",
+    ] {
         assert!(!product[field].is_null(), "product has {field}: {product}");
     }
     assert!(product["price"]["amount_minor"].is_i64());
@@ -19,14 +33,21 @@ async fn products_page_through_the_whole_seeded_catalog() {
     loop {
         let page = system.json(&path).await;
         for item in page["items"].as_array().unwrap() {
-            assert!(seen.insert(item["id"].as_str().unwrap().to_owned()), "no product twice");
+            assert!(
+                seen.insert(item["id"].as_str().unwrap().to_owned()),
+                "no product twice"
+            );
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => path = format!("/api/v1/products?limit=25&cursor={cursor}"),
             None => break,
         }
     }
-    assert!(seen.len() >= 60, "the seeded catalog has {} products", seen.len());
+    assert!(
+        seen.len() >= 60,
+        "the seeded catalog has {} products",
+        seen.len()
+    );
 }
 
 #[tokio::test]
@@ -41,47 +62,108 @@ async fn filters_search_and_categories() {
     assert_eq!(categories.len(), 12);
     let jazz = categories.iter().find(|c| c["slug"] == "jazz").unwrap();
     assert_eq!(jazz["kind"], "music");
-    let in_jazz = system.json("/api/v1/products?category=jazz&limit=100").await;
-    assert_eq!(in_jazz["items"].as_array().unwrap().len() as u64, jazz["product_count"].as_u64().unwrap());
+    let in_jazz = system
+        .json("/api/v1/products?category=jazz&limit=100")
+        .await;
+    assert_eq!(
+        in_jazz["items"].as_array().unwrap().len() as u64,
+        jazz["product_count"].as_u64().unwrap()
+    );
 
     let found = system.json("/api/v1/search?q=austen").await;
     let found = found["items"].as_array().unwrap();
-    assert!(found.iter().any(|p| p["creators"][0] == "Jane Austen"), "{found:?}");
-    let one = system.json(&format!("/api/v1/products/{}", found[0]["id"].as_str().unwrap())).await;
+    assert!(
+        found.iter().any(|p| p["creators"][0] == "Jane Austen"),
+        "{found:?}"
+    );
+    let one = system
+        .json(&format!(
+            "/api/v1/products/{}",
+            found[0]["id"].as_str().unwrap()
+        ))
+        .await;
     assert_eq!(one, found[0]);
     let syntax = system.json("/api/v1/search?q=%22%20OR%20*%20NEAR(").await;
-    assert!(syntax["items"].is_array(), "search syntax in the query is taken as text");
+    assert!(
+        syntax["items"].is_array(),
+        "search syntax in the query is taken as text"
+    );
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_problem_that_names_the_field() {
     let system = System::start().await;
     for limit in ["-1", "abc", "0", "101", "1.5"] {
-        let body = problem(system.get(&format!("/api/v1/products?limit={limit}")).await, 400).await;
+        let body = problem(
+            system.get(&format!("/api/v1/products?limit={limit}")).await,
+            400,
+        )
+        .await;
         assert_eq!(body["errors"][0]["field"], "limit", "limit={limit}");
-        assert!(body["detail"].as_str().unwrap().contains("1 to 100"), "{body}");
+        assert!(
+            body["detail"].as_str().unwrap().contains("1 to 100"),
+            "{body}"
+        );
     }
-    let body = problem(system.get("/api/v1/products?kind=vinyl&limit=abc").await, 400).await;
-    let fields: Vec<&str> = body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let body = problem(
+        system.get("/api/v1/products?kind=vinyl&limit=abc").await,
+        400,
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["limit", "kind"], "every bad field at once");
-    let body = problem(system.get("/api/v1/products?cursor=not-a-cursor").await, 400).await;
-    assert_eq!(body["errors"][0]["field"], "cursor", "the catalog's verdict keeps its field: {body}");
-    let body = problem(system.get("/api/v1/products?category=Not%20A%20Slug").await, 400).await;
+    let body = problem(
+        system.get("/api/v1/products?cursor=not-a-cursor").await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["field"], "cursor",
+        "the catalog's verdict keeps its field: {body}"
+    );
+    let body = problem(
+        system.get("/api/v1/products?category=Not%20A%20Slug").await,
+        400,
+    )
+    .await;
     assert_eq!(body["errors"][0]["field"], "category");
 
     let body = problem(system.get("/api/v1/search").await, 400).await;
     assert_eq!(body["errors"][0]["field"], "q");
     let huge = "a".repeat(10 * 1024);
     let body = problem(system.get(&format!("/api/v1/search?q={huge}")).await, 400).await;
-    assert!(body["detail"].as_str().unwrap().contains("at most 200"), "{body}");
-    assert!(body.to_string().len() < 1024, "a huge value is not echoed back");
+    assert!(
+        body["detail"].as_str().unwrap().contains("at most 200"),
+        "{body}"
+    );
+    assert!(
+        body.to_string().len() < 1024,
+        "a huge value is not echoed back"
+    );
 
     let body = problem(system.get("/api/v1/products/no-such-product").await, 404).await;
-    assert!(body["detail"].as_str().unwrap().contains("no-such-product"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("no-such-product"),
+        "{body}"
+    );
     let long_id = "x".repeat(5000);
-    problem(system.get(&format!("/api/v1/products/{long_id}")).await, 404).await;
+    problem(
+        system.get(&format!("/api/v1/products/{long_id}")).await,
+        404,
+    )
+    .await;
     problem(system.get("/api/v1/nothing-here").await, 404).await;
-    let response = system.http.delete(system.url("/api/v1/products")).send().await.unwrap();
+    let response = system
+        .http
+        .delete(system.url("/api/v1/products"))
+        .send()
+        .await
+        .unwrap();
     problem(response, 405).await;
     let response = system.get("/api/v1/products?limit=%ZZ").await;
     assert!(response.status().is_client_error());
@@ -91,7 +173,10 @@ async fn bad_input_gets_a_problem_that_names_the_field() {
 async fn every_answer_carries_a_request_id() {
     let system = System::start().await;
     let response = system.get("/api/v1/categories").await;
-    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let generated = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(!generated.is_empty());
     let response = system
         .http
@@ -100,7 +185,11 @@ async fn every_answer_carries_a_request_id() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["x-request-id"], "trace-me-42", "the caller's id is kept");
+    assert_eq!(
+        response.headers()["x-request-id"],
+        "trace-me-42",
+        "the caller's id is kept"
+    );
 }
 
 #[tokio::test]
@@ -109,18 +198,36 @@ async fn openapi_document_describes_every_route_that_is_served() {
     let document = system.json("/api/openapi.json").await;
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
-    let expected = ["/api/v1/products", "/api/v1/products/{id}", "/api/v1/search", "/api/v1/categories"];
+    let expected = [
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/search",
+        "/api/v1/categories",
+    ];
     let described: HashSet<&str> = paths.keys().map(String::as_str).collect();
-    assert_eq!(described, expected.into_iter().collect(), "the document lists exactly the routes");
+    assert_eq!(
+        described,
+        expected.into_iter().collect(),
+        "the document lists exactly the routes"
+    );
     for (path, item) in paths {
         let get = &item["get"];
-        assert!(get["responses"]["200"].is_object(), "{path} documents its answer");
-        assert!(get["responses"]["503"].is_object(), "{path} documents catalog outages");
+        assert!(
+            get["responses"]["200"].is_object(),
+            "{path} documents its answer"
+        );
+        assert!(
+            get["responses"]["503"].is_object(),
+            "{path} documents catalog outages"
+        );
         // Each described route is really served (a served route never says "no route").
         let real = path.replace("{id}", "anything");
         let response = system.get(&format!("{real}?q=x")).await;
         let body = response.text().await.unwrap();
-        assert!(!body.contains("there is no route"), "{path} is described but not served");
+        assert!(
+            !body.contains("there is no route"),
+            "{path} is described but not served"
+        );
     }
     let schemas = document["components"]["schemas"].as_object().unwrap();
     for schema in ["Product", "ProductList", "Category", "Problem", "Money"] {
@@ -141,9 +248,10 @@ async fn metrics_count_requests_per_route() {
     system.json("/api/v1/categories").await;
     let text = system.get("/metrics").await.text().await.unwrap();
     assert!(
-        text.lines().any(|line| line.starts_with("http_server_requests_total")
-            && line.contains("route=\"/api/v1/categories\"")
-            && line.contains("method=\"GET\"")),
+        text.lines()
+            .any(|line| line.starts_with("http_server_requests_total")
+                && line.contains("route=\"/api/v1/categories\"")
+                && line.contains("method=\"GET\"")),
         "{text}"
     );
     let catalog_metrics = system

@@ -23,9 +23,12 @@ pub struct System {
 impl System {
     pub async fn start() -> Self {
         let database = TestDatabase::sqlite();
-        let catalog_config =
-            ServiceConfig::resolve("catalog", BTreeMap::new(), [("COMB_DATABASE_URL", database.url.clone())])
-                .unwrap();
+        let catalog_config = ServiceConfig::resolve(
+            "catalog",
+            BTreeMap::new(),
+            [("COMB_DATABASE_URL", database.url.clone())],
+        )
+        .unwrap();
         let store = comb_catalog::open_store(&catalog_config).await.unwrap();
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
         let gateway = gateway_for(&catalog.url(), 2_000).await;
@@ -74,6 +77,9 @@ pub async fn problem(response: reqwest::Response, status: u16) -> serde_json::Va
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], status);
     assert!(body["type"].as_str().unwrap().starts_with("/problems/"));
-    assert!(!body["detail"].as_str().unwrap().is_empty(), "a detail says what went wrong");
+    assert!(
+        !body["detail"].as_str().unwrap().is_empty(),
+        "a detail says what went wrong"
+    );
     body
 }
