@@ -420,7 +420,7 @@ mod tests {
         let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), no_env())
             .expect("config");
         assert_eq!(config.log_filter, "warn");
-        assert_eq!(config.flag("seed", true).expect("flag"), false);
+        assert!(!config.flag("seed", true).expect("flag"));
         let gateway = ServiceConfig::resolve("gateway", topology.settings_for("gateway"), no_env())
             .expect("config");
         assert_eq!(gateway.log_filter, "debug");

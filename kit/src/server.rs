@@ -209,6 +209,9 @@ async fn method_not_allowed(request: Request) -> Problem {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::Notify;
 
     async fn call(app: Router, method: &str, path: &str) -> (StatusCode, String) {
         let request = http::Request::builder()
@@ -263,6 +266,99 @@ mod tests {
         let (status, body) = call(app, "DELETE", "/things").await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert!(body.contains("DELETE is not allowed"), "{body}");
+    }
+
+    /// A route that reports when a request has arrived and answers when released.
+    fn held_route(entered: Arc<Notify>, release: Arc<Notify>) -> Router {
+        Router::new().route(
+            "/held",
+            get(move || {
+                let (entered, release) = (entered.clone(), release.clone());
+                async move {
+                    entered.notify_one();
+                    release.notified().await;
+                    "done"
+                }
+            }),
+        )
+    }
+
+    async fn raw_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+        let mut stream = TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await?;
+        Ok(answer)
+    }
+
+    #[tokio::test]
+    async fn stopping_finishes_in_flight_requests_and_turns_unready() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        let readiness = Readiness::default();
+        readiness.set(true);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = app(
+            held_route(entered.clone(), release.clone()),
+            readiness.clone(),
+        );
+        let serving = tokio::spawn(server.run(
+            app,
+            readiness.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(30),
+        ));
+        let in_flight = tokio::spawn(raw_get(addr, "/held"));
+        entered.notified().await;
+        stop.send(()).expect("server running");
+        while readiness.is_ready() {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "no new connections while draining"
+        );
+        release.notify_one();
+        let answer = in_flight.await.expect("task").expect("answer");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}"
+        );
+        serving.await.expect("task").expect("clean stop");
+    }
+
+    #[tokio::test]
+    async fn the_drain_deadline_bounds_a_stuck_request() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let readiness = Readiness::default();
+        let app = app(held_route(entered.clone(), release), readiness.clone());
+        let serving = tokio::spawn(server.run(
+            app,
+            readiness,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_millis(100),
+        ));
+        let _stuck = tokio::spawn(raw_get(addr, "/held"));
+        entered.notified().await;
+        stop.send(()).expect("server running");
+        let result = tokio::time::timeout(Duration::from_secs(10), serving).await;
+        assert!(
+            matches!(result, Ok(Ok(Ok(())))),
+            "the server stops at the deadline"
+        );
     }
 
     #[tokio::test]

@@ -52,6 +52,18 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
     assert!(text(&table).contains("catalog-1"), "{}", text(&table));
     let logs = comb.run(&["logs", "catalog"]);
     assert!(text(&logs).contains("listening"), "{}", text(&logs));
+    let stored = std::fs::read_to_string(data.join("logs/catalog-1.log")).unwrap();
+    assert!(stored.lines().count() >= 2);
+    for line in stored.lines() {
+        let line: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("a JSON log line: {line}"));
+        assert_eq!(line["service"], "catalog", "{line}");
+        assert_eq!(line["instance"], "catalog-1", "{line}");
+        assert!(
+            line["ts"].is_string() && line["level"].is_string() && line["msg"].is_string(),
+            "{line}"
+        );
+    }
 
     let down = comb.run(&["down"]);
     assert!(down.status.success(), "{}", text(&down));
@@ -186,5 +198,83 @@ async fn mistakes_are_refused_with_advice() {
         text(&serve).contains("comb runs catalog, gateway"),
         "{}",
         text(&serve)
+    );
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_a_foreground_system() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    let comb = Comb {
+        dir: tempfile::tempdir().unwrap(),
+        http: reqwest::Client::new(),
+    };
+    let mut launcher = Command::new(env!("CARGO_BIN_EXE_comb"))
+        .args(["up", "--gateway-port", "0", "--config"])
+        .arg(repo_topology())
+        .arg("--data-dir")
+        .arg(comb.data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stdout = launcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut output = Vec::new();
+    while !output
+        .iter()
+        .any(|line: &String| line.contains("comb is up"))
+    {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("comb up never said it was up: {output:#?}"));
+        output.push(line);
+    }
+    assert!(
+        output
+            .iter()
+            .any(|line| line.starts_with("catalog-1") && line.contains("listening")),
+        "service logs are streamed with their instance: {output:#?}"
+    );
+    let pids: Vec<u64> = comb.status()["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["pid"].as_u64().unwrap())
+        .collect();
+
+    signal(u64::from(launcher.id()), Signal::SIGINT);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = launcher.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "comb up did not stop on Ctrl-C"
+        );
+        std::thread::yield_now();
+    };
+    assert!(status.success(), "{status}");
+    output.extend(received.try_iter());
+    assert_eq!(
+        output.last().map(String::as_str),
+        Some("comb | stopped"),
+        "{output:#?}"
+    );
+    assert!(
+        pids.iter().all(|pid| !pid_alive(*pid)),
+        "every instance stopped"
+    );
+    assert!(
+        !comb.dir.path().join("data/launcher.json").exists(),
+        "the state file is removed"
     );
 }
