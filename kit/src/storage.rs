@@ -8,7 +8,7 @@
 //! upserts, locking).
 
 use std::borrow::Cow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,6 +39,11 @@ pub enum StorageError {
     CreateDatabase {
         database: String,
         source: sqlx::Error,
+    },
+    #[error("cannot lock {path} to migrate the database: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
     },
     #[error("migrating the database {url} failed: {source}")]
     Migrate {
@@ -75,6 +80,8 @@ pub struct Database {
     pool: AnyPool,
     backend: Backend,
     url: String,
+    /// The SQLite file, which replicas of a service share.
+    sqlite_file: Option<PathBuf>,
 }
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,6 +115,7 @@ impl Database {
             source,
         };
         let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
+        let file = PathBuf::from(options.get_filename());
         if let Some(parent) = Path::new(options.get_filename())
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -142,6 +150,7 @@ impl Database {
             pool,
             backend: Backend::Sqlite,
             url: url.to_owned(),
+            sqlite_file: Some(file),
         })
     }
 
@@ -168,6 +177,7 @@ impl Database {
             pool,
             backend: Backend::Postgres,
             url: url.to_owned(),
+            sqlite_file: None,
         })
     }
 
@@ -181,10 +191,14 @@ impl Database {
     }
 
     /// Brings the schema up to date with the service's migrations for this backend.
+    ///
+    /// Replicas starting together migrate one at a time: PostgreSQL through sqlx's advisory
+    /// lock, SQLite (where sqlx takes none) through an exclusive lock on a file beside the
+    /// database.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
-        let list = match self.backend {
-            Backend::Sqlite => migrations.sqlite,
-            Backend::Postgres => migrations.postgres,
+        let (list, _lock) = match self.backend {
+            Backend::Sqlite => (migrations.sqlite, self.lock_sqlite_file().await?),
+            Backend::Postgres => (migrations.postgres, None),
         };
         migrator(list)
             .run(&self.pool)
@@ -193,6 +207,31 @@ impl Database {
                 url: redact(&self.url),
                 source,
             })
+    }
+
+    async fn lock_sqlite_file(&self) -> Result<Option<std::fs::File>, StorageError> {
+        let Some(database) = &self.sqlite_file else {
+            return Ok(None);
+        };
+        let mut name = database.clone().into_os_string();
+        name.push(".migrate-lock");
+        let path = PathBuf::from(name);
+        let lock_error = |source| StorageError::Lock {
+            path: path.display().to_string(),
+            source,
+        };
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(lock_error)?;
+        // Blocks until another replica's migration is done.
+        let locked = tokio::task::spawn_blocking(move || opened.lock().map(|()| opened))
+            .await
+            .map_err(|join| lock_error(std::io::Error::other(join)))?
+            .map_err(lock_error)?;
+        Ok(Some(locked))
     }
 
     /// Closes every connection, waiting for those in use.
@@ -315,6 +354,35 @@ mod tests {
             .await
             .expect("journal mode");
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+    async fn replicas_sharing_a_sqlite_file_migrate_one_at_a_time() {
+        const MANY: Migrations = Migrations {
+            sqlite: &[
+                Migration {
+                    version: 1,
+                    description: "a",
+                    sql: "CREATE TABLE a (id INTEGER PRIMARY KEY);",
+                },
+                Migration {
+                    version: 2,
+                    description: "b",
+                    sql: "CREATE TABLE b (id INTEGER PRIMARY KEY);",
+                },
+            ],
+            postgres: &[],
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = crate::config::sqlite_url(&dir.path().join("shared.db"));
+        let mut starting = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let replica = Database::connect(&url).await.expect("connect");
+            starting.spawn(async move { replica.migrate(&MANY).await });
+        }
+        while let Some(result) = starting.join_next().await {
+            result.expect("task").expect("every replica starts");
+        }
     }
 
     #[tokio::test]

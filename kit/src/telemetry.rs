@@ -208,14 +208,17 @@ fn describe_red_metrics() {
 /// Axum middleware recording the RED metrics of every request.
 pub async fn record_red(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let grpc = is_grpc(&request);
-    let route = if grpc {
+    let matched = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    // Only a call to a gRPC service this instance serves is labelled by its method: label
+    // values must come from a bounded set, never from whatever path a client sends.
+    let grpc = is_grpc(&request) && matched.is_some();
+    let mut route = if grpc {
         request.uri().path().to_owned()
     } else {
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+        matched.unwrap_or_else(|| UNMATCHED.to_owned())
     };
     let method = if grpc {
         "grpc".to_owned()
@@ -226,12 +229,16 @@ pub async fn record_red(request: Request, next: Next) -> Response {
     let status = if grpc {
         // A failed unary call answers trailers-only, so its status is in the headers; a
         // successful one carries grpc-status 0 in trailers.
-        response
+        let code = response
             .headers()
             .get("grpc-status")
             .and_then(|value| value.to_str().ok())
             .unwrap_or("0")
-            .to_owned()
+            .to_owned();
+        if code == GRPC_UNIMPLEMENTED {
+            route = UNMATCHED.to_owned();
+        }
+        code
     } else {
         response.status().as_u16().to_string()
     };
@@ -251,7 +258,12 @@ pub async fn record_red(request: Request, next: Next) -> Response {
     response
 }
 
-/// The header carrying a request's id from the edge through every hop.
+/// The route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+/// The gRPC status of a call to a method the service does not have.
+const GRPC_UNIMPLEMENTED: &str = "12";
+
+/// The header carrying a request's id; every answer has one.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Axum middleware writing one access log line per request: method, path (never the
@@ -260,8 +272,8 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// asked for.
 pub async fn access_log(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let quiet =
-        is_grpc(&request) || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let internal = is_grpc(&request) && request.extensions().get::<MatchedPath>().is_some();
+    let quiet = internal || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let request_id = request

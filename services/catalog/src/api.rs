@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::{
     Cursor, DEFAULT_PAGE_SIZE, ListFilter, MAX_PAGE_SIZE, Money, Product, ProductDraft,
-    ProductInput, ProductKind, SearchQuery,
+    ProductInput, ProductKind, SearchQuery, is_slug,
 };
 use crate::store::{CatalogStore, MAX_BATCH, StoreError};
 
@@ -41,6 +41,12 @@ impl Catalog for CatalogApi {
                 .map_err(|message| errors.push(FieldError::new("cursor", message)))
                 .ok()
         };
+        if !request.category.is_empty() && !is_slug(&request.category) {
+            errors.push(FieldError::new(
+                "category",
+                "must be a category slug: lower-case letters, digits and hyphens",
+            ));
+        }
         if !errors.is_empty() {
             return Err(invalid(&errors));
         }
@@ -65,7 +71,12 @@ impl Catalog for CatalogApi {
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
         let id = request.into_inner().id;
-        match self.store.get(&id).await.map_err(store_status)? {
+        let found = if is_product_id(&id) {
+            self.store.get(&id).await.map_err(store_status)?
+        } else {
+            None
+        };
+        match found {
             Some(product) => Ok(Response::new(product_to_proto(product))),
             None => Err(Status::not_found(format!(
                 "there is no product with id {id:?}"
@@ -84,6 +95,7 @@ impl Catalog for CatalogApi {
                 format!("at most {MAX_BATCH} per call, got {}", ids.len()),
             )]));
         }
+        let ids: Vec<String> = ids.into_iter().filter(|id| is_product_id(id)).collect();
         let products = self.store.get_many(&ids).await.map_err(store_status)?;
         Ok(Response::new(proto::GetProductsResponse {
             items: products.into_iter().map(product_to_proto).collect(),
@@ -163,6 +175,12 @@ impl Catalog for CatalogApi {
             ))),
         }
     }
+}
+
+/// Whether `id` has the shape of a product id (a UUID). Anything else cannot exist, and
+/// is not sent to the database, where some bytes (NUL) are errors rather than misses.
+fn is_product_id(id: &str) -> bool {
+    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
 }
 
 fn page_size(requested: u32, errors: &mut Vec<FieldError>) -> u32 {

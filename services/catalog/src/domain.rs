@@ -181,6 +181,20 @@ impl ProductDraft {
                 ),
             ));
         }
+        for (field, text) in [("title", &title), ("description", &description)]
+            .into_iter()
+            .chain(creators.iter().map(|creator| ("creators", creator)))
+        {
+            if text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                errors.push(FieldError::new(
+                    field,
+                    "must not contain control characters",
+                ));
+            }
+        }
         input.price.validate("price", &mut errors);
         match kind {
             Ok(kind) if errors.is_empty() => Ok(Self {
@@ -198,7 +212,8 @@ impl ProductDraft {
     }
 }
 
-fn is_slug(text: &str) -> bool {
+/// Whether `text` is a slug: lower-case letters, digits and hyphens, at most 64.
+pub fn is_slug(text: &str) -> bool {
     !text.is_empty()
         && text.len() <= 64
         && text

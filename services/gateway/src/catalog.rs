@@ -1,7 +1,7 @@
 //! Catalog routes: products, search and categories, answered by the catalog service.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
@@ -212,14 +212,20 @@ pub async fn list_products(
 )]
 pub async fn get_product(
     State(state): State<GatewayState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Product>, Problem> {
-    if id.len() > 64 {
-        return Err(Problem::not_found(format!(
-            "there is no product with id {:?}",
-            truncate(&id)
-        )));
-    }
+    // An id that cannot be one of ours (not UTF-8, too long, odd characters) is simply not
+    // found; it never reaches the catalog.
+    let id = match id {
+        Ok(Path(id)) if is_plausible_id(&id) => id,
+        Ok(Path(id)) => {
+            return Err(Problem::not_found(format!(
+                "there is no product with id {:?}",
+                truncate(&id)
+            )));
+        }
+        Err(_) => return Err(Problem::not_found("there is no product with that id")),
+    };
     let product = client(&state)
         .get_product(proto::GetProductRequest { id })
         .await
@@ -304,6 +310,16 @@ pub async fn list_categories(
         items,
         next_cursor: None,
     }))
+}
+
+/// Product ids are opaque to clients, but always short and made of letters, digits,
+/// hyphens and underscores.
+fn is_plausible_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn client(state: &GatewayState) -> CatalogClient<tonic::transport::Channel> {
