@@ -92,6 +92,19 @@ pub async fn down(args: DataDirArg) -> anyhow::Result<ExitCode> {
         println!("{}", not_running(&layout));
         return Ok(ExitCode::SUCCESS);
     };
+    // Only a launcher that answers as itself is signalled: a pid from an old state file may
+    // belong to another process by now.
+    let answering = fetch_status(&state)
+        .await
+        .is_ok_and(|status| status.launcher_pid == state.pid);
+    if !answering {
+        anyhow::bail!(
+            "the launcher recorded in {} (pid {}) does not answer at {}; not signalling it. If comb is not running, remove that file",
+            layout.state_file().display(),
+            state.pid,
+            state.control_url
+        );
+    }
     let pid =
         Pid::from_raw(i32::try_from(state.pid).context("the launcher's pid is out of range")?);
     kill(pid, Signal::SIGTERM)

@@ -97,7 +97,13 @@ pub fn problem_from_status(service: &str, status: &Status) -> Problem {
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
             Problem::conflict(status.message().to_owned())
         }
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Cancelled => {
+        // Unknown is also what a call gets when the connection breaks mid-flight (the
+        // instance died), so it counts as the service being unavailable.
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Cancelled
+        | Code::Unknown => {
             tracing::warn!(upstream = service, code = ?status.code(), message = status.message(), "upstream unavailable");
             Problem::unavailable(format!(
                 "the {service} service is unavailable right now ({}); retry in a moment",
@@ -158,6 +164,10 @@ mod tests {
             (Status::unavailable("down"), StatusCode::SERVICE_UNAVAILABLE),
             (
                 Status::deadline_exceeded("slow"),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Status::unknown("connection reset"),
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (Status::internal("boom"), StatusCode::BAD_GATEWAY),

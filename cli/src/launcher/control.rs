@@ -46,12 +46,28 @@ struct Control {
     data_dir: String,
 }
 
+/// The running control API.
+#[derive(Debug)]
+pub struct ControlServer {
+    pub state: LauncherState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Stops answering and lets go of the supervisor.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Serves the control API on a free local port.
 pub async fn serve(
     supervisor: Arc<Supervisor>,
     layout: &Layout,
     gateway_url: Option<String>,
-) -> anyhow::Result<LauncherState> {
+) -> anyhow::Result<ControlServer> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .await
         .context("cannot open the launcher's control port")?;
@@ -72,12 +88,16 @@ pub async fn serve(
     let app = Router::new()
         .route("/status", get(status))
         .with_state(control);
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        if let Err(error) = serving.await {
             eprintln!("comb | the control API stopped: {error}");
         }
     });
-    Ok(state)
+    Ok(ControlServer { state, stop, task })
 }
 
 async fn status(State(control): State<Control>) -> Json<SystemStatus> {

@@ -1,6 +1,6 @@
 //! `comb up`: the single-machine launcher. It plans the instances of the topology, starts
 //! each as its own process under the [`supervisor::Supervisor`], waits for readiness, and
-//! stops everything in order on Ctrl-C, SIGTERM or `comb down`.
+//! on Ctrl-C, SIGTERM or `comb down` asks every instance to drain and waits for them.
 
 pub mod control;
 pub mod logs;
@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use comb_kit::Topology;
-use comb_kit::shutdown::stop_requested;
+use comb_kit::shutdown::StopSignals;
 
 use self::control::{LauncherState, fetch_status, running_launcher};
 use self::logs::LogSink;
 use self::plan::{Layout, Plan, PlanInputs};
 use self::supervisor::{Health, Supervisor};
 use crate::UpArgs;
-use crate::services::{known, load_topology};
+use crate::services::{DEFAULT_TOPOLOGY, known, load_topology};
 
 /// `comb up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -47,6 +47,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
     std::fs::create_dir_all(&layout.root)
         .with_context(|| format!("cannot create the data directory {}", layout.root.display()))?;
+    // Instances read their settings from a file: without one, the built-in topology is
+    // written to the data directory and used from there.
+    let config_path = match config_path {
+        Some(path) => Some(path),
+        None => {
+            let path = layout.root.join("comb.toml");
+            std::fs::write(&path, DEFAULT_TOPOLOGY)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Some(path)
+        }
+    };
     if args.detach {
         return detach(&args, &layout, &topology, config_path.as_deref()).await;
     }
@@ -61,6 +72,7 @@ async fn run(
     config_path: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
+    let mut signals = StopSignals::listen(None).context("cannot listen for Ctrl-C and SIGTERM")?;
     let plan = plan::plan(
         topology,
         &PlanInputs {
@@ -75,8 +87,8 @@ async fn run(
         std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
     let supervisor = Supervisor::new(exe, &plan, topology.launcher.clone(), logs.clone());
-    let state = control::serve(supervisor.clone(), layout, plan.gateway_url()).await?;
-    control::write_state(layout, &state)?;
+    let control = control::serve(supervisor.clone(), layout, plan.gateway_url()).await?;
+    control::write_state(layout, &control.state)?;
     let mut instances = supervisor.start();
     logs.launcher(format!(
         "starting {} instances of {} services from {}",
@@ -91,13 +103,13 @@ async fn run(
     let ready_timeout = Duration::from_millis(topology.launcher.ready_timeout_ms);
     let outcome = tokio::select! {
         ready = wait_until_ready(&supervisor, &logs, ready_timeout, started) => Some(ready),
-        _ = stop_requested(None) => None,
+        _ = signals.next() => None,
     };
     let mut code = ExitCode::SUCCESS;
     match outcome {
         Some(true) => {
             print_banner(&plan, &layout.root, started.elapsed(), &logs);
-            let reason = stop_requested(None).await;
+            let reason = signals.next().await;
             logs.launcher(format!("stopping ({reason:?})"));
         }
         Some(false) => {
@@ -121,11 +133,12 @@ async fn run(
     let drained = async { while instances.join_next().await.is_some() {} };
     tokio::select! {
         () = drained => {}
-        _ = stop_requested(None) => logs.launcher("stopping at once".to_owned()),
+        _ = signals.next() => logs.launcher("stopping at once".to_owned()),
     }
     control::remove_state(layout);
-    drop(supervisor);
-    drop(logs);
+    control.shutdown().await;
+    // The writer ends once the last sender is gone; a stuck pipe must not hold the exit.
+    drop((supervisor, instances, logs));
     let _ = tokio::time::timeout(Duration::from_secs(2), log_writer).await;
     println!("comb | stopped");
     Ok(code)

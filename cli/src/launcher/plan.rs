@@ -107,13 +107,21 @@ pub struct PlanInputs<'a> {
 /// Assigns every instance a port and wires each service to the instances it calls.
 pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan> {
     let mut addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
+    // Every chosen port stays bound until all are chosen, so no two instances share one.
+    let mut held = Vec::new();
     for (service, spec) in &topology.services {
         for index in 1..=spec.replicas {
             let port = if service == GATEWAY && index == 1 && inputs.gateway_port != 0 {
                 ensure_free(inputs.gateway_port)?;
                 inputs.gateway_port
             } else {
-                free_port()?
+                let listener = free_port()?;
+                let port = listener
+                    .local_addr()
+                    .context("cannot find a free local port")?
+                    .port();
+                held.push(listener);
+                port
             };
             addrs.insert(
                 (service.clone(), index),
@@ -121,6 +129,7 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
             );
         }
     }
+    drop(held);
     let urls_of = |service: &str| -> String {
         addrs
             .iter()
@@ -174,13 +183,8 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
     Ok(Plan { instances })
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")?;
-    Ok(listener
-        .local_addr()
-        .context("cannot find a free local port")?
-        .port())
+fn free_port() -> anyhow::Result<TcpListener> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")
 }
 
 fn ensure_free(port: u16) -> anyhow::Result<()> {

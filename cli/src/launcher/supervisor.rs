@@ -1,5 +1,5 @@
 //! The supervisor: runs each instance as a child process, restarts it with exponential
-//! backoff when it dies, probes its readiness, and stops everything in order.
+//! backoff when it dies, probes its readiness, and on stop lets every instance drain.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -193,13 +193,10 @@ impl Supervisor {
         let Some(spec) = self.entries().get(name).map(|entry| entry.spec.clone()) else {
             return;
         };
-        let initial = Duration::from_millis(self.settings.restart_backoff_ms);
-        let longest = Duration::from_millis(
-            self.settings
-                .restart_backoff_max_ms
-                .max(self.settings.restart_backoff_ms),
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.settings.restart_backoff_ms),
+            Duration::from_millis(self.settings.restart_backoff_max_ms),
         );
-        let mut backoff = initial;
         let mut stop = self.stop.subscribe();
         loop {
             if *stop.borrow() {
@@ -238,12 +235,10 @@ impl Supervisor {
                 });
                 break;
             }
-            if started.elapsed() >= HEALTHY_RUN {
-                backoff = initial;
-            }
+            let wait = backoff.after_crash(started.elapsed());
             self.logs.launcher(format!(
                 "{name} {exit}; restarting in {} ms",
-                backoff.as_millis()
+                wait.as_millis()
             ));
             self.update(name, |runtime| {
                 runtime.pid = None;
@@ -253,13 +248,12 @@ impl Supervisor {
                 runtime.last_exit = Some(exit);
             });
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(wait) => {}
                 () = stopped(&mut stop) => {
                     self.update(name, |runtime| runtime.health = Health::Stopped);
                     break;
                 }
             }
-            backoff = (backoff * 2).min(longest);
         }
     }
 
@@ -367,6 +361,35 @@ impl Supervisor {
     }
 }
 
+/// The wait before each restart: doubling from `initial` up to `longest`, and back to
+/// `initial` once an instance has run well for [`HEALTHY_RUN`].
+#[derive(Debug)]
+struct Backoff {
+    initial: Duration,
+    longest: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, longest: Duration) -> Self {
+        Self {
+            initial,
+            longest: longest.max(initial),
+            next: initial,
+        }
+    }
+
+    /// The wait before restarting an instance that crashed after running for `ran`.
+    fn after_crash(&mut self, ran: Duration) -> Duration {
+        if ran >= HEALTHY_RUN {
+            self.next = self.initial;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.longest);
+        wait
+    }
+}
+
 /// Resolves once a stop has been requested.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard wait_for returns is dropped here, not held across the caller's awaits.
@@ -400,5 +423,42 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
             (None, None) => "exited".to_owned(),
         },
         Err(error) => format!("could not be waited for: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_starts_over_after_a_healthy_run() {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+        let quick = Duration::from_millis(10);
+        let waits: Vec<u128> = (0..6)
+            .map(|_| backoff.after_crash(quick).as_millis())
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 2000, 2000]);
+        assert_eq!(backoff.after_crash(HEALTHY_RUN).as_millis(), 250);
+        assert_eq!(backoff.after_crash(quick).as_millis(), 500);
+    }
+
+    #[test]
+    fn a_cap_below_the_first_wait_is_raised_to_it() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_millis(10));
+        assert_eq!(backoff.after_crash(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(backoff.after_crash(Duration::ZERO), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn exits_are_described_for_people() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            describe_exit(Ok(ExitStatus::from_raw(9))),
+            "was killed by signal 9"
+        );
+        assert_eq!(
+            describe_exit(Ok(ExitStatus::from_raw(3 << 8))),
+            "exited with code 3"
+        );
     }
 }

@@ -52,6 +52,16 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
     assert!(text(&table).contains("catalog-1"), "{}", text(&table));
     let logs = comb.run(&["logs", "catalog"]);
     assert!(text(&logs).contains("listening"), "{}", text(&logs));
+    let access = std::fs::read_to_string(data.join("logs/gateway-1.log")).unwrap();
+    assert!(
+        access
+            .lines()
+            .any(|line| line.contains("\"target\":\"access\"")
+                && line.contains("\"path\":\"/api/v1/products\"")
+                && line.contains("\"status\":200")
+                && line.contains("\"request_id\"")),
+        "the gateway writes an access log line: {access}"
+    );
     let stored = std::fs::read_to_string(data.join("logs/catalog-1.log")).unwrap();
     assert!(stored.lines().count() >= 2);
     for line in stored.lines() {
@@ -205,7 +215,6 @@ async fn mistakes_are_refused_with_advice() {
 async fn ctrl_c_stops_a_foreground_system() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    use std::time::Instant;
 
     let comb = Comb {
         dir: tempfile::tempdir().unwrap(),
@@ -222,15 +231,16 @@ async fn ctrl_c_stops_a_foreground_system() {
         .unwrap();
     let (lines, received) = std::sync::mpsc::channel::<String>();
     let stdout = launcher.stdout.take().unwrap();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             let _ = lines.send(line);
         }
     });
     let mut output = Vec::new();
+    // The banner: "comb is up ...", then where the gateway listens.
     while !output
         .iter()
-        .any(|line: &String| line.contains("comb is up"))
+        .any(|line: &String| line.contains("gateway: http://"))
     {
         let line = received
             .recv_timeout(Duration::from_secs(30))
@@ -238,12 +248,17 @@ async fn ctrl_c_stops_a_foreground_system() {
         output.push(line);
     }
     assert!(
-        output
-            .iter()
-            .any(|line| line.starts_with("catalog-1") && line.contains("listening")),
-        "service logs are streamed with their instance: {output:#?}"
+        output.iter().any(|line| line.contains("comb is up")),
+        "{output:#?}"
     );
-    let pids: Vec<u64> = comb.status()["instances"]
+    let gateway_line = output.iter().find(|line| line.contains("gateway: http://"));
+    let status = comb.status();
+    let gateway = status["gateway_url"].as_str().unwrap();
+    assert!(
+        gateway_line.is_some_and(|line| line.contains(gateway)),
+        "comb up says where the gateway listens: {output:#?}"
+    );
+    let pids: Vec<u64> = status["instances"]
         .as_array()
         .unwrap()
         .iter()
@@ -251,24 +266,37 @@ async fn ctrl_c_stops_a_foreground_system() {
         .collect();
 
     signal(u64::from(launcher.id()), Signal::SIGINT);
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = launcher.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "comb up did not stop on Ctrl-C"
-        );
-        std::thread::yield_now();
-    };
-    assert!(status.success(), "{status}");
+    let exited = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || launcher.wait()),
+    )
+    .await
+    .expect("comb up stops on Ctrl-C")
+    .unwrap()
+    .unwrap();
+    assert!(exited.success(), "{exited}");
+    reader.join().unwrap();
     output.extend(received.try_iter());
     assert_eq!(
         output.last().map(String::as_str),
         Some("comb | stopped"),
         "{output:#?}"
     );
+    for instance in ["gateway-1", "catalog-1"] {
+        let streamed = |needle: &str| {
+            output
+                .iter()
+                .any(|line| line.starts_with(instance) && line.contains(needle))
+        };
+        assert!(
+            streamed("listening"),
+            "{instance}'s logs are streamed with its name: {output:#?}"
+        );
+        assert!(
+            streamed("draining"),
+            "{instance} drained instead of being killed: {output:#?}"
+        );
+    }
     assert!(
         pids.iter().all(|pid| !pid_alive(*pid)),
         "every instance stopped"

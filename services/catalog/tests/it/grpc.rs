@@ -5,12 +5,17 @@ use tonic::Code;
 
 use crate::seeded_store;
 
-async fn client() -> (
+type Connected = (
     CatalogClient<tonic::transport::Channel>,
     TestServer,
     TestDatabase,
-) {
-    let database = TestDatabase::sqlite();
+);
+
+async fn client() -> Connected {
+    client_on(TestDatabase::sqlite()).await
+}
+
+async fn client_on(database: TestDatabase) -> Connected {
     let store = seeded_store(&database).await;
     let server = TestServer::start(comb_catalog::routes(store)).await;
     let channel = tonic::transport::Endpoint::from_shared(server.url())
@@ -66,7 +71,18 @@ async fn grpc_lists_gets_and_pages() {
 
 #[tokio::test]
 async fn grpc_refuses_bad_input_with_the_field_named() {
-    let (mut client, _server, _db) = client().await;
+    refuses_bad_input(client().await).await;
+}
+
+#[tokio::test]
+async fn grpc_refuses_bad_input_on_postgres_too() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    refuses_bad_input(client_on(database).await).await;
+}
+
+async fn refuses_bad_input((mut client, _server, _db): Connected) {
     let status = client
         .list_products(proto::ListProductsRequest {
             limit: 1000,
@@ -84,11 +100,31 @@ async fn grpc_refuses_bad_input_with_the_field_named() {
         status.message()
     );
     assert!(status.message().contains("cursor:"), "{}", status.message());
+    for id in ["nope", "\0", "01a206fe-d5a1-762a-b4c4-5d99d624\x006c2", ""] {
+        let status = client
+            .get_product(proto::GetProductRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{id:?}: {status:?}");
+    }
     let status = client
-        .get_product(proto::GetProductRequest { id: "nope".into() })
+        .list_products(proto::ListProductsRequest {
+            category: "ja\0zz".into(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let found = client
+        .search_products(proto::SearchProductsRequest {
+            query: "nul\0byte".into(),
+            limit: 5,
+        })
+        .await;
+    assert!(
+        found.is_ok(),
+        "a NUL byte in a search is only a separator: {found:?}"
+    );
     let status = client
         .search_products(proto::SearchProductsRequest {
             query: "x".repeat(10_000),
