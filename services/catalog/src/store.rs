@@ -3,8 +3,10 @@
 
 use comb_kit::storage::{Backend, Database};
 use serde::Deserialize;
+use sqlx::Any;
 use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::query::Query;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -44,6 +46,22 @@ macro_rules! product_columns {
         "id, sku, kind, title, creators, description, category, tags, price_minor, currency, created_at, updated_at"
     };
 }
+
+/// Writes of a product take the same parameters: see [`bind_product`].
+macro_rules! insert_product {
+    () => {
+        concat!(
+            "INSERT INTO products (",
+            product_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)"
+        )
+    };
+}
+const INSERT_PRODUCT: &str = insert_product!();
+const SEED_PRODUCT: &str = concat!(insert_product!(), " ON CONFLICT (sku) DO NOTHING");
+const UPDATE_PRODUCT: &str = "UPDATE products SET sku = $2, kind = $3, title = $4, creators = $5,
+    description = $6, category = $7, tags = $8, price_minor = $9, currency = $10, updated_at = $11
+    WHERE id = $1";
 
 /// The most ids one `get_many` call looks up.
 pub const MAX_BATCH: usize = 100;
@@ -194,26 +212,10 @@ impl CatalogStore {
             created_at: now.clone(),
             updated_at: now,
         };
-        sqlx::query(concat!(
-            "INSERT INTO products (",
-            product_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(product.id.as_str())
-        .bind(draft.sku.as_str())
-        .bind(draft.kind.as_str())
-        .bind(draft.title.as_str())
-        .bind(to_json(&draft.creators))
-        .bind(draft.description.as_str())
-        .bind(draft.category.as_str())
-        .bind(to_json(&draft.tags))
-        .bind(draft.price.amount_minor)
-        .bind(draft.price.currency.as_str())
-        .bind(product.created_at.as_str())
-        .bind(product.updated_at.as_str())
-        .execute(self.db.pool())
-        .await
-        .map_err(|error| sku_conflict(error, &draft.sku))?;
+        bind_product(INSERT_PRODUCT, &product.id, draft, &product.created_at)
+            .execute(self.db.pool())
+            .await
+            .map_err(|error| sku_conflict(error, &draft.sku))?;
         Ok(product)
     }
 
@@ -224,24 +226,10 @@ impl CatalogStore {
         draft: &ProductDraft,
     ) -> Result<Option<Product>, StoreError> {
         self.check_category(draft).await?;
-        let result = sqlx::query(
-            "UPDATE products SET sku = $2, kind = $3, title = $4, creators = $5, description = $6,
-             category = $7, tags = $8, price_minor = $9, currency = $10, updated_at = $11 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(draft.sku.as_str())
-        .bind(draft.kind.as_str())
-        .bind(draft.title.as_str())
-        .bind(to_json(&draft.creators))
-        .bind(draft.description.as_str())
-        .bind(draft.category.as_str())
-        .bind(to_json(&draft.tags))
-        .bind(draft.price.amount_minor)
-        .bind(draft.price.currency.as_str())
-        .bind(now())
-        .execute(self.db.pool())
-        .await
-        .map_err(|error| sku_conflict(error, &draft.sku))?;
+        let result = bind_product(UPDATE_PRODUCT, id, draft, &now())
+            .execute(self.db.pool())
+            .await
+            .map_err(|error| sku_conflict(error, &draft.sku))?;
         if result.rows_affected() == 0 {
             return Ok(None);
         }
@@ -287,24 +275,10 @@ impl CatalogStore {
         let now = now();
         let mut added = 0;
         for draft in &seed.products {
-            let result = sqlx::query(concat!(
-                "INSERT INTO products (",
-                product_columns!(),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT (sku) DO NOTHING"
-            ))
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(draft.sku.as_str())
-            .bind(draft.kind.as_str())
-            .bind(draft.title.as_str())
-            .bind(to_json(&draft.creators))
-            .bind(draft.description.as_str())
-            .bind(draft.category.as_str())
-            .bind(to_json(&draft.tags))
-            .bind(draft.price.amount_minor)
-            .bind(draft.price.currency.as_str())
-            .bind(now.as_str())
-            .execute(&mut *tx)
-            .await?;
+            let id = uuid::Uuid::now_v7().to_string();
+            let result = bind_product(SEED_PRODUCT, &id, draft, &now)
+                .execute(&mut *tx)
+                .await?;
             added += result.rows_affected() as usize;
         }
         tx.commit().await?;
@@ -356,6 +330,28 @@ impl Seed {
             products,
         })
     }
+}
+
+/// A product write with `id` as $1, the draft's fields as $2 to $10 and `time` as $11
+/// (the creation and update time of a new product, the update time of a changed one).
+fn bind_product<'q>(
+    sql: &'static str,
+    id: &'q str,
+    draft: &'q ProductDraft,
+    time: &'q str,
+) -> Query<'q, Any, AnyArguments> {
+    sqlx::query(sql)
+        .bind(id)
+        .bind(draft.sku.as_str())
+        .bind(draft.kind.as_str())
+        .bind(draft.title.as_str())
+        .bind(to_json(&draft.creators))
+        .bind(draft.description.as_str())
+        .bind(draft.category.as_str())
+        .bind(to_json(&draft.tags))
+        .bind(draft.price.amount_minor)
+        .bind(draft.price.currency.as_str())
+        .bind(time)
 }
 
 fn now() -> String {
