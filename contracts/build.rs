@@ -4,7 +4,10 @@
 use std::path::Path;
 
 const PROTO_ROOT: &str = "proto";
-const PROTOS: &[&str] = &["proto/comb/catalog/v1/catalog.proto"];
+const PROTOS: &[&str] = &[
+    "proto/comb/catalog/v1/catalog.proto",
+    "proto/comb/users/v1/users.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");

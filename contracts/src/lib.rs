@@ -1,6 +1,9 @@
 //! comb's contracts: the gRPC protocols services speak to each other, generated from the
-//! `.proto` files in `proto/`. A service depends on this crate, never on another service's
-//! crate, so the wire format is the only coupling between them.
+//! `.proto` files in `proto/`, and the claims of comb's access tokens. A service depends on
+//! this crate, never on another service's crate, so the wire format is the only coupling
+//! between them.
+
+pub mod auth;
 
 /// The catalog service: products, categories, search.
 pub mod catalog {
@@ -8,5 +11,14 @@ pub mod catalog {
     pub mod v1 {
         #![allow(unreachable_pub, missing_docs, clippy::all)]
         tonic::include_proto!("comb.catalog.v1");
+    }
+}
+
+/// The users service: accounts, sign-in, tokens and their keys.
+pub mod users {
+    /// Version 1 of the users protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.users.v1");
     }
 }

@@ -205,7 +205,7 @@ async fn mistakes_are_refused_with_advice() {
         .unwrap();
     assert!(!serve.status.success());
     assert!(
-        text(&serve).contains("comb runs catalog, gateway"),
+        text(&serve).contains("comb runs catalog, gateway, users"),
         "{}",
         text(&serve)
     );

@@ -1,0 +1,182 @@
+//! The users service's gRPC API.
+
+use comb_contracts::auth::Role;
+use comb_contracts::users::v1 as proto;
+use comb_contracts::users::v1::users_server::Users;
+use comb_kit::grpc::invalid_argument;
+use comb_kit::problem::FieldError;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Email, check_name, check_password};
+use crate::passwords;
+use crate::store::{StoreError, User, UserStore};
+use crate::tokens::{Token, TokenError, Tokens, now_rfc3339};
+
+/// Refusing a sign-in never says whether the email or the password was wrong.
+const BAD_CREDENTIALS: &str = "the email or password is wrong";
+
+#[derive(Debug, Clone)]
+pub struct UsersApi {
+    store: UserStore,
+    tokens: Tokens,
+}
+
+impl UsersApi {
+    pub fn new(store: UserStore, tokens: Tokens) -> Self {
+        Self { store, tokens }
+    }
+
+    fn session(&self, user: User) -> Result<proto::Session, Status> {
+        let Token { token, expires_at } = self
+            .tokens
+            .issue(&user.id, user.role, Some(&user.email), Some(&user.name))
+            .map_err(token_status)?;
+        Ok(proto::Session {
+            token,
+            user: Some(user_to_proto(user)),
+            expires_at,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Users for UsersApi {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        let email = Email::parse(&request.email)
+            .map_err(|message| errors.push(FieldError::new("email", message)))
+            .ok();
+        let name = check_name(&request.name)
+            .map_err(|message| errors.push(FieldError::new("name", message)))
+            .ok();
+        if let Some(email) = &email
+            && let Err(message) = check_password(&request.password, email)
+        {
+            errors.push(FieldError::new("password", message));
+        }
+        let (Some(email), Some(name)) = (email, name) else {
+            return Err(invalid_argument(&errors));
+        };
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        let hash = passwords::hash(request.password).await.map_err(|error| {
+            tracing::error!(%error, "hashing a password failed");
+            Status::internal("registration failed")
+        })?;
+        let user = User {
+            id: uuid::Uuid::now_v7().to_string(),
+            email: email.as_str().to_owned(),
+            name,
+            role: Role::Customer,
+            created_at: now_rfc3339(),
+        };
+        self.store
+            .create(&user, &hash)
+            .await
+            .map_err(|error| match error {
+                StoreError::EmailTaken => Status::already_exists(
+                    "an account with this email already exists; log in instead",
+                ),
+                other => store_status(other),
+            })?;
+        tracing::info!(user = %user.id, "account registered");
+        Ok(Response::new(self.session(user)?))
+    }
+
+    async fn login(
+        &self,
+        request: Request<proto::LoginRequest>,
+    ) -> Result<Response<proto::Session>, Status> {
+        let request = request.into_inner();
+        let found = match Email::parse(&request.email) {
+            Ok(email) => self
+                .store
+                .find_by_email(email.as_str())
+                .await
+                .map_err(store_status)?,
+            Err(_) => None,
+        };
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), Some(hash)),
+            None => (None, None),
+        };
+        let password_ok = passwords::verify(request.password, hash).await;
+        match user {
+            Some(user) if password_ok => Ok(Response::new(self.session(user)?)),
+            _ => Err(Status::unauthenticated(BAD_CREDENTIALS)),
+        }
+    }
+
+    async fn issue_guest_token(
+        &self,
+        _request: Request<proto::IssueGuestTokenRequest>,
+    ) -> Result<Response<proto::GuestSession>, Status> {
+        let guest_id = format!("guest-{}", uuid::Uuid::now_v7());
+        let Token { token, expires_at } = self
+            .tokens
+            .issue(&guest_id, Role::Guest, None, None)
+            .map_err(token_status)?;
+        Ok(Response::new(proto::GuestSession {
+            token,
+            guest_id,
+            expires_at,
+        }))
+    }
+
+    async fn get_user(
+        &self,
+        request: Request<proto::GetUserRequest>,
+    ) -> Result<Response<proto::User>, Status> {
+        let id = request.into_inner().id;
+        let plausible = id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        let user = if plausible {
+            self.store.get(&id).await.map_err(store_status)?
+        } else {
+            None
+        };
+        user.map(|user| Response::new(user_to_proto(user)))
+            .ok_or_else(|| Status::not_found(format!("there is no user with id {id:?}")))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<proto::GetJwksRequest>,
+    ) -> Result<Response<proto::Jwks>, Status> {
+        let keys = self.tokens.jwks().await.map_err(token_status)?;
+        Ok(Response::new(proto::Jwks { keys }))
+    }
+}
+
+fn user_to_proto(user: User) -> proto::User {
+    proto::User {
+        id: user.id,
+        email: user.email,
+        name: user.name,
+        role: role_to_proto(user.role) as i32,
+        created_at: user.created_at,
+    }
+}
+
+/// The wire form of a role.
+pub fn role_to_proto(role: Role) -> proto::Role {
+    match role {
+        Role::Guest => proto::Role::Guest,
+        Role::Customer => proto::Role::Customer,
+        Role::Admin => proto::Role::Admin,
+    }
+}
+
+fn store_status(error: StoreError) -> Status {
+    tracing::error!(%error, "users storage failed");
+    Status::internal("users storage failed")
+}
+
+fn token_status(error: TokenError) -> Status {
+    tracing::error!(%error, "token signing failed");
+    Status::internal("token signing failed")
+}

@@ -1,0 +1,107 @@
+//! The users service: customer accounts (argon2id password hashes, normalised emails),
+//! the admin account from configuration, guest identities, and the EdDSA-signed tokens
+//! that prove who a caller is. Its public keys are published as a JWKS, so the gateway
+//! verifies tokens without calling this service on every request.
+
+pub mod api;
+pub mod domain;
+pub mod passwords;
+pub mod store;
+pub mod tokens;
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use comb_contracts::auth::Role;
+use comb_contracts::users::v1::users_server::UsersServer;
+use comb_kit::ServiceConfig;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+
+use crate::api::UsersApi;
+use crate::domain::{Email, check_password};
+use crate::store::{User, UserStore};
+use crate::tokens::{Tokens, now_rfc3339};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "users",
+        sql: include_str!("../migrations/sqlite/0001_users.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "users",
+        sql: include_str!("../migrations/postgres/0001_users.sql"),
+    }],
+};
+
+/// Runs a users instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let api = open(&config).await?;
+    server::serve(&config, routes(api)).await?;
+    Ok(())
+}
+
+/// Opens the database, loads (or creates) the signing key, and makes sure the admin
+/// account from `admin_email`/`admin_password` exists when they are set.
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<UsersApi> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    let store = UserStore::new(db);
+    let seconds = |key: &str, default: u64| -> anyhow::Result<Duration> {
+        let value = match config.setting(key) {
+            Some(text) => text.parse().with_context(|| {
+                format!(
+                    "setting {key} (COMB_{}) must be a number of seconds",
+                    key.to_uppercase()
+                )
+            })?,
+            None => default,
+        };
+        Ok(Duration::from_secs(value))
+    };
+    let tokens = Tokens::load_or_create(
+        store.clone(),
+        seconds("token_ttl_secs", 24 * 3600)?,
+        seconds("guest_token_ttl_secs", 7 * 24 * 3600)?,
+    )
+    .await
+    .context("loading the token signing key")?;
+    ensure_admin(config, &store).await?;
+    Ok(UsersApi::new(store, tokens))
+}
+
+async fn ensure_admin(config: &ServiceConfig, store: &UserStore) -> anyhow::Result<()> {
+    let (email, password) = match (
+        config.setting("admin_email"),
+        config.setting("admin_password"),
+    ) {
+        (None, None) => return Ok(()),
+        (Some(email), Some(password)) => (email, password),
+        _ => bail!(
+            "set both COMB_ADMIN_EMAIL and COMB_ADMIN_PASSWORD to create the admin account, or neither"
+        ),
+    };
+    let email =
+        Email::parse(email).map_err(|message| anyhow::anyhow!("COMB_ADMIN_EMAIL {message}"))?;
+    check_password(password, &email)
+        .map_err(|message| anyhow::anyhow!("COMB_ADMIN_PASSWORD {message}"))?;
+    let hash = passwords::hash(password.to_owned()).await?;
+    let admin = User {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: email.as_str().to_owned(),
+        name: "Administrator".into(),
+        role: Role::Admin,
+        created_at: now_rfc3339(),
+    };
+    store.upsert_admin(&admin, &hash).await?;
+    tracing::info!(email = %admin.email, "admin account ready");
+    Ok(())
+}
+
+pub fn routes(api: UsersApi) -> Router {
+    server::add_grpc(Router::new(), UsersServer::new(api))
+}
