@@ -90,6 +90,8 @@ impl Upstream {
 pub fn problem_from_status(service: &str, status: &Status) -> Problem {
     match status.code() {
         Code::NotFound => Problem::not_found(status.message().to_owned()),
+        Code::Unauthenticated => Problem::unauthorized(status.message().to_owned()),
+        Code::PermissionDenied => Problem::forbidden(status.message().to_owned()),
         Code::InvalidArgument | Code::OutOfRange => match field_errors(status) {
             Some(errors) => Problem::invalid(errors),
             None => Problem::bad_request(status.message().to_owned()),
@@ -161,6 +163,8 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (Status::already_exists("dup"), StatusCode::CONFLICT),
+            (Status::unauthenticated("who?"), StatusCode::UNAUTHORIZED),
+            (Status::permission_denied("no"), StatusCode::FORBIDDEN),
             (Status::unavailable("down"), StatusCode::SERVICE_UNAVAILABLE),
             (
                 Status::deadline_exceeded("slow"),

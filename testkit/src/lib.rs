@@ -109,6 +109,7 @@ impl Drop for TestDatabase {
 pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl TestServer {
@@ -121,7 +122,7 @@ impl TestServer {
         readiness.set(true);
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app(routes, readiness.clone());
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             let stop = async move {
                 let _ = stopped.await;
             };
@@ -132,6 +133,7 @@ impl TestServer {
         Self {
             addr,
             stop: Some(stop),
+            serving: Some(serving),
         }
     }
 
@@ -139,16 +141,22 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops serving now (the port then refuses connections).
-    pub fn stop(&mut self) {
+    /// Stops serving and waits until it has: the port then refuses connections, and
+    /// connections already open are closed.
+    pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
         }
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }

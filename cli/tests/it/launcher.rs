@@ -29,12 +29,17 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
         .iter()
         .map(|i| i["instance"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["gateway-1", "catalog-1"]);
+    assert_eq!(names, ["gateway-1", "catalog-1", "users-1"]);
     let pids: Vec<u64> = instances
         .iter()
         .map(|i| i["pid"].as_u64().unwrap())
         .collect();
-    assert_ne!(pids[0], pids[1], "each instance is its own process");
+    let distinct: std::collections::HashSet<&u64> = pids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        pids.len(),
+        "each instance is its own process"
+    );
     assert!(
         pids.iter()
             .all(|pid| pid_alive(*pid) && *pid != u64::from(std::process::id()))
@@ -47,6 +52,35 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
     let data = comb.dir.path().join("data");
     assert!(data.join("instances/catalog-1").is_dir() && data.join("instances/gateway-1").is_dir());
     assert!(data.join("services/catalog/catalog.db").is_file());
+    assert!(
+        data.join("services/users/users.db").is_file(),
+        "and the users' is another"
+    );
+
+    // A request that crosses gateway and users: register, then ask who we are.
+    let registered = comb
+        .http
+        .post(format!("{}/api/v1/auth/register", comb.gateway()))
+        .json(&serde_json::json!({"email": "sys@example.com", "password": "a long enough secret", "name": "Sys"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let token = registered.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me: Value = comb
+        .http
+        .get(format!("{}/api/v1/me", comb.gateway()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], "sys@example.com");
 
     let table = comb.run(&["status"]);
     assert!(text(&table).contains("catalog-1"), "{}", text(&table));

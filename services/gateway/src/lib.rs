@@ -2,6 +2,9 @@
 //! document at `/api/openapi.json`. It owns no data: each route calls the service that
 //! owns the answer over gRPC, with a deadline, and turns every failure into problem+json.
 
+pub mod accounts;
+pub mod auth;
+pub mod body;
 pub mod catalog;
 pub mod openapi;
 mod params;
@@ -10,26 +13,39 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::routing::get;
 use comb_kit::grpc::Upstream;
+
+use crate::auth::Verifier;
 use comb_kit::{ServiceConfig, server, telemetry};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// What every gateway route needs: channels to the services it calls, built once at start.
+/// What every gateway route needs: channels to the services it calls, built once at
+/// start, and the token verifier.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     pub catalog: Arc<Upstream>,
+    pub users: Arc<Upstream>,
+    pub verifier: Arc<Verifier>,
 }
 
 impl GatewayState {
     /// Channels to the upstream instances named in the configuration.
     pub fn connect(config: &ServiceConfig) -> anyhow::Result<Self> {
         let catalog = Upstream::new("catalog", config.upstream("catalog")?, config.call_timeout)?;
+        let users = Arc::new(Upstream::new(
+            "users",
+            config.upstream("users")?,
+            config.call_timeout,
+        )?);
         Ok(Self {
             catalog: Arc::new(catalog),
+            verifier: Arc::new(Verifier::new(Arc::clone(&users))),
+            users,
         })
     }
 }
@@ -46,6 +62,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// so a route cannot be served without being described.
 pub fn routes(state: GatewayState) -> Router {
     let (router, document) = api_router().with_state(state).split_for_parts();
+    let router = router.layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES));
     let document = Bytes::from(document.to_json().unwrap_or_else(|error| {
         tracing::error!(%error, "the OpenAPI document cannot be serialised");
         String::from("{}")
@@ -65,6 +82,11 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(catalog::get_product))
         .routes(routes!(catalog::search_products))
         .routes(routes!(catalog::list_categories))
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::guest))
+        .routes(routes!(accounts::me))
+        .routes(routes!(accounts::jwks))
 }
 
 /// The OpenAPI document of the public API.

@@ -1,7 +1,8 @@
 //! The OpenAPI document's frame and the shapes every route shares.
 
 use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -10,10 +11,32 @@ use utoipa::{OpenApi, ToSchema};
         description = "The public REST API of comb, an online store for books, music and video.",
         version = "1"
     ),
-    tags((name = "catalog", description = "Products, categories and search")),
-    components(schemas(Problem, FieldError))
+    tags(
+        (name = "catalog", description = "Products, categories and search"),
+        (name = "accounts", description = "Registration, sign-in, guest tokens and token keys")
+    ),
+    components(schemas(Problem, FieldError)),
+    modifiers(&BearerToken)
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` scheme routes name in `security`: a JWT from the accounts routes.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// An RFC 9457 problem document, the body of every error answer
 /// (`application/problem+json`).

@@ -11,7 +11,7 @@ const NEVER_HANGS: Duration = Duration::from_secs(10);
 async fn a_stopped_catalog_means_503_at_once() {
     let mut system = System::start().await;
     system.json("/api/v1/products").await;
-    system.catalog.stop();
+    system.catalog.stop().await;
     let started = Instant::now();
     let response = tokio::time::timeout(NEVER_HANGS, system.get("/api/v1/products"))
         .await
@@ -40,7 +40,7 @@ async fn a_catalog_that_never_answers_means_503_at_the_deadline() {
             held.push(socket);
         }
     });
-    let gateway = gateway_for(&format!("http://{addr}"), 300).await;
+    let gateway = gateway_for(&format!("http://{addr}"), &format!("http://{addr}"), 300).await;
     let started = Instant::now();
     let response = tokio::time::timeout(
         NEVER_HANGS,

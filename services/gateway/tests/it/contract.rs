@@ -205,36 +205,50 @@ async fn openapi_document_describes_every_route_that_is_served() {
     assert_eq!(document["openapi"], "3.1.0");
     let paths = document["paths"].as_object().unwrap();
     let expected = [
-        "/api/v1/products",
-        "/api/v1/products/{id}",
-        "/api/v1/search",
-        "/api/v1/categories",
+        ("/api/v1/products", "get"),
+        ("/api/v1/products/{id}", "get"),
+        ("/api/v1/search", "get"),
+        ("/api/v1/categories", "get"),
+        ("/api/v1/auth/register", "post"),
+        ("/api/v1/auth/login", "post"),
+        ("/api/v1/auth/guest", "post"),
+        ("/api/v1/me", "get"),
+        ("/.well-known/jwks.json", "get"),
     ];
     let described: HashSet<&str> = paths.keys().map(String::as_str).collect();
     assert_eq!(
         described,
-        expected.into_iter().collect(),
+        expected.iter().map(|(path, _)| *path).collect(),
         "the document lists exactly the routes"
     );
-    for (path, item) in paths {
-        let get = &item["get"];
+    for (path, method) in expected {
+        let operation = &paths[path][method];
+        let responses = operation["responses"].as_object().unwrap();
         assert!(
-            get["responses"]["200"].is_object(),
-            "{path} documents its answer"
+            responses.keys().any(|status| status.starts_with('2')),
+            "{method} {path} documents its answer"
         );
         assert!(
-            get["responses"]["503"].is_object(),
-            "{path} documents catalog outages"
+            responses.contains_key("503") || responses.contains_key("401"),
+            "{method} {path} documents how it fails"
         );
-        // Each described route is really served (a served route never says "no route").
-        let real = path.replace("{id}", "anything");
-        let response = system.get(&format!("{real}?q=x")).await;
-        let body = response.text().await.unwrap();
+        // Each described route is really served: a served route never says "no route".
+        let real = system.url(&path.replace("{id}", "anything"));
+        let request = match method {
+            "post" => system.http.post(&real).json(&serde_json::json!({})),
+            _ => system.http.get(format!("{real}?q=x")),
+        };
+        let body = request.send().await.unwrap().text().await.unwrap();
         assert!(
-            !body.contains("there is no route"),
-            "{path} is described but not served"
+            !body.contains("there is no route") && !body.contains("is not allowed"),
+            "{method} {path} is described but not served: {body}"
         );
     }
+    assert!(document["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(
+        paths["/api/v1/me"]["get"]["security"].is_array(),
+        "secured routes say so"
+    );
     let schemas = document["components"]["schemas"].as_object().unwrap();
     for schema in ["Product", "ProductList", "Category", "Problem", "Money"] {
         assert!(schemas.contains_key(schema), "schema {schema}");

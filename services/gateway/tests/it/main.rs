@@ -1,8 +1,9 @@
-//! The gateway over HTTP in front of a real catalog on random ports: the REST contract,
-//! its errors, and what happens when the catalog is down or stuck.
+//! The gateway over HTTP in front of real services on random ports: the REST contract,
+//! its errors, authentication, and what happens when a service is down or stuck.
 
 #![allow(clippy::unwrap_used)]
 
+mod accounts;
 mod catalog_down;
 mod contract;
 
@@ -12,31 +13,56 @@ use comb_gateway::GatewayState;
 use comb_kit::ServiceConfig;
 use comb_testkit::{TestDatabase, TestServer};
 
-/// A catalog with the seed data and a gateway in front of it.
+pub const ADMIN_EMAIL: &str = "admin@comb.example";
+pub const ADMIN_PASSWORD: &str = "admin password for tests";
+
+/// The catalog (with its seed data) and users, each with its own database, and a gateway
+/// in front of them.
 pub struct System {
     pub gateway: TestServer,
     pub catalog: TestServer,
+    pub users: TestServer,
     pub http: reqwest::Client,
-    _database: TestDatabase,
+    pub users_database: TestDatabase,
+    _catalog_database: TestDatabase,
 }
 
 impl System {
     pub async fn start() -> Self {
-        let database = TestDatabase::sqlite();
+        let catalog_database = TestDatabase::sqlite();
         let catalog_config = ServiceConfig::resolve(
             "catalog",
             BTreeMap::new(),
-            [("COMB_DATABASE_URL", database.url.clone())],
+            [("COMB_DATABASE_URL", catalog_database.url.clone())],
         )
         .unwrap();
         let store = comb_catalog::open_store(&catalog_config).await.unwrap();
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
-        let gateway = gateway_for(&catalog.url(), 2_000).await;
+
+        let users_database = TestDatabase::sqlite();
+        let users_config = ServiceConfig::resolve(
+            "users",
+            BTreeMap::new(),
+            [
+                ("COMB_DATABASE_URL", users_database.url.clone()),
+                ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+                ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            ],
+        )
+        .unwrap();
+        let users = TestServer::start(comb_users::routes(
+            comb_users::open(&users_config).await.unwrap(),
+        ))
+        .await;
+
+        let gateway = gateway_for(&catalog.url(), &users.url(), 2_000).await;
         Self {
             gateway,
             catalog,
+            users,
             http: reqwest::Client::new(),
-            _database: database,
+            users_database,
+            _catalog_database: catalog_database,
         }
     }
 
@@ -53,12 +79,32 @@ impl System {
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
-/// A gateway whose catalog is at `catalog_url`, with calls failing after `call_timeout_ms`.
-pub async fn gateway_for(catalog_url: &str, call_timeout_ms: u64) -> TestServer {
+/// A gateway in front of these services, with calls failing after `call_timeout_ms`.
+pub async fn gateway_for(catalog_url: &str, users_url: &str, call_timeout_ms: u64) -> TestServer {
     let env = [
         ("COMB_UPSTREAM_CATALOG", catalog_url.to_owned()),
+        ("COMB_UPSTREAM_USERS", users_url.to_owned()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();

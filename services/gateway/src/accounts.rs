@@ -1,0 +1,263 @@
+//! Account routes: register, log in, guest tokens, who am I, and the public keys that
+//! verify comb's tokens. Answered by the users service.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::http::header::CACHE_CONTROL;
+use axum::response::IntoResponse;
+use comb_contracts::auth::Role;
+use comb_contracts::users::v1 as proto;
+use comb_contracts::users::v1::users_client::UsersClient;
+use comb_kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::GatewayState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::openapi::Problem as ProblemDoc;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterBody {
+    /// Your email address; it is your login.
+    pub email: String,
+    /// 8 to 128 characters, not a common one.
+    pub password: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginBody {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    Guest,
+    Customer,
+    Admin,
+}
+
+impl From<Role> for RoleName {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Guest => Self::Guest,
+            Role::Customer => Self::Customer,
+            Role::Admin => Self::Admin,
+        }
+    }
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Me {
+    pub id: String,
+    /// Null for guests.
+    pub email: Option<String>,
+    /// Null for guests.
+    pub name: Option<String>,
+    pub role: RoleName,
+}
+
+/// A signed-in session: send `token` as `Authorization: Bearer TOKEN`.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub token: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+    pub user: Me,
+}
+
+/// A guest's session: a cart and a checkout without an account.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct GuestSession {
+    pub token: String,
+    pub expires_at: String,
+    pub guest_id: String,
+}
+
+fn users(state: &GatewayState) -> UsersClient<tonic::transport::Channel> {
+    UsersClient::new(state.users.channel())
+}
+
+fn session(session: proto::Session) -> Result<Session, Problem> {
+    let user = session.user.ok_or_else(|| {
+        tracing::error!(upstream = "users", "a session without its user");
+        Problem::bad_gateway("the users service gave an answer that cannot be used; please retry")
+    })?;
+    let role = match proto::Role::try_from(user.role) {
+        Ok(proto::Role::Admin) => RoleName::Admin,
+        Ok(proto::Role::Guest) => RoleName::Guest,
+        _ => RoleName::Customer,
+    };
+    Ok(Session {
+        token: session.token,
+        expires_at: session.expires_at,
+        user: Me {
+            id: user.id,
+            email: Some(user.email),
+            name: Some(user.name),
+            role,
+        },
+    })
+}
+
+/// Creates a customer account and signs it in.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "accounts",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The account exists and is signed in", body = Session),
+        (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this email exists; log in instead", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(
+    State(state): State<GatewayState>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> Result<(StatusCode, Json<Session>), Problem> {
+    let created = users(&state)
+        .register(proto::RegisterRequest {
+            email: body.email,
+            password: body.password,
+            name: body.name,
+        })
+        .await
+        .map_err(|status| state.users.problem(&status))?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(session(created)?)))
+}
+
+/// Signs in with email and password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "accounts",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = Session),
+        (status = 400, description = "The body is malformed", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "The email or password is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): State<GatewayState>,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Json<Session>, Problem> {
+    let signed_in = users(&state)
+        .login(proto::LoginRequest {
+            email: body.email,
+            password: body.password,
+        })
+        .await
+        .map_err(|status| state.users.problem(&status))?
+        .into_inner();
+    Ok(Json(session(signed_in)?))
+}
+
+/// A token for shopping without an account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/guest",
+    tag = "accounts",
+    responses(
+        (status = 201, description = "A guest token", body = GuestSession),
+        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn guest(
+    State(state): State<GatewayState>,
+) -> Result<(StatusCode, Json<GuestSession>), Problem> {
+    let issued = users(&state)
+        .issue_guest_token(proto::IssueGuestTokenRequest {})
+        .await
+        .map_err(|status| state.users.problem(&status))?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(GuestSession {
+            token: issued.token,
+            expires_at: issued.expires_at,
+            guest_id: issued.guest_id,
+        }),
+    ))
+}
+
+/// Who the token in `Authorization` belongs to.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Me),
+        (status = 401, description = "No token, or one that is expired, forged or malformed", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn me(caller: Caller) -> Json<Me> {
+    let claims = caller.0;
+    Json(Me {
+        id: claims.sub,
+        email: claims.email,
+        name: claims.name,
+        role: claims.role.into(),
+    })
+}
+
+/// One public key of comb's token signers (RFC 8037 Ed25519 JWK).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Jwk {
+    pub kid: String,
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub usage: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// The public keys that verify comb's tokens.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "accounts",
+    responses(
+        (status = 200, description = "The JSON Web Key Set", body = Jwks),
+        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn jwks(State(state): State<GatewayState>) -> Result<impl IntoResponse, Problem> {
+    let jwks = users(&state)
+        .get_jwks(proto::GetJwksRequest {})
+        .await
+        .map_err(|status| state.users.problem(&status))?
+        .into_inner();
+    let keys = jwks
+        .keys
+        .into_iter()
+        .map(|key| Jwk {
+            kid: key.kid,
+            kty: key.kty,
+            crv: key.crv,
+            x: key.x,
+            alg: key.alg,
+            usage: "sig".into(),
+        })
+        .collect();
+    Ok((
+        [(CACHE_CONTROL, "public, max-age=300")],
+        Json(Jwks { keys }),
+    ))
+}

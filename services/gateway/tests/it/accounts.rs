@@ -1,0 +1,284 @@
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_kit::storage::Database;
+use serde_json::{Value, json};
+
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, System, problem};
+
+async fn register(system: &System, email: &str) -> Value {
+    let response = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": email, "password": "a long enough secret", "name": "Grace Hopper"}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    response.json().await.unwrap()
+}
+
+async fn login(system: &System, email: &str, password: &str) -> reqwest::Response {
+    system
+        .post_json(
+            "/api/v1/auth/login",
+            json!({"email": email, "password": password}),
+        )
+        .await
+}
+
+async fn token_of(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// A token signed with the users service's own key, with the claims we choose.
+async fn forge(system: &System, claims: &Claims) -> String {
+    let db = Database::connect(&system.users_database.url).await.unwrap();
+    let key = comb_users::store::UserStore::new(db)
+        .keys()
+        .await
+        .unwrap()
+        .remove(0);
+    let der = STANDARD.decode(key.private_key).unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some(key.kid);
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_ed_der(&der),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn register_log_in_and_ask_who_i_am() {
+    let system = System::start().await;
+    let session = register(&system, " Grace@Example.com").await;
+    assert_eq!(session["user"]["email"], "grace@example.com");
+    assert_eq!(session["user"]["role"], "customer");
+    let token = session["token"].as_str().unwrap();
+    let me: Value = system
+        .get_as("/api/v1/me", token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me, session["user"]);
+
+    let again = login(&system, "grace@example.com", "a long enough secret").await;
+    assert_eq!(again.status(), 200);
+    let wrong = login(&system, "grace@example.com", "not the secret").await;
+    assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
+    problem(wrong, 401).await;
+
+    let taken = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": "GRACE@example.com", "password": "another secret here", "name": "G"}),
+        )
+        .await;
+    let body = problem(taken, 409).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("log in"),
+        "{body}"
+    );
+
+    let invalid = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": "nope", "password": "123", "name": ""}),
+        )
+        .await;
+    let body = problem(invalid, 400).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["email", "name"], "{body}");
+
+    let guest = system.post_json("/api/v1/auth/guest", json!({})).await;
+    assert_eq!(guest.status(), 201);
+    let guest: Value = guest.json().await.unwrap();
+    let me: Value = system
+        .get_as("/api/v1/me", guest["token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "guest");
+    assert_eq!(me["id"], guest["guest_id"]);
+    assert!(me["email"].is_null());
+
+    let jwks = system.json("/.well-known/jwks.json").await;
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|key| key["kid"] == kid.as_str())
+    );
+}
+
+#[tokio::test]
+async fn who_am_i_for_every_kind_of_credential() {
+    let system = System::start().await;
+    let customer = token_of(login_after_register(&system).await).await;
+    let admin = token_of(login(&system, ADMIN_EMAIL, ADMIN_PASSWORD).await).await;
+    let guest = token_of(system.post_json("/api/v1/auth/guest", json!({})).await).await;
+    let claims = |exp: u64| Claims {
+        sub: "someone".into(),
+        role: Role::Admin,
+        email: None,
+        name: None,
+        iss: ISSUER.into(),
+        iat: now() - 7200,
+        exp,
+    };
+    let expired = forge(&system, &claims(now() - 3600)).await;
+    let mut foreign_issuer = claims(now() + 3600);
+    foreign_issuer.iss = "elsewhere".into();
+    let foreign_issuer = forge(&system, &foreign_issuer).await;
+    let (head, rest) = customer.split_once('.').unwrap();
+    let (payload, signature) = rest.split_once('.').unwrap();
+    let mut flipped = signature.as_bytes().to_vec();
+    flipped[3] = if flipped[3] == b'A' { b'B' } else { b'A' };
+    let bad_signature = format!("{head}.{payload}.{}", String::from_utf8(flipped).unwrap());
+    let promoted = {
+        let mut claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["role"] = json!("admin");
+        format!(
+            "{head}.{}.{signature}",
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    };
+    let unknown_key = format!(
+        "{}.{payload}.{signature}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA","typ":"JWT","kid":"k-not-ours"}"#)
+    );
+
+    let cases: &[(&str, Option<String>, u16, Option<&str>)] = &[
+        ("no token", None, 401, None),
+        ("not bearer", Some(format!("Basic {customer}")), 401, None),
+        ("garbage", Some("Bearer not.a.token".into()), 401, None),
+        ("expired", Some(format!("Bearer {expired}")), 401, None),
+        (
+            "bad signature",
+            Some(format!("Bearer {bad_signature}")),
+            401,
+            None,
+        ),
+        (
+            "claims edited",
+            Some(format!("Bearer {promoted}")),
+            401,
+            None,
+        ),
+        (
+            "unknown key",
+            Some(format!("Bearer {unknown_key}")),
+            401,
+            None,
+        ),
+        (
+            "foreign issuer",
+            Some(format!("Bearer {foreign_issuer}")),
+            401,
+            None,
+        ),
+        ("guest", Some(format!("Bearer {guest}")), 200, Some("guest")),
+        (
+            "customer",
+            Some(format!("Bearer {customer}")),
+            200,
+            Some("customer"),
+        ),
+        ("admin", Some(format!("bearer {admin}")), 200, Some("admin")),
+    ];
+    for (name, authorization, status, role) in cases {
+        let mut request = system.http.get(system.url("/api/v1/me"));
+        if let Some(value) = authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), *status, "{name}");
+        if *status == 401 {
+            problem(response, 401).await;
+        } else {
+            let me: Value = response.json().await.unwrap();
+            assert_eq!(me["role"].as_str(), *role, "{name}");
+        }
+    }
+}
+
+async fn login_after_register(system: &System) -> reqwest::Response {
+    register(system, "matrix@example.com").await;
+    login(system, "matrix@example.com", "a long enough secret").await
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_what_a_route_reads_get_problems() {
+    let system = System::start().await;
+    let url = system.url("/api/v1/auth/login");
+    let not_json = system.http.post(&url).body("email=a").send().await.unwrap();
+    problem(not_json, 415).await;
+    let broken = system
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"email\": ")
+        .send()
+        .await
+        .unwrap();
+    let body = problem(broken, 400).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+    let missing = system
+        .post_json("/api/v1/auth/login", json!({"email": "a@b.co"}))
+        .await;
+    let body = problem(missing, 400).await;
+    assert_eq!(body["errors"][0]["field"], "password", "{body}");
+    let wrong_type = system
+        .post_json("/api/v1/auth/login", json!({"email": 42, "password": "x"}))
+        .await;
+    let body = problem(wrong_type, 400).await;
+    assert_eq!(body["errors"][0]["field"], "email", "{body}");
+    let huge = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": "a@b.co", "password": "x".repeat(200_000), "name": "n"}),
+        )
+        .await;
+    problem(huge, 413).await;
+}
+
+#[tokio::test]
+async fn known_tokens_verify_while_users_is_down() {
+    let mut system = System::start().await;
+    let token = token_of(login_after_register(&system).await).await;
+    assert_eq!(system.get_as("/api/v1/me", &token).await.status(), 200);
+    system.users.stop().await;
+    let me = system.get_as("/api/v1/me", &token).await;
+    assert_eq!(me.status(), 200, "verified locally with the cached key");
+    let register = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": "late@example.com", "password": "a long enough secret", "name": "Late"}),
+        )
+        .await;
+    problem(register, 503).await;
+}
