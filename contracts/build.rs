@@ -7,6 +7,7 @@ const PROTO_ROOT: &str = "proto";
 const PROTOS: &[&str] = &[
     "proto/comb/catalog/v1/catalog.proto",
     "proto/comb/users/v1/users.proto",
+    "proto/comb/inventory/v1/inventory.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -17,6 +17,7 @@ type RunFn = fn(ServiceConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<()>
 pub const SERVICES: &[(&str, RunFn)] = &[
     ("catalog", |config| Box::pin(comb_catalog::run(config))),
     ("gateway", |config| Box::pin(comb_gateway::run(config))),
+    ("inventory", |config| Box::pin(comb_inventory::run(config))),
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
 
@@ -96,7 +97,9 @@ mod tests {
     fn unknown_services_are_named_with_the_known_ones() {
         let error = runner("nope").expect_err("unknown");
         assert!(
-            error.to_string().contains("catalog, gateway, users"),
+            error
+                .to_string()
+                .contains("catalog, gateway, inventory, users"),
             "{error}"
         );
     }

@@ -22,3 +22,12 @@ pub mod users {
         tonic::include_proto!("comb.users.v1");
     }
 }
+
+/// The inventory service: stock per SKU and reservations for orders.
+pub mod inventory {
+    /// Version 1 of the inventory protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.inventory.v1");
+    }
+}

@@ -234,6 +234,16 @@ impl Database {
         Ok(Some(locked))
     }
 
+    /// A transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`): two transactions that read and then write would otherwise
+    /// both fail with "database is locked" instead of waiting their turn.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Closes every connection, waiting for those in use.
     pub async fn close(&self) {
         self.pool.close().await;

@@ -1,0 +1,92 @@
+//! The inventory service: how many of each SKU can be sold, and reservations that hold
+//! stock for an order until it is confirmed (commit), abandoned (release) or left too
+//! long (expiry). Reservations are all-or-nothing and idempotent per order, and
+//! concurrent ones never take more than there is.
+
+pub mod api;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use comb_contracts::inventory::v1::inventory_server::InventoryServer;
+use comb_kit::ServiceConfig;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+
+use crate::api::{InventoryApi, now_ms};
+use crate::store::{InventoryStore, Seed};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "inventory",
+        sql: include_str!("../migrations/sqlite/0001_inventory.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "inventory",
+        sql: include_str!("../migrations/postgres/0001_inventory.sql"),
+    }],
+};
+
+/// Runs an inventory instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let store = open_store(&config).await?;
+    let sweep_every = Duration::from_millis(setting(&config, "reservation_sweep_ms", 1_000)?);
+    tokio::spawn(expire_reservations(store.clone(), sweep_every));
+    let ttl = Duration::from_secs(setting(&config, "reservation_ttl_secs", 15 * 60)?);
+    server::serve(&config, routes(InventoryApi::new(store, ttl))).await?;
+    Ok(())
+}
+
+fn setting(config: &ServiceConfig, key: &str, default: u64) -> anyhow::Result<u64> {
+    config.setting(key).map_or(Ok(default), |text| {
+        text.parse().with_context(|| {
+            format!(
+                "setting {key} (COMB_{}) must be a whole number",
+                key.to_uppercase()
+            )
+        })
+    })
+}
+
+/// Opens (and migrates) the database and, unless `seed` is false, loads the bundled stock
+/// list into an empty one.
+pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<InventoryStore> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    let store = InventoryStore::new(db);
+    if config.flag("seed", true)? {
+        let seed = Seed::bundled().context("the bundled stock list is broken")?;
+        let added = store
+            .seed_if_empty(&seed, now_ms())
+            .await
+            .context("seeding stock")?;
+        if added > 0 {
+            tracing::info!(skus = added, "seeded empty stock");
+        }
+    }
+    Ok(store)
+}
+
+/// Gives back the stock of reservations held past their time, for as long as the
+/// instance runs.
+pub async fn expire_reservations(store: InventoryStore, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store.expire_due(now_ms(), 100).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired reservations released their stock"),
+            Err(error) => tracing::warn!(%error, "expiring reservations failed; will retry"),
+        }
+    }
+}
+
+pub fn routes(api: InventoryApi) -> Router {
+    server::add_grpc(Router::new(), InventoryServer::new(api))
+}

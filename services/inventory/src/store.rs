@@ -1,0 +1,410 @@
+//! Stock and reservations in the service's own database. Every change of stock happens in
+//! one write transaction with the reservation it belongs to, and takes stock with
+//! `UPDATE ... WHERE available >= quantity`, so concurrent reservations can never take
+//! more than there is.
+
+use std::collections::BTreeMap;
+
+use comb_kit::storage::Database;
+use serde::Deserialize;
+use sqlx::{Any, Row, Transaction};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("out of stock: {}", .0.join(", "))]
+    OutOfStock(Vec<String>),
+    #[error("the reservation of order {order_id} is {status}")]
+    NotReserved { order_id: String, status: Status },
+    #[error("order {0} has no reservation")]
+    Unknown(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Where a reservation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Reserved,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserved => "reserved",
+            Self::Committed => "committed",
+            Self::Released => "released",
+            Self::Expired => "expired",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "reserved" => Ok(Self::Reserved),
+            "committed" => Ok(Self::Committed),
+            "released" => Ok(Self::Released),
+            "expired" => Ok(Self::Expired),
+            other => Err(StoreError::Corrupt(format!("reservation status {other:?}"))),
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A quantity of one SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: String,
+    pub status: Status,
+    pub lines: Vec<Line>,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct InventoryStore {
+    db: Database,
+}
+
+impl InventoryStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub async fn set_stock(
+        &self,
+        sku: &str,
+        available: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (sku) DO UPDATE SET available = excluded.available, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(sku)
+        .bind(available)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// How many of each SKU can be sold; SKUs with no stock row have 0.
+    pub async fn available(&self, skus: &[String]) -> Result<Vec<Line>, StoreError> {
+        let mut levels = Vec::with_capacity(skus.len());
+        for sku in skus {
+            let available: Option<i64> =
+                sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                    .bind(sku.as_str())
+                    .fetch_optional(self.db.pool())
+                    .await?;
+            levels.push(Line {
+                sku: sku.clone(),
+                quantity: available.unwrap_or(0),
+            });
+        }
+        Ok(levels)
+    }
+
+    /// Reserves every line for `order_id`, or nothing. An order that already has a
+    /// reservation (in any state) gets that one back unchanged.
+    pub async fn reserve(
+        &self,
+        order_id: &str,
+        lines: &[Line],
+        now_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<Reservation, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        if let Some(existing) = reservation(&mut tx, order_id).await? {
+            return Ok(existing);
+        }
+        // One line per SKU, taken in SKU order: concurrent reservations lock rows in the
+        // same order and cannot deadlock.
+        let mut merged: BTreeMap<&str, i64> = BTreeMap::new();
+        for line in lines {
+            *merged.entry(line.sku.as_str()).or_default() += line.quantity;
+        }
+        let mut short = Vec::new();
+        for (sku, quantity) in &merged {
+            let taken = sqlx::query(
+                "UPDATE stock SET available = available - $2, updated_at_ms = $3 WHERE sku = $1 AND available >= $2",
+            )
+            .bind(*sku)
+            .bind(*quantity)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() == 0 {
+                short.push((*sku).to_owned());
+            }
+        }
+        if !short.is_empty() {
+            tx.rollback().await?;
+            return Err(StoreError::OutOfStock(short));
+        }
+        insert_reservation(&mut tx, order_id, Status::Reserved, now_ms, expires_at_ms).await?;
+        for (sku, quantity) in &merged {
+            sqlx::query(
+                "INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
+            )
+            .bind(order_id)
+            .bind(*sku)
+            .bind(*quantity)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Reservation {
+            order_id: order_id.to_owned(),
+            status: Status::Reserved,
+            lines: merged
+                .into_iter()
+                .map(|(sku, quantity)| Line {
+                    sku: sku.to_owned(),
+                    quantity,
+                })
+                .collect(),
+            expires_at_ms,
+        })
+    }
+
+    /// Makes a reservation final. Committing twice is fine; committing a released or
+    /// expired one is not.
+    pub async fn commit(&self, order_id: &str, now_ms: i64) -> Result<Reservation, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let found = reservation(&mut tx, order_id)
+            .await?
+            .ok_or_else(|| StoreError::Unknown(order_id.to_owned()))?;
+        match found.status {
+            Status::Committed => Ok(found),
+            Status::Reserved if found.expires_at_ms > now_ms => {
+                set_status(&mut tx, order_id, Status::Committed, now_ms).await?;
+                tx.commit().await?;
+                Ok(Reservation {
+                    status: Status::Committed,
+                    ..found
+                })
+            }
+            Status::Reserved => {
+                // Due but not swept yet: expire it now rather than commit stale stock.
+                give_back(&mut tx, &found, Status::Expired, now_ms).await?;
+                tx.commit().await?;
+                Err(StoreError::NotReserved {
+                    order_id: order_id.to_owned(),
+                    status: Status::Expired,
+                })
+            }
+            status @ (Status::Released | Status::Expired) => Err(StoreError::NotReserved {
+                order_id: order_id.to_owned(),
+                status,
+            }),
+        }
+    }
+
+    /// Gives a reservation's stock back. Releasing twice is fine; releasing an order with
+    /// no reservation records a released one with no lines, so a late reserve takes
+    /// nothing.
+    pub async fn release(&self, order_id: &str, now_ms: i64) -> Result<Reservation, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let Some(found) = reservation(&mut tx, order_id).await? else {
+            insert_reservation(&mut tx, order_id, Status::Released, now_ms, now_ms).await?;
+            tx.commit().await?;
+            return Ok(Reservation {
+                order_id: order_id.to_owned(),
+                status: Status::Released,
+                lines: Vec::new(),
+                expires_at_ms: now_ms,
+            });
+        };
+        match found.status {
+            Status::Released | Status::Expired => Ok(found),
+            Status::Committed => Err(StoreError::NotReserved {
+                order_id: order_id.to_owned(),
+                status: Status::Committed,
+            }),
+            Status::Reserved => {
+                give_back(&mut tx, &found, Status::Released, now_ms).await?;
+                tx.commit().await?;
+                Ok(Reservation {
+                    status: Status::Released,
+                    ..found
+                })
+            }
+        }
+    }
+
+    /// Expires reservations held past their time, giving their stock back. Returns how
+    /// many expired.
+    pub async fn expire_due(&self, now_ms: i64, batch: i64) -> Result<usize, StoreError> {
+        let due: Vec<String> = sqlx::query_scalar(
+            "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at_ms <= $1 LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(batch)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut expired = 0;
+        for order_id in due {
+            let mut tx = self.db.begin_write().await?;
+            // Checked again inside the transaction: it may have been committed meanwhile.
+            if let Some(found) = reservation(&mut tx, &order_id).await?
+                && found.status == Status::Reserved
+                && found.expires_at_ms <= now_ms
+            {
+                give_back(&mut tx, &found, Status::Expired, now_ms).await?;
+                tx.commit().await?;
+                expired += 1;
+            }
+        }
+        Ok(expired)
+    }
+
+    pub async fn get(&self, order_id: &str) -> Result<Option<Reservation>, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let found = reservation(&mut tx, order_id).await?;
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    /// Loads the bundled stock list into an empty stock table; returns the SKUs added.
+    pub async fn seed_if_empty(&self, seed: &Seed, now_ms: i64) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock")
+            .fetch_one(self.db.pool())
+            .await?;
+        if count > 0 {
+            return Ok(0);
+        }
+        let mut tx = self.db.begin_write().await?;
+        let mut added = 0;
+        for (sku, available) in &seed.stock {
+            let result = sqlx::query(
+                "INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, $2, $3) ON CONFLICT (sku) DO NOTHING",
+            )
+            .bind(sku.as_str())
+            .bind(*available)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+            added += result.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+}
+
+/// The stock a new inventory starts with.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Seed {
+    pub stock: BTreeMap<String, i64>,
+}
+
+impl Seed {
+    pub fn bundled() -> Result<Self, StoreError> {
+        serde_json::from_str(include_str!("../seed/stock.json"))
+            .map_err(|error| StoreError::Corrupt(format!("seed stock: {error}")))
+    }
+}
+
+async fn reservation(
+    tx: &mut Transaction<'static, Any>,
+    order_id: &str,
+) -> Result<Option<Reservation>, StoreError> {
+    let Some(row) =
+        sqlx::query("SELECT status, expires_at_ms FROM reservations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut **tx)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let status = Status::parse(&row.try_get::<String, _>("status")?)?;
+    let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
+    let lines =
+        sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
+            .bind(order_id)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(Line {
+                    sku: row.try_get("sku")?,
+                    quantity: row.try_get("quantity")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some(Reservation {
+        order_id: order_id.to_owned(),
+        status,
+        lines,
+        expires_at_ms,
+    }))
+}
+
+async fn insert_reservation(
+    tx: &mut Transaction<'static, Any>,
+    order_id: &str,
+    status: Status,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO reservations (order_id, status, expires_at_ms, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(order_id)
+    .bind(status.as_str())
+    .bind(expires_at_ms)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn set_status(
+    tx: &mut Transaction<'static, Any>,
+    order_id: &str,
+    status: Status,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE reservations SET status = $2, updated_at_ms = $3 WHERE order_id = $1")
+        .bind(order_id)
+        .bind(status.as_str())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Returns a reservation's quantities to stock and closes it with `status`.
+async fn give_back(
+    tx: &mut Transaction<'static, Any>,
+    found: &Reservation,
+    status: Status,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    for line in &found.lines {
+        sqlx::query(
+            "UPDATE stock SET available = available + $2, updated_at_ms = $3 WHERE sku = $1",
+        )
+        .bind(line.sku.as_str())
+        .bind(line.quantity)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    set_status(tx, &found.order_id, status, now_ms).await
+}
