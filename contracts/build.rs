@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/catalog/v1/catalog.proto",
     "proto/comb/users/v1/users.proto",
     "proto/comb/inventory/v1/inventory.proto",
+    "proto/comb/cart/v1/cart.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

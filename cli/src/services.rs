@@ -15,6 +15,7 @@ type RunFn = fn(ServiceConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<()>
 
 /// Every service comb can run, by name.
 pub const SERVICES: &[(&str, RunFn)] = &[
+    ("cart", |config| Box::pin(comb_cart::run(config))),
     ("catalog", |config| Box::pin(comb_catalog::run(config))),
     ("gateway", |config| Box::pin(comb_gateway::run(config))),
     ("inventory", |config| Box::pin(comb_inventory::run(config))),
@@ -99,7 +100,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("catalog, gateway, inventory, users"),
+                .contains("cart, catalog, gateway, inventory, users"),
             "{error}"
         );
     }

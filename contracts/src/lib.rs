@@ -31,3 +31,12 @@ pub mod inventory {
         tonic::include_proto!("comb.inventory.v1");
     }
 }
+
+/// The cart service: shoppers' carts.
+pub mod cart {
+    /// Version 1 of the cart protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.cart.v1");
+    }
+}

@@ -29,7 +29,7 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
         .iter()
         .map(|i| i["instance"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["gateway-1", "catalog-1", "inventory-1", "users-1"]);
+    assert_eq!(names, ["gateway-1", "cart-1", "catalog-1", "inventory-1", "users-1"]);
     let pids: Vec<u64> = instances
         .iter()
         .map(|i| i["pid"].as_u64().unwrap())
@@ -239,7 +239,7 @@ async fn mistakes_are_refused_with_advice() {
         .unwrap();
     assert!(!serve.status.success());
     assert!(
-        text(&serve).contains("comb runs catalog, gateway, inventory, users"),
+        text(&serve).contains("comb runs cart, catalog, gateway, inventory, users"),
         "{}",
         text(&serve)
     );

@@ -1,0 +1,289 @@
+//! The cart service's gRPC API. Products are checked against the catalog when added, and
+//! carts are priced from the catalog when read.
+
+use std::sync::Arc;
+
+use comb_contracts::cart::v1 as proto;
+use comb_contracts::cart::v1::cart_server::Cart;
+use comb_contracts::catalog::v1 as catalog;
+use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_kit::grpc::{Upstream, invalid_argument};
+use comb_kit::problem::FieldError;
+use tonic::{Code, Request, Response, Status};
+
+use crate::store::{CartStore, MAX_QUANTITY, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct CartApi {
+    store: CartStore,
+    catalog: Arc<Upstream>,
+}
+
+impl CartApi {
+    pub fn new(store: CartStore, catalog: Arc<Upstream>) -> Self {
+        Self { store, catalog }
+    }
+
+    async fn products(&self, ids: Vec<String>) -> Result<Vec<catalog::Product>, Status> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let response = CatalogClient::new(self.catalog.channel())
+            .get_products(catalog::GetProductsRequest { ids })
+            .await
+            .map_err(|status| upstream_status(&status))?;
+        Ok(response.into_inner().items)
+    }
+
+    /// The cart of `owner`, each line priced at the catalog's current price.
+    async fn view(&self, owner: &str) -> Result<Response<proto::CartView>, Status> {
+        let lines = self.store.lines(owner).await.map_err(store_status)?;
+        let products = self
+            .products(lines.iter().map(|line| line.product_id.clone()).collect())
+            .await?;
+        let mut priced = Vec::with_capacity(lines.len());
+        let mut total: Option<catalog::Money> = None;
+        for line in lines {
+            let Some(product) = products
+                .iter()
+                .find(|product| product.id == line.product_id)
+            else {
+                tracing::warn!(product = %line.product_id, "a cart line's product is no longer in the catalog");
+                continue;
+            };
+            let price = product.price.clone().unwrap_or_default();
+            let line_total = catalog::Money {
+                amount_minor: price.amount_minor.saturating_mul(line.quantity),
+                currency: price.currency.clone(),
+            };
+            let sum = total.get_or_insert_with(|| catalog::Money {
+                amount_minor: 0,
+                currency: price.currency.clone(),
+            });
+            if sum.currency != price.currency {
+                return Err(Status::failed_precondition("the cart mixes currencies"));
+            }
+            sum.amount_minor = sum.amount_minor.saturating_add(line_total.amount_minor);
+            priced.push(proto::CartLine {
+                product_id: line.product_id,
+                sku: product.sku.clone(),
+                title: product.title.clone(),
+                quantity: line.quantity,
+                unit_price: Some(price),
+                line_total: Some(line_total),
+            });
+        }
+        Ok(Response::new(proto::CartView {
+            owner: owner.to_owned(),
+            lines: priced,
+            total: Some(total.unwrap_or_else(|| catalog::Money {
+                amount_minor: 0,
+                currency: "USD".into(),
+            })),
+        }))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(i64::MAX)
+}
+
+fn check_owner(owner: &str, field: &str, errors: &mut Vec<FieldError>) {
+    let valid = !owner.is_empty()
+        && owner.len() <= 80
+        && owner
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        errors.push(FieldError::new(field, "must be a user or guest id"));
+    }
+}
+
+fn is_product_id(id: &str) -> bool {
+    id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+fn check(owner: &str, product_id: &str, quantity: i64, least: i64) -> Result<(), Status> {
+    let mut errors = Vec::new();
+    check_owner(owner, "owner", &mut errors);
+    if !is_product_id(product_id) {
+        errors.push(FieldError::new("product_id", "there is no such product"));
+    }
+    if !(least..=MAX_QUANTITY).contains(&quantity) {
+        errors.push(FieldError::new(
+            "quantity",
+            format!("must be a whole number from {least} to {MAX_QUANTITY}"),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid_argument(&errors))
+    }
+}
+
+#[tonic::async_trait]
+impl Cart for CartApi {
+    async fn get_cart(
+        &self,
+        request: Request<proto::GetCartRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let owner = request.into_inner().owner;
+        let mut errors = Vec::new();
+        check_owner(&owner, "owner", &mut errors);
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        self.view(&owner).await
+    }
+
+    async fn add_item(
+        &self,
+        request: Request<proto::AddItemRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let request = request.into_inner();
+        check(&request.owner, &request.product_id, request.quantity, 1)?;
+        if self
+            .products(vec![request.product_id.clone()])
+            .await?
+            .is_empty()
+        {
+            return Err(invalid_argument(&[FieldError::new(
+                "product_id",
+                "there is no such product",
+            )]));
+        }
+        self.store
+            .change(
+                &request.owner,
+                &request.product_id,
+                request.quantity,
+                true,
+                now_ms(),
+            )
+            .await
+            .map_err(store_status)?;
+        self.view(&request.owner).await
+    }
+
+    async fn set_quantity(
+        &self,
+        request: Request<proto::SetQuantityRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let request = request.into_inner();
+        check(&request.owner, &request.product_id, request.quantity, 0)?;
+        if request.quantity > 0
+            && self
+                .products(vec![request.product_id.clone()])
+                .await?
+                .is_empty()
+        {
+            return Err(invalid_argument(&[FieldError::new(
+                "product_id",
+                "there is no such product",
+            )]));
+        }
+        self.store
+            .change(
+                &request.owner,
+                &request.product_id,
+                request.quantity,
+                false,
+                now_ms(),
+            )
+            .await
+            .map_err(store_status)?;
+        self.view(&request.owner).await
+    }
+
+    async fn remove_item(
+        &self,
+        request: Request<proto::RemoveItemRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        check_owner(&request.owner, "owner", &mut errors);
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        if is_product_id(&request.product_id) {
+            self.store
+                .change(&request.owner, &request.product_id, 0, false, now_ms())
+                .await
+                .map_err(store_status)?;
+        }
+        self.view(&request.owner).await
+    }
+
+    async fn clear(
+        &self,
+        request: Request<proto::ClearRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let owner = request.into_inner().owner;
+        let mut errors = Vec::new();
+        check_owner(&owner, "owner", &mut errors);
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        self.store.clear(&owner).await.map_err(store_status)?;
+        self.view(&owner).await
+    }
+
+    async fn merge(
+        &self,
+        request: Request<proto::MergeRequest>,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        check_owner(&request.from_owner, "from_owner", &mut errors);
+        check_owner(&request.to_owner, "to_owner", &mut errors);
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        self.store
+            .merge(&request.from_owner, &request.to_owner, now_ms())
+            .await
+            .map_err(store_status)?;
+        self.view(&request.to_owner).await
+    }
+}
+
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::TooMany { .. } => {
+            invalid_argument(&[FieldError::new("quantity", error.to_string())])
+        }
+        StoreError::TooManyLines(_) => {
+            invalid_argument(&[FieldError::new("product_id", error.to_string())])
+        }
+        StoreError::Database(_) => {
+            tracing::error!(%error, "cart storage failed");
+            Status::internal("cart storage failed")
+        }
+    }
+}
+
+/// A failed catalog call, as this service's own answer: the catalog's absence stays
+/// "unavailable", anything else is this service's failure.
+fn upstream_status(status: &Status) -> Status {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::ResourceExhausted => {
+            Status::unavailable("the catalog is unavailable, so the cart cannot be priced")
+        }
+        _ => {
+            tracing::error!(code = ?status.code(), message = status.message(), "catalog call failed");
+            Status::internal("the catalog failed")
+        }
+    }
+}
