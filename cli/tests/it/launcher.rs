@@ -29,7 +29,10 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
         .iter()
         .map(|i| i["instance"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["gateway-1", "cart-1", "catalog-1", "inventory-1", "users-1"]);
+    assert_eq!(
+        names,
+        ["gateway-1", "cart-1", "catalog-1", "inventory-1", "users-1"]
+    );
     let pids: Vec<u64> = instances
         .iter()
         .map(|i| i["pid"].as_u64().unwrap())

@@ -3,8 +3,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::header::CACHE_CONTROL;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use comb_contracts::auth::Role;
 use comb_contracts::users::v1 as proto;
@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::GatewayState;
-use crate::auth::Caller;
+use crate::auth::{Caller, bearer_token};
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 
@@ -120,6 +120,7 @@ fn session(session: proto::Session) -> Result<Session, Problem> {
 )]
 pub async fn register(
     State(state): State<GatewayState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<Session>), Problem> {
     let created = users(&state)
@@ -131,7 +132,9 @@ pub async fn register(
         .await
         .map_err(|status| state.users.problem(&status))?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(session(created)?)))
+    let session = session(created)?;
+    merge_guest_cart(&state, &headers, &session.user.id).await;
+    Ok((StatusCode::CREATED, Json(session)))
 }
 
 /// Signs in with email and password.
@@ -149,6 +152,7 @@ pub async fn register(
 )]
 pub async fn login(
     State(state): State<GatewayState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Session>, Problem> {
     let signed_in = users(&state)
@@ -159,7 +163,32 @@ pub async fn login(
         .await
         .map_err(|status| state.users.problem(&status))?
         .into_inner();
-    Ok(Json(session(signed_in)?))
+    let session = session(signed_in)?;
+    merge_guest_cart(&state, &headers, &session.user.id).await;
+    Ok(Json(session))
+}
+
+/// When a guest signs in (their guest token still in `Authorization`), their cart moves
+/// into the account's. Signing in does not fail because of it: the guest cart stays.
+async fn merge_guest_cart(state: &GatewayState, headers: &HeaderMap, user_id: &str) {
+    let Some(token) = bearer_token(headers) else {
+        return;
+    };
+    let Ok(claims) = state.verifier.verify(token).await else {
+        return;
+    };
+    if claims.role != Role::Guest {
+        return;
+    }
+    let merged = crate::cart::client(state)
+        .merge(comb_contracts::cart::v1::MergeRequest {
+            from_owner: claims.sub,
+            to_owner: user_id.to_owned(),
+        })
+        .await;
+    if let Err(status) = merged {
+        tracing::warn!(code = ?status.code(), message = status.message(), "a guest cart could not be merged at sign-in");
+    }
 }
 
 /// A token for shopping without an account.

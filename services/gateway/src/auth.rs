@@ -121,6 +121,18 @@ impl Verifier {
     }
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
 /// The verified caller of a route that needs a token.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Claims);
@@ -147,21 +159,14 @@ impl FromRequestParts<GatewayState> for Caller {
         parts: &mut Parts,
         state: &GatewayState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
-            Problem::unauthorized(
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Err(Problem::unauthorized(
                 "this needs a token: send Authorization: Bearer TOKEN, with a token from /api/v1/auth/login, /api/v1/auth/register or /api/v1/auth/guest",
-            )
+            ));
+        }
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            Problem::unauthorized("use the Bearer scheme: Authorization: Bearer TOKEN")
         })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                Problem::unauthorized("use the Bearer scheme: Authorization: Bearer TOKEN")
-            })?;
         state.verifier.verify(token).await.map(Caller)
     }
 }

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod body;
+pub mod cart;
 pub mod catalog;
 pub mod openapi;
 mod params;
@@ -29,6 +30,7 @@ use utoipa_axum::routes;
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     pub catalog: Arc<Upstream>,
+    pub cart: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -42,8 +44,10 @@ impl GatewayState {
             config.upstream("users")?,
             config.call_timeout,
         )?);
+        let cart = Upstream::new("cart", config.upstream("cart")?, config.call_timeout)?;
         Ok(Self {
             catalog: Arc::new(catalog),
+            cart: Arc::new(cart),
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,
         })
@@ -87,6 +91,9 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(accounts::guest))
         .routes(routes!(accounts::me))
         .routes(routes!(accounts::jwks))
+        .routes(routes!(cart::get_cart))
+        .routes(routes!(cart::add_item))
+        .routes(routes!(cart::set_quantity, cart::remove_item))
 }
 
 /// The OpenAPI document of the public API.

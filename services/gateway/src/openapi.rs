@@ -13,7 +13,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
     ),
     tags(
         (name = "catalog", description = "Products, categories and search"),
-        (name = "accounts", description = "Registration, sign-in, guest tokens and token keys")
+        (name = "accounts", description = "Registration, sign-in, guest tokens and token keys"),
+        (name = "cart", description = "The caller's cart")
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerToken)

@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
-use crate::{System, gateway_for, problem};
+use crate::{System, Upstreams, gateway_for, problem};
 
 /// However the catalog fails, the gateway answers in bounded time.
 const NEVER_HANGS: Duration = Duration::from_secs(10);
@@ -40,7 +40,7 @@ async fn a_catalog_that_never_answers_means_503_at_the_deadline() {
             held.push(socket);
         }
     });
-    let gateway = gateway_for(&format!("http://{addr}"), &format!("http://{addr}"), 300).await;
+    let gateway = gateway_for(&Upstreams::all_at(&format!("http://{addr}")), 300).await;
     let started = Instant::now();
     let response = tokio::time::timeout(
         NEVER_HANGS,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod accounts;
+mod cart;
 mod catalog_down;
 mod contract;
 
@@ -21,10 +22,12 @@ pub const ADMIN_PASSWORD: &str = "admin password for tests";
 pub struct System {
     pub gateway: TestServer,
     pub catalog: TestServer,
+    pub cart: TestServer,
     pub users: TestServer,
     pub http: reqwest::Client,
     pub users_database: TestDatabase,
     _catalog_database: TestDatabase,
+    _cart_database: TestDatabase,
 }
 
 impl System {
@@ -55,10 +58,35 @@ impl System {
         ))
         .await;
 
-        let gateway = gateway_for(&catalog.url(), &users.url(), 2_000).await;
+        let cart_database = TestDatabase::sqlite();
+        let cart_config = ServiceConfig::resolve(
+            "cart",
+            BTreeMap::new(),
+            [
+                ("COMB_DATABASE_URL", cart_database.url.clone()),
+                ("COMB_UPSTREAM_CATALOG", catalog.url()),
+            ],
+        )
+        .unwrap();
+        let cart = TestServer::start(comb_cart::routes(
+            comb_cart::open(&cart_config).await.unwrap(),
+        ))
+        .await;
+
+        let gateway = gateway_for(
+            &Upstreams {
+                catalog: catalog.url(),
+                users: users.url(),
+                cart: cart.url(),
+            },
+            2_000,
+        )
+        .await;
         Self {
             gateway,
             catalog,
+            cart,
+            _cart_database: cart_database,
             users,
             http: reqwest::Client::new(),
             users_database,
@@ -89,6 +117,21 @@ impl System {
             .unwrap()
     }
 
+    /// A request with a JSON body and a bearer token.
+    pub async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
     /// GET with a bearer token.
     pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
         self.http
@@ -100,11 +143,30 @@ impl System {
     }
 }
 
+/// Where the gateway finds the services it calls.
+pub struct Upstreams {
+    pub catalog: String,
+    pub users: String,
+    pub cart: String,
+}
+
+impl Upstreams {
+    /// Every service at one address.
+    pub fn all_at(url: &str) -> Self {
+        Self {
+            catalog: url.to_owned(),
+            users: url.to_owned(),
+            cart: url.to_owned(),
+        }
+    }
+}
+
 /// A gateway in front of these services, with calls failing after `call_timeout_ms`.
-pub async fn gateway_for(catalog_url: &str, users_url: &str, call_timeout_ms: u64) -> TestServer {
+pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestServer {
     let env = [
-        ("COMB_UPSTREAM_CATALOG", catalog_url.to_owned()),
-        ("COMB_UPSTREAM_USERS", users_url.to_owned()),
+        ("COMB_UPSTREAM_CATALOG", upstreams.catalog.clone()),
+        ("COMB_UPSTREAM_USERS", upstreams.users.clone()),
+        ("COMB_UPSTREAM_CART", upstreams.cart.clone()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();

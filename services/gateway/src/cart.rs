@@ -1,0 +1,203 @@
+//! Cart routes: the caller's own cart, whoever they are (customer, admin or guest),
+//! answered by the cart service.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use comb_contracts::cart::v1 as proto;
+use comb_contracts::cart::v1::cart_client::CartClient;
+use comb_contracts::catalog::v1 as catalog;
+use comb_kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::GatewayState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::catalog::Money;
+use crate::openapi::Problem as ProblemDoc;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CartItem {
+    pub product_id: String,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    /// The catalog's current price.
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CartBody {
+    pub items: Vec<CartItem>,
+    pub total: Money,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AddItemBody {
+    pub product_id: String,
+    /// 1 to 99; added to what the cart already holds.
+    pub quantity: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SetQuantityBody {
+    /// 0 to 99; 0 removes the line.
+    pub quantity: i64,
+}
+
+pub(crate) fn client(state: &GatewayState) -> CartClient<tonic::transport::Channel> {
+    CartClient::new(state.cart.channel())
+}
+
+fn money(value: Option<catalog::Money>) -> Money {
+    let value = value.unwrap_or_default();
+    Money {
+        amount_minor: value.amount_minor,
+        currency: value.currency,
+    }
+}
+
+/// The JSON form of a cart.
+pub(crate) fn cart_body(view: proto::CartView) -> CartBody {
+    CartBody {
+        items: view
+            .lines
+            .into_iter()
+            .map(|line| CartItem {
+                product_id: line.product_id,
+                sku: line.sku,
+                title: line.title,
+                quantity: line.quantity,
+                unit_price: money(line.unit_price),
+                line_total: money(line.line_total),
+            })
+            .collect(),
+        total: money(view.total),
+    }
+}
+
+fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(id)| id)
+        .map_err(|_| Problem::not_found("there is no product with that id"))
+}
+
+/// The caller's cart, priced at current prices.
+#[utoipa::path(
+    get,
+    path = "/api/v1/cart",
+    tag = "cart",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The cart", body = CartBody),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_cart(
+    State(state): State<GatewayState>,
+    caller: Caller,
+) -> Result<Json<CartBody>, Problem> {
+    let view = client(&state)
+        .get_cart(proto::GetCartRequest {
+            owner: caller.0.sub,
+        })
+        .await
+        .map_err(|status| state.cart.problem(&status))?
+        .into_inner();
+    Ok(Json(cart_body(view)))
+}
+
+/// Adds a product to the caller's cart.
+#[utoipa::path(
+    post,
+    path = "/api/v1/cart/items",
+    tag = "cart",
+    security(("bearer" = [])),
+    request_body = AddItemBody,
+    responses(
+        (status = 200, description = "The cart after the addition", body = CartBody),
+        (status = 400, description = "Unknown product, or a quantity out of range", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn add_item(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<AddItemBody>,
+) -> Result<Json<CartBody>, Problem> {
+    let view = client(&state)
+        .add_item(proto::AddItemRequest {
+            owner: caller.0.sub,
+            product_id: body.product_id,
+            quantity: body.quantity,
+        })
+        .await
+        .map_err(|status| state.cart.problem(&status))?
+        .into_inner();
+    Ok(Json(cart_body(view)))
+}
+
+/// Sets how many of a product the caller's cart holds; 0 removes it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/cart/items/{product_id}",
+    tag = "cart",
+    security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "The product's id")),
+    request_body = SetQuantityBody,
+    responses(
+        (status = 200, description = "The cart after the change", body = CartBody),
+        (status = 400, description = "Unknown product, or a quantity out of range", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn set_quantity(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(body): JsonBody<SetQuantityBody>,
+) -> Result<Json<CartBody>, Problem> {
+    let view = client(&state)
+        .set_quantity(proto::SetQuantityRequest {
+            owner: caller.0.sub,
+            product_id: product_id(path)?,
+            quantity: body.quantity,
+        })
+        .await
+        .map_err(|status| state.cart.problem(&status))?
+        .into_inner();
+    Ok(Json(cart_body(view)))
+}
+
+/// Removes a product from the caller's cart.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cart/items/{product_id}",
+    tag = "cart",
+    security(("bearer" = [])),
+    params(("product_id" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The cart after the removal", body = CartBody),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn remove_item(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<CartBody>, Problem> {
+    let view = client(&state)
+        .remove_item(proto::RemoveItemRequest {
+            owner: caller.0.sub,
+            product_id: product_id(path)?,
+        })
+        .await
+        .map_err(|status| state.cart.problem(&status))?
+        .into_inner();
+    Ok(Json(cart_body(view)))
+}
