@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/users/v1/users.proto",
     "proto/comb/inventory/v1/inventory.proto",
     "proto/comb/cart/v1/cart.proto",
+    "proto/comb/payments/v1/payments.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

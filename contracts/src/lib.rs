@@ -40,3 +40,12 @@ pub mod cart {
         tonic::include_proto!("comb.cart.v1");
     }
 }
+
+/// The payments service: authorizations, captures, voids and refunds.
+pub mod payments {
+    /// Version 1 of the payments protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.payments.v1");
+    }
+}

@@ -1,0 +1,47 @@
+//! The payments service: a card payment sandbox. It checks cards (Luhn, expiry, CVC),
+//! authorizes, captures, voids and refunds, idempotently per payment id, and keeps only
+//! the last four digits of a card. The test cards are listed in [`card`].
+
+pub mod api;
+pub mod card;
+pub mod store;
+
+use axum::Router;
+use comb_contracts::payments::v1::payments_server::PaymentsServer;
+use comb_kit::ServiceConfig;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+
+use crate::api::PaymentsApi;
+use crate::store::PaymentStore;
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "payments",
+        sql: include_str!("../migrations/sqlite/0001_payments.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "payments",
+        sql: include_str!("../migrations/postgres/0001_payments.sql"),
+    }],
+};
+
+/// Runs a payments instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let api = open(&config).await?;
+    server::serve(&config, routes(api)).await?;
+    Ok(())
+}
+
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<PaymentsApi> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(PaymentsApi::new(PaymentStore::new(db)))
+}
+
+pub fn routes(api: PaymentsApi) -> Router {
+    server::add_grpc(Router::new(), PaymentsServer::new(api))
+}

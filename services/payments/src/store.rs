@@ -1,0 +1,169 @@
+//! Payments in the service's own database.
+
+use comb_kit::storage::Database;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("payment {payment_id} is {status}, so it cannot be {wanted}")]
+    WrongState {
+        payment_id: String,
+        status: Status,
+        wanted: &'static str,
+    },
+    #[error("there is no payment {0}")]
+    Unknown(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Authorized,
+    Declined,
+    Captured,
+    Voided,
+    Refunded,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authorized => "authorized",
+            Self::Declined => "declined",
+            Self::Captured => "captured",
+            Self::Voided => "voided",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "authorized" => Self::Authorized,
+            "declined" => Self::Declined,
+            "captured" => Self::Captured,
+            "voided" => Self::Voided,
+            "refunded" => Self::Refunded,
+            other => return Err(StoreError::Corrupt(format!("payment status {other:?}"))),
+        })
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub payment_id: String,
+    pub status: Status,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub last4: String,
+    pub decline_reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentStore {
+    db: Database,
+}
+
+const COLUMNS: &str = "payment_id, status, amount_minor, currency, last4, decline_reason";
+
+impl PaymentStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub async fn get(&self, payment_id: &str) -> Result<Option<Payment>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
+        )))
+        .bind(payment_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(payment_from_row).transpose()
+    }
+
+    /// Records `payment` unless one with its id exists; either way answers with the
+    /// payment stored under that id.
+    pub async fn record(&self, payment: &Payment, now_ms: i64) -> Result<Payment, StoreError> {
+        sqlx::query(
+            "INSERT INTO payments (payment_id, status, amount_minor, currency, last4, decline_reason, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
+        )
+        .bind(payment.payment_id.as_str())
+        .bind(payment.status.as_str())
+        .bind(payment.amount_minor)
+        .bind(payment.currency.as_str())
+        .bind(payment.last4.as_str())
+        .bind(payment.decline_reason.as_str())
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        self.get(&payment.payment_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("payment {} vanished", payment.payment_id)))
+    }
+
+    /// Moves a payment from one of `from` to `to`; a payment already in `to` is answered
+    /// as it is.
+    pub async fn transition(
+        &self,
+        payment_id: &str,
+        from: &[Status],
+        to: Status,
+        wanted: &'static str,
+        now_ms: i64,
+    ) -> Result<Payment, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
+        )))
+        .bind(payment_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let current = row
+            .as_ref()
+            .map(payment_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::Unknown(payment_id.to_owned()))?;
+        if current.status == to {
+            return Ok(current);
+        }
+        if !from.contains(&current.status) {
+            return Err(StoreError::WrongState {
+                payment_id: payment_id.to_owned(),
+                status: current.status,
+                wanted,
+            });
+        }
+        sqlx::query("UPDATE payments SET status = $2, updated_at_ms = $3 WHERE payment_id = $1")
+            .bind(payment_id)
+            .bind(to.as_str())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Payment {
+            status: to,
+            ..current
+        })
+    }
+}
+
+fn payment_from_row(row: &AnyRow) -> Result<Payment, StoreError> {
+    Ok(Payment {
+        payment_id: row.try_get("payment_id")?,
+        status: Status::parse(&row.try_get::<String, _>("status")?)?,
+        amount_minor: row.try_get("amount_minor")?,
+        currency: row.try_get("currency")?,
+        last4: row.try_get("last4")?,
+        decline_reason: row.try_get("decline_reason")?,
+    })
+}
