@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/inventory/v1/inventory.proto",
     "proto/comb/cart/v1/cart.proto",
     "proto/comb/payments/v1/payments.proto",
+    "proto/comb/shipping/v1/shipping.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -20,6 +20,7 @@ pub const SERVICES: &[(&str, RunFn)] = &[
     ("gateway", |config| Box::pin(comb_gateway::run(config))),
     ("inventory", |config| Box::pin(comb_inventory::run(config))),
     ("payments", |config| Box::pin(comb_payments::run(config))),
+    ("shipping", |config| Box::pin(comb_shipping::run(config))),
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
 
@@ -101,7 +102,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, payments, users"),
+                .contains("cart, catalog, gateway, inventory, payments, shipping, users"),
             "{error}"
         );
     }

@@ -49,3 +49,12 @@ pub mod payments {
         tonic::include_proto!("comb.payments.v1");
     }
 }
+
+/// The shipping service: quotes, shipments and tracking.
+pub mod shipping {
+    /// Version 1 of the shipping protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.shipping.v1");
+    }
+}
