@@ -4,6 +4,7 @@
 //! between them.
 
 pub mod auth;
+pub mod cards;
 
 /// The catalog service: products, categories, search.
 pub mod catalog {

@@ -31,7 +31,15 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
         .collect();
     assert_eq!(
         names,
-["gateway-1", "cart-1", "catalog-1", "inventory-1", "payments-1", "shipping-1", "users-1"]
+        [
+            "gateway-1",
+            "cart-1",
+            "catalog-1",
+            "inventory-1",
+            "payments-1",
+            "shipping-1",
+            "users-1"
+        ]
     );
     let pids: Vec<u64> = instances
         .iter()
@@ -242,7 +250,8 @@ async fn mistakes_are_refused_with_advice() {
         .unwrap();
     assert!(!serve.status.success());
     assert!(
-        text(&serve).contains("comb runs cart, catalog, gateway, inventory, payments, shipping, users"),
+        text(&serve)
+            .contains("comb runs cart, catalog, gateway, inventory, payments, shipping, users"),
         "{}",
         text(&serve)
     );

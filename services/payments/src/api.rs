@@ -9,8 +9,8 @@ use comb_kit::problem::FieldError;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::card::{self, Verdict};
 use crate::store::{Payment, PaymentStore, Status, StoreError};
+use comb_contracts::cards::{self as card, Verdict};
 
 /// The largest amount one payment may take, in minor units.
 pub const MAX_AMOUNT_MINOR: i64 = 100_000_000;
@@ -93,7 +93,11 @@ impl Payments for PaymentsApi {
             Ok(checked) if errors.is_empty() => checked,
             Ok(_) => return Err(invalid_argument(&errors)),
             Err(card_errors) => {
-                errors.extend(card_errors);
+                errors.extend(
+                    card_errors
+                        .into_iter()
+                        .map(|(field, message)| FieldError::new(field, message)),
+                );
                 return Err(invalid_argument(&errors));
             }
         };

@@ -1,9 +1,8 @@
 //! The payments service: a card payment sandbox. It checks cards (Luhn, expiry, CVC),
 //! authorizes, captures, voids and refunds, idempotently per payment id, and keeps only
-//! the last four digits of a card. The test cards are listed in [`card`].
+//! the last four digits of a card. The test cards are listed in `comb_contracts::cards`.
 
 pub mod api;
-pub mod card;
 pub mod store;
 
 use axum::Router;

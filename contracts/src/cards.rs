@@ -1,5 +1,6 @@
-//! Cards: the checks any card must pass (Luhn, expiry, CVC format) and the sandbox's test
-//! cards, which behave like a payment processor's.
+//! Cards: the checks any card must pass (Luhn, expiry, CVC format) and the payment
+//! sandbox's test cards, which behave like a payment processor's. Part of the payments
+//! contract: orders refuses a malformed card before an order exists, payments decides.
 //!
 //! | number | what happens |
 //! |---|---|
@@ -8,8 +9,6 @@
 //! | `4000 0000 0000 9995` | declined (`insufficient_funds`) |
 //! | `4000 0000 0000 0119` | processor error: unavailable, retry later |
 //! | any other number that passes the checks | authorized |
-
-use comb_kit::problem::FieldError;
 
 /// What the processor says about a card.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +25,9 @@ pub struct CheckedCard {
     pub verdict: Verdict,
 }
 
+/// A card field at fault: the field's name and what is wrong with it.
+pub type CardError = (&'static str, &'static str);
+
 /// Checks a card as of (`year`, `month`) and tells what the sandbox processor says.
 pub fn check(
     number: &str,
@@ -33,27 +35,27 @@ pub fn check(
     exp_year: u32,
     cvc: &str,
     today: (u32, u32),
-) -> Result<CheckedCard, Vec<FieldError>> {
+) -> Result<CheckedCard, Vec<CardError>> {
     let mut errors = Vec::new();
     let digits: String = number.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
     if !(12..=19).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        errors.push(FieldError::new("card_number", "must be 12 to 19 digits"));
+        errors.push(("card_number", "must be 12 to 19 digits"));
     } else if !luhn(&digits) {
-        errors.push(FieldError::new(
+        errors.push((
             "card_number",
             "is not a valid card number (check the digits)",
         ));
     }
     if !(1..=12).contains(&exp_month) {
-        errors.push(FieldError::new("exp_month", "must be 1 to 12"));
+        errors.push(("exp_month", "must be 1 to 12"));
     }
     if !(2000..=2200).contains(&exp_year) {
-        errors.push(FieldError::new("exp_year", "must be a four-digit year"));
+        errors.push(("exp_year", "must be a four-digit year"));
     } else if (1..=12).contains(&exp_month) && (exp_year, exp_month) < today {
-        errors.push(FieldError::new("exp_year", "the card has expired"));
+        errors.push(("exp_year", "the card has expired"));
     }
     if !(cvc.len() == 3 || cvc.len() == 4) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
-        errors.push(FieldError::new("cvc", "must be 3 or 4 digits"));
+        errors.push(("cvc", "must be 3 or 4 digits"));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -126,7 +128,7 @@ mod tests {
             check(number, month, year, cvc, TODAY)
                 .expect_err("invalid")
                 .into_iter()
-                .map(|e| e.field)
+                .map(|(field, _)| field.to_owned())
                 .collect()
         };
         assert_eq!(fields("4242424242424241", 12, 2030, "123"), ["card_number"]);
