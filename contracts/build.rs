@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/cart/v1/cart.proto",
     "proto/comb/payments/v1/payments.proto",
     "proto/comb/shipping/v1/shipping.proto",
+    "proto/comb/orders/v1/orders.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -59,3 +59,12 @@ pub mod shipping {
         tonic::include_proto!("comb.shipping.v1");
     }
 }
+
+/// The orders service: checkout through the order saga, and order history.
+pub mod orders {
+    /// Version 1 of the orders protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.orders.v1");
+    }
+}

@@ -1,0 +1,345 @@
+//! The orders service's gRPC API: checkout (which starts the saga) and order history.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comb_contracts::cards;
+use comb_contracts::cart::v1 as cart;
+use comb_contracts::cart::v1::cart_client::CartClient;
+use comb_contracts::catalog::v1::Money;
+use comb_contracts::orders::v1 as proto;
+use comb_contracts::orders::v1::orders_server::Orders;
+use comb_contracts::shipping::v1 as shipping;
+use comb_contracts::shipping::v1::shipping_client::ShippingClient;
+use comb_kit::grpc::{field_errors, invalid_argument};
+use comb_kit::problem::FieldError;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tonic::{Code, Request, Response, Status};
+
+use crate::saga::{Saga, Upstreams, now_ms};
+use crate::store::{Address, Line, Order, OrderStatus, OrderStore, Step, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct OrdersApi {
+    store: OrderStore,
+    saga: Arc<Saga>,
+    upstreams: Upstreams,
+    /// How long a checkout call waits for its saga before answering PENDING.
+    inline_wait: Duration,
+}
+
+impl OrdersApi {
+    pub fn new(
+        store: OrderStore,
+        saga: Arc<Saga>,
+        upstreams: Upstreams,
+        inline_wait: Duration,
+    ) -> Self {
+        Self {
+            store,
+            saga,
+            upstreams,
+            inline_wait,
+        }
+    }
+
+    async fn to_proto(&self, order: Order) -> proto::Order {
+        let shipment_status = if order.tracking_id.is_empty() {
+            String::new()
+        } else {
+            let shipment = ShippingClient::new(self.upstreams.shipping.channel())
+                .get_shipment(shipping::GetShipmentRequest {
+                    order_id: order.id.clone(),
+                })
+                .await;
+            match shipment
+                .map(|reply| shipping::ShipmentStatus::try_from(reply.into_inner().status))
+            {
+                Ok(Ok(shipping::ShipmentStatus::Shipped)) => "shipped".into(),
+                Ok(Ok(shipping::ShipmentStatus::Delivered)) => "delivered".into(),
+                // Shipping unreachable: the order is still shown, its shipment as last known.
+                _ => "created".into(),
+            }
+        };
+        order_to_proto(order, shipment_status)
+    }
+}
+
+fn money(amount_minor: i64, currency: &str) -> Option<Money> {
+    Some(Money {
+        amount_minor,
+        currency: currency.to_owned(),
+    })
+}
+
+fn order_to_proto(order: Order, shipment_status: String) -> proto::Order {
+    let status = match order.status {
+        OrderStatus::Pending => proto::OrderStatus::Pending,
+        OrderStatus::Confirmed => proto::OrderStatus::Confirmed,
+        OrderStatus::Cancelled => proto::OrderStatus::Cancelled,
+    };
+    let created_at =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(order.created_at_ms) * 1_000_000)
+            .ok()
+            .and_then(|time| time.format(&Rfc3339).ok())
+            .unwrap_or_default();
+    proto::Order {
+        lines: order
+            .lines
+            .iter()
+            .map(|line| proto::OrderLine {
+                product_id: line.product_id.clone(),
+                sku: line.sku.clone(),
+                title: line.title.clone(),
+                quantity: line.quantity,
+                unit_price: money(line.unit_price_minor, &order.currency),
+                line_total: money(line.line_total_minor, &order.currency),
+            })
+            .collect(),
+        subtotal: money(order.subtotal_minor, &order.currency),
+        shipping: money(order.shipping_minor, &order.currency),
+        total: money(order.total_minor, &order.currency),
+        id: order.id,
+        owner: order.owner,
+        email: order.email,
+        status: status as i32,
+        cancel_reason: order.cancel_reason,
+        payment_last4: order.payment_last4,
+        payment_status: order.payment_status,
+        tracking_id: order.tracking_id,
+        shipment_status,
+        created_at,
+    }
+}
+
+fn is_token(text: &str, max: usize) -> bool {
+    !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn check_email(email: &str) -> bool {
+    let email = email.trim();
+    email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.contains('@')
+        })
+        && !email.chars().any(char::is_whitespace)
+}
+
+fn store_status(error: StoreError) -> Status {
+    tracing::error!(%error, "orders storage failed");
+    Status::internal("orders storage failed")
+}
+
+/// A failed call to another service, as this service's answer.
+fn upstream_status(service: &str, status: &Status) -> Status {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::ResourceExhausted => Status::unavailable(format!(
+            "{service} is unavailable; retry the checkout in a moment"
+        )),
+        _ => {
+            tracing::error!(upstream = service, code = ?status.code(), message = status.message(), "call failed");
+            Status::internal(format!("{service} failed"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Orders for OrdersApi {
+    async fn place_order(
+        &self,
+        request: Request<proto::PlaceOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        if !is_token(&request.owner, 80) {
+            errors.push(FieldError::new("owner", "must be a user or guest id"));
+        }
+        if !is_token(&request.idempotency_key, 128) {
+            errors.push(FieldError::new(
+                "idempotency_key",
+                "must be 1 to 128 visible ASCII characters",
+            ));
+        }
+        if !check_email(&request.email) {
+            errors.push(FieldError::new(
+                "email",
+                "must be an email address for the order's confirmation",
+            ));
+        }
+        let card = request.card.clone().unwrap_or_default();
+        let today = OffsetDateTime::now_utc();
+        let checked = cards::check(
+            &card.number,
+            card.exp_month,
+            card.exp_year,
+            &card.cvc,
+            (
+                u32::try_from(today.year()).unwrap_or(0),
+                u32::from(u8::from(today.month())),
+            ),
+        );
+        let last4 =
+            match checked {
+                Ok(checked) => checked.last4,
+                Err(card_errors) => {
+                    errors.extend(card_errors.into_iter().map(|(field, message)| {
+                        FieldError::new(format!("payment.{field}"), message)
+                    }));
+                    String::new()
+                }
+            };
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        if let Some(existing) = self
+            .store
+            .by_key(&request.owner, &request.idempotency_key)
+            .await
+            .map_err(store_status)?
+        {
+            return Ok(Response::new(self.to_proto(existing).await));
+        }
+
+        let view = CartClient::new(self.upstreams.cart.channel())
+            .get_cart(cart::GetCartRequest {
+                owner: request.owner.clone(),
+            })
+            .await
+            .map_err(|status| upstream_status("cart", &status))?
+            .into_inner();
+        if view.lines.is_empty() {
+            return Err(Status::failed_precondition(
+                "the cart is empty: add products before checking out",
+            ));
+        }
+        let currency = view.total.clone().unwrap_or_default().currency;
+        let lines: Vec<Line> = view
+            .lines
+            .into_iter()
+            .map(|line| Line {
+                product_id: line.product_id,
+                sku: line.sku,
+                title: line.title,
+                quantity: line.quantity,
+                unit_price_minor: line.unit_price.unwrap_or_default().amount_minor,
+                line_total_minor: line.line_total.unwrap_or_default().amount_minor,
+            })
+            .collect();
+        let item_count: i64 = lines.iter().map(|line| line.quantity).sum();
+        let address = request.shipping_address.unwrap_or_default();
+        let quote = ShippingClient::new(self.upstreams.shipping.channel())
+            .quote(shipping::QuoteRequest {
+                address: Some(address.clone()),
+                item_count: u32::try_from(item_count).unwrap_or(u32::MAX),
+            })
+            .await
+            .map_err(|status| match field_errors(&status) {
+                // The shipping service names address fields `address.*`; the caller sent them
+                // as `shipping_address.*`.
+                Some(errors) => invalid_argument(
+                    &errors
+                        .into_iter()
+                        .map(|error| {
+                            FieldError::new(
+                                error.field.replacen("address.", "shipping_address.", 1),
+                                error.message,
+                            )
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                None => upstream_status("shipping", &status),
+            })?
+            .into_inner();
+        let subtotal: i64 = lines.iter().map(|line| line.line_total_minor).sum();
+        let shipping_cost = quote.cost.unwrap_or_default().amount_minor;
+        let now = now_ms();
+        let deadline = i64::try_from(self.saga.timing().deadline.as_millis()).unwrap_or(i64::MAX);
+        let order = Order {
+            id: uuid::Uuid::now_v7().to_string(),
+            owner: request.owner,
+            idempotency_key: request.idempotency_key,
+            email: request.email.trim().to_owned(),
+            status: OrderStatus::Pending,
+            step: Step::Reserve,
+            cancel_reason: String::new(),
+            lines,
+            subtotal_minor: subtotal,
+            shipping_minor: shipping_cost,
+            total_minor: subtotal + shipping_cost,
+            currency,
+            address: Address {
+                name: address.name,
+                line1: address.line1,
+                line2: address.line2,
+                city: address.city,
+                postal_code: address.postal_code,
+                country: address.country.trim().to_ascii_uppercase(),
+            },
+            payment_last4: last4,
+            payment_status: "none".into(),
+            tracking_id: String::new(),
+            release_pending: false,
+            void_pending: false,
+            deadline_at_ms: now.saturating_add(deadline),
+            created_at_ms: now,
+        };
+        let (stored, created) = self.store.create(&order, now).await.map_err(store_status)?;
+        if created {
+            tracing::info!(order = %stored.id, owner = %stored.owner, total = stored.total_minor, "order placed");
+            self.saga.hold_card(&stored.id, card);
+            let driving = tokio::spawn(Arc::clone(&self.saga).drive(stored.id.clone()));
+            // Answer as soon as the saga is done, or with PENDING when it takes longer.
+            let _ = tokio::time::timeout(self.inline_wait, driving).await;
+        }
+        let current = self
+            .store
+            .get(&stored.id)
+            .await
+            .map_err(store_status)?
+            .unwrap_or(stored);
+        Ok(Response::new(self.to_proto(current).await))
+    }
+
+    async fn get_order(
+        &self,
+        request: Request<proto::GetOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let request = request.into_inner();
+        let not_found = || Status::not_found(format!("there is no order {:?}", request.order_id));
+        if !is_token(&request.order_id, 64) {
+            return Err(not_found());
+        }
+        let order = self
+            .store
+            .get(&request.order_id)
+            .await
+            .map_err(store_status)?
+            .filter(|order| request.owner.is_empty() || order.owner == request.owner)
+            .ok_or_else(not_found)?;
+        Ok(Response::new(self.to_proto(order).await))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let owner = request.into_inner().owner;
+        if !is_token(&owner, 80) {
+            return Err(invalid_argument(&[FieldError::new(
+                "owner",
+                "must be a user or guest id",
+            )]));
+        }
+        let orders = self.store.list(&owner, 100).await.map_err(store_status)?;
+        let mut items = Vec::with_capacity(orders.len());
+        for order in orders {
+            items.push(self.to_proto(order).await);
+        }
+        Ok(Response::new(proto::ListOrdersResponse { items }))
+    }
+}

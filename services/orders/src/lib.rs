@@ -1,0 +1,112 @@
+//! The orders service: checkout of a cart through the order saga (see [`saga`]), and
+//! order history. It owns orders and saga state; stock, money, shipments and carts belong
+//! to the services it orchestrates over gRPC.
+
+pub mod api;
+pub mod saga;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use comb_contracts::orders::v1::orders_server::OrdersServer;
+use comb_kit::ServiceConfig;
+use comb_kit::grpc::Upstream;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+
+use crate::api::OrdersApi;
+use crate::saga::{Saga, Timing, Upstreams, now_ms};
+use crate::store::OrderStore;
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "orders",
+        sql: include_str!("../migrations/sqlite/0001_orders.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "orders",
+        sql: include_str!("../migrations/postgres/0001_orders.sql"),
+    }],
+};
+
+/// A saga untouched this long is taken as abandoned (its instance died) and resumed.
+const ABANDONED_AFTER: Duration = Duration::from_secs(15);
+const RESUME_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs an orders instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let (api, saga, store) = open(&config).await?;
+    tokio::spawn(resume_sagas(store, saga));
+    server::serve(&config, routes(api)).await?;
+    Ok(())
+}
+
+fn duration(config: &ServiceConfig, key: &str, default_ms: u64) -> anyhow::Result<Duration> {
+    let millis = match config.setting(key) {
+        Some(text) => text.parse::<u64>().with_context(|| {
+            format!(
+                "setting {key} (COMB_{}) must be a whole number of milliseconds",
+                key.to_uppercase()
+            )
+        })?,
+        None => default_ms,
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+/// Opens the database and the channels to the services the saga calls.
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<(OrdersApi, Arc<Saga>, OrderStore)> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    let store = OrderStore::new(db);
+    let upstream = |name: &str| -> anyhow::Result<Arc<Upstream>> {
+        Ok(Arc::new(Upstream::new(
+            name,
+            config.upstream(name)?,
+            config.call_timeout,
+        )?))
+    };
+    let upstreams = Upstreams {
+        cart: upstream("cart")?,
+        inventory: upstream("inventory")?,
+        payments: upstream("payments")?,
+        shipping: upstream("shipping")?,
+    };
+    let timing = Timing {
+        deadline: duration(config, "saga_deadline_ms", 30_000)?,
+        reservation_margin: duration(config, "reservation_margin_ms", 300_000)?,
+    };
+    let saga = Saga::new(store.clone(), upstreams.clone(), timing);
+    let inline_wait = duration(config, "checkout_wait_ms", 2_000)?;
+    let api = OrdersApi::new(store.clone(), Arc::clone(&saga), upstreams, inline_wait);
+    Ok((api, saga, store))
+}
+
+/// Resumes every unfinished saga at start, then, for as long as the instance runs, any
+/// saga whose driver has gone quiet (its instance died).
+pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>) {
+    let mut idle_since = now_ms();
+    loop {
+        match store.unfinished(idle_since).await {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| !saga.is_driving(id)) {
+                    tracing::info!(order = %id, "resuming an unfinished saga");
+                    tokio::spawn(Arc::clone(&saga).drive(id));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot look for unfinished sagas; will retry"),
+        }
+        tokio::time::sleep(RESUME_EVERY).await;
+        idle_since = now_ms() - i64::try_from(ABANDONED_AFTER.as_millis()).unwrap_or(0);
+    }
+}
+
+pub fn routes(api: OrdersApi) -> Router {
+    server::add_grpc(Router::new(), OrdersServer::new(api))
+}

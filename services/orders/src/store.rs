@@ -1,0 +1,299 @@
+//! Orders and their saga state in the service's own database.
+
+use comb_kit::storage::Database;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Where an order's saga stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Take the stock.
+    Reserve,
+    /// Authorize the payment.
+    Authorize,
+    /// Commit the stock, capture the payment, ship, empty the cart.
+    Confirm,
+    /// Cancelled: give back what was taken.
+    Compensate,
+    /// Nothing left to do.
+    Done,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Authorize => "authorize",
+            Self::Confirm => "confirm",
+            Self::Compensate => "compensate",
+            Self::Done => "done",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "reserve" => Self::Reserve,
+            "authorize" => Self::Authorize,
+            "confirm" => Self::Confirm,
+            "compensate" => Self::Compensate,
+            "done" => Self::Done,
+            other => return Err(StoreError::Corrupt(format!("order step {other:?}"))),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Cancelled => "CANCELLED",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "PENDING" => Self::Pending,
+            "CONFIRMED" => Self::Confirmed,
+            "CANCELLED" => Self::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("order status {other:?}"))),
+        })
+    }
+}
+
+/// One priced line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub product_id: String,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+    pub line_total_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub name: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: String,
+    pub owner: String,
+    pub idempotency_key: String,
+    pub email: String,
+    pub status: OrderStatus,
+    pub step: Step,
+    pub cancel_reason: String,
+    pub lines: Vec<Line>,
+    pub subtotal_minor: i64,
+    pub shipping_minor: i64,
+    pub total_minor: i64,
+    pub currency: String,
+    pub address: Address,
+    pub payment_last4: String,
+    pub payment_status: String,
+    pub tracking_id: String,
+    pub release_pending: bool,
+    pub void_pending: bool,
+    pub deadline_at_ms: i64,
+    pub created_at_ms: i64,
+}
+
+impl Order {
+    pub fn item_count(&self) -> i64 {
+        self.lines.iter().map(|line| line.quantity).sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OrderStore {
+    db: Database,
+}
+
+const COLUMNS: &str = "id, owner, idempotency_key, email, status, step, cancel_reason, lines, subtotal_minor, \
+    shipping_minor, total_minor, currency, address, payment_last4, payment_status, tracking_id, release_pending, \
+    void_pending, deadline_at_ms, created_at_ms";
+
+impl OrderStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// Stores a new order, unless the owner already has one with its idempotency key;
+    /// answers with the stored order and whether it is the new one.
+    pub async fn create(&self, order: &Order, now_ms: i64) -> Result<(Order, bool), StoreError> {
+        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO orders ({COLUMNS}, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
+             $13, $14, $15, $16, $17, $18, $19, $20, $20) ON CONFLICT (owner, idempotency_key) DO NOTHING"
+        )))
+        .bind(order.id.as_str())
+        .bind(order.owner.as_str())
+        .bind(order.idempotency_key.as_str())
+        .bind(order.email.as_str())
+        .bind(order.status.as_str())
+        .bind(order.step.as_str())
+        .bind(order.cancel_reason.as_str())
+        .bind(to_json(&order.lines)?)
+        .bind(order.subtotal_minor)
+        .bind(order.shipping_minor)
+        .bind(order.total_minor)
+        .bind(order.currency.as_str())
+        .bind(to_json(&order.address)?)
+        .bind(order.payment_last4.as_str())
+        .bind(order.payment_status.as_str())
+        .bind(order.tracking_id.as_str())
+        .bind(i64::from(order.release_pending))
+        .bind(i64::from(order.void_pending))
+        .bind(order.deadline_at_ms)
+        .bind(now_ms)
+        .execute(self.db.pool())
+        .await?;
+        let created = result.rows_affected() == 1;
+        let stored = self
+            .by_key(&order.owner, &order.idempotency_key)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("order {} vanished", order.id)))?;
+        Ok((stored, created))
+    }
+
+    pub async fn by_key(
+        &self,
+        owner: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<Order>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE owner = $1 AND idempotency_key = $2"
+        )))
+        .bind(owner)
+        .bind(idempotency_key)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    /// The owner's orders, newest first.
+    pub async fn list(&self, owner: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM orders WHERE owner = $1 ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+        )))
+        .bind(owner)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// Writes an order's saga progress, if its step is still `expected`: of two drivers of
+    /// one saga, only one moves it on. Returns whether this one did.
+    pub async fn advance(
+        &self,
+        order: &Order,
+        expected: Step,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE orders SET status = $2, step = $3, cancel_reason = $4, payment_status = $5, tracking_id = $6,
+             release_pending = $7, void_pending = $8, updated_at_ms = $9 WHERE id = $1 AND step = $10",
+        )
+        .bind(order.id.as_str())
+        .bind(order.status.as_str())
+        .bind(order.step.as_str())
+        .bind(order.cancel_reason.as_str())
+        .bind(order.payment_status.as_str())
+        .bind(order.tracking_id.as_str())
+        .bind(i64::from(order.release_pending))
+        .bind(i64::from(order.void_pending))
+        .bind(now_ms)
+        .bind(expected.as_str())
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Marks a saga as being driven now, so other instances leave it alone.
+    pub async fn touch(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE orders SET updated_at_ms = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now_ms)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Sagas with work left whose last progress is older than `idle_since_ms`.
+    pub async fn unfinished(&self, idle_since_ms: i64) -> Result<Vec<String>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "SELECT id FROM orders WHERE step <> 'done' AND updated_at_ms <= $1 ORDER BY created_at_ms LIMIT 500",
+        )
+        .bind(idle_since_ms)
+        .fetch_all(self.db.pool())
+        .await?;
+        Ok(ids)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
+    let lines: String = row.try_get("lines")?;
+    let address: String = row.try_get("address")?;
+    Ok(Order {
+        id: row.try_get("id")?,
+        owner: row.try_get("owner")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        email: row.try_get("email")?,
+        status: OrderStatus::parse(&row.try_get::<String, _>("status")?)?,
+        step: Step::parse(&row.try_get::<String, _>("step")?)?,
+        cancel_reason: row.try_get("cancel_reason")?,
+        lines: serde_json::from_str(&lines)
+            .map_err(|error| StoreError::Corrupt(format!("orders.lines: {error}")))?,
+        subtotal_minor: row.try_get("subtotal_minor")?,
+        shipping_minor: row.try_get("shipping_minor")?,
+        total_minor: row.try_get("total_minor")?,
+        currency: row.try_get("currency")?,
+        address: serde_json::from_str(&address)
+            .map_err(|error| StoreError::Corrupt(format!("orders.address: {error}")))?,
+        payment_last4: row.try_get("payment_last4")?,
+        payment_status: row.try_get("payment_status")?,
+        tracking_id: row.try_get("tracking_id")?,
+        release_pending: row.try_get::<i64, _>("release_pending")? != 0,
+        void_pending: row.try_get::<i64, _>("void_pending")? != 0,
+        deadline_at_ms: row.try_get("deadline_at_ms")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
