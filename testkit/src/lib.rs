@@ -114,9 +114,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(routes: Router) -> Self {
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), routes).await
+    }
+
+    /// Serves on a given address: a service restarted where its callers expect it.
+    pub async fn start_on(addr: SocketAddr, routes: Router) -> Self {
+        let server = Server::bind(addr).await.expect("bind");
         let addr = server.local_addr();
         let readiness = Readiness::default();
         readiness.set(true);

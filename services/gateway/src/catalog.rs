@@ -51,7 +51,7 @@ impl ProductKind {
         }
     }
 
-    fn to_proto(self) -> proto::ProductKind {
+    pub(crate) fn to_proto(self) -> proto::ProductKind {
         match self {
             Self::Book => proto::ProductKind::Book,
             Self::Music => proto::ProductKind::Music,
@@ -330,7 +330,7 @@ fn products(items: Vec<proto::Product>) -> Result<Vec<Product>, Problem> {
     items.into_iter().map(product_from_proto).collect()
 }
 
-fn product_from_proto(product: proto::Product) -> Result<Product, Problem> {
+pub(crate) fn product_from_proto(product: proto::Product) -> Result<Product, Problem> {
     let kind = ProductKind::from_proto(product.kind)
         .ok_or_else(|| malformed(&format!("product {} has no kind", product.id)))?;
     let price = product

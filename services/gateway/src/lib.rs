@@ -3,11 +3,13 @@
 //! owns the answer over gRPC, with a deadline, and turns every failure into problem+json.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cart;
 pub mod catalog;
 pub mod openapi;
+pub mod orders;
 mod params;
 
 use std::sync::Arc;
@@ -25,12 +27,17 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// The deadline of a call to orders: checkout waits up to a few seconds for its saga.
+const CHECKOUT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What every gateway route needs: channels to the services it calls, built once at
 /// start, and the token verifier.
 #[derive(Debug, Clone)]
 pub struct GatewayState {
     pub catalog: Arc<Upstream>,
     pub cart: Arc<Upstream>,
+    pub inventory: Arc<Upstream>,
+    pub orders: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -45,9 +52,22 @@ impl GatewayState {
             config.call_timeout,
         )?);
         let cart = Upstream::new("cart", config.upstream("cart")?, config.call_timeout)?;
+        let inventory = Upstream::new(
+            "inventory",
+            config.upstream("inventory")?,
+            config.call_timeout,
+        )?;
+        // A checkout waits for its saga for a moment before answering PENDING.
+        let orders = Upstream::new(
+            "orders",
+            config.upstream("orders")?,
+            config.call_timeout.max(CHECKOUT_DEADLINE),
+        )?;
         Ok(Self {
             catalog: Arc::new(catalog),
             cart: Arc::new(cart),
+            inventory: Arc::new(inventory),
+            orders: Arc::new(orders),
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,
         })
@@ -94,6 +114,11 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(cart::get_cart))
         .routes(routes!(cart::add_item))
         .routes(routes!(cart::set_quantity, cart::remove_item))
+        .routes(routes!(orders::place_order, orders::list_orders))
+        .routes(routes!(orders::get_order))
+        .routes(routes!(admin::create_product))
+        .routes(routes!(admin::update_product))
+        .routes(routes!(admin::set_stock))
 }
 
 /// The OpenAPI document of the public API.

@@ -14,7 +14,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
     tags(
         (name = "catalog", description = "Products, categories and search"),
         (name = "accounts", description = "Registration, sign-in, guest tokens and token keys"),
-        (name = "cart", description = "The caller's cart")
+        (name = "cart", description = "The caller's cart"),
+        (name = "orders", description = "Checkout and order history"),
+        (name = "admin", description = "Products and stock (role admin)")
     ),
     components(schemas(Problem, FieldError)),
     modifiers(&BearerToken)

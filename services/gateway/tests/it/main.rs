@@ -6,6 +6,7 @@
 mod accounts;
 mod cart;
 mod catalog_down;
+mod checkout;
 mod contract;
 
 use std::collections::BTreeMap;
@@ -17,67 +18,131 @@ use comb_testkit::{TestDatabase, TestServer};
 pub const ADMIN_EMAIL: &str = "admin@comb.example";
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
 
-/// The catalog (with its seed data) and users, each with its own database, and a gateway
-/// in front of them.
+/// How a test wants the system set up.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How long an unpaid order may stay PENDING before it is cancelled.
+    pub saga_deadline_ms: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            saga_deadline_ms: 20_000,
+        }
+    }
+}
+
+/// Every service, each with its own database, on random ports, and a gateway in front.
 pub struct System {
     pub gateway: TestServer,
     pub catalog: TestServer,
     pub cart: TestServer,
     pub users: TestServer,
+    pub inventory: TestServer,
+    pub payments: TestServer,
+    pub shipping: TestServer,
+    pub orders: TestServer,
     pub http: reqwest::Client,
     pub users_database: TestDatabase,
-    _catalog_database: TestDatabase,
-    _cart_database: TestDatabase,
+    pub inventory_database: TestDatabase,
+    pub payments_database: TestDatabase,
+    payments_config: ServiceConfig,
+    _databases: Vec<TestDatabase>,
+}
+
+fn config(service: &str, database: &TestDatabase, extra: &[(&str, String)]) -> ServiceConfig {
+    let mut env = vec![("COMB_DATABASE_URL".to_owned(), database.url.clone())];
+    env.extend(
+        extra
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone())),
+    );
+    ServiceConfig::resolve(service, BTreeMap::new(), env).unwrap()
 }
 
 impl System {
     pub async fn start() -> Self {
-        let catalog_database = TestDatabase::sqlite();
-        let catalog_config = ServiceConfig::resolve(
-            "catalog",
-            BTreeMap::new(),
-            [("COMB_DATABASE_URL", catalog_database.url.clone())],
-        )
-        .unwrap();
-        let store = comb_catalog::open_store(&catalog_config).await.unwrap();
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let databases: Vec<TestDatabase> = (0..4).map(|_| TestDatabase::sqlite()).collect();
+        let store = comb_catalog::open_store(&config("catalog", &databases[0], &[]))
+            .await
+            .unwrap();
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
 
         let users_database = TestDatabase::sqlite();
-        let users_config = ServiceConfig::resolve(
-            "users",
-            BTreeMap::new(),
-            [
-                ("COMB_DATABASE_URL", users_database.url.clone()),
-                ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
-                ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
-            ],
-        )
-        .unwrap();
-        let users = TestServer::start(comb_users::routes(
-            comb_users::open(&users_config).await.unwrap(),
-        ))
-        .await;
+        let admin = [
+            ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ];
+        let users_api = comb_users::open(&config("users", &users_database, &admin))
+            .await
+            .unwrap();
+        let users = TestServer::start(comb_users::routes(users_api)).await;
 
-        let cart_database = TestDatabase::sqlite();
-        let cart_config = ServiceConfig::resolve(
+        let cart_config = config(
             "cart",
-            BTreeMap::new(),
-            [
-                ("COMB_DATABASE_URL", cart_database.url.clone()),
-                ("COMB_UPSTREAM_CATALOG", catalog.url()),
-            ],
-        )
-        .unwrap();
+            &databases[1],
+            &[("COMB_UPSTREAM_CATALOG", catalog.url())],
+        );
         let cart = TestServer::start(comb_cart::routes(
             comb_cart::open(&cart_config).await.unwrap(),
         ))
         .await;
+
+        let inventory_database = TestDatabase::sqlite();
+        let inventory_store =
+            comb_inventory::open_store(&config("inventory", &inventory_database, &[]))
+                .await
+                .unwrap();
+        let inventory_api = comb_inventory::api::InventoryApi::new(
+            inventory_store,
+            std::time::Duration::from_secs(600),
+        );
+        let inventory = TestServer::start(comb_inventory::routes(inventory_api)).await;
+
+        let payments_database = TestDatabase::sqlite();
+        let payments_config = config("payments", &payments_database, &[]);
+        let payments = TestServer::start(comb_payments::routes(
+            comb_payments::open(&payments_config).await.unwrap(),
+        ))
+        .await;
+
+        let shipping_config = config("shipping", &databases[2], &[]);
+        let shipping = TestServer::start(comb_shipping::routes(
+            comb_shipping::open(&shipping_config).await.unwrap(),
+        ))
+        .await;
+
+        let orders_config = config(
+            "orders",
+            &databases[3],
+            &[
+                ("COMB_UPSTREAM_CART", cart.url()),
+                ("COMB_UPSTREAM_INVENTORY", inventory.url()),
+                ("COMB_UPSTREAM_PAYMENTS", payments.url()),
+                ("COMB_UPSTREAM_SHIPPING", shipping.url()),
+                (
+                    "COMB_SAGA_DEADLINE_MS",
+                    options.saga_deadline_ms.to_string(),
+                ),
+                ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
+            ],
+        );
+        let (orders_api, saga, order_store) = comb_orders::open(&orders_config).await.unwrap();
+        tokio::spawn(comb_orders::resume_sagas(order_store, saga));
+        let orders = TestServer::start(comb_orders::routes(orders_api)).await;
 
         let gateway = gateway_for(
             &Upstreams {
                 catalog: catalog.url(),
                 users: users.url(),
                 cart: cart.url(),
+                inventory: inventory.url(),
+                orders: orders.url(),
             },
             2_000,
         )
@@ -86,12 +151,24 @@ impl System {
             gateway,
             catalog,
             cart,
-            _cart_database: cart_database,
             users,
+            inventory,
+            payments,
+            shipping,
+            orders,
             http: reqwest::Client::new(),
             users_database,
-            _catalog_database: catalog_database,
+            inventory_database,
+            payments_database,
+            payments_config,
+            _databases: databases,
         }
+    }
+
+    /// Starts payments again where it was, with the same database.
+    pub async fn restart_payments(&mut self) {
+        let api = comb_payments::open(&self.payments_config).await.unwrap();
+        self.payments = TestServer::start_on(self.payments.addr, comb_payments::routes(api)).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -148,6 +225,8 @@ pub struct Upstreams {
     pub catalog: String,
     pub users: String,
     pub cart: String,
+    pub inventory: String,
+    pub orders: String,
 }
 
 impl Upstreams {
@@ -157,6 +236,8 @@ impl Upstreams {
             catalog: url.to_owned(),
             users: url.to_owned(),
             cart: url.to_owned(),
+            inventory: url.to_owned(),
+            orders: url.to_owned(),
         }
     }
 }
@@ -167,6 +248,8 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
         ("COMB_UPSTREAM_CATALOG", upstreams.catalog.clone()),
         ("COMB_UPSTREAM_USERS", upstreams.users.clone()),
         ("COMB_UPSTREAM_CART", upstreams.cart.clone()),
+        ("COMB_UPSTREAM_INVENTORY", upstreams.inventory.clone()),
+        ("COMB_UPSTREAM_ORDERS", upstreams.orders.clone()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();

@@ -1,0 +1,319 @@
+//! Order routes: checkout and order history, answered by the orders service. A caller
+//! sees only their own orders; an admin sees any.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use comb_contracts::auth::Role;
+use comb_contracts::catalog::v1 as catalog;
+use comb_contracts::orders::v1 as proto;
+use comb_contracts::orders::v1::orders_client::OrdersClient;
+use comb_contracts::payments::v1::Card;
+use comb_contracts::shipping::v1::Address;
+use comb_kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::GatewayState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::catalog::Money;
+use crate::openapi::Problem as ProblemDoc;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ShippingAddress {
+    pub name: String,
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub postal_code: String,
+    /// ISO 3166-1 alpha-2, e.g. US.
+    pub country: String,
+}
+
+/// A card. Test cards: 4242424242424242 succeeds, 4000000000000002 is declined,
+/// 4000000000000119 fails as a processor error.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PaymentCard {
+    pub card_number: String,
+    pub exp_month: u32,
+    pub exp_year: u32,
+    pub cvc: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CheckoutBody {
+    /// Where the confirmation goes; required for guests, the account's email otherwise.
+    pub email: Option<String>,
+    pub shipping_address: ShippingAddress,
+    pub payment: PaymentCard,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderItem {
+    pub product_id: String,
+    pub sku: String,
+    pub title: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PaymentSummary {
+    pub last4: String,
+    /// none, authorized, captured, declined, voided or refunded.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShipmentSummary {
+    pub tracking_id: String,
+    /// created, shipped or delivered.
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Cancelled,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderBody {
+    pub id: String,
+    pub status: OrderStatus,
+    /// out_of_stock, payment_declined, payment_failed, deadline_exceeded or
+    /// cancelled_by_customer; only on cancelled orders.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    pub email: String,
+    pub items: Vec<OrderItem>,
+    pub subtotal: Money,
+    pub shipping: Money,
+    pub total: Money,
+    pub payment: PaymentSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shipment: Option<ShipmentSummary>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderList {
+    pub items: Vec<OrderBody>,
+    pub next_cursor: Option<String>,
+}
+
+fn money(value: Option<catalog::Money>) -> Money {
+    let value = value.unwrap_or_default();
+    Money {
+        amount_minor: value.amount_minor,
+        currency: value.currency,
+    }
+}
+
+fn order_body(order: proto::Order) -> OrderBody {
+    let status = match proto::OrderStatus::try_from(order.status) {
+        Ok(proto::OrderStatus::Confirmed) => OrderStatus::Confirmed,
+        Ok(proto::OrderStatus::Cancelled) => OrderStatus::Cancelled,
+        _ => OrderStatus::Pending,
+    };
+    OrderBody {
+        id: order.id,
+        status,
+        cancel_reason: Some(order.cancel_reason).filter(|reason| !reason.is_empty()),
+        email: order.email,
+        items: order
+            .lines
+            .into_iter()
+            .map(|line| OrderItem {
+                product_id: line.product_id,
+                sku: line.sku,
+                title: line.title,
+                quantity: line.quantity,
+                unit_price: money(line.unit_price),
+                line_total: money(line.line_total),
+            })
+            .collect(),
+        subtotal: money(order.subtotal),
+        shipping: money(order.shipping),
+        total: money(order.total),
+        payment: PaymentSummary {
+            last4: order.payment_last4,
+            status: order.payment_status,
+        },
+        shipment: Some(order.tracking_id)
+            .filter(|id| !id.is_empty())
+            .map(|tracking_id| ShipmentSummary {
+                tracking_id,
+                status: order.shipment_status,
+            }),
+        created_at: order.created_at,
+    }
+}
+
+fn client(state: &GatewayState) -> OrdersClient<tonic::transport::Channel> {
+    OrdersClient::new(state.orders.channel())
+}
+
+/// The header that makes a checkout safe to repeat.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Checks out the caller's cart.
+#[utoipa::path(
+    post,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "The same key from the same caller answers with the same order; up to 128 visible characters")),
+    request_body = CheckoutBody,
+    responses(
+        (status = 201, description = "The order, already CONFIRMED or CANCELLED", body = OrderBody),
+        (status = 202, description = "The order, PENDING: follow it at /api/v1/orders/{id}", body = OrderBody),
+        (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The cart is empty", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "A service checkout needs is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn place_order(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CheckoutBody>,
+) -> Result<Response, Problem> {
+    let claims = caller.0;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .filter(|key| !key.is_empty() && key.len() <= 128)
+            .ok_or_else(|| {
+                Problem::invalid_field(
+                    "Idempotency-Key",
+                    "must be 1 to 128 visible ASCII characters",
+                )
+            })?
+            .to_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let email = match (body.email, claims.email) {
+        (Some(email), _) => email,
+        (None, Some(email)) => email,
+        (None, None) => {
+            return Err(Problem::invalid_field(
+                "email",
+                "is required for a guest checkout: where should the confirmation go?",
+            ));
+        }
+    };
+    let address = body.shipping_address;
+    let card = body.payment;
+    let order = client(&state)
+        .place_order(proto::PlaceOrderRequest {
+            owner: claims.sub,
+            idempotency_key: key,
+            email,
+            shipping_address: Some(Address {
+                name: address.name,
+                line1: address.line1,
+                line2: address.line2.unwrap_or_default(),
+                city: address.city,
+                postal_code: address.postal_code,
+                country: address.country,
+            }),
+            card: Some(Card {
+                number: card.card_number,
+                exp_month: card.exp_month,
+                exp_year: card.exp_year,
+                cvc: card.cvc,
+            }),
+        })
+        .await
+        .map_err(|status| state.orders.problem(&status))?
+        .into_inner();
+    let body = order_body(order);
+    let status = if body.status == OrderStatus::Pending {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    let location = format!("/api/v1/orders/{}", body.id);
+    Ok((
+        status,
+        [(axum::http::header::LOCATION, location)],
+        Json(body),
+    )
+        .into_response())
+}
+
+/// The caller's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's orders", body = OrderList),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Orders are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_orders(
+    State(state): State<GatewayState>,
+    caller: Caller,
+) -> Result<Json<OrderList>, Problem> {
+    let orders = client(&state)
+        .list_orders(proto::ListOrdersRequest {
+            owner: caller.0.sub,
+        })
+        .await
+        .map_err(|status| state.orders.problem(&status))?
+        .into_inner();
+    Ok(Json(OrderList {
+        items: orders.items.into_iter().map(order_body).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// One order: the caller's own, or any for an admin.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No such order among the caller's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Orders are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_order(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<OrderBody>, Problem> {
+    let Ok(Path(id)) = path else {
+        return Err(Problem::not_found("there is no order with that id"));
+    };
+    let owner = if caller.role() == Role::Admin {
+        String::new()
+    } else {
+        caller.0.sub
+    };
+    let order = client(&state)
+        .get_order(proto::GetOrderRequest {
+            order_id: id,
+            owner,
+        })
+        .await
+        .map_err(|status| state.orders.problem(&status))?
+        .into_inner();
+    Ok(Json(order_body(order)))
+}

@@ -1,0 +1,600 @@
+use std::time::{Duration, Instant};
+
+use comb_contracts::inventory::v1 as inventory;
+use comb_contracts::inventory::v1::inventory_client::InventoryClient;
+use comb_contracts::payments::v1 as payments;
+use comb_contracts::payments::v1::payments_client::PaymentsClient;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, Options, System, problem};
+
+pub(crate) const GOOD_CARD: &str = "4242424242424242";
+pub(crate) const DECLINED_CARD: &str = "4000000000000002";
+
+async fn token(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+pub(crate) async fn customer(system: &System, email: &str) -> String {
+    let registered = system
+        .post_json(
+            "/api/v1/auth/register",
+            json!({"email": email, "password": "a long enough secret", "name": "Customer"}),
+        )
+        .await;
+    assert_eq!(registered.status(), 201);
+    token(registered).await
+}
+
+pub(crate) async fn admin(system: &System) -> String {
+    token(
+        system
+            .post_json(
+                "/api/v1/auth/login",
+                json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            )
+            .await,
+    )
+    .await
+}
+
+async fn guest(system: &System) -> String {
+    token(system.post_json("/api/v1/auth/guest", json!({})).await).await
+}
+
+/// The first `n` products of the seeded catalog: (id, sku).
+pub(crate) async fn products(system: &System, n: usize) -> Vec<(String, String)> {
+    let page = system.json("/api/v1/products?kind=book&limit=20").await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(n)
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_owned(),
+                p["sku"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub(crate) async fn add(system: &System, token: &str, product_id: &str, quantity: i64) {
+    let added = system
+        .send_as(
+            Method::POST,
+            "/api/v1/cart/items",
+            token,
+            Some(json!({"product_id": product_id, "quantity": quantity})),
+        )
+        .await;
+    assert_eq!(added.status(), 200, "{}", added.text().await.unwrap());
+}
+
+pub(crate) fn checkout_body(card: &str, email: Option<&str>) -> Value {
+    let mut body = json!({
+        "shipping_address": {"name": "Ada Lovelace", "line1": "1 Engine Way", "city": "London",
+                             "postal_code": "N1 9GU", "country": "GB"},
+        "payment": {"card_number": card, "exp_month": 12, "exp_year": 2099, "cvc": "123"}
+    });
+    if let Some(email) = email {
+        body["email"] = json!(email);
+    }
+    body
+}
+
+pub(crate) async fn checkout(
+    system: &System,
+    token: &str,
+    body: Value,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = system
+        .http
+        .post(system.url("/api/v1/orders"))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.unwrap()
+}
+
+/// Polls an order until `done` holds for it.
+pub(crate) async fn order_until(
+    system: &System,
+    token: &str,
+    id: &str,
+    timeout: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let order: Value = system
+            .get_as(&format!("/api/v1/orders/{id}"), token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if done(&order) {
+            return order;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "order {id} never got there: {order}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn inventory_client(system: &System) -> InventoryClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(system.inventory.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    InventoryClient::new(channel)
+}
+
+pub(crate) async fn stock(system: &System, sku: &str) -> i64 {
+    inventory_client(system)
+        .await
+        .get_stock(inventory::GetStockRequest {
+            skus: vec![sku.to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items[0]
+        .available
+}
+
+pub(crate) async fn set_stock(system: &System, sku: &str, available: i64) {
+    inventory_client(system)
+        .await
+        .set_stock(inventory::SetStockRequest {
+            sku: sku.to_owned(),
+            available,
+        })
+        .await
+        .unwrap();
+}
+
+/// The payment of an order as payments knows it, if any.
+pub(crate) async fn payment(system: &System, order_id: &str) -> Option<payments::PaymentStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(system.payments.url())
+        .unwrap()
+        .connect()
+        .await
+        .ok()?;
+    PaymentsClient::new(channel)
+        .get_payment(payments::PaymentRef {
+            payment_id: order_id.to_owned(),
+        })
+        .await
+        .ok()
+        .map(|reply| payments::PaymentStatus::try_from(reply.into_inner().status).unwrap())
+}
+
+#[tokio::test]
+async fn a_customer_checks_out_and_everything_follows() {
+    let system = System::start().await;
+    let token = customer(&system, "happy@example.com").await;
+    let relogged = system
+        .post_json(
+            "/api/v1/auth/login",
+            json!({"email": "happy@example.com", "password": "a long enough secret"}),
+        )
+        .await;
+    let token = if relogged.status() == 200 {
+        self::token(relogged).await
+    } else {
+        token
+    };
+    let items = products(&system, 2).await;
+    let before = (
+        stock(&system, &items[0].1).await,
+        stock(&system, &items[1].1).await,
+    );
+    add(&system, &token, &items[0].0, 2).await;
+    add(&system, &token, &items[1].0, 1).await;
+
+    let placed = checkout(
+        &system,
+        &token,
+        checkout_body(GOOD_CARD, None),
+        Some("first-try"),
+    )
+    .await;
+    assert_eq!(
+        placed.status(),
+        201,
+        "a quick saga answers with the final order"
+    );
+    assert!(
+        placed.headers()["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/api/v1/orders/")
+    );
+    let order: Value = placed.json().await.unwrap();
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+    assert_eq!(
+        order["email"], "happy@example.com",
+        "the account's email by default"
+    );
+    assert_eq!(order["items"].as_array().unwrap().len(), 2);
+    let subtotal = order["subtotal"]["amount_minor"].as_i64().unwrap();
+    let shipping = order["shipping"]["amount_minor"].as_i64().unwrap();
+    assert_eq!(
+        order["total"]["amount_minor"].as_i64().unwrap(),
+        subtotal + shipping
+    );
+    assert_eq!(order["payment"]["last4"], "4242");
+    assert_eq!(order["payment"]["status"], "captured");
+    assert!(
+        order["shipment"]["tracking_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("CMB")
+    );
+    assert!(order.get("cancel_reason").is_none());
+    let id = order["id"].as_str().unwrap();
+
+    assert_eq!(
+        (
+            stock(&system, &items[0].1).await,
+            stock(&system, &items[1].1).await
+        ),
+        (before.0 - 2, before.1 - 1),
+        "stock is taken"
+    );
+    assert_eq!(
+        payment(&system, id).await,
+        Some(payments::PaymentStatus::Captured)
+    );
+    let cart: Value = system
+        .get_as("/api/v1/cart", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        cart["items"].as_array().unwrap().is_empty(),
+        "the cart is emptied"
+    );
+    let mine: Value = system
+        .get_as("/api/v1/orders", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["items"][0]["id"], id);
+    let one: Value = system
+        .get_as(&format!("/api/v1/orders/{id}"), &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["status"], "CONFIRMED");
+}
+
+#[tokio::test]
+async fn a_guest_checks_out_with_an_email() {
+    let system = System::start().await;
+    let token = guest(&system).await;
+    let items = products(&system, 1).await;
+    add(&system, &token, &items[0].0, 1).await;
+    let refused = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    let body = problem(refused, 400).await;
+    assert_eq!(body["errors"][0]["field"], "email");
+    let placed = checkout(
+        &system,
+        &token,
+        checkout_body(GOOD_CARD, Some("guest@example.com")),
+        None,
+    )
+    .await;
+    assert_eq!(placed.status(), 201);
+    let order: Value = placed.json().await.unwrap();
+    assert_eq!(
+        (order["status"].as_str(), order["email"].as_str()),
+        (Some("CONFIRMED"), Some("guest@example.com"))
+    );
+}
+
+#[tokio::test]
+async fn a_declined_card_cancels_and_gives_the_stock_back() {
+    let system = System::start().await;
+    let token = customer(&system, "declined@example.com").await;
+    let items = products(&system, 1).await;
+    let before = stock(&system, &items[0].1).await;
+    add(&system, &token, &items[0].0, 2).await;
+    let placed = checkout(&system, &token, checkout_body(DECLINED_CARD, None), None).await;
+    let order: Value = placed.json().await.unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let order = order_until(&system, &token, &id, Duration::from_secs(10), |o| {
+        o["status"] == "CANCELLED"
+    })
+    .await;
+    assert_eq!(order["cancel_reason"], "payment_declined");
+    assert_eq!(order["payment"]["status"], "declined");
+    assert_eq!(
+        stock(&system, &items[0].1).await,
+        before,
+        "the reservation is released"
+    );
+    let cart: Value = system
+        .get_as("/api/v1/cart", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        cart["items"].as_array().unwrap().len(),
+        1,
+        "the cart is kept for a retry"
+    );
+    let retried = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    assert_eq!(
+        retried.json::<Value>().await.unwrap()["status"],
+        "CONFIRMED"
+    );
+}
+
+#[tokio::test]
+async fn out_of_stock_cancels_before_any_payment() {
+    let system = System::start().await;
+    let token = customer(&system, "short@example.com").await;
+    let items = products(&system, 1).await;
+    set_stock(&system, &items[0].1, 1).await;
+    add(&system, &token, &items[0].0, 2).await;
+    let order: Value = checkout(&system, &token, checkout_body(GOOD_CARD, None), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    let order = order_until(&system, &token, &id, Duration::from_secs(10), |o| {
+        o["status"] == "CANCELLED"
+    })
+    .await;
+    assert_eq!(order["cancel_reason"], "out_of_stock");
+    assert_eq!(
+        payment(&system, &id).await,
+        None,
+        "no payment was attempted"
+    );
+    assert_eq!(stock(&system, &items[0].1).await, 1);
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_is_the_same_order() {
+    let system = System::start().await;
+    let token = customer(&system, "twice@example.com").await;
+    let items = products(&system, 1).await;
+    let before = stock(&system, &items[0].1).await;
+    add(&system, &token, &items[0].0, 1).await;
+    let first: Value = checkout(
+        &system,
+        &token,
+        checkout_body(GOOD_CARD, None),
+        Some("key-1"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let second_response = checkout(
+        &system,
+        &token,
+        checkout_body(GOOD_CARD, None),
+        Some("key-1"),
+    )
+    .await;
+    assert_eq!(second_response.status(), 201);
+    let second: Value = second_response.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    let mine: Value = system
+        .get_as("/api/v1/orders", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "one order");
+    assert_eq!(
+        stock(&system, &items[0].1).await,
+        before - 1,
+        "stock taken once"
+    );
+    assert_eq!(
+        payment(&system, first["id"].as_str().unwrap()).await,
+        Some(payments::PaymentStatus::Captured)
+    );
+    let bad_key = checkout(
+        &system,
+        &token,
+        checkout_body(GOOD_CARD, None),
+        Some(&"k".repeat(200)),
+    )
+    .await;
+    problem(bad_key, 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_shoppers_racing_for_ten_never_oversell() {
+    let system = std::sync::Arc::new(System::start().await);
+    let items = products(&system, 1).await;
+    let (product_id, sku) = items[0].clone();
+    set_stock(&system, &sku, 10).await;
+    let mut shoppers = Vec::new();
+    for n in 0..50 {
+        let token = guest(&system).await;
+        add(&system, &token, &product_id, 1).await;
+        shoppers.push((n, token));
+    }
+    let mut racing = tokio::task::JoinSet::new();
+    for (n, token) in shoppers {
+        let system = std::sync::Arc::clone(&system);
+        racing.spawn(async move {
+            let body = checkout_body(GOOD_CARD, Some(&format!("racer{n}@example.com")));
+            let order: Value = checkout(&system, &token, body, None)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let id = order["id"].as_str().unwrap().to_owned();
+            order_until(&system, &token, &id, Duration::from_secs(30), |o| {
+                o["status"] != "PENDING"
+            })
+            .await
+        });
+    }
+    let mut confirmed = 0;
+    let mut cancelled = Vec::new();
+    while let Some(order) = racing.join_next().await {
+        let order = order.unwrap();
+        match order["status"].as_str() {
+            Some("CONFIRMED") => confirmed += 1,
+            _ => {
+                assert_eq!(order["cancel_reason"], "out_of_stock", "{order}");
+                cancelled.push(order["id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!((confirmed, cancelled.len()), (10, 40));
+    assert_eq!(stock(&system, &sku).await, 0, "all sold, never below zero");
+    for id in cancelled {
+        assert_ne!(
+            payment(&system, &id).await,
+            Some(payments::PaymentStatus::Authorized),
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn with_payments_down_an_order_waits_and_then_completes() {
+    let mut system = System::start().await;
+    let token = customer(&system, "patient@example.com").await;
+    let items = products(&system, 1).await;
+    add(&system, &token, &items[0].0, 1).await;
+    system.payments.stop().await;
+    let placed = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    assert_eq!(placed.status(), 202);
+    let order: Value = placed.json().await.unwrap();
+    assert_eq!(order["status"], "PENDING");
+    let id = order["id"].as_str().unwrap().to_owned();
+    system.restart_payments().await;
+    let order = order_until(&system, &token, &id, Duration::from_secs(15), |o| {
+        o["status"] != "PENDING"
+    })
+    .await;
+    assert_eq!(order["status"], "CONFIRMED", "{order}");
+}
+
+#[tokio::test]
+async fn with_payments_down_past_the_deadline_an_order_is_cancelled_and_released() {
+    let mut system = System::start_with(Options {
+        saga_deadline_ms: 2_500,
+    })
+    .await;
+    let token = customer(&system, "late@example.com").await;
+    let items = products(&system, 1).await;
+    let before = stock(&system, &items[0].1).await;
+    add(&system, &token, &items[0].0, 3).await;
+    system.payments.stop().await;
+    let placed = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    assert_eq!(placed.status(), 202);
+    let id = placed.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order = order_until(&system, &token, &id, Duration::from_secs(15), |o| {
+        o["status"] != "PENDING"
+    })
+    .await;
+    assert_eq!(
+        (order["status"].as_str(), order["cancel_reason"].as_str()),
+        (Some("CANCELLED"), Some("payment_failed"))
+    );
+    let released = Instant::now();
+    while stock(&system, &items[0].1).await != before {
+        assert!(
+            released.elapsed() < Duration::from_secs(10),
+            "the reservation is released"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // When payments is back, the owed void lands, so no late authorization can take money.
+    system.restart_payments().await;
+    let voided = Instant::now();
+    while payment(&system, &id).await != Some(payments::PaymentStatus::Voided) {
+        assert!(
+            voided.elapsed() < Duration::from_secs(15),
+            "the void reaches payments"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn checkout_refuses_what_it_cannot_use() {
+    let system = System::start().await;
+    let token = customer(&system, "careful@example.com").await;
+    let empty = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    let body = problem(empty, 409).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("cart is empty"),
+        "{body}"
+    );
+    let items = products(&system, 1).await;
+    add(&system, &token, &items[0].0, 1).await;
+
+    let mut bad_card = checkout_body("4242424242424241", None);
+    bad_card["payment"]["cvc"] = json!("12");
+    let body = problem(checkout(&system, &token, bad_card, None).await, 400).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["payment.card_number", "payment.cvc"]);
+
+    let mut bad_address = checkout_body(GOOD_CARD, None);
+    bad_address["shipping_address"]["city"] = json!("");
+    bad_address["shipping_address"]["country"] = json!("Narnia");
+    let body = problem(checkout(&system, &token, bad_address, None).await, 400).await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["shipping_address.city", "shipping_address.country"]
+    );
+
+    let mut missing = checkout_body(GOOD_CARD, None);
+    missing.as_object_mut().unwrap().remove("shipping_address");
+    let body = problem(checkout(&system, &token, missing, None).await, 400).await;
+    assert_eq!(body["errors"][0]["field"], "shipping_address");
+    let mut wrong_type = checkout_body(GOOD_CARD, None);
+    wrong_type["payment"]["exp_month"] = json!("December");
+    let body = problem(checkout(&system, &token, wrong_type, None).await, 400).await;
+    assert_eq!(body["errors"][0]["field"], "payment.exp_month");
+    let mine: Value = system
+        .get_as("/api/v1/orders", &token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        mine["items"].as_array().unwrap().is_empty(),
+        "no order from a refused checkout"
+    );
+}
