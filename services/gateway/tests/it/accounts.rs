@@ -34,7 +34,7 @@ async fn token_of(response: reqwest::Response) -> String {
 }
 
 /// A token signed with the users service's own key, with the claims we choose.
-async fn forge(system: &System, claims: &Claims) -> String {
+pub(crate) async fn forge(system: &System, claims: &Claims) -> String {
     let db = Database::connect(&system.users_database.url).await.unwrap();
     let key = comb_users::store::UserStore::new(db)
         .keys()
@@ -52,7 +52,7 @@ async fn forge(system: &System, claims: &Claims) -> String {
     .unwrap()
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()

@@ -8,6 +8,7 @@ mod cart;
 mod catalog_down;
 mod checkout;
 mod contract;
+mod matrix;
 
 use std::collections::BTreeMap;
 
