@@ -113,7 +113,11 @@ async fn exercise(database: &TestDatabase) {
         "o-1 moved at 5000: not idle since 4000"
     );
     store.touch("o-3", 9_000).await.unwrap();
-    assert_eq!(store.unfinished(8_000).await.unwrap(), ["o-1"], "a touched saga is not idle");
+    assert_eq!(
+        store.unfinished(8_000).await.unwrap(),
+        ["o-1"],
+        "a touched saga is not idle"
+    );
     let mut done = cancelled.clone();
     done.step = Step::Done;
     store

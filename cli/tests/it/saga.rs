@@ -1,0 +1,187 @@
+//! The checkout saga across real processes: an orders instance killed while sagas are in
+//! flight, and what its restart makes of them.
+
+use std::time::{Duration, Instant};
+
+use comb_kit::storage::Database;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::{Comb, eventually, repo_topology};
+
+fn signal(pid: u64, signal: Signal) {
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
+}
+
+/// The status of each order's reservation and payment, as their own services store them.
+async fn ledgers(comb: &Comb, ids: &[String]) -> Vec<(String, Option<String>, Option<String>)> {
+    let data = comb.dir.path().join("data/services");
+    let inventory = Database::connect(&format!(
+        "sqlite://{}",
+        data.join("inventory/inventory.db").display()
+    ))
+    .await
+    .unwrap();
+    let payments = Database::connect(&format!(
+        "sqlite://{}",
+        data.join("payments/payments.db").display()
+    ))
+    .await
+    .unwrap();
+    let mut rows = Vec::new();
+    for id in ids {
+        let reservation = sqlx::query("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(inventory.pool())
+            .await
+            .unwrap()
+            .map(|row| row.try_get::<String, _>("status").unwrap());
+        let payment = sqlx::query("SELECT status FROM payments WHERE payment_id = $1")
+            .bind(id.as_str())
+            .fetch_optional(payments.pool())
+            .await
+            .unwrap()
+            .map(|row| row.try_get::<String, _>("status").unwrap());
+        rows.push((id.clone(), reservation, payment));
+    }
+    inventory.close().await;
+    payments.close().await;
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = std::fs::read_to_string(repo_topology()).unwrap().replace(
+        "calls = [\"cart\", \"inventory\", \"payments\", \"shipping\"]",
+        "calls = [\"cart\", \"inventory\", \"payments\", \"shipping\"]\nsettings = { saga_deadline_ms = \"10000\", call_timeout_ms = \"500\" }",
+    );
+    assert!(topology.contains("saga_deadline_ms"));
+    let path = dir.path().join("comb.toml");
+    std::fs::write(&path, topology).unwrap();
+    let comb = Comb::up(&path);
+    let gateway = comb.gateway();
+    let http = &comb.http;
+
+    let page: Value = http
+        .get(format!("{gateway}/api/v1/products?kind=music&limit=3"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product = page["items"][0]["id"].as_str().unwrap().to_owned();
+
+    // Payments frozen: authorizations hang until their deadline, so sagas stay in flight.
+    let payments = comb.instance("payments-1")["pid"].as_u64().unwrap();
+    signal(payments, Signal::SIGSTOP);
+    let mut shoppers = Vec::new();
+    for n in 0..6 {
+        let guest: Value = http
+            .post(format!("{gateway}/api/v1/auth/guest"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = guest["token"].as_str().unwrap().to_owned();
+        let added = http
+            .post(format!("{gateway}/api/v1/cart/items"))
+            .bearer_auth(&token)
+            .json(&json!({"product_id": product, "quantity": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(added.status(), 200);
+        let placed = http
+            .post(format!("{gateway}/api/v1/orders"))
+            .bearer_auth(&token)
+            .json(&json!({
+                "email": format!("shopper{n}@example.com"),
+                "shipping_address": {"name": "A", "line1": "1 Way", "city": "Town", "postal_code": "1000", "country": "US"},
+                "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            placed.status(),
+            202,
+            "payments is frozen, so the order waits"
+        );
+        let order: Value = placed.json().await.unwrap();
+        shoppers.push((token, order["id"].as_str().unwrap().to_owned()));
+    }
+
+    let orders = comb.instance("orders-1")["pid"].as_u64().unwrap();
+    signal(orders, Signal::SIGKILL);
+    signal(payments, Signal::SIGCONT);
+    eventually("orders restarted", Duration::from_secs(30), || async {
+        let instance = comb.instance("orders-1");
+        (instance["restarts"] == 1 && instance["health"] == "ready").then_some(())
+    })
+    .await;
+
+    let mut finals = Vec::new();
+    for (token, id) in &shoppers {
+        let started = Instant::now();
+        loop {
+            let order: Value = http
+                .get(format!("{gateway}/api/v1/orders/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if order["status"] != "PENDING" {
+                finals.push(order);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "order {id} stayed PENDING: {order}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let ids: Vec<String> = shoppers.iter().map(|(_, id)| id.clone()).collect();
+    // Compensations may still be landing: wait until every ledger is settled.
+    let started = Instant::now();
+    loop {
+        let rows = ledgers(&comb, &ids).await;
+        let leaks: Vec<String> = rows
+            .iter()
+            .zip(&finals)
+            .filter_map(|((id, reservation, payment), order)| {
+                let confirmed = order["status"] == "CONFIRMED";
+                let settled = if confirmed {
+                    reservation.as_deref() == Some("committed")
+                        && payment.as_deref() == Some("captured")
+                } else {
+                    reservation.as_deref() != Some("reserved")
+                        && payment.as_deref() != Some("authorized")
+                };
+                (!settled).then(|| {
+                    format!(
+                        "{id} {}: reservation {reservation:?}, payment {payment:?}",
+                        order["status"]
+                    )
+                })
+            })
+            .collect();
+        if leaks.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "leaks: {leaks:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
