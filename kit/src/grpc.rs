@@ -121,6 +121,55 @@ pub fn problem_from_status(service: &str, status: &Status) -> Problem {
     }
 }
 
+/// The longest key (order id, payment id, owner) services accept.
+pub const MAX_KEY_LEN: usize = 80;
+
+/// Whether `text` can be a key: an id another service made (order, payment, user or
+/// guest id) or an idempotency key: 1 to 80 letters, digits, hyphens or underscores.
+pub fn is_key(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MAX_KEY_LEN
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The field error for a value that is not a key.
+pub fn key_error(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "must be 1 to 80 letters, digits, hyphens or underscores",
+    )
+}
+
+/// `Ok` when `value` is a key, else `INVALID_ARGUMENT` naming `field`.
+pub fn check_key(field: &str, value: &str) -> Result<(), Status> {
+    if is_key(value) {
+        Ok(())
+    } else {
+        Err(invalid_argument(&[key_error(field)]))
+    }
+}
+
+/// A failed call to another service, as this service's own answer to its caller: the
+/// callee's absence stays UNAVAILABLE (retry later); anything else is this service's
+/// failure, logged with the callee's words.
+pub fn callee_failed(service: &str, status: &Status) -> Status {
+    match status.code() {
+        Code::Unavailable
+        | Code::DeadlineExceeded
+        | Code::Unknown
+        | Code::Cancelled
+        | Code::ResourceExhausted => {
+            Status::unavailable(format!("{service} is unavailable; retry in a moment"))
+        }
+        _ => {
+            tracing::error!(upstream = service, code = ?status.code(), message = status.message(), "call failed");
+            Status::internal(format!("{service} failed"))
+        }
+    }
+}
+
 /// An `INVALID_ARGUMENT` status listing the fields at fault: readable as its message, and
 /// carrying the list itself in the status details, so a caller can pass it on field by
 /// field.

@@ -10,8 +10,10 @@
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
 //!   graceful drain on SIGTERM/SIGINT;
 //! - [`grpc`]: channels to the instances of another service, with deadlines;
-//! - [`problem`]: RFC 9457 `application/problem+json` errors.
+//! - [`problem`]: RFC 9457 `application/problem+json` errors;
+//! - [`clock`]: the current time as services store and show it.
 
+pub mod clock;
 pub mod config;
 pub mod grpc;
 pub mod problem;

@@ -7,9 +7,10 @@ use comb_contracts::cart::v1 as proto;
 use comb_contracts::cart::v1::cart_server::Cart;
 use comb_contracts::catalog::v1 as catalog;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
-use comb_kit::grpc::{Upstream, invalid_argument};
+use comb_kit::clock::now_ms;
+use comb_kit::grpc::{Upstream, callee_failed, invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::store::{CartStore, MAX_QUANTITY, StoreError};
 
@@ -31,7 +32,7 @@ impl CartApi {
         let response = CatalogClient::new(self.catalog.channel())
             .get_products(catalog::GetProductsRequest { ids })
             .await
-            .map_err(|status| upstream_status(&status))?;
+            .map_err(|status| callee_failed("the catalog", &status))?;
         Ok(response.into_inner().items)
     }
 
@@ -84,25 +85,9 @@ impl CartApi {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
-}
-
 fn check_owner(owner: &str, field: &str, errors: &mut Vec<FieldError>) {
-    let valid = !owner.is_empty()
-        && owner.len() <= 80
-        && owner
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid {
-        errors.push(FieldError::new(field, "must be a user or guest id"));
+    if !is_key(owner) {
+        errors.push(key_error(field));
     }
 }
 
@@ -266,24 +251,6 @@ fn store_status(error: StoreError) -> Status {
         StoreError::Database(_) => {
             tracing::error!(%error, "cart storage failed");
             Status::internal("cart storage failed")
-        }
-    }
-}
-
-/// A failed catalog call, as this service's own answer: the catalog's absence stays
-/// "unavailable", anything else is this service's failure.
-fn upstream_status(status: &Status) -> Status {
-    match status.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Unknown
-        | Code::Cancelled
-        | Code::ResourceExhausted => {
-            Status::unavailable("the catalog is unavailable, so the cart cannot be priced")
-        }
-        _ => {
-            tracing::error!(code = ?status.code(), message = status.message(), "catalog call failed");
-            Status::internal("the catalog failed")
         }
     }
 }

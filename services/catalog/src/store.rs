@@ -1,14 +1,13 @@
 //! The catalog's storage: products and categories in the service's own database, with
 //! full-text search (FTS5 on SQLite, a weighted tsvector on PostgreSQL).
 
+use comb_kit::clock::now_rfc3339;
 use comb_kit::storage::{Backend, Database};
 use serde::Deserialize;
 use sqlx::Any;
 use sqlx::Row;
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use crate::domain::{
     Category, Cursor, ListFilter, Page, Product, ProductDraft, ProductInput, ProductKind,
@@ -205,7 +204,7 @@ impl CatalogStore {
 
     pub async fn create(&self, draft: &ProductDraft) -> Result<Product, StoreError> {
         self.check_category(draft).await?;
-        let now = now();
+        let now = now_rfc3339();
         let product = Product {
             id: uuid::Uuid::now_v7().to_string(),
             draft: draft.clone(),
@@ -226,7 +225,7 @@ impl CatalogStore {
         draft: &ProductDraft,
     ) -> Result<Option<Product>, StoreError> {
         self.check_category(draft).await?;
-        let result = bind_product(UPDATE_PRODUCT, id, draft, &now())
+        let result = bind_product(UPDATE_PRODUCT, id, draft, &now_rfc3339())
             .execute(self.db.pool())
             .await
             .map_err(|error| sku_conflict(error, &draft.sku))?;
@@ -272,7 +271,7 @@ impl CatalogStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let now = now();
+        let now = now_rfc3339();
         let mut added = 0;
         for draft in &seed.products {
             let id = uuid::Uuid::now_v7().to_string();
@@ -352,12 +351,6 @@ fn bind_product<'q>(
         .bind(draft.price.amount_minor)
         .bind(draft.price.currency.as_str())
         .bind(time)
-}
-
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
 
 fn to_json(values: &[String]) -> String {

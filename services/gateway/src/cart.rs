@@ -6,7 +6,6 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use comb_contracts::cart::v1 as proto;
 use comb_contracts::cart::v1::cart_client::CartClient;
-use comb_contracts::catalog::v1 as catalog;
 use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -51,14 +50,6 @@ pub(crate) fn client(state: &GatewayState) -> CartClient<tonic::transport::Chann
     CartClient::new(state.cart.channel())
 }
 
-fn money(value: Option<catalog::Money>) -> Money {
-    let value = value.unwrap_or_default();
-    Money {
-        amount_minor: value.amount_minor,
-        currency: value.currency,
-    }
-}
-
 /// The JSON form of a cart.
 pub(crate) fn cart_body(view: proto::CartView) -> CartBody {
     CartBody {
@@ -70,11 +61,11 @@ pub(crate) fn cart_body(view: proto::CartView) -> CartBody {
                 sku: line.sku,
                 title: line.title,
                 quantity: line.quantity,
-                unit_price: money(line.unit_price),
-                line_total: money(line.line_total),
+                unit_price: Money::from_proto(line.unit_price),
+                line_total: Money::from_proto(line.line_total),
             })
             .collect(),
-        total: money(view.total),
+        total: Money::from_proto(view.total),
     }
 }
 

@@ -24,6 +24,17 @@ pub struct Money {
     pub currency: String,
 }
 
+impl Money {
+    /// The JSON form of a wire amount (zero when the wire left it out).
+    pub(crate) fn from_proto(value: Option<proto::Money>) -> Self {
+        let value = value.unwrap_or_default();
+        Self {
+            amount_minor: value.amount_minor,
+            currency: value.currency,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProductKind {

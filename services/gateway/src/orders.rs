@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use comb_contracts::auth::Role;
-use comb_contracts::catalog::v1 as catalog;
 use comb_contracts::orders::v1 as proto;
 use comb_contracts::orders::v1::orders_client::OrdersClient;
 use comb_contracts::payments::v1::Card;
@@ -108,14 +107,6 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
-fn money(value: Option<catalog::Money>) -> Money {
-    let value = value.unwrap_or_default();
-    Money {
-        amount_minor: value.amount_minor,
-        currency: value.currency,
-    }
-}
-
 fn order_body(order: proto::Order) -> OrderBody {
     let status = match proto::OrderStatus::try_from(order.status) {
         Ok(proto::OrderStatus::Confirmed) => OrderStatus::Confirmed,
@@ -135,13 +126,13 @@ fn order_body(order: proto::Order) -> OrderBody {
                 sku: line.sku,
                 title: line.title,
                 quantity: line.quantity,
-                unit_price: money(line.unit_price),
-                line_total: money(line.line_total),
+                unit_price: Money::from_proto(line.unit_price),
+                line_total: Money::from_proto(line.line_total),
             })
             .collect(),
-        subtotal: money(order.subtotal),
-        shipping: money(order.shipping),
-        total: money(order.total),
+        subtotal: Money::from_proto(order.subtotal),
+        shipping: Money::from_proto(order.shipping),
+        total: Money::from_proto(order.total),
         payment: PaymentSummary {
             last4: order.payment_last4,
             status: order.payment_status,

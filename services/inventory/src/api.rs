@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use comb_contracts::inventory::v1 as proto;
 use comb_contracts::inventory::v1::inventory_server::Inventory;
-use comb_kit::grpc::invalid_argument;
+use comb_kit::clock::now_ms;
+use comb_kit::grpc::{invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
 use tonic::{Request, Response, Status};
 
@@ -26,17 +27,6 @@ impl InventoryApi {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
-}
-
 fn is_sku(sku: &str) -> bool {
     !sku.is_empty()
         && sku.len() <= 32
@@ -46,16 +36,8 @@ fn is_sku(sku: &str) -> bool {
 }
 
 fn check_order_id(order_id: &str, errors: &mut Vec<FieldError>) {
-    let valid = !order_id.is_empty()
-        && order_id.len() <= 64
-        && order_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid {
-        errors.push(FieldError::new(
-            "order_id",
-            "must be 1 to 64 letters, digits, hyphens or underscores",
-        ));
+    if !is_key(order_id) {
+        errors.push(key_error("order_id"));
     }
 }
 

@@ -15,7 +15,9 @@ use comb_kit::ServiceConfig;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 
-use crate::api::{InventoryApi, now_ms};
+use comb_kit::clock::now_ms;
+
+use crate::api::InventoryApi;
 use crate::store::{InventoryStore, Seed};
 
 pub const MIGRATIONS: Migrations = Migrations {

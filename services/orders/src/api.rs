@@ -11,13 +11,14 @@ use comb_contracts::orders::v1 as proto;
 use comb_contracts::orders::v1::orders_server::Orders;
 use comb_contracts::shipping::v1 as shipping;
 use comb_contracts::shipping::v1::shipping_client::ShippingClient;
-use comb_kit::grpc::{field_errors, invalid_argument};
+use comb_kit::grpc::{callee_failed, field_errors, invalid_argument, is_key};
 use comb_kit::problem::FieldError;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
-use crate::saga::{Saga, Upstreams, now_ms};
+use comb_kit::clock::{now_ms, rfc3339_from_ms};
+
+use crate::saga::{Saga, Upstreams};
 use crate::store::{Address, Line, Order, OrderStatus, OrderStore, Step, StoreError};
 
 #[derive(Debug, Clone)]
@@ -79,11 +80,7 @@ fn order_to_proto(order: Order, shipment_status: String) -> proto::Order {
         OrderStatus::Confirmed => proto::OrderStatus::Confirmed,
         OrderStatus::Cancelled => proto::OrderStatus::Cancelled,
     };
-    let created_at =
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(order.created_at_ms) * 1_000_000)
-            .ok()
-            .and_then(|time| time.format(&Rfc3339).ok())
-            .unwrap_or_default();
+    let created_at = rfc3339_from_ms(order.created_at_ms);
     proto::Order {
         lines: order
             .lines
@@ -131,23 +128,6 @@ fn store_status(error: StoreError) -> Status {
     Status::internal("orders storage failed")
 }
 
-/// A failed call to another service, as this service's answer.
-fn upstream_status(service: &str, status: &Status) -> Status {
-    match status.code() {
-        Code::Unavailable
-        | Code::DeadlineExceeded
-        | Code::Unknown
-        | Code::Cancelled
-        | Code::ResourceExhausted => Status::unavailable(format!(
-            "{service} is unavailable; retry the checkout in a moment"
-        )),
-        _ => {
-            tracing::error!(upstream = service, code = ?status.code(), message = status.message(), "call failed");
-            Status::internal(format!("{service} failed"))
-        }
-    }
-}
-
 #[tonic::async_trait]
 impl Orders for OrdersApi {
     async fn place_order(
@@ -156,7 +136,7 @@ impl Orders for OrdersApi {
     ) -> Result<Response<proto::Order>, Status> {
         let request = request.into_inner();
         let mut errors = Vec::new();
-        if !is_token(&request.owner, 80) {
+        if !is_key(&request.owner) {
             errors.push(FieldError::new("owner", "must be a user or guest id"));
         }
         if !is_token(&request.idempotency_key, 128) {
@@ -210,7 +190,7 @@ impl Orders for OrdersApi {
                 owner: request.owner.clone(),
             })
             .await
-            .map_err(|status| upstream_status("cart", &status))?
+            .map_err(|status| callee_failed("cart", &status))?
             .into_inner();
         if view.lines.is_empty() {
             return Err(Status::failed_precondition(
@@ -252,7 +232,7 @@ impl Orders for OrdersApi {
                         })
                         .collect::<Vec<_>>(),
                 ),
-                None => upstream_status("shipping", &status),
+                None => callee_failed("shipping", &status),
             })?
             .into_inner();
         let subtotal: i64 = lines.iter().map(|line| line.line_total_minor).sum();
@@ -311,7 +291,7 @@ impl Orders for OrdersApi {
     ) -> Result<Response<proto::Order>, Status> {
         let request = request.into_inner();
         let not_found = || Status::not_found(format!("there is no order {:?}", request.order_id));
-        if !is_token(&request.order_id, 64) {
+        if !is_key(&request.order_id) {
             return Err(not_found());
         }
         let order = self
@@ -329,7 +309,7 @@ impl Orders for OrdersApi {
         request: Request<proto::ListOrdersRequest>,
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
         let owner = request.into_inner().owner;
-        if !is_token(&owner, 80) {
+        if !is_key(&owner) {
             return Err(invalid_argument(&[FieldError::new(
                 "owner",
                 "must be a user or guest id",

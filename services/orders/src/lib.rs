@@ -18,7 +18,9 @@ use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 
 use crate::api::OrdersApi;
-use crate::saga::{Saga, Timing, Upstreams, now_ms};
+use comb_kit::clock::now_ms;
+
+use crate::saga::{Saga, Timing, Upstreams};
 use crate::store::OrderStore;
 
 pub const MIGRATIONS: Migrations = Migrations {

@@ -29,6 +29,7 @@ use comb_contracts::payments::v1 as payments;
 use comb_contracts::payments::v1::payments_client::PaymentsClient;
 use comb_contracts::shipping::v1 as shipping;
 use comb_contracts::shipping::v1::shipping_client::ShippingClient;
+use comb_kit::clock::now_ms;
 use comb_kit::grpc::Upstream;
 use tonic::{Code, Status};
 
@@ -67,17 +68,6 @@ pub struct Saga {
     timing: Timing,
     cards: Mutex<HashMap<String, payments::Card>>,
     driving: Mutex<HashSet<String>>,
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -4,7 +4,8 @@
 use comb_contracts::catalog::v1::Money;
 use comb_contracts::payments::v1 as proto;
 use comb_contracts::payments::v1::payments_server::Payments;
-use comb_kit::grpc::invalid_argument;
+use comb_kit::clock::now_ms;
+use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -26,26 +27,6 @@ impl PaymentsApi {
     }
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
-}
-
-fn check_id(payment_id: &str) -> Result<(), GrpcStatus> {
-    let valid = !payment_id.is_empty()
-        && payment_id.len() <= 64
-        && payment_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(invalid_argument(&[FieldError::new(
-            "payment_id",
-            "must be 1 to 64 letters, digits, hyphens or underscores",
-        )]))
-    }
-}
-
 #[tonic::async_trait]
 impl Payments for PaymentsApi {
     async fn authorize(
@@ -53,7 +34,7 @@ impl Payments for PaymentsApi {
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
         let request = request.into_inner();
-        check_id(&request.payment_id)?;
+        check_key("payment_id", &request.payment_id)?;
         if let Some(existing) = self
             .store
             .get(&request.payment_id)
@@ -133,7 +114,7 @@ impl Payments for PaymentsApi {
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
         let payment_id = request.into_inner().payment_id;
-        check_id(&payment_id)?;
+        check_key("payment_id", &payment_id)?;
         let payment = self
             .store
             .transition(
@@ -153,7 +134,7 @@ impl Payments for PaymentsApi {
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
         let payment_id = request.into_inner().payment_id;
-        check_id(&payment_id)?;
+        check_key("payment_id", &payment_id)?;
         // Voiding what was never authorized leaves a mark, so a late authorization for the
         // same id takes nothing.
         let tombstone = Payment {
@@ -199,7 +180,7 @@ impl Payments for PaymentsApi {
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
         let payment_id = request.into_inner().payment_id;
-        check_id(&payment_id)?;
+        check_key("payment_id", &payment_id)?;
         let payment = self
             .store
             .transition(
@@ -219,7 +200,7 @@ impl Payments for PaymentsApi {
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
         let payment_id = request.into_inner().payment_id;
-        check_id(&payment_id)?;
+        check_key("payment_id", &payment_id)?;
         self.store
             .get(&payment_id)
             .await

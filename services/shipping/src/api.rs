@@ -3,7 +3,8 @@
 use comb_contracts::catalog::v1::Money;
 use comb_contracts::shipping::v1 as proto;
 use comb_contracts::shipping::v1::shipping_server::Shipping;
-use comb_kit::grpc::invalid_argument;
+use comb_kit::clock::now_ms;
+use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
 use comb_kit::storage::Database;
 use sqlx::Row;
@@ -55,16 +56,6 @@ impl ShippingApi {
     }
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis(),
-    )
-    .unwrap_or(i64::MAX)
-}
-
 fn storage_failed(error: sqlx::Error) -> Status {
     tracing::error!(%error, "shipping storage failed");
     Status::internal("shipping storage failed")
@@ -93,22 +84,6 @@ fn parse_address(address: Option<proto::Address>, item_count: u32) -> Result<Add
     }
 }
 
-fn check_order_id(order_id: &str) -> Result<(), Status> {
-    let valid = !order_id.is_empty()
-        && order_id.len() <= 64
-        && order_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(invalid_argument(&[FieldError::new(
-            "order_id",
-            "must be 1 to 64 letters, digits, hyphens or underscores",
-        )]))
-    }
-}
-
 #[tonic::async_trait]
 impl Shipping for ShippingApi {
     async fn quote(
@@ -132,7 +107,7 @@ impl Shipping for ShippingApi {
         request: Request<proto::CreateShipmentRequest>,
     ) -> Result<Response<proto::Shipment>, Status> {
         let request = request.into_inner();
-        check_order_id(&request.order_id)?;
+        check_key("order_id", &request.order_id)?;
         if let Some(existing) = self.find(&request.order_id).await? {
             return Ok(Response::new(existing));
         }
@@ -173,7 +148,7 @@ impl Shipping for ShippingApi {
         request: Request<proto::GetShipmentRequest>,
     ) -> Result<Response<proto::Shipment>, Status> {
         let order_id = request.into_inner().order_id;
-        check_order_id(&order_id)?;
+        check_key("order_id", &order_id)?;
         self.find(&order_id)
             .await?
             .map(Response::new)

@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use crate::domain::{Email, check_name, check_password};
 use crate::passwords;
 use crate::store::{StoreError, User, UserStore};
-use crate::tokens::{Token, TokenError, Tokens, now_rfc3339};
+use crate::tokens::{Token, TokenError, Tokens};
+use comb_kit::clock::now_rfc3339;
 
 /// Refusing a sign-in never says whether the email or the password was wrong.
 const BAD_CREDENTIALS: &str = "the email or password is wrong";

@@ -22,7 +22,8 @@ use comb_kit::{server, telemetry};
 use crate::api::UsersApi;
 use crate::domain::{Email, check_password};
 use crate::store::{User, UserStore};
-use crate::tokens::{Tokens, now_rfc3339};
+use crate::tokens::Tokens;
+use comb_kit::clock::now_rfc3339;
 
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {

@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::store::{StoreError, StoredKey, UserStore};
+use comb_kit::clock::now_rfc3339;
 
 /// Why a token could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -140,10 +141,4 @@ fn generate_key() -> Result<StoredKey, TokenError> {
         private_key: STANDARD.encode(der.as_bytes()),
         public_key,
     })
-}
-
-pub(crate) fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
 }
