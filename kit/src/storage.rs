@@ -234,6 +234,16 @@ impl Database {
         Ok(Some(locked))
     }
 
+    /// What a `SELECT` inside a write transaction appends to lock the rows it reads until
+    /// the transaction ends: `FOR UPDATE` on PostgreSQL; nothing on SQLite, where a write
+    /// transaction ([`Database::begin_write`]) already holds the only write lock.
+    pub fn lock_rows(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE",
+        }
+    }
+
     /// A transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`): two transactions that read and then write would otherwise
     /// both fail with "database is locked" instead of waiting their turn.

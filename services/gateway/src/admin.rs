@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::GatewayState;
-use crate::auth::Caller;
+use crate::auth::Admin;
 use crate::body::JsonBody;
 use crate::catalog::{Money, Product, ProductKind, product_from_proto};
 use crate::openapi::Problem as ProblemDoc;
@@ -83,10 +83,9 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem>
 )]
 pub async fn create_product(
     State(state): State<GatewayState>,
-    caller: Caller,
+    _admin: Admin,
     JsonBody(input): JsonBody<ProductInput>,
 ) -> Result<(StatusCode, Json<Product>), Problem> {
-    caller.require_admin()?;
     let created = CatalogClient::new(state.catalog.channel())
         .create_product(catalog::CreateProductRequest {
             product: Some(draft(input)),
@@ -115,11 +114,10 @@ pub async fn create_product(
 )]
 pub async fn update_product(
     State(state): State<GatewayState>,
-    caller: Caller,
+    _admin: Admin,
     path: Result<Path<String>, PathRejection>,
     JsonBody(input): JsonBody<ProductInput>,
 ) -> Result<Json<Product>, Problem> {
-    caller.require_admin()?;
     let updated = CatalogClient::new(state.catalog.channel())
         .update_product(catalog::UpdateProductRequest {
             id: path_id(path)?,
@@ -149,11 +147,10 @@ pub async fn update_product(
 )]
 pub async fn set_stock(
     State(state): State<GatewayState>,
-    caller: Caller,
+    _admin: Admin,
     path: Result<Path<String>, PathRejection>,
     JsonBody(input): JsonBody<StockInput>,
 ) -> Result<Json<StockLevel>, Problem> {
-    caller.require_admin()?;
     let product_id = path_id(path)?;
     let product = CatalogClient::new(state.catalog.channel())
         .get_product(catalog::GetProductRequest {

@@ -34,12 +34,19 @@ pub struct ShippingAddress {
 
 /// A card. Test cards: 4242424242424242 succeeds, 4000000000000002 is declined,
 /// 4000000000000119 fails as a processor error.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct PaymentCard {
     pub card_number: String,
     pub exp_month: u32,
     pub exp_year: u32,
     pub cvc: String,
+}
+
+// Written by hand so a card can never reach a log through `{:?}`.
+impl std::fmt::Debug for PaymentCard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PaymentCard").finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

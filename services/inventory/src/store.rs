@@ -130,7 +130,7 @@ impl InventoryStore {
         expires_at_ms: i64,
     ) -> Result<Reservation, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        if let Some(existing) = reservation(&mut tx, order_id).await? {
+        if let Some(existing) = reservation(&mut tx, order_id, self.db.lock_rows()).await? {
             return Ok(existing);
         }
         // One line per SKU, taken in SKU order: concurrent reservations lock rows in the
@@ -187,7 +187,7 @@ impl InventoryStore {
     /// expired one is not.
     pub async fn commit(&self, order_id: &str, now_ms: i64) -> Result<Reservation, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let found = reservation(&mut tx, order_id)
+        let found = reservation(&mut tx, order_id, self.db.lock_rows())
             .await?
             .ok_or_else(|| StoreError::Unknown(order_id.to_owned()))?;
         match found.status {
@@ -221,7 +221,7 @@ impl InventoryStore {
     /// nothing.
     pub async fn release(&self, order_id: &str, now_ms: i64) -> Result<Reservation, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let Some(found) = reservation(&mut tx, order_id).await? else {
+        let Some(found) = reservation(&mut tx, order_id, self.db.lock_rows()).await? else {
             insert_reservation(&mut tx, order_id, Status::Released, now_ms, now_ms).await?;
             tx.commit().await?;
             return Ok(Reservation {
@@ -262,7 +262,7 @@ impl InventoryStore {
         for order_id in due {
             let mut tx = self.db.begin_write().await?;
             // Checked again inside the transaction: it may have been committed meanwhile.
-            if let Some(found) = reservation(&mut tx, &order_id).await?
+            if let Some(found) = reservation(&mut tx, &order_id, self.db.lock_rows()).await?
                 && found.status == Status::Reserved
                 && found.expires_at_ms <= now_ms
             {
@@ -276,7 +276,7 @@ impl InventoryStore {
 
     pub async fn get(&self, order_id: &str) -> Result<Option<Reservation>, StoreError> {
         let mut tx = self.db.pool().begin().await?;
-        let found = reservation(&mut tx, order_id).await?;
+        let found = reservation(&mut tx, order_id, "").await?;
         tx.commit().await?;
         Ok(found)
     }
@@ -323,12 +323,14 @@ impl Seed {
 async fn reservation(
     tx: &mut Transaction<'static, Any>,
     order_id: &str,
+    lock_rows: &str,
 ) -> Result<Option<Reservation>, StoreError> {
-    let Some(row) =
-        sqlx::query("SELECT status, expires_at_ms FROM reservations WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut **tx)
-            .await?
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT status, expires_at_ms FROM reservations WHERE order_id = $1{lock_rows}"
+    )))
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
+    .await?
     else {
         return Ok(None);
     };

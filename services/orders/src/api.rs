@@ -21,6 +21,9 @@ use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use crate::saga::{Saga, Upstreams};
 use crate::store::{Address, Line, Order, OrderStatus, OrderStore, Step, StoreError};
 
+/// How long reading an order waits for its shipment's live status.
+const SHIPMENT_LOOKUP: Duration = Duration::from_millis(300);
+
 #[derive(Debug, Clone)]
 pub struct OrdersApi {
     store: OrderStore,
@@ -49,16 +52,18 @@ impl OrdersApi {
         let shipment_status = if order.tracking_id.is_empty() {
             String::new()
         } else {
-            let shipment = ShippingClient::new(self.upstreams.shipping.channel())
-                .get_shipment(shipping::GetShipmentRequest {
-                    order_id: order.id.clone(),
-                })
-                .await;
-            match shipment
-                .map(|reply| shipping::ShipmentStatus::try_from(reply.into_inner().status))
-            {
-                Ok(Ok(shipping::ShipmentStatus::Shipped)) => "shipped".into(),
-                Ok(Ok(shipping::ShipmentStatus::Delivered)) => "delivered".into(),
+            // Bounded tightly: a slow shipping service must not hold up order reads.
+            let mut shipping_client = ShippingClient::new(self.upstreams.shipping.channel());
+            let lookup = shipping_client.get_shipment(shipping::GetShipmentRequest {
+                order_id: order.id.clone(),
+            });
+            let status = match tokio::time::timeout(SHIPMENT_LOOKUP, lookup).await {
+                Ok(Ok(reply)) => shipping::ShipmentStatus::try_from(reply.into_inner().status).ok(),
+                _ => None,
+            };
+            match status {
+                Some(shipping::ShipmentStatus::Shipped) => "shipped".into(),
+                Some(shipping::ShipmentStatus::Delivered) => "delivered".into(),
                 // Shipping unreachable: the order is still shown, its shipment as last known.
                 _ => "created".into(),
             }

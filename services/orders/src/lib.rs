@@ -36,15 +36,16 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// A saga untouched this long is taken as abandoned (its instance died) and resumed.
-const ABANDONED_AFTER: Duration = Duration::from_secs(15);
-const RESUME_EVERY: Duration = Duration::from_secs(5);
+/// How often an instance looks for abandoned sagas.
+const RESUME_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs an orders instance until it is told to stop.
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let (api, saga, store) = open(&config).await?;
-    tokio::spawn(resume_sagas(store, saga));
+    // A saga untouched this long is taken as abandoned (its instance died) and resumed.
+    let abandoned_after = duration(&config, "saga_abandoned_after_ms", 15_000)?;
+    tokio::spawn(resume_sagas(store, saga, abandoned_after));
     server::serve(&config, routes(api)).await?;
     Ok(())
 }
@@ -90,11 +91,12 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<(OrdersApi, Arc<Saga
     Ok((api, saga, store))
 }
 
-/// Resumes every unfinished saga at start, then, for as long as the instance runs, any
-/// saga whose driver has gone quiet (its instance died).
-pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>) {
-    let mut idle_since = now_ms();
+/// For as long as the instance runs, resumes every unfinished saga whose driver has been
+/// quiet for `abandoned_after` (its instance died, or this one restarted). A saga being
+/// driven writes a heartbeat at every retry, so a live instance's sagas are left alone.
+pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>, abandoned_after: Duration) {
     loop {
+        let idle_since = now_ms() - i64::try_from(abandoned_after.as_millis()).unwrap_or(0);
         match store.unfinished(idle_since).await {
             Ok(ids) => {
                 for id in ids.into_iter().filter(|id| !saga.is_driving(id)) {
@@ -105,7 +107,6 @@ pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>) {
             Err(error) => tracing::warn!(%error, "cannot look for unfinished sagas; will retry"),
         }
         tokio::time::sleep(RESUME_EVERY).await;
-        idle_since = now_ms() - i64::try_from(ABANDONED_AFTER.as_millis()).unwrap_or(0);
     }
 }
 

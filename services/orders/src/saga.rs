@@ -61,7 +61,6 @@ enum Outcome {
 }
 
 /// Drives sagas: one task per order, at most one per order in this instance.
-#[derive(Debug)]
 pub struct Saga {
     store: OrderStore,
     upstreams: Upstreams,
@@ -76,16 +75,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether a failed call may succeed if tried again.
+/// Whether a failed call may succeed if tried again: anything but the callee's verdict on
+/// the request itself. A callee's internal failure (a database hiccup) is retried too: a
+/// saga must not cancel a healthy order, or drop a compensation, because of one.
 fn transient(status: &Status) -> bool {
-    matches!(
+    !matches!(
         status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Unknown
-            | Code::Cancelled
-            | Code::ResourceExhausted
-            | Code::Aborted
+        Code::FailedPrecondition
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::OutOfRange
+            | Code::PermissionDenied
+            | Code::Unauthenticated
     )
 }
 
@@ -94,6 +96,15 @@ fn backoff(attempt: u32) -> Duration {
     let ceiling = 100u64.saturating_mul(1 << attempt.min(5)).min(2_000);
     let jitter = 0.5 + rand::random::<f64>() * 0.5;
     Duration::from_millis((ceiling as f64 * jitter) as u64)
+}
+
+// Written by hand so the cards it holds can never reach a log through `{:?}`.
+impl std::fmt::Debug for Saga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saga")
+            .field("timing", &self.timing)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Saga {

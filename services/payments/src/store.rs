@@ -123,7 +123,8 @@ impl PaymentStore {
     ) -> Result<Payment, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
+            "SELECT {COLUMNS} FROM payments WHERE payment_id = $1{}",
+            self.db.lock_rows()
         )))
         .bind(payment_id)
         .fetch_optional(&mut *tx)

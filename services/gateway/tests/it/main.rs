@@ -24,12 +24,15 @@ pub const ADMIN_PASSWORD: &str = "admin password for tests";
 pub struct Options {
     /// How long an unpaid order may stay PENDING before it is cancelled.
     pub saga_deadline_ms: u64,
+    /// How long a checkout call waits for its saga before answering PENDING.
+    pub checkout_wait_ms: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             saga_deadline_ms: 20_000,
+            checkout_wait_ms: 2_000,
         }
     }
 }
@@ -130,11 +133,19 @@ impl System {
                     "COMB_SAGA_DEADLINE_MS",
                     options.saga_deadline_ms.to_string(),
                 ),
+                (
+                    "COMB_CHECKOUT_WAIT_MS",
+                    options.checkout_wait_ms.to_string(),
+                ),
                 ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
             ],
         );
         let (orders_api, saga, order_store) = comb_orders::open(&orders_config).await.unwrap();
-        tokio::spawn(comb_orders::resume_sagas(order_store, saga));
+        tokio::spawn(comb_orders::resume_sagas(
+            order_store,
+            saga,
+            std::time::Duration::from_secs(15),
+        ));
         let orders = TestServer::start(comb_orders::routes(orders_api)).await;
 
         let gateway = gateway_for(
