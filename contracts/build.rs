@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/payments/v1/payments.proto",
     "proto/comb/shipping/v1/shipping.proto",
     "proto/comb/orders/v1/orders.proto",
+    "proto/comb/events/v1/feed.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -68,3 +68,12 @@ pub mod orders {
         tonic::include_proto!("comb.orders.v1");
     }
 }
+
+/// The embedded event transport: a producer's outbox served as a feed.
+pub mod events {
+    /// Version 1 of the feed protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.events.v1");
+    }
+}

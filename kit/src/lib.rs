@@ -11,10 +11,12 @@
 //!   graceful drain on SIGTERM/SIGINT;
 //! - [`grpc`]: channels to the instances of another service, with deadlines;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors;
-//! - [`clock`]: the current time as services store and show it.
+//! - [`clock`]: the current time as services store and show it;
+//! - [`events`]: the transactional outbox, the inbox, and the embedded event feed.
 
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod grpc;
 pub mod problem;
 pub mod server;

@@ -190,23 +190,29 @@ impl Database {
         &self.pool
     }
 
-    /// Brings the schema up to date with the service's migrations for this backend.
+    /// Brings the schema up to date: the kit's own tables (the event outbox, inbox and
+    /// feed positions), then the service's migrations for this backend.
     ///
     /// Replicas starting together migrate one at a time: PostgreSQL through sqlx's advisory
     /// lock, SQLite (where sqlx takes none) through an exclusive lock on a file beside the
     /// database.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
-        let (list, _lock) = match self.backend {
-            Backend::Sqlite => (migrations.sqlite, self.lock_sqlite_file().await?),
-            Backend::Postgres => (migrations.postgres, None),
+        let (kit, list, _lock) = match self.backend {
+            Backend::Sqlite => (
+                KIT_MIGRATIONS.sqlite,
+                migrations.sqlite,
+                self.lock_sqlite_file().await?,
+            ),
+            Backend::Postgres => (KIT_MIGRATIONS.postgres, migrations.postgres, None),
         };
-        migrator(list)
-            .run(&self.pool)
-            .await
-            .map_err(|source| StorageError::Migrate {
-                url: redact(&self.url),
-                source,
-            })
+        let migrate_error = |source| StorageError::Migrate {
+            url: redact(&self.url),
+            source,
+        };
+        let mut kit_migrator = migrator(kit);
+        kit_migrator.dangerous_set_table_name("_comb_kit_migrations");
+        kit_migrator.run(&self.pool).await.map_err(migrate_error)?;
+        migrator(list).run(&self.pool).await.map_err(migrate_error)
     }
 
     async fn lock_sqlite_file(&self) -> Result<Option<std::fs::File>, StorageError> {
@@ -259,6 +265,20 @@ impl Database {
         self.pool.close().await;
     }
 }
+
+/// The kit's own tables, in every service's database.
+const KIT_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "events",
+        sql: include_str!("../migrations/sqlite/0001_events.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "events",
+        sql: include_str!("../migrations/postgres/0001_events.sql"),
+    }],
+};
 
 fn migrator(migrations: &[Migration]) -> Migrator {
     Migrator::with_migrations(

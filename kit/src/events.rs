@@ -1,0 +1,499 @@
+//! Events between services: a transactional outbox on the producing side, an inbox on the
+//! consuming side, and the embedded transport that moves events between them.
+//!
+//! A producer writes each event with [`publish`] in the same database transaction as the
+//! change it announces, so an event exists exactly when its change does. Its outbox is
+//! served as a feed ([`feed_routes`]): consumers read it from their last stored position
+//! with a long poll. A [`Consumer`] handles each event in one transaction with the record
+//! of having handled it (the inbox) and its new position, so redelivery is harmless: the
+//! effect happens once. An event its handler cannot take is retried with backoff, then
+//! parked with the reason, and the events after it flow on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use comb_contracts::events::v1 as proto;
+use comb_contracts::events::v1::event_feed_client::EventFeedClient;
+use comb_contracts::events::v1::event_feed_server::{EventFeed, EventFeedServer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{Any, Row, Transaction};
+use tonic::{Request, Response, Status};
+
+use crate::clock::{now_ms, now_rfc3339};
+use crate::grpc::Upstream;
+use crate::server::add_grpc;
+use crate::storage::{Backend, Database};
+
+/// Why an event could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event data cannot be encoded: {0}")]
+    Encode(serde_json::Error),
+    #[error("event {id} ({kind}) has data this service cannot read: {source}")]
+    Decode {
+        id: String,
+        kind: String,
+        source: serde_json::Error,
+    },
+}
+
+/// One event: a CloudEvents 1.0 envelope and its JSON data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Its position in the producer's feed (0 until stored).
+    pub seq: i64,
+    pub id: String,
+    /// The producing service.
+    pub source: String,
+    /// Its type, e.g. `comb.order.confirmed`.
+    pub kind: String,
+    /// What it is about, e.g. an order id.
+    pub subject: String,
+    /// RFC 3339.
+    pub time: String,
+    pub traceparent: String,
+    /// JSON.
+    pub data: String,
+}
+
+impl Event {
+    pub fn new(
+        source: &str,
+        kind: &str,
+        subject: &str,
+        data: &impl Serialize,
+    ) -> Result<Self, EventError> {
+        Ok(Self {
+            seq: 0,
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.to_owned(),
+            kind: kind.to_owned(),
+            subject: subject.to_owned(),
+            time: now_rfc3339(),
+            traceparent: String::new(),
+            data: serde_json::to_string(data).map_err(EventError::Encode)?,
+        })
+    }
+
+    /// The event's data as `T`.
+    pub fn data<T: DeserializeOwned>(&self) -> Result<T, EventError> {
+        serde_json::from_str(&self.data).map_err(|source| EventError::Decode {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            source,
+        })
+    }
+
+    /// The CloudEvents 1.0 JSON form.
+    pub fn to_cloudevent(&self) -> serde_json::Value {
+        let data: serde_json::Value =
+            serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.kind,
+            "subject": self.subject,
+            "time": self.time,
+            "traceparent": self.traceparent,
+            "datacontenttype": "application/json",
+            "data": data,
+        })
+    }
+
+    fn to_proto(&self) -> proto::Envelope {
+        proto::Envelope {
+            seq: self.seq,
+            id: self.id.clone(),
+            source: self.source.clone(),
+            r#type: self.kind.clone(),
+            subject: self.subject.clone(),
+            time: self.time.clone(),
+            traceparent: self.traceparent.clone(),
+            data: self.data.clone(),
+        }
+    }
+
+    fn from_proto(envelope: proto::Envelope) -> Self {
+        Self {
+            seq: envelope.seq,
+            id: envelope.id,
+            source: envelope.source,
+            kind: envelope.r#type,
+            subject: envelope.subject,
+            time: envelope.time,
+            traceparent: envelope.traceparent,
+            data: envelope.data,
+        }
+    }
+}
+
+/// An arbitrary constant: the advisory lock that orders outbox writes on PostgreSQL.
+const OUTBOX_LOCK: i64 = 0x636f_6d62;
+
+/// Writes `event` to the outbox in the caller's transaction: it is published exactly when
+/// the transaction commits.
+pub async fn publish(
+    db: &Database,
+    tx: &mut Transaction<'static, Any>,
+    event: &Event,
+) -> Result<(), sqlx::Error> {
+    if db.backend() == Backend::Postgres {
+        // Held until commit: outbox rows commit in seq order, so a feed reader that has
+        // seen seq N can never later find a smaller seq appear.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query(
+        "INSERT INTO outbox (id, type, subject, time, traceparent, data) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.id.as_str())
+    .bind(event.kind.as_str())
+    .bind(event.subject.as_str())
+    .bind(event.time.as_str())
+    .bind(event.traceparent.as_str())
+    .bind(event.data.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Outbox events after `after`, oldest first.
+pub async fn read_outbox(
+    db: &Database,
+    source: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT seq, id, type, subject, time, traceparent, data FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Event {
+                seq: row.try_get("seq")?,
+                id: row.try_get("id")?,
+                source: source.to_owned(),
+                kind: row.try_get("type")?,
+                subject: row.try_get("subject")?,
+                time: row.try_get("time")?,
+                traceparent: row.try_get("traceparent")?,
+                data: row.try_get("data")?,
+            })
+        })
+        .collect()
+}
+
+/// How often a waiting feed read looks for new events.
+const FEED_POLL: Duration = Duration::from_millis(50);
+const MAX_READ: u32 = 500;
+const MAX_WAIT_MS: u32 = 30_000;
+
+/// Serves a service's outbox as a feed.
+#[derive(Debug, Clone)]
+struct Feed {
+    db: Database,
+    source: String,
+}
+
+#[tonic::async_trait]
+impl EventFeed for Feed {
+    async fn read(
+        &self,
+        request: Request<proto::ReadRequest>,
+    ) -> Result<Response<proto::ReadResponse>, Status> {
+        let request = request.into_inner();
+        let limit = i64::from(request.limit.clamp(1, MAX_READ));
+        let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
+        let started = std::time::Instant::now();
+        loop {
+            let events = read_outbox(&self.db, &self.source, request.after, limit)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "reading the outbox failed");
+                    Status::unavailable("the outbox cannot be read right now")
+                })?;
+            if !events.is_empty() || started.elapsed() >= wait {
+                return Ok(Response::new(proto::ReadResponse {
+                    events: events.iter().map(Event::to_proto).collect(),
+                }));
+            }
+            tokio::time::sleep(FEED_POLL).await;
+        }
+    }
+}
+
+/// Adds the feed of this service's outbox to its routes.
+pub fn feed_routes(router: axum::Router, db: &Database, source: &str) -> axum::Router {
+    add_grpc(
+        router,
+        EventFeedServer::new(Feed {
+            db: db.clone(),
+            source: source.to_owned(),
+        }),
+    )
+}
+
+/// Why a handler did not take an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// It can never be handled (malformed, impossible): park it at once.
+    #[error("{0}")]
+    Poison(String),
+    /// It may be handled later (a database hiccup): retry, then park.
+    #[error("{0}")]
+    Retry(String),
+}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Retry(error.to_string())
+    }
+}
+
+impl From<EventError> for HandlerError {
+    fn from(error: EventError) -> Self {
+        Self::Poison(error.to_string())
+    }
+}
+
+/// What a consuming service does with the events of one producer.
+#[tonic::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Whether it handles events of this type; others only move the position on.
+    fn wants(&self, kind: &str) -> bool;
+
+    /// Applies the event's effect in `tx`, which also records it as handled.
+    async fn handle(
+        &self,
+        db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError>;
+}
+
+/// An event set aside, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub event_id: String,
+    pub producer: String,
+    pub kind: String,
+    pub reason: String,
+}
+
+/// The events this service has parked, oldest first.
+pub async fn parked(db: &Database) -> Result<Vec<ParkedEvent>, sqlx::Error> {
+    let rows = sqlx::query("SELECT event_id, producer, type, reason FROM parked_events ORDER BY parked_at_ms, event_id")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ParkedEvent {
+                event_id: row.try_get("event_id")?,
+                producer: row.try_get("producer")?,
+                kind: row.try_get("type")?,
+                reason: row.try_get("reason")?,
+            })
+        })
+        .collect()
+}
+
+/// The position this service has read a producer's feed to.
+pub async fn position(db: &Database, producer: &str) -> Result<i64, sqlx::Error> {
+    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_positions WHERE producer = $1")
+        .bind(producer)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(seq.unwrap_or(0))
+}
+
+async fn advance(
+    tx: &mut Transaction<'static, Any>,
+    producer: &str,
+    seq: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO feed_positions (producer, seq) VALUES ($1, $2)
+         ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq WHERE feed_positions.seq < excluded.seq",
+    )
+    .bind(producer)
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn already_handled(
+    tx: &mut Transaction<'static, Any>,
+    event_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(found.is_some())
+}
+
+async fn record_handled(
+    tx: &mut Transaction<'static, Any>,
+    event: &Event,
+    producer: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO inbox (event_id, producer, handled_at_ms) VALUES ($1, $2, $3)")
+        .bind(event.id.as_str())
+        .bind(producer)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Reads one producer's feed and hands each event to a handler, effectively once.
+pub struct Consumer {
+    db: Database,
+    producer: String,
+    feed: Arc<Upstream>,
+    handler: Arc<dyn Handler>,
+    /// Attempts before an event that keeps failing is parked.
+    pub attempts: u32,
+    /// How long one read waits for new events.
+    pub wait: Duration,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)).min(2_000))
+}
+
+impl Consumer {
+    /// A consumer of `feed` (the producer's instances), handling with `handler` into `db`.
+    pub fn new(db: Database, feed: Arc<Upstream>, handler: Arc<dyn Handler>) -> Self {
+        Self {
+            db,
+            producer: feed.service().to_owned(),
+            feed,
+            handler,
+            attempts: 5,
+            wait: Duration::from_secs(10),
+        }
+    }
+
+    /// Reads and handles events for as long as the instance runs.
+    pub async fn run(self) {
+        let mut failures = 0;
+        loop {
+            match self.poll_once().await {
+                Ok(_) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures % 20 == 0 {
+                        tracing::warn!(producer = %self.producer, %error, "cannot read the event feed; will retry");
+                    }
+                    tokio::time::sleep(backoff(failures)).await;
+                }
+            }
+        }
+    }
+
+    /// One read of the feed and the handling of what it returned; how many events came.
+    pub async fn poll_once(&self) -> Result<usize, Status> {
+        let after = position(&self.db, &self.producer)
+            .await
+            .map_err(|error| Status::unavailable(format!("position: {error}")))?;
+        let events = EventFeedClient::new(self.feed.channel())
+            .read(proto::ReadRequest {
+                after,
+                limit: 100,
+                wait_ms: u32::try_from(self.wait.as_millis()).unwrap_or(MAX_WAIT_MS),
+            })
+            .await?
+            .into_inner()
+            .events;
+        let count = events.len();
+        for envelope in events {
+            self.deliver(Event::from_proto(envelope)).await;
+        }
+        Ok(count)
+    }
+
+    /// Handles one event: its effect, its inbox record and the new position commit
+    /// together, or not at all.
+    async fn deliver(&self, event: Event) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_deliver(&event).await {
+                Ok(()) => return,
+                Err(HandlerError::Retry(reason)) if attempt < self.attempts => {
+                    tracing::debug!(event = %event.id, %reason, attempt, "event not handled yet; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(HandlerError::Retry(reason) | HandlerError::Poison(reason)) => {
+                    self.park(&event, &reason).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn try_deliver(&self, event: &Event) -> Result<(), HandlerError> {
+        let mut tx = self.db.begin_write().await?;
+        if self.handler.wants(&event.kind) && !already_handled(&mut tx, &event.id).await? {
+            self.handler.handle(&self.db, &mut tx, event).await?;
+            record_handled(&mut tx, event, &self.producer).await?;
+        }
+        advance(&mut tx, &self.producer, event.seq).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets an event aside with its reason and moves past it. Retried until it is
+    /// recorded: an event is never dropped silently.
+    async fn park(&self, event: &Event, reason: &str) {
+        tracing::warn!(event = %event.id, kind = %event.kind, producer = %self.producer, %reason, "event parked");
+        let mut attempt = 0;
+        loop {
+            let parked: Result<(), sqlx::Error> = async {
+                let mut tx = self.db.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO parked_events (event_id, producer, type, reason, envelope, parked_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
+                )
+                .bind(event.id.as_str())
+                .bind(self.producer.as_str())
+                .bind(event.kind.as_str())
+                .bind(reason)
+                .bind(event.to_cloudevent().to_string())
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+                advance(&mut tx, &self.producer, event.seq).await?;
+                tx.commit().await
+            }
+            .await;
+            match parked {
+                Ok(()) => return,
+                Err(error) => {
+                    attempt += 1;
+                    tracing::warn!(event = %event.id, %error, "cannot park the event; will retry");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The event machinery over real databases and a real feed: outbox, feed, consumer,
+//! inbox and parking, on SQLite and PostgreSQL.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use comb_kit::events::{self, Consumer, Event, Handler, HandlerError};
+use comb_kit::grpc::Upstream;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_testkit::{TestDatabase, TestServer};
+use serde_json::{Value, json};
+use sqlx::{Any, Transaction};
+
+const CONSUMER_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "effects",
+        sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL);",
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "effects",
+        sql: "CREATE TABLE effects (event_id TEXT NOT NULL, note TEXT NOT NULL);",
+    }],
+};
+
+const NO_MIGRATIONS: Migrations = Migrations {
+    sqlite: &[],
+    postgres: &[],
+};
+
+/// Writes one row per handled event; refuses events whose data says `poison`.
+struct Recorder;
+
+#[tonic::async_trait]
+impl Handler for Recorder {
+    fn wants(&self, kind: &str) -> bool {
+        kind.starts_with("test.")
+    }
+
+    async fn handle(
+        &self,
+        _db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError> {
+        let data: Value = event.data()?;
+        if data["poison"] == true {
+            return Err(HandlerError::Poison(
+                "this event can never be handled".into(),
+            ));
+        }
+        sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, $2)")
+            .bind(event.id.as_str())
+            .bind(data["note"].as_str().unwrap_or_default())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn publish(db: &Database, kind: &str, data: Value, commit: bool) -> Event {
+    let event = Event::new("producer", kind, "subject-1", &data).unwrap();
+    let mut tx = db.begin_write().await.unwrap();
+    events::publish(db, &mut tx, &event).await.unwrap();
+    if commit {
+        tx.commit().await.unwrap();
+    } else {
+        tx.rollback().await.unwrap();
+    }
+    event
+}
+
+async fn effects(db: &Database) -> Vec<String> {
+    sqlx::query_scalar("SELECT note FROM effects ORDER BY note")
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+}
+
+struct Pair {
+    producer: Database,
+    consumer: Database,
+    feed: Arc<Upstream>,
+    _server: TestServer,
+}
+
+async fn pair(producer_db: &TestDatabase, consumer_db: &TestDatabase) -> Pair {
+    let producer = Database::connect(&producer_db.url).await.unwrap();
+    producer.migrate(&NO_MIGRATIONS).await.unwrap();
+    let consumer = Database::connect(&consumer_db.url).await.unwrap();
+    consumer.migrate(&CONSUMER_MIGRATIONS).await.unwrap();
+    let server = TestServer::start(events::feed_routes(Router::new(), &producer, "producer")).await;
+    let feed =
+        Arc::new(Upstream::new("producer", &[server.url()], Duration::from_secs(5)).unwrap());
+    Pair {
+        producer,
+        consumer,
+        feed,
+        _server: server,
+    }
+}
+
+fn consumer(pair: &Pair) -> Consumer {
+    let mut consumer = Consumer::new(
+        pair.consumer.clone(),
+        Arc::clone(&pair.feed),
+        Arc::new(Recorder),
+    );
+    consumer.wait = Duration::from_millis(100);
+    consumer.attempts = 2;
+    consumer
+}
+
+#[tokio::test]
+async fn events_flow_once_on_sqlite() {
+    exercise(&TestDatabase::sqlite(), &TestDatabase::sqlite()).await;
+}
+
+#[tokio::test]
+async fn events_flow_once_on_postgres() {
+    let (Some(producer), Some(consumer)) = (
+        TestDatabase::postgres().await,
+        TestDatabase::postgres().await,
+    ) else {
+        return;
+    };
+    exercise(&producer, &consumer).await;
+}
+
+async fn exercise(producer_db: &TestDatabase, consumer_db: &TestDatabase) {
+    let pair = pair(producer_db, consumer_db).await;
+    publish(&pair.producer, "test.a", json!({"note": "one"}), true).await;
+    publish(
+        &pair.producer,
+        "test.a",
+        json!({"note": "rolled back"}),
+        false,
+    )
+    .await;
+    publish(
+        &pair.producer,
+        "other.kind",
+        json!({"note": "not wanted"}),
+        true,
+    )
+    .await;
+    publish(&pair.producer, "test.b", json!({"note": "two"}), true).await;
+    let reader = consumer(&pair);
+    assert_eq!(
+        reader.poll_once().await.unwrap(),
+        3,
+        "a rolled-back event never leaves"
+    );
+    assert_eq!(effects(&pair.consumer).await, ["one", "two"]);
+    assert_eq!(reader.poll_once().await.unwrap(), 0, "nothing new");
+
+    // Redelivery (the position lost, say) changes nothing: the inbox remembers.
+    sqlx::query("DELETE FROM feed_positions")
+        .execute(pair.consumer.pool())
+        .await
+        .unwrap();
+    assert_eq!(reader.poll_once().await.unwrap(), 3);
+    assert_eq!(effects(&pair.consumer).await, ["one", "two"]);
+
+    // A poison event is parked with its reason; the events after it flow.
+    let poison = publish(&pair.producer, "test.c", json!({"poison": true}), true).await;
+    publish(&pair.producer, "test.c", json!({"note": "three"}), true).await;
+    assert_eq!(reader.poll_once().await.unwrap(), 2);
+    assert_eq!(effects(&pair.consumer).await, ["one", "three", "two"]);
+    let parked = events::parked(&pair.consumer).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, poison.id);
+    assert_eq!(parked[0].reason, "this event can never be handled");
+    assert_eq!(
+        reader.poll_once().await.unwrap(),
+        0,
+        "the parked event is not read again"
+    );
+}
+
+#[tokio::test]
+async fn a_running_consumer_picks_up_new_events_by_long_poll() {
+    let (producer_db, consumer_db) = (TestDatabase::sqlite(), TestDatabase::sqlite());
+    let pair = pair(&producer_db, &consumer_db).await;
+    let running = tokio::spawn(consumer(&pair).run());
+    publish(&pair.producer, "test.a", json!({"note": "late"}), true).await;
+    let started = Instant::now();
+    while effects(&pair.consumer).await.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the event never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(effects(&pair.consumer).await, ["late"]);
+    running.abort();
+}
