@@ -13,6 +13,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/shipping/v1/shipping.proto",
     "proto/comb/orders/v1/orders.proto",
     "proto/comb/events/v1/feed.proto",
+    "proto/comb/notifications/v1/notifications.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -19,6 +19,9 @@ pub const SERVICES: &[(&str, RunFn)] = &[
     ("catalog", |config| Box::pin(comb_catalog::run(config))),
     ("gateway", |config| Box::pin(comb_gateway::run(config))),
     ("inventory", |config| Box::pin(comb_inventory::run(config))),
+    ("notifications", |config| {
+        Box::pin(comb_notifications::run(config))
+    }),
     ("orders", |config| Box::pin(comb_orders::run(config))),
     ("payments", |config| Box::pin(comb_payments::run(config))),
     ("shipping", |config| Box::pin(comb_shipping::run(config))),
@@ -103,7 +106,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, orders, payments, shipping, users"),
+                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, shipping, users"),
             "{error}"
         );
     }

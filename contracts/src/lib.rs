@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod cards;
+pub mod events;
 
 /// The catalog service: products, categories, search.
 pub mod catalog {
@@ -69,11 +70,11 @@ pub mod orders {
     }
 }
 
-/// The embedded event transport: a producer's outbox served as a feed.
-pub mod events {
-    /// Version 1 of the feed protocol.
+/// The notifications service: the mailbox of messages sent to people.
+pub mod notifications {
+    /// Version 1 of the notifications protocol.
     pub mod v1 {
         #![allow(unreachable_pub, missing_docs, clippy::all)]
-        tonic::include_proto!("comb.events.v1");
+        tonic::include_proto!("comb.notifications.v1");
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod cart;
 pub mod catalog;
+pub mod messages;
 pub mod openapi;
 pub mod orders;
 mod params;
@@ -37,6 +38,7 @@ pub struct GatewayState {
     pub catalog: Arc<Upstream>,
     pub cart: Arc<Upstream>,
     pub inventory: Arc<Upstream>,
+    pub notifications: Arc<Upstream>,
     pub orders: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
@@ -67,6 +69,11 @@ impl GatewayState {
             catalog: Arc::new(catalog),
             cart: Arc::new(cart),
             inventory: Arc::new(inventory),
+            notifications: Arc::new(Upstream::new(
+                "notifications",
+                config.upstream("notifications")?,
+                config.call_timeout,
+            )?),
             orders: Arc::new(orders),
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,
@@ -116,6 +123,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(cart::set_quantity, cart::remove_item))
         .routes(routes!(orders::place_order, orders::list_orders))
         .routes(routes!(orders::get_order))
+        .routes(routes!(messages::list_messages))
         .routes(routes!(admin::create_product))
         .routes(routes!(admin::update_product))
         .routes(routes!(admin::set_stock))

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "accounts", description = "Registration, sign-in, guest tokens and token keys"),
         (name = "cart", description = "The caller's cart"),
         (name = "orders", description = "Checkout and order history"),
+        (name = "messages", description = "The caller's mailbox"),
         (name = "admin", description = "Products and stock (role admin)")
     ),
     components(schemas(Problem, FieldError)),

@@ -15,7 +15,7 @@ use comb_contracts::orders::v1::orders_server::OrdersServer;
 use comb_kit::ServiceConfig;
 use comb_kit::grpc::Upstream;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
+use comb_kit::{events, server, telemetry};
 
 use crate::api::OrdersApi;
 use comb_kit::clock::now_ms;
@@ -43,10 +43,11 @@ const RESUME_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let (api, saga, store) = open(&config).await?;
+    let routes = routes(api, &store);
     // A saga untouched this long is taken as abandoned (its instance died) and resumed.
     let abandoned_after = duration(&config, "saga_abandoned_after_ms", 15_000)?;
     tokio::spawn(resume_sagas(store, saga, abandoned_after));
-    server::serve(&config, routes(api)).await?;
+    server::serve(&config, routes).await?;
     Ok(())
 }
 
@@ -110,6 +111,11 @@ pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>, abandoned_after: D
     }
 }
 
-pub fn routes(api: OrdersApi) -> Router {
-    server::add_grpc(Router::new(), OrdersServer::new(api))
+/// The orders API and the feed of the events orders publishes.
+pub fn routes(api: OrdersApi, store: &OrderStore) -> Router {
+    events::feed_routes(
+        server::add_grpc(Router::new(), OrdersServer::new(api)),
+        store.database(),
+        "orders",
+    )
 }

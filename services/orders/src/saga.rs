@@ -23,13 +23,15 @@ use std::time::Duration;
 use comb_contracts::cart::v1 as cart;
 use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_contracts::catalog::v1::Money;
+use comb_contracts::events;
 use comb_contracts::inventory::v1 as inventory;
 use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_contracts::payments::v1 as payments;
 use comb_contracts::payments::v1::payments_client::PaymentsClient;
 use comb_contracts::shipping::v1 as shipping;
 use comb_contracts::shipping::v1::shipping_client::ShippingClient;
-use comb_kit::clock::now_ms;
+use comb_kit::clock::{now_ms, rfc3339_from_ms};
+use comb_kit::events::Event;
 use comb_kit::grpc::Upstream;
 use tonic::{Code, Status};
 
@@ -89,6 +91,66 @@ fn transient(status: &Status) -> bool {
             | Code::PermissionDenied
             | Code::Unauthenticated
     )
+}
+
+/// The event a step's progress announces: a confirmation when the order is confirmed, a
+/// cancellation when it is cancelled (not again when its compensations finish).
+fn announcement(next: &Order, from: Step) -> Option<Event> {
+    let lines = || {
+        next.lines
+            .iter()
+            .map(|line| events::OrderLine {
+                product_id: line.product_id.clone(),
+                sku: line.sku.clone(),
+                title: line.title.clone(),
+                quantity: line.quantity,
+                unit_price_minor: line.unit_price_minor,
+                line_total_minor: line.line_total_minor,
+            })
+            .collect()
+    };
+    let event = match (next.status, next.step) {
+        (OrderStatus::Confirmed, Step::Done) => Event::new(
+            "orders",
+            events::ORDER_CONFIRMED,
+            &next.id,
+            &events::OrderConfirmed {
+                order_id: next.id.clone(),
+                owner: next.owner.clone(),
+                email: next.email.clone(),
+                lines: lines(),
+                subtotal_minor: next.subtotal_minor,
+                shipping_minor: next.shipping_minor,
+                total_minor: next.total_minor,
+                currency: next.currency.clone(),
+                tracking_id: next.tracking_id.clone(),
+                placed_at: rfc3339_from_ms(next.created_at_ms),
+            },
+        ),
+        (OrderStatus::Cancelled, Step::Compensate) if from != Step::Compensate => Event::new(
+            "orders",
+            events::ORDER_CANCELLED,
+            &next.id,
+            &events::OrderCancelled {
+                order_id: next.id.clone(),
+                owner: next.owner.clone(),
+                email: next.email.clone(),
+                reason: next.cancel_reason.clone(),
+                lines: lines(),
+                total_minor: next.total_minor,
+                currency: next.currency.clone(),
+                placed_at: rfc3339_from_ms(next.created_at_ms),
+            },
+        ),
+        _ => return None,
+    };
+    match event {
+        Ok(event) => Some(event),
+        Err(error) => {
+            tracing::error!(order = %next.id, %error, "cannot encode the order's event");
+            None
+        }
+    }
 }
 
 /// Jittered exponential backoff: 100 ms doubling to 2 s, each wait 50–100% of that.
@@ -156,7 +218,12 @@ impl Saga {
             match outcome {
                 Outcome::Advance(next) => {
                     attempt = 0;
-                    match self.store.advance(&next, step, now_ms()).await {
+                    let event = announcement(&next, step);
+                    match self
+                        .store
+                        .advance(&next, step, now_ms(), event.as_ref())
+                        .await
+                    {
                         Ok(true) => {
                             if next.step != Step::Authorize {
                                 lock(&self.cards).remove(&order_id);

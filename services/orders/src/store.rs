@@ -1,5 +1,6 @@
 //! Orders and their saga state in the service's own database.
 
+use comb_kit::events::{self, Event};
 use comb_kit::storage::Database;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
@@ -217,13 +218,17 @@ impl OrderStore {
     }
 
     /// Writes an order's saga progress, if its step is still `expected`: of two drivers of
-    /// one saga, only one moves it on. Returns whether this one did.
+    /// one saga, only one moves it on. `event`, if any, is published in the same
+    /// transaction, so it exists exactly when the progress does. Returns whether this
+    /// driver moved the saga.
     pub async fn advance(
         &self,
         order: &Order,
         expected: Step,
         now_ms: i64,
+        event: Option<&Event>,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.db.begin_write().await?;
         let result = sqlx::query(
             "UPDATE orders SET status = $2, step = $3, cancel_reason = $4, payment_status = $5, tracking_id = $6,
              release_pending = $7, void_pending = $8, updated_at_ms = $9 WHERE id = $1 AND step = $10",
@@ -238,9 +243,21 @@ impl OrderStore {
         .bind(i64::from(order.void_pending))
         .bind(now_ms)
         .bind(expected.as_str())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(event) = event {
+            events::publish(&self.db, &mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The service's database, whose outbox is its event feed.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// Marks a saga as being driven now, so other instances leave it alone.

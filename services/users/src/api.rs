@@ -27,6 +27,10 @@ impl UsersApi {
         Self { store, tokens }
     }
 
+    pub fn store(&self) -> &UserStore {
+        &self.store
+    }
+
     fn session(&self, user: User) -> Result<proto::Session, Status> {
         let Token { token, expires_at } = self
             .tokens

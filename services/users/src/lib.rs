@@ -17,7 +17,7 @@ use comb_contracts::auth::Role;
 use comb_contracts::users::v1::users_server::UsersServer;
 use comb_kit::ServiceConfig;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
+use comb_kit::{events, server, telemetry};
 
 use crate::api::UsersApi;
 use crate::domain::{Email, check_password};
@@ -103,6 +103,12 @@ async fn ensure_admin(config: &ServiceConfig, store: &UserStore) -> anyhow::Resu
     Ok(())
 }
 
+/// The users API and the feed of the events users publishes.
 pub fn routes(api: UsersApi) -> Router {
-    server::add_grpc(Router::new(), UsersServer::new(api))
+    let db = api.store().database().clone();
+    events::feed_routes(
+        server::add_grpc(Router::new(), UsersServer::new(api)),
+        &db,
+        "users",
+    )
 }

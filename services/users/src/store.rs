@@ -1,6 +1,8 @@
 //! The users service's storage: accounts and signing keys.
 
 use comb_contracts::auth::Role;
+use comb_contracts::events;
+use comb_kit::events::{self as kit_events, Event};
 use comb_kit::storage::Database;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -48,7 +50,20 @@ impl UserStore {
         Self { db }
     }
 
+    /// Creates an account and publishes its registration in the same transaction.
     pub async fn create(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+        let registered = Event::new(
+            "users",
+            events::USER_REGISTERED,
+            &user.id,
+            &events::UserRegistered {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+            },
+        )
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO users (id, email, name, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -58,13 +73,20 @@ impl UserStore {
         .bind(password_hash)
         .bind(user.role.as_str())
         .bind(user.created_at.as_str())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|error| match &error {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::EmailTaken,
             _ => StoreError::Database(error),
         })?;
+        kit_events::publish(&self.db, &mut tx, &registered).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The service's database, whose outbox is its event feed.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// The account with this (normalised) email and its password hash.

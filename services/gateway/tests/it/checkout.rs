@@ -129,6 +129,31 @@ pub(crate) async fn order_until(
     }
 }
 
+/// The order a checkout answered with, followed until it is no longer PENDING: under load
+/// the saga may outlast the checkout's wait (202) instead of finishing inside it (201).
+pub(crate) async fn final_order(system: &System, token: &str, placed: reqwest::Response) -> Value {
+    let status = placed.status().as_u16();
+    assert!(status == 201 || status == 202, "checkout answered {status}");
+    let order: Value = placed.json().await.unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    order_until(system, token, &id, Duration::from_secs(30), |o| {
+        o["status"] != "PENDING"
+    })
+    .await
+}
+
+/// Waits until a SKU's stock is `expected` (compensations run after an order is cancelled).
+async fn stock_becomes(system: &System, sku: &str, expected: i64) {
+    let started = Instant::now();
+    while stock(system, sku).await != expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "stock of {sku} never became {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 async fn inventory_client(system: &System) -> InventoryClient<tonic::transport::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(system.inventory.url())
         .unwrap()
@@ -208,18 +233,13 @@ async fn a_customer_checks_out_and_everything_follows() {
         Some("first-try"),
     )
     .await;
-    assert_eq!(
-        placed.status(),
-        201,
-        "a quick saga answers with the final order"
-    );
     assert!(
         placed.headers()["location"]
             .to_str()
             .unwrap()
             .starts_with("/api/v1/orders/")
     );
-    let order: Value = placed.json().await.unwrap();
+    let order = final_order(&system, &token, placed).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
     assert_eq!(
         order["email"], "happy@example.com",
@@ -297,8 +317,7 @@ async fn a_guest_checks_out_with_an_email() {
         None,
     )
     .await;
-    assert_eq!(placed.status(), 201);
-    let order: Value = placed.json().await.unwrap();
+    let order = final_order(&system, &token, placed).await;
     assert_eq!(
         (order["status"].as_str(), order["email"].as_str()),
         (Some("CONFIRMED"), Some("guest@example.com"))
@@ -313,19 +332,11 @@ async fn a_declined_card_cancels_and_gives_the_stock_back() {
     let before = stock(&system, &items[0].1).await;
     add(&system, &token, &items[0].0, 2).await;
     let placed = checkout(&system, &token, checkout_body(DECLINED_CARD, None), None).await;
-    let order: Value = placed.json().await.unwrap();
-    let id = order["id"].as_str().unwrap().to_owned();
-    let order = order_until(&system, &token, &id, Duration::from_secs(10), |o| {
-        o["status"] == "CANCELLED"
-    })
-    .await;
+    let order = final_order(&system, &token, placed).await;
+    assert_eq!(order["status"], "CANCELLED");
     assert_eq!(order["cancel_reason"], "payment_declined");
     assert_eq!(order["payment"]["status"], "declined");
-    assert_eq!(
-        stock(&system, &items[0].1).await,
-        before,
-        "the reservation is released"
-    );
+    stock_becomes(&system, &items[0].1, before).await;
     let cart: Value = system
         .get_as("/api/v1/cart", &token)
         .await
@@ -339,7 +350,7 @@ async fn a_declined_card_cancels_and_gives_the_stock_back() {
     );
     let retried = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
     assert_eq!(
-        retried.json::<Value>().await.unwrap()["status"],
+        final_order(&system, &token, retried).await["status"],
         "CONFIRMED"
     );
 }
@@ -351,23 +362,16 @@ async fn out_of_stock_cancels_before_any_payment() {
     let items = products(&system, 1).await;
     set_stock(&system, &items[0].1, 1).await;
     add(&system, &token, &items[0].0, 2).await;
-    let order: Value = checkout(&system, &token, checkout_body(GOOD_CARD, None), None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let placed = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    let order = final_order(&system, &token, placed).await;
     let id = order["id"].as_str().unwrap().to_owned();
-    let order = order_until(&system, &token, &id, Duration::from_secs(10), |o| {
-        o["status"] == "CANCELLED"
-    })
-    .await;
     assert_eq!(order["cancel_reason"], "out_of_stock");
     assert_eq!(
         payment(&system, &id).await,
         None,
         "no payment was attempted"
     );
-    assert_eq!(stock(&system, &items[0].1).await, 1);
+    stock_becomes(&system, &items[0].1, 1).await;
 }
 
 #[tokio::test]
@@ -377,26 +381,25 @@ async fn the_same_idempotency_key_is_the_same_order() {
     let items = products(&system, 1).await;
     let before = stock(&system, &items[0].1).await;
     add(&system, &token, &items[0].0, 1).await;
-    let first: Value = checkout(
-        &system,
-        &token,
-        checkout_body(GOOD_CARD, None),
-        Some("key-1"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let second_response = checkout(
-        &system,
-        &token,
-        checkout_body(GOOD_CARD, None),
-        Some("key-1"),
-    )
-    .await;
-    assert_eq!(second_response.status(), 201);
-    let second: Value = second_response.json().await.unwrap();
+    // Sent twice at once: the second must not become a second order.
+    let (first, second) = tokio::join!(
+        checkout(
+            &system,
+            &token,
+            checkout_body(GOOD_CARD, None),
+            Some("key-1")
+        ),
+        checkout(
+            &system,
+            &token,
+            checkout_body(GOOD_CARD, None),
+            Some("key-1")
+        ),
+    );
+    let first = final_order(&system, &token, first).await;
+    let second = final_order(&system, &token, second).await;
     assert_eq!(first["id"], second["id"]);
+    assert_eq!(first["status"], "CONFIRMED");
     let mine: Value = system
         .get_as("/api/v1/orders", &token)
         .await
@@ -440,16 +443,7 @@ async fn fifty_shoppers_racing_for_ten_never_oversell() {
         let system = std::sync::Arc::clone(&system);
         racing.spawn(async move {
             let body = checkout_body(GOOD_CARD, Some(&format!("racer{n}@example.com")));
-            let order: Value = checkout(&system, &token, body, None)
-                .await
-                .json()
-                .await
-                .unwrap();
-            let id = order["id"].as_str().unwrap().to_owned();
-            order_until(&system, &token, &id, Duration::from_secs(30), |o| {
-                o["status"] != "PENDING"
-            })
-            .await
+            final_order(&system, &token, checkout(&system, &token, body, None).await).await
         });
     }
     let mut confirmed = 0;
@@ -521,14 +515,7 @@ async fn with_payments_down_past_the_deadline_an_order_is_cancelled_and_released
         (order["status"].as_str(), order["cancel_reason"].as_str()),
         (Some("CANCELLED"), Some("payment_failed"))
     );
-    let released = Instant::now();
-    while stock(&system, &items[0].1).await != before {
-        assert!(
-            released.elapsed() < Duration::from_secs(10),
-            "the reservation is released"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    stock_becomes(&system, &items[0].1, before).await;
     // When payments is back, the owed void lands, so no late authorization can take money.
     system.restart_payments().await;
     let voided = Instant::now();

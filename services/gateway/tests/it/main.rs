@@ -8,12 +8,14 @@ mod cart;
 mod catalog_down;
 mod checkout;
 mod contract;
+mod events;
 mod matrix;
 
 use std::collections::BTreeMap;
 
 use comb_gateway::GatewayState;
 use comb_kit::ServiceConfig;
+use comb_kit::storage::Database;
 use comb_testkit::{TestDatabase, TestServer};
 
 pub const ADMIN_EMAIL: &str = "admin@comb.example";
@@ -47,6 +49,11 @@ pub struct System {
     pub payments: TestServer,
     pub shipping: TestServer,
     pub orders: TestServer,
+    pub notifications: TestServer,
+    pub notifications_database: Database,
+    notifications_config: ServiceConfig,
+    consumers: Vec<tokio::task::JoinHandle<()>>,
+    orders_config: ServiceConfig,
     pub http: reqwest::Client,
     pub users_database: TestDatabase,
     pub inventory_database: TestDatabase,
@@ -141,12 +148,27 @@ impl System {
             ],
         );
         let (orders_api, saga, order_store) = comb_orders::open(&orders_config).await.unwrap();
+        let orders = TestServer::start(comb_orders::routes(orders_api, &order_store)).await;
         tokio::spawn(comb_orders::resume_sagas(
             order_store,
             saga,
             std::time::Duration::from_secs(15),
         ));
-        let orders = TestServer::start(comb_orders::routes(orders_api)).await;
+
+        let notifications_db = TestDatabase::sqlite();
+        let notifications_config = config(
+            "notifications",
+            &notifications_db,
+            &[
+                ("COMB_UPSTREAM_ORDERS", orders.url()),
+                ("COMB_UPSTREAM_USERS", users.url()),
+            ],
+        );
+        let notifications_database = comb_notifications::open(&notifications_config)
+            .await
+            .unwrap();
+        let notifications =
+            TestServer::start(comb_notifications::routes(notifications_database.clone())).await;
 
         let gateway = gateway_for(
             &Upstreams {
@@ -155,11 +177,12 @@ impl System {
                 cart: cart.url(),
                 inventory: inventory.url(),
                 orders: orders.url(),
+                notifications: notifications.url(),
             },
             2_000,
         )
         .await;
-        Self {
+        let mut system = Self {
             gateway,
             catalog,
             cart,
@@ -173,8 +196,47 @@ impl System {
             inventory_database,
             payments_database,
             payments_config,
-            _databases: databases,
+            notifications,
+            notifications_database,
+            notifications_config,
+            consumers: Vec::new(),
+            orders_config,
+            _databases: {
+                let mut all = databases;
+                all.push(notifications_db);
+                all
+            },
+        };
+        system.start_consumers();
+        system
+    }
+
+    /// Starts notifications reading the orders and users feeds.
+    pub fn start_consumers(&mut self) {
+        let consumers =
+            comb_notifications::consumers(&self.notifications_config, &self.notifications_database)
+                .unwrap();
+        self.consumers = consumers
+            .into_iter()
+            .map(|consumer| tokio::spawn(consumer.run()))
+            .collect();
+    }
+
+    /// Stops notifications reading feeds (as if its instance were down).
+    pub async fn stop_consumers(&mut self) {
+        for consumer in self.consumers.drain(..) {
+            consumer.abort();
+            let _ = consumer.await;
         }
+    }
+
+    /// Stops serving the orders API and feed (if it still is), then serves them again
+    /// where they were, from the same database (sagas under way keep running in-process).
+    pub async fn restart_orders(&mut self) {
+        self.orders.stop().await;
+        let (api, _saga, store) = comb_orders::open(&self.orders_config).await.unwrap();
+        self.orders =
+            TestServer::start_on(self.orders.addr, comb_orders::routes(api, &store)).await;
     }
 
     /// Starts payments again where it was, with the same database.
@@ -239,6 +301,7 @@ pub struct Upstreams {
     pub cart: String,
     pub inventory: String,
     pub orders: String,
+    pub notifications: String,
 }
 
 impl Upstreams {
@@ -250,6 +313,7 @@ impl Upstreams {
             cart: url.to_owned(),
             inventory: url.to_owned(),
             orders: url.to_owned(),
+            notifications: url.to_owned(),
         }
     }
 }
@@ -262,6 +326,10 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
         ("COMB_UPSTREAM_CART", upstreams.cart.clone()),
         ("COMB_UPSTREAM_INVENTORY", upstreams.inventory.clone()),
         ("COMB_UPSTREAM_ORDERS", upstreams.orders.clone()),
+        (
+            "COMB_UPSTREAM_NOTIFICATIONS",
+            upstreams.notifications.clone(),
+        ),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();

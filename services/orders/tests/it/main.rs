@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use comb_kit::events::{self, Event};
 use comb_kit::storage::Database;
 use comb_orders::store::{Address, Line, Order, OrderStatus, OrderStore, Step};
 use comb_testkit::TestDatabase;
@@ -87,11 +88,26 @@ async fn exercise(database: &TestDatabase) {
 
     let mut next = first.clone();
     next.step = Step::Authorize;
-    assert!(store.advance(&next, Step::Reserve, 4_000).await.unwrap());
     assert!(
-        !store.advance(&next, Step::Reserve, 4_000).await.unwrap(),
+        store
+            .advance(&next, Step::Reserve, 4_000, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance(&next, Step::Reserve, 4_000, None)
+            .await
+            .unwrap(),
         "a second driver cannot repeat the move"
     );
+    let cancellation = Event::new(
+        "orders",
+        "comb.order.cancelled",
+        "o-1",
+        &serde_json::json!({"order_id": "o-1"}),
+    )
+    .unwrap();
     let mut cancelled = next.clone();
     cancelled.status = OrderStatus::Cancelled;
     cancelled.cancel_reason = "payment_failed".into();
@@ -100,7 +116,7 @@ async fn exercise(database: &TestDatabase) {
     cancelled.void_pending = true;
     assert!(
         store
-            .advance(&cancelled, Step::Authorize, 5_000)
+            .advance(&cancelled, Step::Authorize, 5_000, Some(&cancellation))
             .await
             .unwrap()
     );
@@ -121,10 +137,23 @@ async fn exercise(database: &TestDatabase) {
     let mut done = cancelled.clone();
     done.step = Step::Done;
     store
-        .advance(&done, Step::Compensate, 11_000)
+        .advance(&done, Step::Compensate, 11_000, None)
         .await
         .unwrap();
     assert_eq!(store.unfinished(20_000).await.unwrap(), ["o-3"]);
+
+    // The event went out with the move that made it, and a refused move publishes nothing.
+    assert!(
+        !store
+            .advance(&cancelled, Step::Authorize, 12_000, Some(&cancellation))
+            .await
+            .unwrap()
+    );
+    let outbox = events::read_outbox(store.database(), "orders", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(outbox[0].id, cancellation.id);
 
     let alices = store.list("alice", 10).await.unwrap();
     assert_eq!(alices.len(), 1);

@@ -1,0 +1,202 @@
+//! The notifications service: it renders messages from other services' events (an order
+//! confirmed or cancelled, an account created) into its own mailbox, and lists a person's
+//! messages. It reads the orders and users feeds; nothing calls it to send.
+
+pub mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use comb_contracts::events::{self as contract, OrderCancelled, OrderConfirmed, UserRegistered};
+use comb_contracts::notifications::v1 as proto;
+use comb_contracts::notifications::v1::notifications_server::{Notifications, NotificationsServer};
+use comb_kit::ServiceConfig;
+use comb_kit::clock::{now_ms, rfc3339_from_ms};
+use comb_kit::events::{Consumer, Event, Handler, HandlerError};
+use comb_kit::grpc::{Upstream, check_key};
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+use sqlx::{Any, Row, Transaction};
+use tonic::{Request, Response, Status};
+
+use crate::render::Rendered;
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "mailbox",
+        sql: include_str!("../migrations/sqlite/0001_mailbox.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "mailbox",
+        sql: include_str!("../migrations/postgres/0001_mailbox.sql"),
+    }],
+};
+
+/// The feeds notifications reads.
+pub const PRODUCERS: &[&str] = &["orders", "users"];
+
+/// Runs a notifications instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let db = open(&config).await?;
+    for consumer in consumers(&config, &db)? {
+        tokio::spawn(consumer.run());
+    }
+    server::serve(&config, routes(db)).await?;
+    Ok(())
+}
+
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// A consumer of each producer's feed the configuration names.
+pub fn consumers(config: &ServiceConfig, db: &Database) -> anyhow::Result<Vec<Consumer>> {
+    PRODUCERS
+        .iter()
+        .map(|producer| {
+            let feed = Upstream::new(
+                producer,
+                config.upstream(producer)?,
+                config.call_timeout.max(LONG_POLL),
+            )?;
+            Ok(Consumer::new(db.clone(), Arc::new(feed), Arc::new(Mailbox)))
+        })
+        .collect()
+}
+
+/// A feed read waits this long for events, so its call deadline must be longer.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Turns events into messages.
+struct Mailbox;
+
+#[tonic::async_trait]
+impl Handler for Mailbox {
+    fn wants(&self, kind: &str) -> bool {
+        matches!(
+            kind,
+            contract::ORDER_CONFIRMED | contract::ORDER_CANCELLED | contract::USER_REGISTERED
+        )
+    }
+
+    async fn handle(
+        &self,
+        _db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError> {
+        let (recipient, email, message) = match event.kind.as_str() {
+            contract::ORDER_CONFIRMED => {
+                let order: OrderConfirmed = event.data()?;
+                (
+                    order.owner.clone(),
+                    order.email.clone(),
+                    render::order_confirmed(&order),
+                )
+            }
+            contract::ORDER_CANCELLED => {
+                let order: OrderCancelled = event.data()?;
+                (
+                    order.owner.clone(),
+                    order.email.clone(),
+                    render::order_cancelled(&order),
+                )
+            }
+            contract::USER_REGISTERED => {
+                let user: UserRegistered = event.data()?;
+                (
+                    user.user_id.clone(),
+                    user.email.clone(),
+                    render::welcome(&user),
+                )
+            }
+            other => {
+                return Err(HandlerError::Poison(format!(
+                    "notifications does not handle {other}"
+                )));
+            }
+        };
+        deliver(tx, &event.id, &recipient, &email, &message).await?;
+        Ok(())
+    }
+}
+
+async fn deliver(
+    tx: &mut Transaction<'static, Any>,
+    event_id: &str,
+    recipient: &str,
+    email: &str,
+    message: &Rendered,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO messages (id, event_id, recipient, email, kind, subject, body, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(event_id)
+    .bind(recipient)
+    .bind(email)
+    .bind(message.kind)
+    .bind(message.subject.as_str())
+    .bind(message.body.as_str())
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    tracing::info!(recipient, kind = message.kind, "message sent");
+    Ok(())
+}
+
+/// Lists the mailbox.
+#[derive(Debug, Clone)]
+struct MailboxApi {
+    db: Database,
+}
+
+#[tonic::async_trait]
+impl Notifications for MailboxApi {
+    async fn list_messages(
+        &self,
+        request: Request<proto::ListMessagesRequest>,
+    ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let recipient = request.into_inner().recipient;
+        check_key("recipient", &recipient)?;
+        let rows = sqlx::query(
+            "SELECT id, kind, email, subject, body, created_at_ms FROM messages WHERE recipient = $1
+             ORDER BY created_at_ms DESC, id DESC LIMIT 200",
+        )
+        .bind(recipient.as_str())
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reading the mailbox failed");
+            Status::internal("the mailbox cannot be read")
+        })?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(proto::Message {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    email: row.try_get("email")?,
+                    subject: row.try_get("subject")?,
+                    body: row.try_get("body")?,
+                    created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|error| {
+                tracing::error!(%error, "a mailbox row cannot be read");
+                Status::internal("the mailbox cannot be read")
+            })?;
+        Ok(Response::new(proto::ListMessagesResponse { items }))
+    }
+}
+
+pub fn routes(db: Database) -> Router {
+    server::add_grpc(Router::new(), NotificationsServer::new(MailboxApi { db }))
+}
