@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/orders/v1/orders.proto",
     "proto/comb/events/v1/feed.proto",
     "proto/comb/notifications/v1/notifications.proto",
+    "proto/comb/recommendations/v1/recommendations.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

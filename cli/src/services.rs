@@ -24,6 +24,9 @@ pub const SERVICES: &[(&str, RunFn)] = &[
     }),
     ("orders", |config| Box::pin(comb_orders::run(config))),
     ("payments", |config| Box::pin(comb_payments::run(config))),
+    ("recommendations", |config| {
+        Box::pin(comb_recommendations::run(config))
+    }),
     ("shipping", |config| Box::pin(comb_shipping::run(config))),
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
@@ -106,7 +109,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, shipping, users"),
+                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, shipping, users"),
             "{error}"
         );
     }

@@ -78,3 +78,12 @@ pub mod notifications {
         tonic::include_proto!("comb.notifications.v1");
     }
 }
+
+/// The recommendations service: products bought together.
+pub mod recommendations {
+    /// Version 1 of the recommendations protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.recommendations.v1");
+    }
+}

@@ -39,6 +39,7 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
             "notifications-1",
             "orders-1",
             "payments-1",
+            "recommendations-1",
             "shipping-1",
             "users-1"
         ]
@@ -253,7 +254,7 @@ async fn mistakes_are_refused_with_advice() {
     assert!(!serve.status.success());
     assert!(
         text(&serve).contains(
-            "comb runs cart, catalog, gateway, inventory, notifications, orders, payments, shipping, users"
+            "comb runs cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, shipping, users"
         ),
         "{}",
         text(&serve)

@@ -5,6 +5,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_contracts::recommendations::v1 as recommendations;
+use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -331,6 +333,59 @@ fn is_plausible_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Products bought with this one, most often first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RecommendationList {
+    pub items: Vec<Product>,
+}
+
+/// Products often bought together with this one.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{id}/recommendations",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "Products bought with it, most often first; empty until someone has", body = RecommendationList),
+        (status = 503, description = "Recommendations or the catalog are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn recommendations(
+    State(state): State<GatewayState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<RecommendationList>, Problem> {
+    let Ok(Path(id)) = id else {
+        return Ok(Json(RecommendationList { items: Vec::new() }));
+    };
+    if !is_plausible_id(&id) {
+        return Ok(Json(RecommendationList { items: Vec::new() }));
+    }
+    let found = RecommendationsClient::new(state.recommendations.channel())
+        .for_product(recommendations::ForProductRequest {
+            product_id: id,
+            limit: 5,
+        })
+        .await
+        .map_err(|status| state.recommendations.problem(&status))?
+        .into_inner();
+    let ids: Vec<String> = found
+        .items
+        .into_iter()
+        .map(|item| item.product_id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Json(RecommendationList { items: Vec::new() }));
+    }
+    let found = client(&state)
+        .get_products(proto::GetProductsRequest { ids })
+        .await
+        .map_err(|status| state.catalog.problem(&status))?
+        .into_inner();
+    Ok(Json(RecommendationList {
+        items: products(found.items)?,
+    }))
 }
 
 fn client(state: &GatewayState) -> CatalogClient<tonic::transport::Channel> {

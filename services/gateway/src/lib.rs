@@ -40,6 +40,7 @@ pub struct GatewayState {
     pub inventory: Arc<Upstream>,
     pub notifications: Arc<Upstream>,
     pub orders: Arc<Upstream>,
+    pub recommendations: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -69,6 +70,11 @@ impl GatewayState {
             catalog: Arc::new(catalog),
             cart: Arc::new(cart),
             inventory: Arc::new(inventory),
+            recommendations: Arc::new(Upstream::new(
+                "recommendations",
+                config.upstream("recommendations")?,
+                config.call_timeout,
+            )?),
             notifications: Arc::new(Upstream::new(
                 "notifications",
                 config.upstream("notifications")?,
@@ -111,6 +117,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(catalog::list_products))
         .routes(routes!(catalog::get_product))
+        .routes(routes!(catalog::recommendations))
         .routes(routes!(catalog::search_products))
         .routes(routes!(catalog::list_categories))
         .routes(routes!(accounts::register))

@@ -207,6 +207,7 @@ async fn openapi_document_describes_every_route_that_is_served() {
     let expected = [
         ("/api/v1/products", "get"),
         ("/api/v1/products/{id}", "get"),
+        ("/api/v1/products/{id}/recommendations", "get"),
         ("/api/v1/search", "get"),
         ("/api/v1/categories", "get"),
         ("/api/v1/auth/register", "post"),

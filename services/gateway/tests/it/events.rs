@@ -194,3 +194,46 @@ async fn an_event_committed_before_its_producer_died_is_delivered_after_the_rest
             .contains("is confirmed")
     );
 }
+
+#[tokio::test]
+async fn products_bought_together_are_recommended() {
+    let system = System::start().await;
+    let token = customer(&system, "together@example.com").await;
+    let items = products(&system, 3).await;
+    add(&system, &token, &items[0].0, 1).await;
+    add(&system, &token, &items[1].0, 2).await;
+    let placed = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
+    assert_eq!(
+        final_order(&system, &token, placed).await["status"],
+        "CONFIRMED"
+    );
+    let started = Instant::now();
+    loop {
+        let found = system
+            .json(&format!("/api/v1/products/{}/recommendations", items[0].0))
+            .await;
+        let ids: Vec<&str> = found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        if !ids.is_empty() {
+            assert_eq!(ids, [items[1].0.as_str()], "only what was bought with it");
+            assert!(
+                found["items"][0]["title"].is_string(),
+                "full product summaries"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no recommendation appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let none = system
+        .json(&format!("/api/v1/products/{}/recommendations", items[2].0))
+        .await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+}

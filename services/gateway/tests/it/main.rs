@@ -50,6 +50,9 @@ pub struct System {
     pub shipping: TestServer,
     pub orders: TestServer,
     pub notifications: TestServer,
+    pub recommendations: TestServer,
+    recommendations_config: ServiceConfig,
+    recommendations_database: Database,
     pub notifications_database: Database,
     notifications_config: ServiceConfig,
     consumers: Vec<tokio::task::JoinHandle<()>>,
@@ -169,6 +172,19 @@ impl System {
             .unwrap();
         let notifications =
             TestServer::start(comb_notifications::routes(notifications_database.clone())).await;
+        let recommendations_db = TestDatabase::sqlite();
+        let recommendations_config = config(
+            "recommendations",
+            &recommendations_db,
+            &[("COMB_UPSTREAM_ORDERS", orders.url())],
+        );
+        let recommendations_database = comb_recommendations::open(&recommendations_config)
+            .await
+            .unwrap();
+        let recommendations = TestServer::start(comb_recommendations::routes(
+            recommendations_database.clone(),
+        ))
+        .await;
 
         let gateway = gateway_for(
             &Upstreams {
@@ -178,6 +194,7 @@ impl System {
                 inventory: inventory.url(),
                 orders: orders.url(),
                 notifications: notifications.url(),
+                recommendations: recommendations.url(),
             },
             2_000,
         )
@@ -197,6 +214,9 @@ impl System {
             payments_database,
             payments_config,
             notifications,
+            recommendations,
+            recommendations_config,
+            recommendations_database,
             notifications_database,
             notifications_config,
             consumers: Vec::new(),
@@ -204,6 +224,7 @@ impl System {
             _databases: {
                 let mut all = databases;
                 all.push(notifications_db);
+                all.push(recommendations_db);
                 all
             },
         };
@@ -211,7 +232,7 @@ impl System {
         system
     }
 
-    /// Starts notifications reading the orders and users feeds.
+    /// Starts notifications and recommendations reading their feeds.
     pub fn start_consumers(&mut self) {
         let consumers =
             comb_notifications::consumers(&self.notifications_config, &self.notifications_database)
@@ -220,9 +241,15 @@ impl System {
             .into_iter()
             .map(|consumer| tokio::spawn(consumer.run()))
             .collect();
+        let recommendations = comb_recommendations::consumer(
+            &self.recommendations_config,
+            &self.recommendations_database,
+        )
+        .unwrap();
+        self.consumers.push(tokio::spawn(recommendations.run()));
     }
 
-    /// Stops notifications reading feeds (as if its instance were down).
+    /// Stops the feed readers (as if their instances were down).
     pub async fn stop_consumers(&mut self) {
         for consumer in self.consumers.drain(..) {
             consumer.abort();
@@ -302,6 +329,7 @@ pub struct Upstreams {
     pub inventory: String,
     pub orders: String,
     pub notifications: String,
+    pub recommendations: String,
 }
 
 impl Upstreams {
@@ -314,6 +342,7 @@ impl Upstreams {
             inventory: url.to_owned(),
             orders: url.to_owned(),
             notifications: url.to_owned(),
+            recommendations: url.to_owned(),
         }
     }
 }
@@ -329,6 +358,10 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
         (
             "COMB_UPSTREAM_NOTIFICATIONS",
             upstreams.notifications.clone(),
+        ),
+        (
+            "COMB_UPSTREAM_RECOMMENDATIONS",
+            upstreams.recommendations.clone(),
         ),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];

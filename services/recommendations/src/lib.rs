@@ -1,0 +1,156 @@
+//! The recommendations service: "customers who bought this also bought", learned only
+//! from OrderConfirmed events (it reads the orders feed; it calls nobody). Each confirmed
+//! order counts once for every pair of different products in it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Router;
+use comb_contracts::events::{self as contract, OrderConfirmed};
+use comb_contracts::recommendations::v1 as proto;
+use comb_contracts::recommendations::v1::recommendations_server::{
+    Recommendations, RecommendationsServer,
+};
+use comb_kit::ServiceConfig;
+use comb_kit::events::{Consumer, Event, Handler, HandlerError};
+use comb_kit::grpc::{Upstream, check_key};
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+use sqlx::{Any, Row, Transaction};
+use tonic::{Request, Response, Status};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "co-purchases",
+        sql: include_str!("../migrations/sqlite/0001_co_purchases.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "co-purchases",
+        sql: include_str!("../migrations/postgres/0001_co_purchases.sql"),
+    }],
+};
+
+/// A feed read waits this long for events, so its call deadline must be longer.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+const DEFAULT_LIMIT: u32 = 5;
+const MAX_LIMIT: u32 = 50;
+
+/// Runs a recommendations instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let db = open(&config).await?;
+    tokio::spawn(consumer(&config, &db)?.run());
+    server::serve(&config, routes(db)).await?;
+    Ok(())
+}
+
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// The reader of the orders feed.
+pub fn consumer(config: &ServiceConfig, db: &Database) -> anyhow::Result<Consumer> {
+    let feed = Upstream::new(
+        "orders",
+        config.upstream("orders")?,
+        config.call_timeout.max(LONG_POLL),
+    )?;
+    Ok(Consumer::new(
+        db.clone(),
+        Arc::new(feed),
+        Arc::new(CoPurchases),
+    ))
+}
+
+/// Counts products bought together.
+struct CoPurchases;
+
+#[tonic::async_trait]
+impl Handler for CoPurchases {
+    fn wants(&self, kind: &str) -> bool {
+        kind == contract::ORDER_CONFIRMED
+    }
+
+    async fn handle(
+        &self,
+        _db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError> {
+        let order: OrderConfirmed = event.data()?;
+        let products: BTreeSet<&str> = order
+            .lines
+            .iter()
+            .map(|line| line.product_id.as_str())
+            .collect();
+        for product in &products {
+            for other in products.iter().filter(|other| *other != product) {
+                sqlx::query(
+                    "INSERT INTO co_purchases (product_id, other_id, together) VALUES ($1, $2, 1)
+                     ON CONFLICT (product_id, other_id) DO UPDATE SET together = co_purchases.together + 1",
+                )
+                .bind(*product)
+                .bind(*other)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RecommendationsApi {
+    db: Database,
+}
+
+#[tonic::async_trait]
+impl Recommendations for RecommendationsApi {
+    async fn for_product(
+        &self,
+        request: Request<proto::ForProductRequest>,
+    ) -> Result<Response<proto::ForProductResponse>, Status> {
+        let request = request.into_inner();
+        check_key("product_id", &request.product_id)?;
+        let limit = match request.limit {
+            0 => DEFAULT_LIMIT,
+            limit => limit.min(MAX_LIMIT),
+        };
+        let rows = sqlx::query(
+            "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT $2",
+        )
+        .bind(request.product_id.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "reading recommendations failed");
+            Status::internal("recommendations cannot be read")
+        })?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(proto::Recommendation {
+                    product_id: row.try_get("other_id")?,
+                    together: row.try_get("together")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|error| {
+                tracing::error!(%error, "a recommendation row cannot be read");
+                Status::internal("recommendations cannot be read")
+            })?;
+        Ok(Response::new(proto::ForProductResponse { items }))
+    }
+}
+
+pub fn routes(db: Database) -> Router {
+    server::add_grpc(
+        Router::new(),
+        RecommendationsServer::new(RecommendationsApi { db }),
+    )
+}
