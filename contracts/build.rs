@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/events/v1/feed.proto",
     "proto/comb/notifications/v1/notifications.proto",
     "proto/comb/recommendations/v1/recommendations.proto",
+    "proto/comb/reports/v1/reports.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -27,6 +27,7 @@ pub const SERVICES: &[(&str, RunFn)] = &[
     ("recommendations", |config| {
         Box::pin(comb_recommendations::run(config))
     }),
+    ("reports", |config| Box::pin(comb_reports::run(config))),
     ("shipping", |config| Box::pin(comb_shipping::run(config))),
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
@@ -109,7 +110,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, shipping, users"),
+                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, shipping, users"),
             "{error}"
         );
     }

@@ -87,3 +87,12 @@ pub mod recommendations {
         tonic::include_proto!("comb.recommendations.v1");
     }
 }
+
+/// The reports service: sales figures from events.
+pub mod reports {
+    /// Version 1 of the reports protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.reports.v1");
+    }
+}

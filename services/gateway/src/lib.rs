@@ -12,6 +12,7 @@ pub mod messages;
 pub mod openapi;
 pub mod orders;
 mod params;
+pub mod reports;
 
 use std::sync::Arc;
 
@@ -41,6 +42,7 @@ pub struct GatewayState {
     pub notifications: Arc<Upstream>,
     pub orders: Arc<Upstream>,
     pub recommendations: Arc<Upstream>,
+    pub reports: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -70,6 +72,11 @@ impl GatewayState {
             catalog: Arc::new(catalog),
             cart: Arc::new(cart),
             inventory: Arc::new(inventory),
+            reports: Arc::new(Upstream::new(
+                "reports",
+                config.upstream("reports")?,
+                config.call_timeout,
+            )?),
             recommendations: Arc::new(Upstream::new(
                 "recommendations",
                 config.upstream("recommendations")?,
@@ -134,6 +141,8 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(admin::create_product))
         .routes(routes!(admin::update_product))
         .routes(routes!(admin::set_stock))
+        .routes(routes!(reports::sales))
+        .routes(routes!(reports::sales_csv))
 }
 
 /// The OpenAPI document of the public API.

@@ -226,6 +226,8 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/admin/products", "post"),
         ("/api/v1/admin/products/{id}", "put"),
         ("/api/v1/admin/stock/{product_id}", "put"),
+        ("/api/v1/admin/reports/sales", "get"),
+        ("/api/v1/admin/reports/sales.csv", "get"),
     ];
     let described: HashSet<&str> = paths.keys().map(String::as_str).collect();
     assert_eq!(

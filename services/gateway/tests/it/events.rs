@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::System;
 use crate::checkout::{
-    GOOD_CARD, add, checkout, checkout_body, customer, final_order, products, set_stock,
+    GOOD_CARD, add, admin, checkout, checkout_body, customer, final_order, products, set_stock,
 };
 
 async fn messages(system: &System, token: &str) -> Vec<Value> {
@@ -126,6 +126,12 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
     )
     .await;
     assert_eq!(confirmed.len(), 100);
+    let admin = admin(&system).await;
+    assert_eq!(
+        orders_reported(&system, &admin, 100).await,
+        100,
+        "reports count every order once"
+    );
 
     // Every event delivered again (a lost position): nothing is sent twice.
     system.stop_consumers().await;
@@ -156,6 +162,19 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
         100
     );
     assert_eq!(all.iter().filter(|m| m["kind"] == "welcome").count(), 1);
+    let report: Value = system
+        .get_as("/api/v1/admin/reports/sales", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let counted: i64 = report["days"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["orders"].as_i64().unwrap())
+        .sum();
+    assert_eq!(counted, 100, "a redelivery counts nothing twice: {report}");
 }
 
 #[tokio::test]
@@ -236,4 +255,122 @@ async fn products_bought_together_are_recommended() {
         .json(&format!("/api/v1/products/{}/recommendations", items[2].0))
         .await;
     assert!(none["items"].as_array().unwrap().is_empty());
+}
+
+/// Polls the sales report until it counts `expected` orders (or the time runs out), and
+/// returns what it counts.
+async fn orders_reported(system: &System, admin: &str, expected: i64) -> i64 {
+    let started = Instant::now();
+    loop {
+        let report: Value = system
+            .get_as("/api/v1/admin/reports/sales", admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let counted: i64 = report["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["orders"].as_i64().unwrap())
+            .sum();
+        if counted >= expected || started.elapsed() > Duration::from_secs(30) {
+            return counted;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures() {
+    let system = System::start().await;
+    let admin = admin(&system).await;
+    let token = customer(&system, "reported@example.com").await;
+    let items = products(&system, 1).await;
+    let confirmed = buy(&system, &token, &items[0].0).await;
+    assert_eq!(confirmed["status"], "CONFIRMED");
+    add(&system, &token, &items[0].0, 1).await;
+    let declined = checkout(
+        &system,
+        &token,
+        checkout_body(crate::checkout::DECLINED_CARD, None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        final_order(&system, &token, declined).await["status"],
+        "CANCELLED"
+    );
+    assert_eq!(orders_reported(&system, &admin, 1).await, 1);
+
+    let started = Instant::now();
+    let report = loop {
+        let report: Value = system
+            .get_as("/api/v1/admin/reports/sales", &admin)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if report["cancellations"]["payment_declined"] == 1 {
+            break report;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the cancellation is not counted: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let today = &report["days"][0];
+    assert_eq!(
+        today["date"].as_str().unwrap(),
+        &confirmed["created_at"].as_str().unwrap()[..10]
+    );
+    assert_eq!(
+        today["revenue"]["amount_minor"],
+        confirmed["total"]["amount_minor"]
+    );
+    assert_eq!(report["top_products"][0]["product_id"], items[0].0.as_str());
+    assert_eq!(report["top_products"][0]["quantity"], 1);
+
+    let csv = system
+        .get_as("/api/v1/admin/reports/sales.csv", &admin)
+        .await;
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = csv.text().await.unwrap();
+    assert!(
+        csv.starts_with("date,orders,revenue_minor,currency\n"),
+        "{csv}"
+    );
+    let line = format!(
+        "{},1,{},USD",
+        today["date"].as_str().unwrap(),
+        today["revenue"]["amount_minor"]
+    );
+    assert!(csv.contains(&line), "{csv}");
+
+    // Rebuilt from scratch by replaying the archive: the same figures.
+    let replayed = comb_reports::rebuild(&system.reports_database)
+        .await
+        .unwrap();
+    assert_eq!(replayed, 2);
+    let rebuilt: Value = system
+        .get_as("/api/v1/admin/reports/sales", &admin)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rebuilt, report);
+
+    let bad = system
+        .get_as("/api/v1/admin/reports/sales?from=yesterday", &admin)
+        .await;
+    let body = crate::problem(bad, 400).await;
+    assert_eq!(body["errors"][0]["field"], "from");
+    let customer_view = system.get_as("/api/v1/admin/reports/sales", &token).await;
+    crate::problem(customer_view, 403).await;
 }

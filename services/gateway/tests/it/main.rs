@@ -53,6 +53,9 @@ pub struct System {
     pub recommendations: TestServer,
     recommendations_config: ServiceConfig,
     recommendations_database: Database,
+    pub reports: TestServer,
+    reports_config: ServiceConfig,
+    pub reports_database: Database,
     pub notifications_database: Database,
     notifications_config: ServiceConfig,
     consumers: Vec<tokio::task::JoinHandle<()>>,
@@ -185,6 +188,14 @@ impl System {
             recommendations_database.clone(),
         ))
         .await;
+        let reports_db = TestDatabase::sqlite();
+        let reports_config = config(
+            "reports",
+            &reports_db,
+            &[("COMB_UPSTREAM_ORDERS", orders.url())],
+        );
+        let reports_database = comb_reports::open(&reports_config).await.unwrap();
+        let reports = TestServer::start(comb_reports::routes(reports_database.clone())).await;
 
         let gateway = gateway_for(
             &Upstreams {
@@ -195,6 +206,7 @@ impl System {
                 orders: orders.url(),
                 notifications: notifications.url(),
                 recommendations: recommendations.url(),
+                reports: reports.url(),
             },
             2_000,
         )
@@ -217,6 +229,9 @@ impl System {
             recommendations,
             recommendations_config,
             recommendations_database,
+            reports,
+            reports_config,
+            reports_database,
             notifications_database,
             notifications_config,
             consumers: Vec::new(),
@@ -225,6 +240,7 @@ impl System {
                 let mut all = databases;
                 all.push(notifications_db);
                 all.push(recommendations_db);
+                all.push(reports_db);
                 all
             },
         };
@@ -232,7 +248,7 @@ impl System {
         system
     }
 
-    /// Starts notifications and recommendations reading their feeds.
+    /// Starts notifications, recommendations and reports reading their feeds.
     pub fn start_consumers(&mut self) {
         let consumers =
             comb_notifications::consumers(&self.notifications_config, &self.notifications_database)
@@ -247,6 +263,8 @@ impl System {
         )
         .unwrap();
         self.consumers.push(tokio::spawn(recommendations.run()));
+        let reports = comb_reports::consumer(&self.reports_config, &self.reports_database).unwrap();
+        self.consumers.push(tokio::spawn(reports.run()));
     }
 
     /// Stops the feed readers (as if their instances were down).
@@ -330,6 +348,7 @@ pub struct Upstreams {
     pub orders: String,
     pub notifications: String,
     pub recommendations: String,
+    pub reports: String,
 }
 
 impl Upstreams {
@@ -343,6 +362,7 @@ impl Upstreams {
             orders: url.to_owned(),
             notifications: url.to_owned(),
             recommendations: url.to_owned(),
+            reports: url.to_owned(),
         }
     }
 }
@@ -363,6 +383,7 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
             "COMB_UPSTREAM_RECOMMENDATIONS",
             upstreams.recommendations.clone(),
         ),
+        ("COMB_UPSTREAM_REPORTS", upstreams.reports.clone()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();
