@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/notifications/v1/notifications.proto",
     "proto/comb/recommendations/v1/recommendations.proto",
     "proto/comb/reports/v1/reports.proto",
+    "proto/comb/reviews/v1/reviews.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

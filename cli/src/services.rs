@@ -28,6 +28,7 @@ pub const SERVICES: &[(&str, RunFn)] = &[
         Box::pin(comb_recommendations::run(config))
     }),
     ("reports", |config| Box::pin(comb_reports::run(config))),
+    ("reviews", |config| Box::pin(comb_reviews::run(config))),
     ("shipping", |config| Box::pin(comb_shipping::run(config))),
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
@@ -110,7 +111,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, shipping, users"),
+                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, reviews, shipping, users"),
             "{error}"
         );
     }

@@ -16,6 +16,8 @@ pub const ORDER_CONFIRMED: &str = "comb.order.confirmed";
 pub const ORDER_CANCELLED: &str = "comb.order.cancelled";
 /// A customer account was created.
 pub const USER_REGISTERED: &str = "comb.user.registered";
+/// A review was posted.
+pub const REVIEW_POSTED: &str = "comb.review.posted";
 
 /// A line of an order, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,4 +65,13 @@ pub struct UserRegistered {
     pub user_id: String,
     pub email: String,
     pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewPosted {
+    pub review_id: String,
+    pub product_id: String,
+    /// 1..=5.
+    pub rating: i32,
+    pub author_name: String,
 }

@@ -96,3 +96,12 @@ pub mod reports {
         tonic::include_proto!("comb.reports.v1");
     }
 }
+
+/// The reviews service: ratings and reviews by verified purchasers.
+pub mod reviews {
+    /// Version 1 of the reviews protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.reviews.v1");
+    }
+}

@@ -41,6 +41,7 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
             "payments-1",
             "recommendations-1",
             "reports-1",
+            "reviews-1",
             "shipping-1",
             "users-1"
         ]
@@ -255,7 +256,7 @@ async fn mistakes_are_refused_with_advice() {
     assert!(!serve.status.success());
     assert!(
         text(&serve).contains(
-            "comb runs cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, shipping, users"
+            "comb runs cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, reviews, shipping, users"
         ),
         "{}",
         text(&serve)

@@ -77,7 +77,17 @@ impl Catalog for CatalogApi {
             None
         };
         match found {
-            Some(product) => Ok(Response::new(product_to_proto(product))),
+            Some(product) => {
+                let rating = self.store.rating(&product.id).await.map_err(store_status)?;
+                let mut reply = product_to_proto(product);
+                reply.rating = rating.filter(|(count, _)| *count > 0).map(|(count, sum)| {
+                    proto::RatingSummary {
+                        average: (sum as f64 / count as f64 * 10.0).round() / 10.0,
+                        count: u32::try_from(count).unwrap_or(u32::MAX),
+                    }
+                });
+                Ok(Response::new(reply))
+            }
             None => Err(Status::not_found(format!(
                 "there is no product with id {id:?}"
             ))),
@@ -282,5 +292,6 @@ pub fn product_to_proto(product: Product) -> proto::Product {
         }),
         created_at: product.created_at,
         updated_at: product.updated_at,
+        rating: None,
     }
 }

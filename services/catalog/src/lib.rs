@@ -4,36 +4,61 @@
 
 pub mod api;
 pub mod domain;
+pub mod ratings;
 pub mod store;
 
 use anyhow::Context;
 use axum::Router;
 use comb_contracts::catalog::v1::catalog_server::CatalogServer;
+use std::sync::Arc;
+
 use comb_kit::ServiceConfig;
+use comb_kit::events::Consumer;
+use comb_kit::grpc::Upstream;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 
 use crate::api::CatalogApi;
+use crate::ratings::Ratings;
 use crate::store::{CatalogStore, Seed};
 
 /// The catalog's schema, per backend.
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "catalog",
-        sql: include_str!("../migrations/sqlite/0001_catalog.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "catalog",
-        sql: include_str!("../migrations/postgres/0001_catalog.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "catalog",
+            sql: include_str!("../migrations/sqlite/0001_catalog.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "ratings",
+            sql: include_str!("../migrations/sqlite/0002_ratings.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "catalog",
+            sql: include_str!("../migrations/postgres/0001_catalog.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "ratings",
+            sql: include_str!("../migrations/postgres/0002_ratings.sql"),
+        },
+    ],
 };
 
 /// Runs a catalog instance until it is told to stop.
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let store = open_store(&config).await?;
+    if config.upstreams.contains_key("reviews") {
+        tokio::spawn(ratings_consumer(&config, &store)?.run());
+    } else {
+        tracing::info!("no reviews service configured: products carry no rating summary");
+    }
     let routes = routes(store.clone());
     server::serve(&config, routes).await?;
     Ok(())
@@ -56,6 +81,23 @@ pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> 
         }
     }
     Ok(store)
+}
+
+/// A feed read waits this long for events, so its call deadline must be longer.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The reader of the reviews feed, which keeps each product's rating summary.
+pub fn ratings_consumer(config: &ServiceConfig, store: &CatalogStore) -> anyhow::Result<Consumer> {
+    let feed = Upstream::new(
+        "reviews",
+        config.upstream("reviews")?,
+        config.call_timeout.max(LONG_POLL),
+    )?;
+    Ok(Consumer::new(
+        store.database().clone(),
+        Arc::new(feed),
+        Arc::new(Ratings),
+    ))
 }
 
 /// The catalog's routes: its gRPC API.

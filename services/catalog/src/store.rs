@@ -70,6 +70,24 @@ impl CatalogStore {
         Self { db }
     }
 
+    /// The service's database (its inbox and feed positions live there too).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A product's reviews count and rating sum, once it has any.
+    pub async fn rating(&self, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        let row =
+            sqlx::query("SELECT reviews, rating_sum FROM product_ratings WHERE product_id = $1")
+                .bind(id)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(match row {
+            Some(row) => Some((row.try_get("reviews")?, row.try_get("rating_sum")?)),
+            None => None,
+        })
+    }
+
     pub async fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let kind = filter.kind.map(ProductKind::as_str).unwrap_or_default();
         let category = filter.category.as_deref().unwrap_or_default();

@@ -74,7 +74,7 @@ impl ProductKind {
 }
 
 /// A product: a book, an album or a film.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Product {
     pub id: String,
     pub sku: String,
@@ -90,6 +90,17 @@ pub struct Product {
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
+    /// From reviews; on a single product once it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rating: Option<Rating>,
+}
+
+/// A product's rating summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Rating {
+    /// 1.0 to 5.0, to one decimal.
+    pub average: f64,
+    pub count: u32,
 }
 
 /// A page of products.
@@ -417,6 +428,10 @@ pub(crate) fn product_from_proto(product: proto::Product) -> Result<Product, Pro
         },
         created_at: product.created_at,
         updated_at: product.updated_at,
+        rating: product.rating.map(|rating| Rating {
+            average: rating.average,
+            count: rating.count,
+        }),
     })
 }
 

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod orders;
 mod params;
 pub mod reports;
+pub mod reviews;
 
 use std::sync::Arc;
 
@@ -43,6 +44,7 @@ pub struct GatewayState {
     pub orders: Arc<Upstream>,
     pub recommendations: Arc<Upstream>,
     pub reports: Arc<Upstream>,
+    pub reviews: Arc<Upstream>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -75,6 +77,11 @@ impl GatewayState {
             reports: Arc::new(Upstream::new(
                 "reports",
                 config.upstream("reports")?,
+                config.call_timeout,
+            )?),
+            reviews: Arc::new(Upstream::new(
+                "reviews",
+                config.upstream("reviews")?,
                 config.call_timeout,
             )?),
             recommendations: Arc::new(Upstream::new(
@@ -125,6 +132,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(catalog::list_products))
         .routes(routes!(catalog::get_product))
         .routes(routes!(catalog::recommendations))
+        .routes(routes!(reviews::list_reviews, reviews::post_review))
         .routes(routes!(catalog::search_products))
         .routes(routes!(catalog::list_categories))
         .routes(routes!(accounts::register))

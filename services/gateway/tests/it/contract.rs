@@ -208,6 +208,8 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/products", "get"),
         ("/api/v1/products/{id}", "get"),
         ("/api/v1/products/{id}/recommendations", "get"),
+        ("/api/v1/products/{id}/reviews", "get"),
+        ("/api/v1/products/{id}/reviews", "post"),
         ("/api/v1/search", "get"),
         ("/api/v1/categories", "get"),
         ("/api/v1/auth/register", "post"),

@@ -10,6 +10,7 @@ mod checkout;
 mod contract;
 mod events;
 mod matrix;
+mod reviews;
 
 use std::collections::BTreeMap;
 
@@ -56,6 +57,11 @@ pub struct System {
     pub reports: TestServer,
     reports_config: ServiceConfig,
     pub reports_database: Database,
+    pub reviews: TestServer,
+    reviews_config: ServiceConfig,
+    reviews_database: Database,
+    catalog_store: comb_catalog::store::CatalogStore,
+    catalog_config: ServiceConfig,
     pub notifications_database: Database,
     notifications_config: ServiceConfig,
     consumers: Vec<tokio::task::JoinHandle<()>>,
@@ -88,6 +94,7 @@ impl System {
         let store = comb_catalog::open_store(&config("catalog", &databases[0], &[]))
             .await
             .unwrap();
+        let catalog_store = store.clone();
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
 
         let users_database = TestDatabase::sqlite();
@@ -196,6 +203,19 @@ impl System {
         );
         let reports_database = comb_reports::open(&reports_config).await.unwrap();
         let reports = TestServer::start(comb_reports::routes(reports_database.clone())).await;
+        let reviews_db = TestDatabase::sqlite();
+        let reviews_config = config(
+            "reviews",
+            &reviews_db,
+            &[("COMB_UPSTREAM_ORDERS", orders.url())],
+        );
+        let reviews_database = comb_reviews::open(&reviews_config).await.unwrap();
+        let reviews = TestServer::start(comb_reviews::routes(reviews_database.clone())).await;
+        let catalog_config = config(
+            "catalog",
+            &databases[0],
+            &[("COMB_UPSTREAM_REVIEWS", reviews.url())],
+        );
 
         let gateway = gateway_for(
             &Upstreams {
@@ -207,6 +227,7 @@ impl System {
                 notifications: notifications.url(),
                 recommendations: recommendations.url(),
                 reports: reports.url(),
+                reviews: reviews.url(),
             },
             2_000,
         )
@@ -232,6 +253,11 @@ impl System {
             reports,
             reports_config,
             reports_database,
+            reviews,
+            reviews_config,
+            reviews_database,
+            catalog_store,
+            catalog_config,
             notifications_database,
             notifications_config,
             consumers: Vec::new(),
@@ -241,6 +267,7 @@ impl System {
                 all.push(notifications_db);
                 all.push(recommendations_db);
                 all.push(reports_db);
+                all.push(reviews_db);
                 all
             },
         };
@@ -265,6 +292,11 @@ impl System {
         self.consumers.push(tokio::spawn(recommendations.run()));
         let reports = comb_reports::consumer(&self.reports_config, &self.reports_database).unwrap();
         self.consumers.push(tokio::spawn(reports.run()));
+        let reviews = comb_reviews::consumer(&self.reviews_config, &self.reviews_database).unwrap();
+        self.consumers.push(tokio::spawn(reviews.run()));
+        let ratings =
+            comb_catalog::ratings_consumer(&self.catalog_config, &self.catalog_store).unwrap();
+        self.consumers.push(tokio::spawn(ratings.run()));
     }
 
     /// Stops the feed readers (as if their instances were down).
@@ -349,6 +381,7 @@ pub struct Upstreams {
     pub notifications: String,
     pub recommendations: String,
     pub reports: String,
+    pub reviews: String,
 }
 
 impl Upstreams {
@@ -363,6 +396,7 @@ impl Upstreams {
             notifications: url.to_owned(),
             recommendations: url.to_owned(),
             reports: url.to_owned(),
+            reviews: url.to_owned(),
         }
     }
 }
@@ -384,6 +418,7 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
             upstreams.recommendations.clone(),
         ),
         ("COMB_UPSTREAM_REPORTS", upstreams.reports.clone()),
+        ("COMB_UPSTREAM_REVIEWS", upstreams.reviews.clone()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();

@@ -1,0 +1,129 @@
+//! Reviews of a product: anyone may read them; only a customer who bought the product may
+//! post one, once.
+
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use comb_contracts::reviews::v1 as proto;
+use comb_contracts::reviews::v1::reviews_client::ReviewsClient;
+use comb_kit::Problem;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::GatewayState;
+use crate::auth::Caller;
+use crate::body::JsonBody;
+use crate::openapi::Problem as ProblemDoc;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Review {
+    pub id: String,
+    pub product_id: String,
+    pub author_name: String,
+    /// 1 to 5.
+    pub rating: i32,
+    pub title: String,
+    pub body: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ReviewList {
+    pub items: Vec<Review>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReviewInput {
+    /// 1 to 5.
+    pub rating: i32,
+    /// 1 to 120 characters.
+    pub title: String,
+    /// Up to 4000 characters.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn review(review: proto::Review) -> Review {
+    Review {
+        id: review.id,
+        product_id: review.product_id,
+        author_name: review.author_name,
+        rating: review.rating,
+        title: review.title,
+        body: review.body,
+        created_at: review.created_at,
+    }
+}
+
+fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(id)| id)
+        .map_err(|_| Problem::not_found("there is no product with that id"))
+}
+
+/// A product's reviews, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/products/{id}/reviews",
+    tag = "catalog",
+    params(("id" = String, Path, description = "The product's id")),
+    responses(
+        (status = 200, description = "The reviews", body = ReviewList),
+        (status = 503, description = "Reviews are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_reviews(
+    State(state): State<GatewayState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ReviewList>, Problem> {
+    let reviews = ReviewsClient::new(state.reviews.channel())
+        .list_reviews(proto::ListReviewsRequest {
+            product_id: product_id(path)?,
+        })
+        .await
+        .map_err(|status| state.reviews.problem(&status))?
+        .into_inner();
+    Ok(Json(ReviewList {
+        items: reviews.items.into_iter().map(review).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Reviews a product the caller bought.
+#[utoipa::path(
+    post,
+    path = "/api/v1/products/{id}/reviews",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The product's id")),
+    request_body = ReviewInput,
+    responses(
+        (status = 201, description = "The review", body = Review),
+        (status = 400, description = "A rating outside 1 to 5, or a text out of bounds", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The caller has not bought this product", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The caller has reviewed it already", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn post_review(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    JsonBody(input): JsonBody<ReviewInput>,
+) -> Result<(StatusCode, Json<Review>), Problem> {
+    let claims = caller.0;
+    let posted = ReviewsClient::new(state.reviews.channel())
+        .post_review(proto::PostReviewRequest {
+            author: claims.sub,
+            author_name: claims.name.unwrap_or_default(),
+            product_id: product_id(path)?,
+            rating: input.rating,
+            title: input.title,
+            body: input.body,
+        })
+        .await
+        .map_err(|status| state.reviews.problem(&status))?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(review(posted))))
+}

@@ -1,0 +1,258 @@
+//! The reviews service: ratings (1 to 5) and reviews of products, one per product per
+//! customer, by verified purchasers only. It learns who bought what from the orders feed
+//! and announces each review (ReviewPosted) through its own outbox, from which the catalog
+//! keeps each product's rating summary.
+
+use std::sync::Arc;
+
+use axum::Router;
+use comb_contracts::events::{self as contract, OrderConfirmed, ReviewPosted};
+use comb_contracts::reviews::v1 as proto;
+use comb_contracts::reviews::v1::reviews_server::{Reviews, ReviewsServer};
+use comb_kit::ServiceConfig;
+use comb_kit::clock::{now_ms, rfc3339_from_ms};
+use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError};
+use comb_kit::grpc::{Upstream, invalid_argument, is_key, key_error};
+use comb_kit::problem::FieldError;
+use comb_kit::storage::{Database, Migration, Migrations};
+use comb_kit::{server, telemetry};
+use sqlx::{Any, Row, Transaction};
+use tonic::{Request, Response, Status};
+
+pub const MIGRATIONS: Migrations = Migrations {
+    sqlite: &[Migration {
+        version: 1,
+        description: "reviews",
+        sql: include_str!("../migrations/sqlite/0001_reviews.sql"),
+    }],
+    postgres: &[Migration {
+        version: 1,
+        description: "reviews",
+        sql: include_str!("../migrations/postgres/0001_reviews.sql"),
+    }],
+};
+
+/// A feed read waits this long for events, so its call deadline must be longer.
+const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+pub const MAX_TITLE_CHARS: usize = 120;
+pub const MAX_BODY_CHARS: usize = 4_000;
+
+/// Runs a reviews instance until it is told to stop.
+pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    telemetry::init(&config)?;
+    let db = open(&config).await?;
+    tokio::spawn(consumer(&config, &db)?.run());
+    server::serve(&config, routes(db)).await?;
+    Ok(())
+}
+
+pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
+    let db = Database::connect(&config.database_url).await?;
+    db.migrate(&MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// The reader of the orders feed (for purchases).
+pub fn consumer(config: &ServiceConfig, db: &Database) -> anyhow::Result<Consumer> {
+    let feed = Upstream::new(
+        "orders",
+        config.upstream("orders")?,
+        config.call_timeout.max(LONG_POLL),
+    )?;
+    Ok(Consumer::new(
+        db.clone(),
+        Arc::new(feed),
+        Arc::new(Purchases),
+    ))
+}
+
+/// Records who bought what.
+struct Purchases;
+
+#[tonic::async_trait]
+impl Handler for Purchases {
+    fn wants(&self, kind: &str) -> bool {
+        kind == contract::ORDER_CONFIRMED
+    }
+
+    async fn handle(
+        &self,
+        _db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError> {
+        let order: OrderConfirmed = event.data()?;
+        for line in &order.lines {
+            sqlx::query("INSERT INTO purchases (owner, product_id) VALUES ($1, $2) ON CONFLICT (owner, product_id) DO NOTHING")
+                .bind(order.owner.as_str())
+                .bind(line.product_id.as_str())
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ReviewsApi {
+    db: Database,
+}
+
+fn internal(error: impl std::fmt::Display) -> Status {
+    tracing::error!(%error, "reviews storage failed");
+    Status::internal("reviews storage failed")
+}
+
+fn text_error(field: &str, text: &str, least: usize, most: usize) -> Option<FieldError> {
+    let length = text.chars().count();
+    if length < least || length > most || text.chars().any(|c| c.is_control() && c != '\n') {
+        Some(FieldError::new(
+            field,
+            format!("must be {least} to {most} characters"),
+        ))
+    } else {
+        None
+    }
+}
+
+#[tonic::async_trait]
+impl Reviews for ReviewsApi {
+    async fn post_review(
+        &self,
+        request: Request<proto::PostReviewRequest>,
+    ) -> Result<Response<proto::Review>, Status> {
+        let request = request.into_inner();
+        let title = request.title.trim().to_owned();
+        let body = request.body.trim().to_owned();
+        let mut errors = Vec::new();
+        if !is_key(&request.author) {
+            errors.push(key_error("author"));
+        }
+        if !is_key(&request.product_id) {
+            errors.push(key_error("product_id"));
+        }
+        if !(1..=5).contains(&request.rating) {
+            errors.push(FieldError::new(
+                "rating",
+                "must be a whole number from 1 to 5",
+            ));
+        }
+        errors.extend(text_error("title", &title, 1, MAX_TITLE_CHARS));
+        errors.extend(text_error("body", &body, 0, MAX_BODY_CHARS));
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        let mut tx = self.db.begin_write().await.map_err(internal)?;
+        let bought: Option<String> =
+            sqlx::query_scalar("SELECT owner FROM purchases WHERE owner = $1 AND product_id = $2")
+                .bind(request.author.as_str())
+                .bind(request.product_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(internal)?;
+        if bought.is_none() {
+            return Err(Status::permission_denied(
+                "only customers who bought this product may review it",
+            ));
+        }
+        let author_name = Some(request.author_name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "A customer".to_owned());
+        let review = proto::Review {
+            id: uuid::Uuid::now_v7().to_string(),
+            product_id: request.product_id.clone(),
+            author_name,
+            rating: request.rating,
+            title,
+            body,
+            created_at: String::new(),
+        };
+        let now = now_ms();
+        let inserted = sqlx::query(
+            "INSERT INTO reviews (id, product_id, author, author_name, rating, title, body, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (product_id, author) DO NOTHING",
+        )
+        .bind(review.id.as_str())
+        .bind(review.product_id.as_str())
+        .bind(request.author.as_str())
+        .bind(review.author_name.as_str())
+        .bind(i64::from(review.rating))
+        .bind(review.title.as_str())
+        .bind(review.body.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        if inserted.rows_affected() == 0 {
+            return Err(Status::already_exists(
+                "you have already reviewed this product",
+            ));
+        }
+        let posted = Event::new(
+            "reviews",
+            contract::REVIEW_POSTED,
+            &review.product_id,
+            &ReviewPosted {
+                review_id: review.id.clone(),
+                product_id: review.product_id.clone(),
+                rating: review.rating,
+                author_name: review.author_name.clone(),
+            },
+        )
+        .map_err(internal)?;
+        kit_events::publish(&self.db, &mut tx, &posted)
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        tracing::info!(review = %review.id, product = %review.product_id, rating = review.rating, "review posted");
+        Ok(Response::new(proto::Review {
+            created_at: rfc3339_from_ms(now),
+            ..review
+        }))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<proto::ListReviewsRequest>,
+    ) -> Result<Response<proto::ListReviewsResponse>, Status> {
+        let product_id = request.into_inner().product_id;
+        if !is_key(&product_id) {
+            return Ok(Response::new(proto::ListReviewsResponse {
+                items: Vec::new(),
+            }));
+        }
+        let rows = sqlx::query(
+            "SELECT id, product_id, author_name, rating, title, body, created_at_ms FROM reviews
+             WHERE product_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 200",
+        )
+        .bind(product_id.as_str())
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(internal)?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                Ok(proto::Review {
+                    id: row.try_get("id")?,
+                    product_id: row.try_get("product_id")?,
+                    author_name: row.try_get("author_name")?,
+                    rating: i32::try_from(row.try_get::<i64, _>("rating")?).unwrap_or_default(),
+                    title: row.try_get("title")?,
+                    body: row.try_get("body")?,
+                    created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(internal)?;
+        Ok(Response::new(proto::ListReviewsResponse { items }))
+    }
+}
+
+/// The reviews API and the feed of ReviewPosted events.
+pub fn routes(db: Database) -> Router {
+    let api = server::add_grpc(
+        Router::new(),
+        ReviewsServer::new(ReviewsApi { db: db.clone() }),
+    );
+    kit_events::feed_routes(api, &db, "reviews")
+}
