@@ -16,6 +16,8 @@ pub const ORDER_CONFIRMED: &str = "comb.order.confirmed";
 pub const ORDER_CANCELLED: &str = "comb.order.cancelled";
 /// A customer account was created.
 pub const USER_REGISTERED: &str = "comb.user.registered";
+/// A shipment left the warehouse.
+pub const SHIPMENT_SHIPPED: &str = "comb.shipment.shipped";
 /// A review was posted.
 pub const REVIEW_POSTED: &str = "comb.review.posted";
 
@@ -74,4 +76,13 @@ pub struct ReviewPosted {
     /// 1..=5.
     pub rating: i32,
     pub author_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentShipped {
+    pub order_id: String,
+    pub tracking_id: String,
+    /// The user or guest id to tell.
+    pub recipient: String,
+    pub email: String,
 }

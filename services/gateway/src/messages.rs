@@ -15,7 +15,7 @@ use crate::openapi::Problem as ProblemDoc;
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Message {
     pub id: String,
-    /// order_confirmed, order_cancelled or welcome.
+    /// order_confirmed, order_cancelled, shipment_shipped or welcome.
     pub kind: String,
     pub subject: String,
     pub body: String,

@@ -1,13 +1,15 @@
 //! The notifications service: it renders messages from other services' events (an order
 //! confirmed or cancelled, an account created) into its own mailbox, and lists a person's
-//! messages. It reads the orders and users feeds; nothing calls it to send.
+//! messages. It reads the orders, shipping and users feeds; nothing calls it to send.
 
 pub mod render;
 
 use std::sync::Arc;
 
 use axum::Router;
-use comb_contracts::events::{self as contract, OrderCancelled, OrderConfirmed, UserRegistered};
+use comb_contracts::events::{
+    self as contract, OrderCancelled, OrderConfirmed, ShipmentShipped, UserRegistered,
+};
 use comb_contracts::notifications::v1 as proto;
 use comb_contracts::notifications::v1::notifications_server::{Notifications, NotificationsServer};
 use comb_kit::ServiceConfig;
@@ -35,7 +37,7 @@ pub const MIGRATIONS: Migrations = Migrations {
 };
 
 /// The feeds notifications reads.
-pub const PRODUCERS: &[&str] = &["orders", "users"];
+pub const PRODUCERS: &[&str] = &["orders", "shipping", "users"];
 
 /// Runs a notifications instance until it is told to stop.
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
@@ -80,7 +82,10 @@ impl Handler for Mailbox {
     fn wants(&self, kind: &str) -> bool {
         matches!(
             kind,
-            contract::ORDER_CONFIRMED | contract::ORDER_CANCELLED | contract::USER_REGISTERED
+            contract::ORDER_CONFIRMED
+                | contract::ORDER_CANCELLED
+                | contract::SHIPMENT_SHIPPED
+                | contract::USER_REGISTERED
         )
     }
 
@@ -105,6 +110,14 @@ impl Handler for Mailbox {
                     order.owner.clone(),
                     order.email.clone(),
                     render::order_cancelled(&order),
+                )
+            }
+            contract::SHIPMENT_SHIPPED => {
+                let shipment: ShipmentShipped = event.data()?;
+                (
+                    shipment.recipient.clone(),
+                    shipment.email.clone(),
+                    render::shipment_shipped(&shipment),
                 )
             }
             contract::USER_REGISTERED => {
@@ -167,7 +180,7 @@ impl Notifications for MailboxApi {
         check_key("recipient", &recipient)?;
         let rows = sqlx::query(
             "SELECT id, kind, email, subject, body, created_at_ms FROM messages WHERE recipient = $1
-             ORDER BY created_at_ms DESC, id DESC LIMIT 200",
+             ORDER BY created_at_ms DESC, id DESC LIMIT 500",
         )
         .bind(recipient.as_str())
         .fetch_all(self.db.pool())

@@ -1,7 +1,7 @@
 //! What the messages say: a confirmation with the order's lines and totals, a
 //! cancellation with its reason in words, a welcome.
 
-use comb_contracts::events::{OrderCancelled, OrderConfirmed, UserRegistered};
+use comb_contracts::events::{OrderCancelled, OrderConfirmed, ShipmentShipped, UserRegistered};
 
 /// A message ready for the mailbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +75,20 @@ pub fn order_cancelled(order: &OrderCancelled) -> Rendered {
             "We are sorry: your order of {} was cancelled because {}. You have not been charged.\n",
             money(order.total_minor, &order.currency),
             reason_in_words(&order.reason)
+        ),
+    }
+}
+
+pub fn shipment_shipped(shipment: &ShipmentShipped) -> Rendered {
+    Rendered {
+        kind: "shipment_shipped",
+        subject: format!(
+            "Your comb order …{} is on its way",
+            short(&shipment.order_id)
+        ),
+        body: format!(
+            "Your order has shipped. Its tracking number is {}.\n",
+            shipment.tracking_id
         ),
     }
 }

@@ -413,6 +413,8 @@ impl Saga {
                     country: address.country.clone(),
                 }),
                 item_count: u32::try_from(order.item_count()).unwrap_or(u32::MAX),
+                recipient: order.owner.clone(),
+                email: order.email.clone(),
             };
             match ShippingClient::new(self.upstreams.shipping.channel())
                 .create_shipment(request)

@@ -26,6 +26,14 @@ impl ShippingApi {
         Self { db, clock }
     }
 
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+
     async fn find(&self, order_id: &str) -> Result<Option<proto::Shipment>, Status> {
         let row = sqlx::query(
             "SELECT tracking_id, cost_minor, currency, created_at_ms FROM shipments WHERE order_id = $1",
@@ -118,8 +126,9 @@ impl Shipping for ShippingApi {
             &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
         );
         sqlx::query(
-            "INSERT INTO shipments (order_id, tracking_id, name, line1, line2, city, postal_code, country, item_count, cost_minor, currency, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'USD', $11) ON CONFLICT (order_id) DO NOTHING",
+            "INSERT INTO shipments (order_id, tracking_id, name, line1, line2, city, postal_code, country, item_count,
+             cost_minor, currency, created_at_ms, recipient, email)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'USD', $11, $12, $13) ON CONFLICT (order_id) DO NOTHING",
         )
         .bind(request.order_id.as_str())
         .bind(tracking_id.as_str())
@@ -132,6 +141,8 @@ impl Shipping for ShippingApi {
         .bind(i64::from(request.item_count))
         .bind(cost)
         .bind(now_ms())
+        .bind(request.recipient.as_str())
+        .bind(request.email.as_str())
         .execute(self.db.pool())
         .await
         .map_err(storage_failed)?;

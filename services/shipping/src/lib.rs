@@ -7,31 +7,50 @@ pub mod domain;
 
 use anyhow::Context;
 use axum::Router;
+use comb_contracts::events::{self as contract, ShipmentShipped};
 use comb_contracts::shipping::v1::shipping_server::ShippingServer;
 use comb_kit::ServiceConfig;
+use comb_kit::clock::now_ms;
+use comb_kit::events::{self, Event};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
+use sqlx::Row;
 
 use crate::api::ShippingApi;
 use crate::domain::Clock;
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "shipping",
-        sql: include_str!("../migrations/sqlite/0001_shipping.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "shipping",
-        sql: include_str!("../migrations/postgres/0001_shipping.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "shipping",
+            sql: include_str!("../migrations/sqlite/0001_shipping.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "announcements",
+            sql: include_str!("../migrations/sqlite/0002_announcements.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "shipping",
+            sql: include_str!("../migrations/postgres/0001_shipping.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "announcements",
+            sql: include_str!("../migrations/postgres/0002_announcements.sql"),
+        },
+    ],
 };
 
 /// Runs a shipping instance until it is told to stop.
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let api = open(&config).await?;
+    tokio::spawn(announce_shipments(api.database().clone(), api.clock()));
     server::serve(&config, routes(api)).await?;
     Ok(())
 }
@@ -58,6 +77,68 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<ShippingApi> {
     Ok(ShippingApi::new(db, clock))
 }
 
+/// How often shipments are checked for having shipped.
+const ANNOUNCE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// For as long as the instance runs, publishes ShipmentShipped for each shipment once its
+/// clock says it has shipped, exactly once (marked in the same transaction).
+pub async fn announce_shipments(db: Database, clock: Clock) {
+    loop {
+        if let Err(error) = announce_due(&db, clock).await {
+            tracing::warn!(%error, "announcing shipments failed; will retry");
+        }
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+    }
+}
+
+/// Publishes ShipmentShipped for every shipment due and not yet announced.
+pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error> {
+    let shipped_before = now_ms().saturating_sub(clock.ship_after_ms);
+    let due = sqlx::query(
+        "SELECT order_id, tracking_id, recipient, email FROM shipments
+         WHERE shipped_announced = 0 AND created_at_ms <= $1 ORDER BY created_at_ms LIMIT 100",
+    )
+    .bind(shipped_before)
+    .fetch_all(db.pool())
+    .await?;
+    for row in due {
+        let shipped = ShipmentShipped {
+            order_id: row.try_get("order_id")?,
+            tracking_id: row.try_get("tracking_id")?,
+            recipient: row.try_get("recipient")?,
+            email: row.try_get("email")?,
+        };
+        let event = match Event::new(
+            "shipping",
+            contract::SHIPMENT_SHIPPED,
+            &shipped.order_id,
+            &shipped,
+        ) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a shipment event");
+                continue;
+            }
+        };
+        let mut tx = db.begin_write().await?;
+        let marked = sqlx::query("UPDATE shipments SET shipped_announced = 1 WHERE order_id = $1 AND shipped_announced = 0")
+            .bind(shipped.order_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() == 1 {
+            events::publish(db, &mut tx, &event).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The shipping API and the feed of ShipmentShipped events.
 pub fn routes(api: ShippingApi) -> Router {
-    server::add_grpc(Router::new(), ShippingServer::new(api))
+    let db = api.database().clone();
+    events::feed_routes(
+        server::add_grpc(Router::new(), ShippingServer::new(api)),
+        &db,
+        "shipping",
+    )
 }

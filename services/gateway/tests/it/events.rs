@@ -83,6 +83,20 @@ async fn a_welcome_and_a_confirmation_arrive_after_checkout() {
         body.contains(order["shipment"]["tracking_id"].as_str().unwrap()),
         "{body}"
     );
+    let shipped = until_messages(
+        &system,
+        &token,
+        "shipment_shipped",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    let tracking = order["shipment"]["tracking_id"].as_str().unwrap();
+    assert!(
+        shipped[0]["body"].as_str().unwrap().contains(tracking),
+        "{}",
+        shipped[0]
+    );
 
     let other = customer(&system, "nosy@example.com").await;
     let theirs = until_messages(&system, &other, "welcome", 1, Duration::from_secs(5)).await;

@@ -135,11 +135,18 @@ impl System {
         ))
         .await;
 
-        let shipping_config = config("shipping", &databases[2], &[]);
-        let shipping = TestServer::start(comb_shipping::routes(
-            comb_shipping::open(&shipping_config).await.unwrap(),
-        ))
-        .await;
+        // Shipped at once, so the shipment's announcement follows its order's confirmation.
+        let shipping_config = config(
+            "shipping",
+            &databases[2],
+            &[("COMB_SHIP_AFTER_SECS", "0".to_owned())],
+        );
+        let shipping_api = comb_shipping::open(&shipping_config).await.unwrap();
+        tokio::spawn(comb_shipping::announce_shipments(
+            shipping_api.database().clone(),
+            shipping_api.clock(),
+        ));
+        let shipping = TestServer::start(comb_shipping::routes(shipping_api)).await;
 
         let orders_config = config(
             "orders",
@@ -175,6 +182,7 @@ impl System {
             &[
                 ("COMB_UPSTREAM_ORDERS", orders.url()),
                 ("COMB_UPSTREAM_USERS", users.url()),
+                ("COMB_UPSTREAM_SHIPPING", shipping.url()),
             ],
         );
         let notifications_database = comb_notifications::open(&notifications_config)

@@ -67,6 +67,8 @@ async fn exercise(database: &TestDatabase) {
         order_id: order.into(),
         address: Some(address("US")),
         item_count: 1,
+        recipient: "user-7".into(),
+        email: "ada@example.com".into(),
     };
     let shipment = client
         .create_shipment(create("order-1"))
@@ -107,6 +109,25 @@ async fn exercise(database: &TestDatabase) {
         .map(|e| e.field)
         .collect();
     assert_eq!(fields, ["address.line1", "address.country", "item_count"]);
+    // Shipped (the clock says at once): announced once, with who to tell.
+    let api = comb_shipping::open(&config).await.unwrap();
+    comb_shipping::announce_due(api.database(), api.clock())
+        .await
+        .unwrap();
+    comb_shipping::announce_due(api.database(), api.clock())
+        .await
+        .unwrap();
+    let announced = comb_kit::events::read_outbox(api.database(), "shipping", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(announced.len(), 1, "one announcement per shipment");
+    let shipped: comb_contracts::events::ShipmentShipped = announced[0].data().unwrap();
+    assert_eq!(shipped.tracking_id, shipment.tracking_id);
+    assert_eq!(
+        (shipped.recipient.as_str(), shipped.email.as_str()),
+        ("user-7", "ada@example.com")
+    );
+
     let missing = client
         .get_shipment(proto::GetShipmentRequest {
             order_id: "nope".into(),
