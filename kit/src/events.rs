@@ -102,6 +102,33 @@ impl Event {
         })
     }
 
+    /// Reads the CloudEvents 1.0 JSON form back; `seq` is its place in the stream it came
+    /// from.
+    pub fn from_cloudevent(json: &[u8], seq: i64) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|error| format!("not a CloudEvents JSON document: {error}"))?;
+        let text = |key: &str| {
+            value
+                .get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let required = |key: &str| text(key).ok_or_else(|| format!("the event has no {key}"));
+        Ok(Self {
+            seq,
+            id: required("id")?,
+            source: required("source")?,
+            kind: required("type")?,
+            subject: text("subject").unwrap_or_default(),
+            time: text("time").unwrap_or_default(),
+            traceparent: text("traceparent").unwrap_or_default(),
+            data: value
+                .get("data")
+                .map(serde_json::Value::to_string)
+                .unwrap_or_else(|| "null".to_owned()),
+        })
+    }
+
     fn to_proto(&self) -> proto::Envelope {
         proto::Envelope {
             seq: self.seq,
@@ -314,6 +341,13 @@ pub async fn position(db: &Database, producer: &str) -> Result<i64, sqlx::Error>
     Ok(seq.unwrap_or(0))
 }
 
+/// Stores a position outside any other transaction (the NATS relay's).
+pub async fn set_position(db: &Database, key: &str, seq: i64) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin_write().await?;
+    advance(&mut tx, key, seq).await?;
+    tx.commit().await
+}
+
 async fn advance(
     tx: &mut Transaction<'static, Any>,
     producer: &str,
@@ -356,11 +390,22 @@ async fn record_handled(
     Ok(())
 }
 
-/// Reads one producer's feed and hands each event to a handler, effectively once.
+/// Where a consumer reads events from.
+enum Source {
+    /// The producer's own feed (the embedded transport).
+    Feed(Arc<Upstream>),
+    /// A durable pull consumer on the producer's JetStream stream.
+    Nats(Box<PullConsumer>),
+}
+
+type PullConsumer =
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>;
+
+/// Reads one producer's events and hands each to a handler, effectively once.
 pub struct Consumer {
     db: Database,
     producer: String,
-    feed: Arc<Upstream>,
+    source: Source,
     handler: Arc<dyn Handler>,
     /// Attempts before an event that keeps failing is parked.
     pub attempts: u32,
@@ -386,11 +431,30 @@ impl Consumer {
         Self {
             db,
             producer: feed.service().to_owned(),
-            feed,
+            source: Source::Feed(feed),
             handler,
             attempts: 5,
             wait: Duration::from_secs(10),
         }
+    }
+
+    /// A consumer of `producer`'s JetStream stream, as the durable consumer `name`.
+    pub async fn nats(
+        db: Database,
+        nats: &crate::nats::Nats,
+        producer: &str,
+        name: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Self, crate::nats::NatsError> {
+        let consumer = nats.pull_consumer(producer, name).await?;
+        Ok(Self {
+            db,
+            producer: producer.to_owned(),
+            source: Source::Nats(Box::new(consumer)),
+            handler,
+            attempts: 5,
+            wait: Duration::from_secs(10),
+        })
     }
 
     /// Reads and handles events for as long as the instance runs.
@@ -412,10 +476,32 @@ impl Consumer {
 
     /// One read of the feed and the handling of what it returned; how many events came.
     pub async fn poll_once(&self) -> Result<usize, Status> {
+        let feed = match &self.source {
+            Source::Feed(feed) => feed,
+            Source::Nats(consumer) => {
+                let fetched = crate::nats::fetch(consumer, 100, self.wait)
+                    .await
+                    .map_err(|error| Status::unavailable(error.to_string()))?;
+                let count = fetched.len();
+                for (event, message) in fetched {
+                    match event {
+                        Ok(event) => self.deliver(event).await,
+                        Err(reason) => {
+                            tracing::warn!(%reason, "an unreadable message on the stream; dropped")
+                        }
+                    }
+                    if let Err(error) = message.ack().await {
+                        // Not acked: JetStream delivers it again, and the inbox skips it.
+                        tracing::warn!(%error, "cannot ack a handled event");
+                    }
+                }
+                return Ok(count);
+            }
+        };
         let after = position(&self.db, &self.producer)
             .await
             .map_err(|error| Status::unavailable(format!("position: {error}")))?;
-        let events = EventFeedClient::new(self.feed.channel())
+        let events = EventFeedClient::new(feed.channel())
             .read(proto::ReadRequest {
                 after,
                 limit: 100,

@@ -12,12 +12,14 @@
 //! - [`grpc`]: channels to the instances of another service, with deadlines;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors;
 //! - [`clock`]: the current time as services store and show it;
-//! - [`events`]: the transactional outbox, the inbox, and the embedded event feed.
+//! - [`events`]: the transactional outbox, the inbox, and the embedded event feed;
+//! - [`nats`]: the same events relayed through NATS JetStream.
 
 pub mod clock;
 pub mod config;
 pub mod events;
 pub mod grpc;
+pub mod nats;
 pub mod problem;
 pub mod server;
 pub mod shutdown;

@@ -199,3 +199,93 @@ async fn a_running_consumer_picks_up_new_events_by_long_poll() {
     assert_eq!(effects(&pair.consumer).await, ["late"]);
     running.abort();
 }
+
+/// JetStream for a test, under a prefix of its own; `None` (with the reason printed) when
+/// no server answers outside CI.
+async fn nats_or_skip() -> Option<(comb_kit::nats::Nats, String)> {
+    let url =
+        std::env::var("COMB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let prefix = format!(
+        "T{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase()
+    );
+    match comb_kit::nats::Nats::connect(&url, &prefix).await {
+        Ok(nats) => Some((nats, prefix)),
+        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping a NATS test: {error}; set COMB_TEST_NATS_URL");
+            None
+        }
+        Err(error) => panic!("CI=true requires NATS: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn events_flow_once_through_nats_jetstream() {
+    let Some((nats, prefix)) = nats_or_skip().await else {
+        return;
+    };
+    let (producer_db, consumer_db) = (TestDatabase::sqlite(), TestDatabase::sqlite());
+    let producer = Database::connect(&producer_db.url).await.unwrap();
+    producer.migrate(&NO_MIGRATIONS).await.unwrap();
+    let consumer_store = Database::connect(&consumer_db.url).await.unwrap();
+    consumer_store.migrate(&CONSUMER_MIGRATIONS).await.unwrap();
+
+    publish(&producer, "test.a", json!({"note": "one"}), true).await;
+    publish(&producer, "test.a", json!({"note": "rolled back"}), false).await;
+    publish(&producer, "other.kind", json!({"note": "not wanted"}), true).await;
+    publish(&producer, "test.b", json!({"note": "two"}), true).await;
+    assert_eq!(nats.relay_once(&producer, "producer").await.unwrap(), 3);
+    assert_eq!(
+        nats.relay_once(&producer, "producer").await.unwrap(),
+        0,
+        "the relay remembers"
+    );
+    // A relay that dies after publishing but before storing its position publishes again:
+    // JetStream keeps one copy of each (message id = event id).
+    sqlx::query("DELETE FROM feed_positions")
+        .execute(producer.pool())
+        .await
+        .unwrap();
+    assert_eq!(nats.relay_once(&producer, "producer").await.unwrap(), 3);
+
+    let mut reader = Consumer::nats(
+        consumer_store.clone(),
+        &nats,
+        "producer",
+        "test-consumer",
+        Arc::new(Recorder),
+    )
+    .await
+    .unwrap();
+    reader.wait = Duration::from_millis(500);
+    reader.attempts = 2;
+    assert_eq!(
+        reader.poll_once().await.unwrap(),
+        3,
+        "three stored, not six"
+    );
+    assert_eq!(effects(&consumer_store).await, ["one", "two"]);
+    assert_eq!(
+        reader.poll_once().await.unwrap(),
+        0,
+        "acked events are not delivered again"
+    );
+
+    let poison = publish(&producer, "test.c", json!({"poison": true}), true).await;
+    publish(&producer, "test.c", json!({"note": "three"}), true).await;
+    assert_eq!(nats.relay_once(&producer, "producer").await.unwrap(), 2);
+    assert_eq!(reader.poll_once().await.unwrap(), 2);
+    assert_eq!(effects(&consumer_store).await, ["one", "three", "two"]);
+    let parked = events::parked(&consumer_store).await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].event_id, poison.id);
+
+    let client = async_nats::connect(
+        std::env::var("COMB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+    )
+    .await
+    .unwrap();
+    let _ = async_nats::jetstream::new(client)
+        .delete_stream(comb_kit::nats::stream_name(&prefix, "producer"))
+        .await;
+}
