@@ -110,7 +110,7 @@ impl Nats {
                 Ok(_) => failures = 0,
                 Err(error) => {
                     failures += 1;
-                    if failures == 1 || failures % 20 == 0 {
+                    if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(%error, "relaying events to NATS failed; will retry");
                     }
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(failures.min(10))))
