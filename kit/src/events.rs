@@ -479,12 +479,16 @@ impl Consumer {
         let feed = match &self.source {
             Source::Feed(feed) => feed,
             Source::Nats(consumer) => {
-                let fetched = crate::nats::fetch(consumer, 100, self.wait)
+                let mut batch = crate::nats::batch(consumer, 100, self.wait)
                     .await
                     .map_err(|error| Status::unavailable(error.to_string()))?;
-                let count = fetched.len();
-                for (event, message) in fetched {
-                    match event {
+                let mut count = 0;
+                // Each message is handled as it arrives, not when the batch closes.
+                while let Some(message) = crate::nats::next(&mut batch).await {
+                    let message =
+                        message.map_err(|error| Status::unavailable(error.to_string()))?;
+                    count += 1;
+                    match crate::nats::event_of(&message) {
                         Ok(event) => self.deliver(event).await,
                         Err(reason) => {
                             tracing::warn!(%reason, "an unreadable message on the stream; dropped")
@@ -579,6 +583,80 @@ impl Consumer {
                     tracing::warn!(event = %event.id, %error, "cannot park the event; will retry");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
+            }
+        }
+    }
+}
+
+/// Why the event transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("setting events_transport (COMB_EVENTS_TRANSPORT) is {0:?}: use embedded or nats")]
+    Unknown(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Upstream(#[from] crate::grpc::UpstreamError),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
+}
+
+/// A feed read waits this long for events, so its call deadline must be longer.
+const LONG_POLL: Duration = Duration::from_secs(15);
+
+/// How a service's events travel, from its settings: `events_transport` is `embedded`
+/// (the default: each producer serves its own feed) or `nats` (JetStream at `nats_url`,
+/// default `nats://127.0.0.1:4222`, streams named with `nats_prefix`, default `COMB`).
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Embedded,
+    Nats(Box<crate::nats::Nats>),
+}
+
+impl Transport {
+    pub async fn from_config(config: &crate::ServiceConfig) -> Result<Self, TransportError> {
+        match config.setting("events_transport").unwrap_or("embedded") {
+            "embedded" => Ok(Self::Embedded),
+            "nats" => {
+                let url = config
+                    .setting("nats_url")
+                    .unwrap_or("nats://127.0.0.1:4222");
+                let prefix = config.setting("nats_prefix").unwrap_or("COMB");
+                Ok(Self::Nats(Box::new(
+                    crate::nats::Nats::connect(url, prefix).await?,
+                )))
+            }
+            other => Err(TransportError::Unknown(other.to_owned())),
+        }
+    }
+
+    /// Starts what a producer needs besides its feed route: with NATS, the relay of its
+    /// outbox to JetStream.
+    pub fn start_producer(&self, db: &Database, producer: &str) {
+        if let Self::Nats(nats) = self {
+            tokio::spawn(nats.as_ref().clone().relay(db.clone(), producer.to_owned()));
+        }
+    }
+
+    /// A consumer, for this service, of `producer`'s events.
+    pub async fn consumer(
+        &self,
+        config: &crate::ServiceConfig,
+        db: &Database,
+        producer: &str,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Consumer, TransportError> {
+        match self {
+            Self::Embedded => {
+                let feed = Upstream::new(
+                    producer,
+                    config.upstream(producer)?,
+                    config.call_timeout.max(LONG_POLL),
+                )?;
+                Ok(Consumer::new(db.clone(), Arc::new(feed), handler))
+            }
+            Self::Nats(nats) => {
+                Ok(Consumer::nats(db.clone(), nats, producer, &config.service, handler).await?)
             }
         }
     }

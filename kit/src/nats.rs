@@ -142,29 +142,35 @@ impl Nats {
     }
 }
 
-/// Up to `max` messages of a pull consumer, waiting up to `wait` for the first: each as
-/// the event it carries (or why it cannot be read) and the message to ack.
-pub(crate) async fn fetch(
+/// A pull request for up to `max` messages, waiting up to `wait`; the messages come as a
+/// stream, each as soon as it arrives.
+pub(crate) async fn batch(
     consumer: &jetstream::consumer::Consumer<pull::Config>,
     max: usize,
     wait: Duration,
-) -> Result<Vec<(Result<Event, String>, jetstream::Message)>, NatsError> {
-    let mut batch = consumer
+) -> Result<pull::Batch, NatsError> {
+    consumer
         .batch()
         .max_messages(max)
         .expires(wait)
         .messages()
         .await
-        .map_err(jetstream_error)?;
-    let mut fetched = Vec::new();
-    while let Some(message) = batch.next().await {
-        let message = message.map_err(jetstream_error)?;
-        let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-        let event = Event::from_cloudevent(
-            &message.payload,
-            i64::try_from(sequence).unwrap_or(i64::MAX),
-        );
-        fetched.push((event, message));
-    }
-    Ok(fetched)
+        .map_err(jetstream_error)
+}
+
+/// The event a message carries, or why it cannot be read.
+pub(crate) fn event_of(message: &jetstream::Message) -> Result<Event, String> {
+    let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+    Event::from_cloudevent(
+        &message.payload,
+        i64::try_from(sequence).unwrap_or(i64::MAX),
+    )
+}
+
+/// The next message of a batch, if any.
+pub(crate) async fn next(batch: &mut pull::Batch) -> Option<Result<jetstream::Message, NatsError>> {
+    batch
+        .next()
+        .await
+        .map(|message| message.map_err(jetstream_error))
 }

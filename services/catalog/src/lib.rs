@@ -13,8 +13,7 @@ use comb_contracts::catalog::v1::catalog_server::CatalogServer;
 use std::sync::Arc;
 
 use comb_kit::ServiceConfig;
-use comb_kit::events::Consumer;
-use comb_kit::grpc::Upstream;
+use comb_kit::events::{Consumer, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 
@@ -54,8 +53,9 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let store = open_store(&config).await?;
-    if config.upstreams.contains_key("reviews") {
-        tokio::spawn(ratings_consumer(&config, &store)?.run());
+    let transport = Transport::from_config(&config).await?;
+    if config.upstreams.contains_key("reviews") || matches!(transport, Transport::Nats(_)) {
+        tokio::spawn(ratings_consumer(&config, &store, &transport).await?.run());
     } else {
         tracing::info!("no reviews service configured: products carry no rating summary");
     }
@@ -83,21 +83,15 @@ pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> 
     Ok(store)
 }
 
-/// A feed read waits this long for events, so its call deadline must be longer.
-const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
-
-/// The reader of the reviews feed, which keeps each product's rating summary.
-pub fn ratings_consumer(config: &ServiceConfig, store: &CatalogStore) -> anyhow::Result<Consumer> {
-    let feed = Upstream::new(
-        "reviews",
-        config.upstream("reviews")?,
-        config.call_timeout.max(LONG_POLL),
-    )?;
-    Ok(Consumer::new(
-        store.database().clone(),
-        Arc::new(feed),
-        Arc::new(Ratings),
-    ))
+/// The reader of the reviews' events, which keeps each product's rating summary.
+pub async fn ratings_consumer(
+    config: &ServiceConfig,
+    store: &CatalogStore,
+    transport: &Transport,
+) -> anyhow::Result<Consumer> {
+    Ok(transport
+        .consumer(config, store.database(), "reviews", Arc::new(Ratings))
+        .await?)
 }
 
 /// The catalog's routes: its gRPC API.

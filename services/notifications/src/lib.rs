@@ -14,8 +14,8 @@ use comb_contracts::notifications::v1 as proto;
 use comb_contracts::notifications::v1::notifications_server::{Notifications, NotificationsServer};
 use comb_kit::ServiceConfig;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
-use comb_kit::events::{Consumer, Event, Handler, HandlerError};
-use comb_kit::grpc::{Upstream, check_key};
+use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::grpc::check_key;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 use sqlx::{Any, Row, Transaction};
@@ -43,7 +43,8 @@ pub const PRODUCERS: &[&str] = &["orders", "shipping", "users"];
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let db = open(&config).await?;
-    for consumer in consumers(&config, &db)? {
+    let transport = Transport::from_config(&config).await?;
+    for consumer in consumers(&config, &db, &transport).await? {
         tokio::spawn(consumer.run());
     }
     server::serve(&config, routes(db)).await?;
@@ -56,23 +57,22 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
     Ok(db)
 }
 
-/// A consumer of each producer's feed the configuration names.
-pub fn consumers(config: &ServiceConfig, db: &Database) -> anyhow::Result<Vec<Consumer>> {
-    PRODUCERS
-        .iter()
-        .map(|producer| {
-            let feed = Upstream::new(
-                producer,
-                config.upstream(producer)?,
-                config.call_timeout.max(LONG_POLL),
-            )?;
-            Ok(Consumer::new(db.clone(), Arc::new(feed), Arc::new(Mailbox)))
-        })
-        .collect()
+/// A consumer of each producer's events.
+pub async fn consumers(
+    config: &ServiceConfig,
+    db: &Database,
+    transport: &Transport,
+) -> anyhow::Result<Vec<Consumer>> {
+    let mut consumers = Vec::new();
+    for producer in PRODUCERS {
+        consumers.push(
+            transport
+                .consumer(config, db, producer, Arc::new(Mailbox))
+                .await?,
+        );
+    }
+    Ok(consumers)
 }
-
-/// A feed read waits this long for events, so its call deadline must be longer.
-const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Turns events into messages.
 struct Mailbox;

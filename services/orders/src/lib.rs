@@ -13,6 +13,7 @@ use anyhow::Context;
 use axum::Router;
 use comb_contracts::orders::v1::orders_server::OrdersServer;
 use comb_kit::ServiceConfig;
+use comb_kit::events::Transport;
 use comb_kit::grpc::Upstream;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{events, server, telemetry};
@@ -43,6 +44,9 @@ const RESUME_EVERY: Duration = Duration::from_secs(1);
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let (api, saga, store) = open(&config).await?;
+    Transport::from_config(&config)
+        .await?
+        .start_producer(store.database(), "orders");
     let routes = routes(api, &store);
     // A saga untouched this long is taken as abandoned (its instance died) and resumed.
     let abandoned_after = duration(&config, "saga_abandoned_after_ms", 15_000)?;

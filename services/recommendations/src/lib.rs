@@ -12,8 +12,8 @@ use comb_contracts::recommendations::v1::recommendations_server::{
     Recommendations, RecommendationsServer,
 };
 use comb_kit::ServiceConfig;
-use comb_kit::events::{Consumer, Event, Handler, HandlerError};
-use comb_kit::grpc::{Upstream, check_key};
+use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::grpc::check_key;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 use sqlx::{Any, Row, Transaction};
@@ -32,8 +32,6 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// A feed read waits this long for events, so its call deadline must be longer.
-const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 const DEFAULT_LIMIT: u32 = 5;
 const MAX_LIMIT: u32 = 50;
 
@@ -41,7 +39,8 @@ const MAX_LIMIT: u32 = 50;
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let db = open(&config).await?;
-    tokio::spawn(consumer(&config, &db)?.run());
+    let transport = Transport::from_config(&config).await?;
+    tokio::spawn(consumer(&config, &db, &transport).await?.run());
     server::serve(&config, routes(db)).await?;
     Ok(())
 }
@@ -53,17 +52,14 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
 }
 
 /// The reader of the orders feed.
-pub fn consumer(config: &ServiceConfig, db: &Database) -> anyhow::Result<Consumer> {
-    let feed = Upstream::new(
-        "orders",
-        config.upstream("orders")?,
-        config.call_timeout.max(LONG_POLL),
-    )?;
-    Ok(Consumer::new(
-        db.clone(),
-        Arc::new(feed),
-        Arc::new(CoPurchases),
-    ))
+pub async fn consumer(
+    config: &ServiceConfig,
+    db: &Database,
+    transport: &Transport,
+) -> anyhow::Result<Consumer> {
+    Ok(transport
+        .consumer(config, db, "orders", Arc::new(CoPurchases))
+        .await?)
 }
 
 /// Counts products bought together.

@@ -9,8 +9,8 @@ use comb_contracts::events::{self as contract, OrderCancelled, OrderConfirmed};
 use comb_contracts::reports::v1 as proto;
 use comb_contracts::reports::v1::reports_server::{Reports, ReportsServer};
 use comb_kit::ServiceConfig;
-use comb_kit::events::{Consumer, Event, Handler, HandlerError};
-use comb_kit::grpc::{Upstream, invalid_argument};
+use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::grpc::invalid_argument;
 use comb_kit::problem::FieldError;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
@@ -30,15 +30,14 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// A feed read waits this long for events, so its call deadline must be longer.
-const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 const TOP_PRODUCTS: i64 = 10;
 
 /// Runs a reports instance until it is told to stop.
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let db = open(&config).await?;
-    tokio::spawn(consumer(&config, &db)?.run());
+    let transport = Transport::from_config(&config).await?;
+    tokio::spawn(consumer(&config, &db, &transport).await?.run());
     server::serve(&config, routes(db)).await?;
     Ok(())
 }
@@ -50,13 +49,14 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
 }
 
 /// The reader of the orders feed.
-pub fn consumer(config: &ServiceConfig, db: &Database) -> anyhow::Result<Consumer> {
-    let feed = Upstream::new(
-        "orders",
-        config.upstream("orders")?,
-        config.call_timeout.max(LONG_POLL),
-    )?;
-    Ok(Consumer::new(db.clone(), Arc::new(feed), Arc::new(Figures)))
+pub async fn consumer(
+    config: &ServiceConfig,
+    db: &Database,
+    transport: &Transport,
+) -> anyhow::Result<Consumer> {
+    Ok(transport
+        .consumer(config, db, "orders", Arc::new(Figures))
+        .await?)
 }
 
 /// Archives order events and adds them to the figures.

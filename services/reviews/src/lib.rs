@@ -11,8 +11,8 @@ use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_server::{Reviews, ReviewsServer};
 use comb_kit::ServiceConfig;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
-use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError};
-use comb_kit::grpc::{Upstream, invalid_argument, is_key, key_error};
+use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::grpc::{invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
@@ -32,8 +32,6 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// A feed read waits this long for events, so its call deadline must be longer.
-const LONG_POLL: std::time::Duration = std::time::Duration::from_secs(15);
 pub const MAX_TITLE_CHARS: usize = 120;
 pub const MAX_BODY_CHARS: usize = 4_000;
 
@@ -41,7 +39,9 @@ pub const MAX_BODY_CHARS: usize = 4_000;
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let db = open(&config).await?;
-    tokio::spawn(consumer(&config, &db)?.run());
+    let transport = Transport::from_config(&config).await?;
+    transport.start_producer(&db, "reviews");
+    tokio::spawn(consumer(&config, &db, &transport).await?.run());
     server::serve(&config, routes(db)).await?;
     Ok(())
 }
@@ -53,17 +53,14 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
 }
 
 /// The reader of the orders feed (for purchases).
-pub fn consumer(config: &ServiceConfig, db: &Database) -> anyhow::Result<Consumer> {
-    let feed = Upstream::new(
-        "orders",
-        config.upstream("orders")?,
-        config.call_timeout.max(LONG_POLL),
-    )?;
-    Ok(Consumer::new(
-        db.clone(),
-        Arc::new(feed),
-        Arc::new(Purchases),
-    ))
+pub async fn consumer(
+    config: &ServiceConfig,
+    db: &Database,
+    transport: &Transport,
+) -> anyhow::Result<Consumer> {
+    Ok(transport
+        .consumer(config, db, "orders", Arc::new(Purchases))
+        .await?)
 }
 
 /// Records who bought what.

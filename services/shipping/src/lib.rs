@@ -11,7 +11,7 @@ use comb_contracts::events::{self as contract, ShipmentShipped};
 use comb_contracts::shipping::v1::shipping_server::ShippingServer;
 use comb_kit::ServiceConfig;
 use comb_kit::clock::now_ms;
-use comb_kit::events::{self, Event};
+use comb_kit::events::{self, Event, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 use sqlx::Row;
@@ -50,6 +50,9 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let api = open(&config).await?;
+    Transport::from_config(&config)
+        .await?
+        .start_producer(api.database(), "shipping");
     tokio::spawn(announce_shipments(api.database().clone(), api.clock()));
     server::serve(&config, routes(api)).await?;
     Ok(())

@@ -16,6 +16,7 @@ use axum::Router;
 use comb_contracts::auth::Role;
 use comb_contracts::users::v1::users_server::UsersServer;
 use comb_kit::ServiceConfig;
+use comb_kit::events::Transport;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{events, server, telemetry};
 
@@ -42,6 +43,9 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let api = open(&config).await?;
+    Transport::from_config(&config)
+        .await?
+        .start_producer(api.store().database(), "users");
     server::serve(&config, routes(api)).await?;
     Ok(())
 }

@@ -494,6 +494,7 @@ async fn with_payments_down_past_the_deadline_an_order_is_cancelled_and_released
     let mut system = System::start_with(Options {
         saga_deadline_ms: 2_500,
         checkout_wait_ms: 300,
+        ..Options::default()
     })
     .await;
     let token = customer(&system, "late@example.com").await;

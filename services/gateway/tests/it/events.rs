@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::System;
 use crate::checkout::{
     GOOD_CARD, add, admin, checkout, checkout_body, customer, final_order, products, set_stock,
 };
+use crate::{Options, System, nats_reachable};
 
 async fn messages(system: &System, token: &str) -> Vec<Value> {
     let list: Value = system
@@ -59,7 +59,22 @@ async fn buy(system: &System, token: &str, product_id: &str) -> Value {
 
 #[tokio::test]
 async fn a_welcome_and_a_confirmation_arrive_after_checkout() {
-    let system = System::start().await;
+    a_welcome_and_a_confirmation_arrive_after_checkout_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn a_welcome_and_a_confirmation_arrive_after_checkout_over_nats() {
+    if nats_reachable().await {
+        a_welcome_and_a_confirmation_arrive_after_checkout_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_welcome_and_a_confirmation_arrive_after_checkout_with(options: Options) {
+    let system = System::start_with(options).await;
     let token = customer(&system, "mail@example.com").await;
     let welcome = until_messages(&system, &token, "welcome", 1, Duration::from_secs(5)).await;
     assert_eq!(welcome[0]["subject"], "Welcome to comb");
@@ -111,7 +126,27 @@ async fn a_welcome_and_a_confirmation_arrive_after_checkout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once() {
-    let mut system = System::start().await;
+    a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_with(
+        Options::default(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_over_nats() {
+    if nats_reachable().await {
+        a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_with(
+    options: Options,
+) {
+    let mut system = System::start_with(options).await;
     let token = customer(&system, "busy@example.com").await;
     let items = products(&system, 3).await;
     for (_, sku) in &items {
@@ -130,7 +165,7 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
         "nothing is sent while notifications is down"
     );
 
-    system.start_consumers();
+    system.start_consumers().await;
     let confirmed = until_messages(
         &system,
         &token,
@@ -149,11 +184,8 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
 
     // Every event delivered again (a lost position): nothing is sent twice.
     system.stop_consumers().await;
-    sqlx::query("DELETE FROM feed_positions")
-        .execute(system.notifications_database.pool())
-        .await
-        .unwrap();
-    system.start_consumers();
+    system.forget_positions().await;
+    system.start_consumers().await;
     let started = Instant::now();
     loop {
         let position = comb_kit::events::position(&system.notifications_database, "orders")
@@ -193,18 +225,40 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
 
 #[tokio::test]
 async fn an_event_committed_before_its_producer_died_is_delivered_after_the_restart() {
-    let mut system = System::start().await;
+    an_event_committed_before_its_producer_died_is_delivered_after_the_restart_with(
+        Options::default(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_event_committed_before_its_producer_died_is_delivered_after_the_restart_over_nats() {
+    if nats_reachable().await {
+        an_event_committed_before_its_producer_died_is_delivered_after_the_restart_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn an_event_committed_before_its_producer_died_is_delivered_after_the_restart_with(
+    options: Options,
+) {
+    let mut system = System::start_with(options).await;
     let token = customer(&system, "survivor@example.com").await;
     until_messages(&system, &token, "welcome", 1, Duration::from_secs(5)).await;
     let items = products(&system, 1).await;
     system.stop_consumers().await;
+    // With NATS, the event leaves through the relay: it must be down at the commit.
+    system.stop_producers().await;
     let order = buy(&system, &token, &items[0].0).await;
     assert_eq!(order["status"], "CONFIRMED");
 
     // The producer goes away with the event committed but not yet read; the reader comes
     // back first and finds nobody to read from; then the producer returns.
     system.orders.stop().await;
-    system.start_consumers();
+    system.start_consumers().await;
     assert!(
         messages(&system, &token)
             .await
@@ -230,7 +284,22 @@ async fn an_event_committed_before_its_producer_died_is_delivered_after_the_rest
 
 #[tokio::test]
 async fn products_bought_together_are_recommended() {
-    let system = System::start().await;
+    products_bought_together_are_recommended_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn products_bought_together_are_recommended_over_nats() {
+    if nats_reachable().await {
+        products_bought_together_are_recommended_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn products_bought_together_are_recommended_with(options: Options) {
+    let system = System::start_with(options).await;
     let token = customer(&system, "together@example.com").await;
     let items = products(&system, 3).await;
     add(&system, &token, &items[0].0, 1).await;
@@ -297,7 +366,25 @@ async fn orders_reported(system: &System, admin: &str, expected: i64) -> i64 {
 
 #[tokio::test]
 async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures() {
-    let system = System::start().await;
+    reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_with(Options::default())
+        .await;
+}
+
+#[tokio::test]
+async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_over_nats() {
+    if nats_reachable().await {
+        reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_with(
+    options: Options,
+) {
+    let system = System::start_with(options).await;
     let admin = admin(&system).await;
     let token = customer(&system, "reported@example.com").await;
     let items = products(&system, 1).await;

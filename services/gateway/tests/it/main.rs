@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use comb_gateway::GatewayState;
 use comb_kit::ServiceConfig;
+use comb_kit::events::Transport;
 use comb_kit::storage::Database;
 use comb_testkit::{TestDatabase, TestServer};
 
@@ -29,6 +30,8 @@ pub struct Options {
     pub saga_deadline_ms: u64,
     /// How long a checkout call waits for its saga before answering PENDING.
     pub checkout_wait_ms: u64,
+    /// Events through NATS JetStream instead of the producers' own feeds.
+    pub nats: bool,
 }
 
 impl Default for Options {
@@ -36,6 +39,7 @@ impl Default for Options {
         Self {
             saga_deadline_ms: 20_000,
             checkout_wait_ms: 2_000,
+            nats: false,
         }
     }
 }
@@ -65,6 +69,10 @@ pub struct System {
     pub notifications_database: Database,
     notifications_config: ServiceConfig,
     consumers: Vec<tokio::task::JoinHandle<()>>,
+    transport: Transport,
+    nats_prefix: Option<String>,
+    producers: Vec<(Database, &'static str)>,
+    relays: Vec<tokio::task::JoinHandle<()>>,
     orders_config: ServiceConfig,
     pub http: reqwest::Client,
     pub users_database: TestDatabase,
@@ -90,6 +98,23 @@ impl System {
     }
 
     pub async fn start_with(options: Options) -> Self {
+        let nats_prefix = options.nats.then(|| {
+            format!(
+                "T{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase()
+            )
+        });
+        let transport = match &nats_prefix {
+            Some(prefix) => {
+                let url = std::env::var("COMB_TEST_NATS_URL")
+                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+                Transport::Nats(Box::new(
+                    comb_kit::nats::Nats::connect(&url, prefix).await.unwrap(),
+                ))
+            }
+            None => Transport::Embedded,
+        };
+        let mut producers = Vec::new();
         let databases: Vec<TestDatabase> = (0..4).map(|_| TestDatabase::sqlite()).collect();
         let store = comb_catalog::open_store(&config("catalog", &databases[0], &[]))
             .await
@@ -105,6 +130,7 @@ impl System {
         let users_api = comb_users::open(&config("users", &users_database, &admin))
             .await
             .unwrap();
+        producers.push((users_api.store().database().clone(), "users"));
         let users = TestServer::start(comb_users::routes(users_api)).await;
 
         let cart_config = config(
@@ -142,6 +168,7 @@ impl System {
             &[("COMB_SHIP_AFTER_SECS", "0".to_owned())],
         );
         let shipping_api = comb_shipping::open(&shipping_config).await.unwrap();
+        producers.push((shipping_api.database().clone(), "shipping"));
         tokio::spawn(comb_shipping::announce_shipments(
             shipping_api.database().clone(),
             shipping_api.clock(),
@@ -169,6 +196,7 @@ impl System {
         );
         let (orders_api, saga, order_store) = comb_orders::open(&orders_config).await.unwrap();
         let orders = TestServer::start(comb_orders::routes(orders_api, &order_store)).await;
+        producers.push((order_store.database().clone(), "orders"));
         tokio::spawn(comb_orders::resume_sagas(
             order_store,
             saga,
@@ -218,6 +246,7 @@ impl System {
             &[("COMB_UPSTREAM_ORDERS", orders.url())],
         );
         let reviews_database = comb_reviews::open(&reviews_config).await.unwrap();
+        producers.push((reviews_database.clone(), "reviews"));
         let reviews = TestServer::start(comb_reviews::routes(reviews_database.clone())).await;
         let catalog_config = config(
             "catalog",
@@ -269,6 +298,10 @@ impl System {
             notifications_database,
             notifications_config,
             consumers: Vec::new(),
+            transport,
+            nats_prefix,
+            producers,
+            relays: Vec::new(),
             orders_config,
             _databases: {
                 let mut all = databases;
@@ -279,15 +312,68 @@ impl System {
                 all
             },
         };
-        system.start_consumers();
+        system.start_producers();
+        system.start_consumers().await;
         system
     }
 
-    /// Starts notifications, recommendations and reports reading their feeds.
-    pub fn start_consumers(&mut self) {
-        let consumers =
-            comb_notifications::consumers(&self.notifications_config, &self.notifications_database)
+    /// With NATS, starts relaying the producers' outboxes (the embedded feeds need nothing).
+    pub fn start_producers(&mut self) {
+        if let Transport::Nats(nats) = &self.transport {
+            for (db, producer) in &self.producers {
+                self.relays.push(tokio::spawn(
+                    nats.clone().relay(db.clone(), (*producer).to_owned()),
+                ));
+            }
+        }
+    }
+
+    /// Makes notifications and reports forget how far they have read, so every event
+    /// reaches them again: positions with the embedded feeds, durable consumers with NATS.
+    pub async fn forget_positions(&mut self) {
+        for db in [&self.notifications_database, &self.reports_database] {
+            sqlx::query("DELETE FROM feed_positions")
+                .execute(db.pool())
+                .await
                 .unwrap();
+        }
+        if let Some(prefix) = &self.nats_prefix {
+            let url = std::env::var("COMB_TEST_NATS_URL")
+                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+            let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+            for (consumer, producers) in [
+                ("notifications", &["orders", "shipping", "users"][..]),
+                ("reports", &["orders"][..]),
+            ] {
+                for producer in producers {
+                    let stream = comb_kit::nats::stream_name(prefix, producer);
+                    jetstream
+                        .delete_consumer_from_stream(consumer, stream)
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    }
+
+    /// Stops the relays, as if the producers had died before their events left.
+    pub async fn stop_producers(&mut self) {
+        for relay in self.relays.drain(..) {
+            relay.abort();
+            let _ = relay.await;
+        }
+    }
+
+    /// Starts notifications, recommendations and reports reading their feeds.
+    pub async fn start_consumers(&mut self) {
+        let transport = &self.transport;
+        let consumers = comb_notifications::consumers(
+            &self.notifications_config,
+            &self.notifications_database,
+            transport,
+        )
+        .await
+        .unwrap();
         self.consumers = consumers
             .into_iter()
             .map(|consumer| tokio::spawn(consumer.run()))
@@ -295,15 +381,25 @@ impl System {
         let recommendations = comb_recommendations::consumer(
             &self.recommendations_config,
             &self.recommendations_database,
+            transport,
         )
+        .await
         .unwrap();
         self.consumers.push(tokio::spawn(recommendations.run()));
-        let reports = comb_reports::consumer(&self.reports_config, &self.reports_database).unwrap();
+        let reports =
+            comb_reports::consumer(&self.reports_config, &self.reports_database, transport)
+                .await
+                .unwrap();
         self.consumers.push(tokio::spawn(reports.run()));
-        let reviews = comb_reviews::consumer(&self.reviews_config, &self.reviews_database).unwrap();
+        let reviews =
+            comb_reviews::consumer(&self.reviews_config, &self.reviews_database, transport)
+                .await
+                .unwrap();
         self.consumers.push(tokio::spawn(reviews.run()));
         let ratings =
-            comb_catalog::ratings_consumer(&self.catalog_config, &self.catalog_store).unwrap();
+            comb_catalog::ratings_consumer(&self.catalog_config, &self.catalog_store, transport)
+                .await
+                .unwrap();
         self.consumers.push(tokio::spawn(ratings.run()));
     }
 
@@ -322,6 +418,7 @@ impl System {
         let (api, _saga, store) = comb_orders::open(&self.orders_config).await.unwrap();
         self.orders =
             TestServer::start_on(self.orders.addr, comb_orders::routes(api, &store)).await;
+        self.start_producers();
     }
 
     /// Starts payments again where it was, with the same database.
@@ -432,6 +529,20 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();
     let state = GatewayState::connect(&config).unwrap();
     TestServer::start(comb_gateway::routes(state)).await
+}
+
+/// Whether NATS answers (CI=true requires it); tests over NATS return early when not.
+pub async fn nats_reachable() -> bool {
+    let url =
+        std::env::var("COMB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    match async_nats::connect(&url).await {
+        Ok(_) => true,
+        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping a test over NATS: cannot reach {url} ({error})");
+            false
+        }
+        Err(error) => panic!("CI=true requires NATS at {url}: {error}"),
+    }
 }
 
 /// Asserts a problem+json answer with this status and returns its body.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::checkout::{GOOD_CARD, add, checkout, checkout_body, customer, final_order, products};
-use crate::{System, problem};
+use crate::{Options, System, nats_reachable, problem};
 
 async fn post(system: &System, token: &str, product_id: &str, body: Value) -> reqwest::Response {
     system
@@ -21,7 +21,22 @@ async fn post(system: &System, token: &str, product_id: &str, body: Value) -> re
 
 #[tokio::test]
 async fn only_buyers_review_once_with_a_rating_from_one_to_five() {
-    let system = System::start().await;
+    only_buyers_review_once_with_a_rating_from_one_to_five_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn only_buyers_review_once_with_a_rating_from_one_to_five_over_nats() {
+    if nats_reachable().await {
+        only_buyers_review_once_with_a_rating_from_one_to_five_with(Options {
+            nats: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn only_buyers_review_once_with_a_rating_from_one_to_five_with(options: Options) {
+    let system = System::start_with(options).await;
     let buyer = customer(&system, "reviewer@example.com").await;
     let stranger = customer(&system, "stranger@example.com").await;
     let items = products(&system, 1).await;
