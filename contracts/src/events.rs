@@ -18,6 +18,22 @@ pub const ORDER_CANCELLED: &str = "comb.order.cancelled";
 pub const USER_REGISTERED: &str = "comb.user.registered";
 /// A shipment left the warehouse.
 pub const SHIPMENT_SHIPPED: &str = "comb.shipment.shipped";
+/// A product was added to the catalog.
+pub const PRODUCT_CREATED: &str = "comb.product.created";
+/// A product's fields were replaced.
+pub const PRODUCT_UPDATED: &str = "comb.product.updated";
+/// A product's price changed.
+pub const PRICE_CHANGED: &str = "comb.product.price_changed";
+/// A payment was authorized.
+pub const PAYMENT_AUTHORIZED: &str = "comb.payment.authorized";
+/// A card was declined.
+pub const PAYMENT_DECLINED: &str = "comb.payment.declined";
+/// A captured payment was given back.
+pub const PAYMENT_REFUNDED: &str = "comb.payment.refunded";
+/// How many of a SKU can be sold changed (an admin set it, or a sale was committed).
+pub const STOCK_CHANGED: &str = "comb.stock.changed";
+/// A SKU is running out.
+pub const LOW_STOCK: &str = "comb.stock.low";
 /// A review was posted.
 pub const REVIEW_POSTED: &str = "comb.review.posted";
 
@@ -85,4 +101,44 @@ pub struct ShipmentShipped {
     /// The user or guest id to tell.
     pub recipient: String,
     pub email: String,
+}
+
+/// ProductCreated and ProductUpdated carry the product as it is now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChanged {
+    pub product_id: String,
+    pub sku: String,
+    /// book, music or video.
+    pub kind: String,
+    pub title: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceChanged {
+    pub product_id: String,
+    pub sku: String,
+    pub old_price_minor: i64,
+    pub new_price_minor: i64,
+    pub currency: String,
+}
+
+/// PaymentAuthorized, PaymentDeclined and PaymentRefunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentEvent {
+    /// The payment's id: the order's id for checkouts.
+    pub payment_id: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub last4: String,
+    /// Why a declined payment was declined; empty otherwise.
+    pub decline_reason: String,
+}
+
+/// StockChanged and LowStock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    pub sku: String,
+    pub available: i64,
 }

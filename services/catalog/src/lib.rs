@@ -54,6 +54,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let store = open_store(&config).await?;
     let transport = Transport::from_config(&config).await?;
+    transport.start_producer(store.database(), "catalog");
     if config.upstreams.contains_key("reviews") || matches!(transport, Transport::Nats(_)) {
         tokio::spawn(ratings_consumer(&config, &store, &transport).await?.run());
     } else {
@@ -95,6 +96,12 @@ pub async fn ratings_consumer(
 }
 
 /// The catalog's routes: its gRPC API.
+/// The catalog's gRPC API and the feed of its product events.
 pub fn routes(store: CatalogStore) -> Router {
-    server::add_grpc(Router::new(), CatalogServer::new(CatalogApi::new(store)))
+    let db = store.database().clone();
+    comb_kit::events::feed_routes(
+        server::add_grpc(Router::new(), CatalogServer::new(CatalogApi::new(store))),
+        &db,
+        "catalog",
+    )
 }

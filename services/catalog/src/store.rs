@@ -1,7 +1,9 @@
 //! The catalog's storage: products and categories in the service's own database, with
 //! full-text search (FTS5 on SQLite, a weighted tsvector on PostgreSQL).
 
+use comb_contracts::events as contract;
 use comb_kit::clock::now_rfc3339;
+use comb_kit::events::{self, Event};
 use comb_kit::storage::{Backend, Database};
 use serde::Deserialize;
 use sqlx::Any;
@@ -229,10 +231,19 @@ impl CatalogStore {
             created_at: now.clone(),
             updated_at: now,
         };
+        let mut tx = self.db.begin_write().await?;
         bind_product(INSERT_PRODUCT, &product.id, draft, &product.created_at)
-            .execute(self.db.pool())
+            .execute(&mut *tx)
             .await
             .map_err(|error| sku_conflict(error, &draft.sku))?;
+        publish(
+            &self.db,
+            &mut tx,
+            contract::PRODUCT_CREATED,
+            &changed(&product.id, draft),
+        )
+        .await?;
+        tx.commit().await?;
         Ok(product)
     }
 
@@ -243,13 +254,39 @@ impl CatalogStore {
         draft: &ProductDraft,
     ) -> Result<Option<Product>, StoreError> {
         self.check_category(draft).await?;
-        let result = bind_product(UPDATE_PRODUCT, id, draft, &now_rfc3339())
-            .execute(self.db.pool())
+        let mut tx = self.db.begin_write().await?;
+        let old_price: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT price_minor FROM products WHERE id = $1{}",
+            self.db.lock_rows()
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(old_price) = old_price else {
+            return Ok(None);
+        };
+        bind_product(UPDATE_PRODUCT, id, draft, &now_rfc3339())
+            .execute(&mut *tx)
             .await
             .map_err(|error| sku_conflict(error, &draft.sku))?;
-        if result.rows_affected() == 0 {
-            return Ok(None);
+        publish(
+            &self.db,
+            &mut tx,
+            contract::PRODUCT_UPDATED,
+            &changed(id, draft),
+        )
+        .await?;
+        if old_price != draft.price.amount_minor {
+            let price = contract::PriceChanged {
+                product_id: id.to_owned(),
+                sku: draft.sku.clone(),
+                old_price_minor: old_price,
+                new_price_minor: draft.price.amount_minor,
+                currency: draft.price.currency.clone(),
+            };
+            publish(&self.db, &mut tx, contract::PRICE_CHANGED, &price).await?;
         }
+        tx.commit().await?;
         self.get(id).await
     }
 
@@ -369,6 +406,31 @@ fn bind_product<'q>(
         .bind(draft.price.amount_minor)
         .bind(draft.price.currency.as_str())
         .bind(time)
+}
+
+/// What ProductCreated and ProductUpdated say about a product.
+fn changed(id: &str, draft: &ProductDraft) -> contract::ProductChanged {
+    contract::ProductChanged {
+        product_id: id.to_owned(),
+        sku: draft.sku.clone(),
+        kind: draft.kind.as_str().to_owned(),
+        title: draft.title.clone(),
+        price_minor: draft.price.amount_minor,
+        currency: draft.price.currency.clone(),
+    }
+}
+
+/// Writes an event about a product to the outbox, in the caller's transaction.
+async fn publish(
+    db: &Database,
+    tx: &mut sqlx::Transaction<'static, Any>,
+    kind: &str,
+    data: &impl serde::Serialize,
+) -> Result<(), StoreError> {
+    let event = Event::new("catalog", kind, "", data)
+        .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    events::publish(db, tx, &event).await?;
+    Ok(())
 }
 
 fn to_json(values: &[String]) -> String {
