@@ -25,6 +25,10 @@ impl PaymentsApi {
     pub fn new(store: PaymentStore) -> Self {
         Self { store }
     }
+
+    pub fn store(&self) -> &PaymentStore {
+        &self.store
+    }
 }
 
 #[tonic::async_trait]

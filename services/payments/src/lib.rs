@@ -8,6 +8,7 @@ pub mod store;
 use axum::Router;
 use comb_contracts::payments::v1::payments_server::PaymentsServer;
 use comb_kit::ServiceConfig;
+use comb_kit::events::{self, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 
@@ -31,6 +32,9 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let api = open(&config).await?;
+    Transport::from_config(&config)
+        .await?
+        .start_producer(api.store().database(), "payments");
     server::serve(&config, routes(api)).await?;
     Ok(())
 }
@@ -41,6 +45,12 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<PaymentsApi> {
     Ok(PaymentsApi::new(PaymentStore::new(db)))
 }
 
+/// The payments API and the feed of its payment events.
 pub fn routes(api: PaymentsApi) -> Router {
-    server::add_grpc(Router::new(), PaymentsServer::new(api))
+    let db = api.store().database().clone();
+    events::feed_routes(
+        server::add_grpc(Router::new(), PaymentsServer::new(api)),
+        &db,
+        "payments",
+    )
 }

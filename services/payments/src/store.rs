@@ -1,5 +1,7 @@
 //! Payments in the service's own database.
 
+use comb_contracts::events as contract;
+use comb_kit::events::{self, Event};
 use comb_kit::storage::Database;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -80,6 +82,30 @@ impl PaymentStore {
         Self { db }
     }
 
+    /// The service's database, whose outbox is its event feed.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    async fn publish(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        kind: &str,
+        payment: &Payment,
+    ) -> Result<(), StoreError> {
+        let data = contract::PaymentEvent {
+            payment_id: payment.payment_id.clone(),
+            amount_minor: payment.amount_minor,
+            currency: payment.currency.clone(),
+            last4: payment.last4.clone(),
+            decline_reason: payment.decline_reason.clone(),
+        };
+        let event = Event::new("payments", kind, &payment.payment_id, &data)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        events::publish(&self.db, tx, &event).await?;
+        Ok(())
+    }
+
     pub async fn get(&self, payment_id: &str) -> Result<Option<Payment>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
@@ -93,7 +119,8 @@ impl PaymentStore {
     /// Records `payment` unless one with its id exists; either way answers with the
     /// payment stored under that id.
     pub async fn record(&self, payment: &Payment, now_ms: i64) -> Result<Payment, StoreError> {
-        sqlx::query(
+        let mut tx = self.db.begin_write().await?;
+        let inserted = sqlx::query(
             "INSERT INTO payments (payment_id, status, amount_minor, currency, last4, decline_reason, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
         )
@@ -104,8 +131,19 @@ impl PaymentStore {
         .bind(payment.last4.as_str())
         .bind(payment.decline_reason.as_str())
         .bind(now_ms)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            let kind = match payment.status {
+                Status::Authorized => Some(contract::PAYMENT_AUTHORIZED),
+                Status::Declined => Some(contract::PAYMENT_DECLINED),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                self.publish(&mut tx, kind, payment).await?;
+            }
+        }
+        tx.commit().await?;
         self.get(&payment.payment_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("payment {} vanished", payment.payment_id)))
@@ -150,6 +188,10 @@ impl PaymentStore {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
+        if to == Status::Refunded {
+            self.publish(&mut tx, contract::PAYMENT_REFUNDED, &current)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Payment {
             status: to,

@@ -265,11 +265,17 @@ async fn create_and_update(store: &CatalogStore) {
     ));
 
     // Each change went out as events, in its own transaction; refused ones published none.
-    let published = comb_kit::events::read_outbox(store.database(), "catalog", 0, 100).await.unwrap();
+    let published = comb_kit::events::read_outbox(store.database(), "catalog", 0, 100)
+        .await
+        .unwrap();
     let kinds: Vec<&str> = published.iter().map(|event| event.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["comb.product.created", "comb.product.updated", "comb.product.price_changed"],
+        [
+            "comb.product.created",
+            "comb.product.updated",
+            "comb.product.price_changed"
+        ],
         "the seed publishes nothing; the refused update and create publish nothing"
     );
     let price: comb_contracts::events::PriceChanged = published[2].data().unwrap();

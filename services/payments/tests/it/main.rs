@@ -236,8 +236,27 @@ async fn exercise(database: &TestDatabase) {
         ]
     );
 
-    // Only the last four digits are ever kept.
+    // Authorizations, declines and refunds went out as events (not voids, not captures).
     let db = Database::connect(&database.url).await.unwrap();
+    let published = comb_kit::events::read_outbox(&db, "payments", 0, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = published.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "comb.payment.authorized",
+            "comb.payment.refunded",
+            "comb.payment.declined",
+            "comb.payment.authorized"
+        ]
+    );
+    assert!(
+        published.iter().all(|event| !event.data.contains("424242")),
+        "no card number in events"
+    );
+
+    // Only the last four digits are ever kept.
     let rows = sqlx::query("SELECT payment_id, last4, decline_reason, status FROM payments")
         .fetch_all(db.pool())
         .await
