@@ -11,9 +11,14 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use comb_contracts::inventory::v1::inventory_server::InventoryServer;
+use std::sync::Arc;
+
+use comb_contracts::events as contract;
 use comb_kit::ServiceConfig;
+use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
+use sqlx::{Any, Transaction};
 
 use comb_kit::clock::now_ms;
 
@@ -37,10 +42,17 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     telemetry::init(&config)?;
     let store = open_store(&config).await?;
+    let transport = Transport::from_config(&config).await?;
+    transport.start_producer(store.database(), "inventory");
+    tokio::spawn(new_products(&config, &store, &transport).await?.run());
     let sweep_every = Duration::from_millis(setting(&config, "reservation_sweep_ms", 1_000)?);
     tokio::spawn(expire_reservations(store.clone(), sweep_every));
     let ttl = Duration::from_secs(setting(&config, "reservation_ttl_secs", 15 * 60)?);
-    server::serve(&config, routes(InventoryApi::new(store, ttl))).await?;
+    server::serve(
+        &config,
+        routes(InventoryApi::new(store.clone(), ttl), &store),
+    )
+    .await?;
     Ok(())
 }
 
@@ -89,6 +101,51 @@ pub async fn expire_reservations(store: InventoryStore, every: Duration) {
     }
 }
 
-pub fn routes(api: InventoryApi) -> Router {
-    server::add_grpc(Router::new(), InventoryServer::new(api))
+/// The reader of the catalog's events: a new product gets a stock line (nothing to sell yet).
+pub async fn new_products(
+    config: &ServiceConfig,
+    store: &InventoryStore,
+    transport: &Transport,
+) -> anyhow::Result<Consumer> {
+    Ok(transport
+        .consumer(
+            config,
+            store.database(),
+            "catalog",
+            Arc::new(NewProducts {
+                store: store.clone(),
+            }),
+        )
+        .await?)
+}
+
+struct NewProducts {
+    store: InventoryStore,
+}
+
+#[tonic::async_trait]
+impl Handler for NewProducts {
+    fn wants(&self, kind: &str) -> bool {
+        kind == contract::PRODUCT_CREATED
+    }
+
+    async fn handle(
+        &self,
+        _db: &Database,
+        tx: &mut Transaction<'static, Any>,
+        event: &Event,
+    ) -> Result<(), HandlerError> {
+        let product: contract::ProductChanged = event.data()?;
+        self.store.add_sku(tx, &product.sku, now_ms()).await?;
+        Ok(())
+    }
+}
+
+/// The inventory API and the feed of its stock events.
+pub fn routes(api: InventoryApi, store: &InventoryStore) -> Router {
+    comb_kit::events::feed_routes(
+        server::add_grpc(Router::new(), InventoryServer::new(api)),
+        store.database(),
+        "inventory",
+    )
 }

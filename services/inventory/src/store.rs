@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 
+use comb_contracts::events as contract;
+use comb_kit::events::{self, Event};
 use comb_kit::storage::Database;
 use serde::Deserialize;
 use sqlx::{Any, Row, Transaction};
@@ -91,6 +93,7 @@ impl InventoryStore {
         available: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().await?;
         sqlx::query(
             "INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, $2, $3)
              ON CONFLICT (sku) DO UPDATE SET available = excluded.available, updated_at_ms = excluded.updated_at_ms",
@@ -98,9 +101,31 @@ impl InventoryStore {
         .bind(sku)
         .bind(available)
         .bind(now_ms)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
+        announce_level(&self.db, &mut tx, sku).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Adds a SKU with nothing to sell yet (a new product); an existing one is left alone.
+    pub async fn add_sku(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        sku: &str,
+        now_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, 0, $2) ON CONFLICT (sku) DO NOTHING")
+            .bind(sku)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// The service's database, whose outbox is its event feed.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     /// How many of each SKU can be sold; SKUs with no stock row have 0.
@@ -194,6 +219,10 @@ impl InventoryStore {
             Status::Committed => Ok(found),
             Status::Reserved if found.expires_at_ms > now_ms => {
                 set_status(&mut tx, order_id, Status::Committed, now_ms).await?;
+                // A sale: what is left of each SKU is news.
+                for line in &found.lines {
+                    announce_level(&self.db, &mut tx, &line.sku).await?;
+                }
                 tx.commit().await?;
                 Ok(Reservation {
                     status: Status::Committed,
@@ -355,6 +384,35 @@ async fn reservation(
         lines,
         expires_at_ms,
     }))
+}
+
+/// Below this many, a SKU is running out (LowStock).
+pub const LOW_STOCK: i64 = 3;
+
+/// Publishes a SKU's level (StockChanged), and LowStock when it is low, in `tx`.
+async fn announce_level(
+    db: &Database,
+    tx: &mut Transaction<'static, Any>,
+    sku: &str,
+) -> Result<(), StoreError> {
+    let available: i64 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+        .bind(sku)
+        .fetch_one(&mut **tx)
+        .await?;
+    let level = contract::StockLevel {
+        sku: sku.to_owned(),
+        available,
+    };
+    let mut kinds = vec![contract::STOCK_CHANGED];
+    if available <= LOW_STOCK {
+        kinds.push(contract::LOW_STOCK);
+    }
+    for kind in kinds {
+        let event = Event::new("inventory", kind, sku, &level)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        events::publish(db, tx, &event).await?;
+    }
+    Ok(())
 }
 
 async fn insert_reservation(

@@ -475,3 +475,39 @@ async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_w
     let customer_view = system.get_as("/api/v1/admin/reports/sales", &token).await;
     crate::problem(customer_view, 403).await;
 }
+
+#[tokio::test]
+async fn a_new_product_gets_a_stock_line_from_its_event() {
+    let system = System::start().await;
+    let admin = admin(&system).await;
+    let created = system
+        .http
+        .post(system.url("/api/v1/admin/products"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"sku": "BK-8888", "kind": "book", "title": "Fresh Off the Press",
+            "creators": ["N. Author"], "category": "non-fiction", "price": {"amount_minor": 1500, "currency": "USD"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let inventory = comb_kit::storage::Database::connect(&system.inventory_database.url)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let line: Option<i64> =
+            sqlx::query_scalar("SELECT available FROM stock WHERE sku = 'BK-8888'")
+                .fetch_optional(inventory.pool())
+                .await
+                .unwrap();
+        if let Some(available) = line {
+            assert_eq!(available, 0, "nothing to sell until an admin says so");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "ProductCreated never reached inventory"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

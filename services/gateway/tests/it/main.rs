@@ -65,6 +65,8 @@ pub struct System {
     reviews_config: ServiceConfig,
     reviews_database: Database,
     catalog_store: comb_catalog::store::CatalogStore,
+    inventory_config: ServiceConfig,
+    inventory_store: comb_inventory::store::InventoryStore,
     catalog_config: ServiceConfig,
     pub notifications_database: Database,
     notifications_config: ServiceConfig,
@@ -120,6 +122,7 @@ impl System {
             .await
             .unwrap();
         let catalog_store = store.clone();
+        producers.push((store.database().clone(), "catalog"));
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
 
         let users_database = TestDatabase::sqlite();
@@ -144,22 +147,25 @@ impl System {
         .await;
 
         let inventory_database = TestDatabase::sqlite();
-        let inventory_store =
-            comb_inventory::open_store(&config("inventory", &inventory_database, &[]))
-                .await
-                .unwrap();
+        let inventory_config = config(
+            "inventory",
+            &inventory_database,
+            &[("COMB_UPSTREAM_CATALOG", catalog.url())],
+        );
+        let inventory_store = comb_inventory::open_store(&inventory_config).await.unwrap();
+        producers.push((inventory_store.database().clone(), "inventory"));
         let inventory_api = comb_inventory::api::InventoryApi::new(
-            inventory_store,
+            inventory_store.clone(),
             std::time::Duration::from_secs(600),
         );
-        let inventory = TestServer::start(comb_inventory::routes(inventory_api)).await;
+        let inventory =
+            TestServer::start(comb_inventory::routes(inventory_api, &inventory_store)).await;
 
         let payments_database = TestDatabase::sqlite();
         let payments_config = config("payments", &payments_database, &[]);
-        let payments = TestServer::start(comb_payments::routes(
-            comb_payments::open(&payments_config).await.unwrap(),
-        ))
-        .await;
+        let payments_api = comb_payments::open(&payments_config).await.unwrap();
+        producers.push((payments_api.store().database().clone(), "payments"));
+        let payments = TestServer::start(comb_payments::routes(payments_api)).await;
 
         // Shipped at once, so the shipment's announcement follows its order's confirmation.
         let shipping_config = config(
@@ -294,6 +300,8 @@ impl System {
             reviews_config,
             reviews_database,
             catalog_store,
+            inventory_config,
+            inventory_store,
             catalog_config,
             notifications_database,
             notifications_config,
@@ -401,6 +409,11 @@ impl System {
                 .await
                 .unwrap();
         self.consumers.push(tokio::spawn(ratings.run()));
+        let new_products =
+            comb_inventory::new_products(&self.inventory_config, &self.inventory_store, transport)
+                .await
+                .unwrap();
+        self.consumers.push(tokio::spawn(new_products.run()));
     }
 
     /// Stops the feed readers (as if their instances were down).

@@ -199,6 +199,26 @@ async fn exercise(store: &InventoryStore) {
         })
     ));
 
+    // Levels went out as events: every set, every sale, and LowStock at 3 or fewer.
+    let published = comb_kit::events::read_outbox(store.database(), "inventory", 0, 500)
+        .await
+        .unwrap();
+    let changed = published
+        .iter()
+        .filter(|e| e.kind == "comb.stock.changed")
+        .count();
+    let low: Vec<comb_contracts::events::StockLevel> = published
+        .iter()
+        .filter(|e| e.kind == "comb.stock.low")
+        .map(|e| e.data().unwrap())
+        .collect();
+    assert_eq!(changed, 4, "two sets, one commit of two lines");
+    assert!(
+        low.iter()
+            .any(|level| level.sku == "B-1" && level.available <= 3),
+        "{low:?}"
+    );
+
     // Committing one that is due but not yet swept expires it instead.
     store
         .reserve("o-5", &[line("B-1", 1)], NOW, NOW + 10)
@@ -249,8 +269,9 @@ async fn grpc_checks_input_and_says_why_it_refuses() {
     let database = TestDatabase::sqlite();
     let store = store_over(&database).await;
     store.set_stock("G-1", 1, NOW).await.unwrap();
-    let api = comb_inventory::api::InventoryApi::new(store, std::time::Duration::from_secs(60));
-    let server = TestServer::start(comb_inventory::routes(api)).await;
+    let api =
+        comb_inventory::api::InventoryApi::new(store.clone(), std::time::Duration::from_secs(60));
+    let server = TestServer::start(comb_inventory::routes(api, &store)).await;
     let channel = tonic::transport::Endpoint::from_shared(server.url())
         .unwrap()
         .connect()
