@@ -10,12 +10,18 @@ pub mod v1 {
     tonic::include_proto!("comb.events.v1");
 }
 
+/// An order was placed (its saga starts).
+pub const ORDER_PLACED: &str = "comb.order.placed";
 /// An order was confirmed: stock committed, payment captured, shipment created.
 pub const ORDER_CONFIRMED: &str = "comb.order.confirmed";
 /// An order was cancelled (its compensations follow).
 pub const ORDER_CANCELLED: &str = "comb.order.cancelled";
 /// A customer account was created.
 pub const USER_REGISTERED: &str = "comb.user.registered";
+/// A shipment was created for a confirmed order.
+pub const SHIPMENT_CREATED: &str = "comb.shipment.created";
+/// A shipment reached its recipient.
+pub const SHIPMENT_DELIVERED: &str = "comb.shipment.delivered";
 /// A shipment left the warehouse.
 pub const SHIPMENT_SHIPPED: &str = "comb.shipment.shipped";
 /// A product was added to the catalog.
@@ -94,6 +100,7 @@ pub struct ReviewPosted {
     pub author_name: String,
 }
 
+/// ShipmentCreated, ShipmentShipped and ShipmentDelivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipmentShipped {
     pub order_id: String,
@@ -141,4 +148,14 @@ pub struct PaymentEvent {
 pub struct StockLevel {
     pub sku: String,
     pub available: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub owner: String,
+    pub lines: Vec<OrderLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub placed_at: String,
 }

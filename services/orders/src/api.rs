@@ -7,10 +7,12 @@ use comb_contracts::cards;
 use comb_contracts::cart::v1 as cart;
 use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_contracts::catalog::v1::Money;
+use comb_contracts::events;
 use comb_contracts::orders::v1 as proto;
 use comb_contracts::orders::v1::orders_server::Orders;
 use comb_contracts::shipping::v1 as shipping;
 use comb_contracts::shipping::v1::shipping_client::ShippingClient;
+use comb_kit::events::Event;
 use comb_kit::grpc::{callee_failed, field_errors, invalid_argument, is_key};
 use comb_kit::problem::FieldError;
 use time::OffsetDateTime;
@@ -273,7 +275,36 @@ impl Orders for OrdersApi {
             deadline_at_ms: now.saturating_add(deadline),
             created_at_ms: now,
         };
-        let (stored, created) = self.store.create(&order, now).await.map_err(store_status)?;
+        let placed = Event::new(
+            "orders",
+            events::ORDER_PLACED,
+            &order.id,
+            &events::OrderPlaced {
+                order_id: order.id.clone(),
+                owner: order.owner.clone(),
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|line| events::OrderLine {
+                        product_id: line.product_id.clone(),
+                        sku: line.sku.clone(),
+                        title: line.title.clone(),
+                        quantity: line.quantity,
+                        unit_price_minor: line.unit_price_minor,
+                        line_total_minor: line.line_total_minor,
+                    })
+                    .collect(),
+                total_minor: order.total_minor,
+                currency: order.currency.clone(),
+                placed_at: rfc3339_from_ms(order.created_at_ms),
+            },
+        )
+        .map_err(|error| store_status(StoreError::Corrupt(error.to_string())))?;
+        let (stored, created) = self
+            .store
+            .create(&order, now, &placed)
+            .await
+            .map_err(store_status)?;
         if created {
             tracing::info!(order = %stored.id, owner = %stored.owner, total = stored.total_minor, "order placed");
             self.saga.hold_card(&stored.id, card);

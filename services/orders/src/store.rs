@@ -144,8 +144,15 @@ impl OrderStore {
     }
 
     /// Stores a new order, unless the owner already has one with its idempotency key;
-    /// answers with the stored order and whether it is the new one.
-    pub async fn create(&self, order: &Order, now_ms: i64) -> Result<(Order, bool), StoreError> {
+    /// answers with the stored order and whether it is the new one. A new order's
+    /// `placed` event is published with it.
+    pub async fn create(
+        &self,
+        order: &Order,
+        now_ms: i64,
+        placed: &Event,
+    ) -> Result<(Order, bool), StoreError> {
+        let mut tx = self.db.begin_write().await?;
         let result = sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO orders ({COLUMNS}, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
              $13, $14, $15, $16, $17, $18, $19, $20, $20) ON CONFLICT (owner, idempotency_key) DO NOTHING"
@@ -170,9 +177,13 @@ impl OrderStore {
         .bind(i64::from(order.void_pending))
         .bind(order.deadline_at_ms)
         .bind(now_ms)
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await?;
         let created = result.rows_affected() == 1;
+        if created {
+            events::publish(&self.db, &mut tx, placed).await?;
+        }
+        tx.commit().await?;
         let stored = self
             .by_key(&order.owner, &order.idempotency_key)
             .await?

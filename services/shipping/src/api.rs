@@ -121,11 +121,12 @@ impl Shipping for ShippingApi {
         }
         let address = parse_address(request.address, request.item_count)?;
         let (cost, _) = quote(&address.country, request.item_count);
+        let mut tx = self.db.begin_write().await.map_err(storage_failed)?;
         let tracking_id = format!(
             "CMB{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
         );
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO shipments (order_id, tracking_id, name, line1, line2, city, postal_code, country, item_count,
              cost_minor, currency, created_at_ms, recipient, email)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'USD', $11, $12, $13) ON CONFLICT (order_id) DO NOTHING",
@@ -143,9 +144,26 @@ impl Shipping for ShippingApi {
         .bind(now_ms())
         .bind(request.recipient.as_str())
         .bind(request.email.as_str())
-        .execute(self.db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(storage_failed)?;
+        if inserted.rows_affected() == 1 {
+            let created = comb_contracts::events::ShipmentShipped {
+                order_id: request.order_id.clone(),
+                tracking_id: tracking_id.clone(),
+                recipient: request.recipient.clone(),
+                email: request.email.clone(),
+            };
+            crate::publish(
+                &self.db,
+                &mut tx,
+                comb_contracts::events::SHIPMENT_CREATED,
+                &created,
+            )
+            .await
+            .map_err(storage_failed)?;
+        }
+        tx.commit().await.map_err(storage_failed)?;
         let shipment = self
             .find(&request.order_id)
             .await?

@@ -31,6 +31,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "announcements",
             sql: include_str!("../migrations/sqlite/0002_announcements.sql"),
         },
+        Migration {
+            version: 3,
+            description: "delivered",
+            sql: include_str!("../migrations/sqlite/0003_delivered.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -42,6 +47,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "announcements",
             sql: include_str!("../migrations/postgres/0002_announcements.sql"),
+        },
+        Migration {
+            version: 3,
+            description: "delivered",
+            sql: include_str!("../migrations/postgres/0003_delivered.sql"),
         },
     ],
 };
@@ -94,49 +104,70 @@ pub async fn announce_shipments(db: Database, clock: Clock) {
     }
 }
 
-/// Publishes ShipmentShipped for every shipment due and not yet announced.
+/// Publishes ShipmentShipped, then ShipmentDelivered, for every shipment whose clock says
+/// so and that has not been announced yet.
 pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error> {
-    let shipped_before = now_ms().saturating_sub(clock.ship_after_ms);
-    let due = sqlx::query(
-        "SELECT order_id, tracking_id, recipient, email FROM shipments
-         WHERE shipped_announced = 0 AND created_at_ms <= $1 ORDER BY created_at_ms LIMIT 100",
-    )
-    .bind(shipped_before)
-    .fetch_all(db.pool())
-    .await?;
-    for row in due {
-        let shipped = ShipmentShipped {
-            order_id: row.try_get("order_id")?,
-            tracking_id: row.try_get("tracking_id")?,
-            recipient: row.try_get("recipient")?,
-            email: row.try_get("email")?,
-        };
-        let event = match Event::new(
-            "shipping",
+    let now = now_ms();
+    let stages = [
+        (
+            "shipped_announced",
+            clock.ship_after_ms,
             contract::SHIPMENT_SHIPPED,
-            &shipped.order_id,
-            &shipped,
-        ) {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::error!(%error, "cannot encode a shipment event");
-                continue;
-            }
-        };
-        let mut tx = db.begin_write().await?;
-        let marked = sqlx::query("UPDATE shipments SET shipped_announced = 1 WHERE order_id = $1 AND shipped_announced = 0")
-            .bind(shipped.order_id.as_str())
+        ),
+        (
+            "delivered_announced",
+            clock.deliver_after_ms,
+            contract::SHIPMENT_DELIVERED,
+        ),
+    ];
+    for (flag, after_ms, kind) in stages {
+        let due = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT order_id, tracking_id, recipient, email FROM shipments
+             WHERE {flag} = 0 AND created_at_ms <= $1 ORDER BY created_at_ms LIMIT 100"
+        )))
+        .bind(now.saturating_sub(after_ms))
+        .fetch_all(db.pool())
+        .await?;
+        for row in due {
+            let shipment = ShipmentShipped {
+                order_id: row.try_get("order_id")?,
+                tracking_id: row.try_get("tracking_id")?,
+                recipient: row.try_get("recipient")?,
+                email: row.try_get("email")?,
+            };
+            let mut tx = db.begin_write().await?;
+            let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE shipments SET {flag} = 1 WHERE order_id = $1 AND {flag} = 0"
+            )))
+            .bind(shipment.order_id.as_str())
             .execute(&mut *tx)
             .await?;
-        if marked.rows_affected() == 1 {
-            events::publish(db, &mut tx, &event).await?;
+            if marked.rows_affected() == 1 {
+                publish(db, &mut tx, kind, &shipment).await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
     }
     Ok(())
 }
 
-/// The shipping API and the feed of ShipmentShipped events.
+/// Writes a shipment event to the outbox in the caller's transaction.
+pub(crate) async fn publish(
+    db: &Database,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    kind: &str,
+    shipment: &ShipmentShipped,
+) -> Result<(), sqlx::Error> {
+    match Event::new("shipping", kind, &shipment.order_id, shipment) {
+        Ok(event) => events::publish(db, tx, &event).await,
+        Err(error) => {
+            tracing::error!(%error, "cannot encode a shipment event");
+            Ok(())
+        }
+    }
+}
+
+/// The shipping API and the feed of its shipment events.
 pub fn routes(api: ShippingApi) -> Router {
     let db = api.database().clone();
     events::feed_routes(

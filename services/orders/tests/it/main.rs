@@ -47,6 +47,16 @@ fn order(id: &str, owner: &str, key: &str, created_at_ms: i64) -> Order {
     }
 }
 
+fn placed(id: &str) -> Event {
+    Event::new(
+        "orders",
+        "comb.order.placed",
+        id,
+        &serde_json::json!({"order_id": id}),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn orders_on_sqlite() {
     exercise(&TestDatabase::sqlite()).await;
@@ -66,13 +76,13 @@ async fn exercise(database: &TestDatabase) {
     let store = OrderStore::new(db);
 
     let (first, created) = store
-        .create(&order("o-1", "alice", "k-1", 1_000), 1_000)
+        .create(&order("o-1", "alice", "k-1", 1_000), 1_000, &placed("o-1"))
         .await
         .unwrap();
     assert!(created);
     assert_eq!(first, order("o-1", "alice", "k-1", 1_000));
     let (again, created) = store
-        .create(&order("o-2", "alice", "k-1", 2_000), 2_000)
+        .create(&order("o-2", "alice", "k-1", 2_000), 2_000, &placed("o-2"))
         .await
         .unwrap();
     assert!(
@@ -81,7 +91,7 @@ async fn exercise(database: &TestDatabase) {
     );
     assert_eq!(again.id, "o-1");
     let (bobs, created) = store
-        .create(&order("o-3", "bob", "k-1", 3_000), 3_000)
+        .create(&order("o-3", "bob", "k-1", 3_000), 3_000, &placed("o-3"))
         .await
         .unwrap();
     assert!(created && bobs.id == "o-3", "keys are per owner");
@@ -152,8 +162,17 @@ async fn exercise(database: &TestDatabase) {
     let outbox = events::read_outbox(store.database(), "orders", 0, 10)
         .await
         .unwrap();
-    assert_eq!(outbox.len(), 1);
-    assert_eq!(outbox[0].id, cancellation.id);
+    let kinds: Vec<&str> = outbox.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "comb.order.placed",
+            "comb.order.placed",
+            "comb.order.cancelled"
+        ],
+        "placed once per new order (not for a repeated key), cancelled once"
+    );
+    assert_eq!(outbox[2].id, cancellation.id);
 
     let alices = store.list("alice", 10).await.unwrap();
     assert_eq!(alices.len(), 1);

@@ -120,8 +120,13 @@ async fn exercise(database: &TestDatabase) {
     let announced = comb_kit::events::read_outbox(api.database(), "shipping", 0, 10)
         .await
         .unwrap();
-    assert_eq!(announced.len(), 1, "one announcement per shipment");
-    let shipped: comb_contracts::events::ShipmentShipped = announced[0].data().unwrap();
+    let kinds: Vec<&str> = announced.iter().map(|event| event.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["comb.shipment.created", "comb.shipment.shipped"],
+        "created with the shipment, shipped once on its clock, not yet delivered"
+    );
+    let shipped: comb_contracts::events::ShipmentShipped = announced[1].data().unwrap();
     assert_eq!(shipped.tracking_id, shipment.tracking_id);
     assert_eq!(
         (shipped.recipient.as_str(), shipped.email.as_str()),
