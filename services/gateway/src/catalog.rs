@@ -229,7 +229,7 @@ pub async fn list_products(
     tag = "catalog",
     params(("id" = String, Path, description = "The product's id")),
     responses(
-        (status = 200, description = "The product", body = Product),
+        (status = 200, description = "The product, with what is bought with it", body = ProductDetail),
         (status = 404, description = "There is no product with this id", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
@@ -237,7 +237,7 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<GatewayState>,
     id: Result<Path<String>, PathRejection>,
-) -> Result<Json<Product>, Problem> {
+) -> Result<Json<ProductDetail>, Problem> {
     // An id that cannot be one of ours (not UTF-8, too long, odd characters) is simply not
     // found; it never reaches the catalog.
     let id = match id {
@@ -251,11 +251,32 @@ pub async fn get_product(
         Err(_) => return Err(Problem::not_found("there is no product with that id")),
     };
     let product = client(&state)
-        .get_product(proto::GetProductRequest { id })
+        .get_product(proto::GetProductRequest { id: id.clone() })
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
-    Ok(Json(product_from_proto(product)?))
+    // The page does not wait long for, nor fail because of, its recommendations.
+    let recommendations = tokio::time::timeout(RECOMMENDATIONS_DEADLINE, bought_with(&state, id))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    Ok(Json(ProductDetail {
+        product: product_from_proto(product)?,
+        recommendations,
+    }))
+}
+
+/// How long a product page waits for its recommendations.
+const RECOMMENDATIONS_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A product and what is bought with it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ProductDetail {
+    #[serde(flatten)]
+    pub product: Product,
+    /// Products bought with it, most often first; null when recommendations are
+    /// unavailable right now.
+    pub recommendations: Option<Vec<Product>>,
 }
 
 /// Full-text search over titles, creators, descriptions and tags, best match first.
@@ -373,6 +394,13 @@ pub async fn recommendations(
     if !is_plausible_id(&id) {
         return Ok(Json(RecommendationList { items: Vec::new() }));
     }
+    Ok(Json(RecommendationList {
+        items: bought_with(&state, id).await?,
+    }))
+}
+
+/// The products most often bought with `id`, as summaries.
+async fn bought_with(state: &GatewayState, id: String) -> Result<Vec<Product>, Problem> {
     let found = RecommendationsClient::new(state.recommendations.channel())
         .for_product(recommendations::ForProductRequest {
             product_id: id,
@@ -387,16 +415,14 @@ pub async fn recommendations(
         .map(|item| item.product_id)
         .collect();
     if ids.is_empty() {
-        return Ok(Json(RecommendationList { items: Vec::new() }));
+        return Ok(Vec::new());
     }
-    let found = client(&state)
+    let found = client(state)
         .get_products(proto::GetProductsRequest { ids })
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
-    Ok(Json(RecommendationList {
-        items: products(found.items)?,
-    }))
+    products(found.items)
 }
 
 fn client(state: &GatewayState) -> CatalogClient<tonic::transport::Channel> {

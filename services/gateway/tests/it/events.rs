@@ -326,6 +326,14 @@ async fn products_bought_together_are_recommended_with(options: Options) {
                 found["items"][0]["title"].is_string(),
                 "full product summaries"
             );
+            let page = system
+                .json(&format!("/api/v1/products/{}", items[0].0))
+                .await;
+            assert_eq!(
+                page["recommendations"][0]["id"],
+                items[1].0.as_str(),
+                "the product page includes them"
+            );
             break;
         }
         assert!(
@@ -510,4 +518,25 @@ async fn a_new_product_gets_a_stock_line_from_its_event() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+#[tokio::test]
+async fn a_product_page_without_recommendations_still_answers() {
+    let mut system = System::start().await;
+    let items = products(&system, 1).await;
+    system.recommendations.stop().await;
+    let started = Instant::now();
+    let page = system
+        .json(&format!("/api/v1/products/{}", items[0].0))
+        .await;
+    assert!(
+        page["recommendations"].is_null(),
+        "marked unavailable: {page}"
+    );
+    assert_eq!(page["id"], items[0].0.as_str());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "and quickly: {:?}",
+        started.elapsed()
+    );
 }
