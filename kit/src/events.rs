@@ -518,12 +518,17 @@ impl Consumer {
         for envelope in events {
             self.deliver(Event::from_proto(envelope)).await;
         }
+        // How many events a read found waiting: a full batch means the consumer lags.
+        metrics::gauge!("comb_events_consumer_batch", "producer" => self.producer.clone())
+            .set(count as f64);
         Ok(count)
     }
 
     /// Handles one event: its effect, its inbox record and the new position commit
     /// together, or not at all.
     async fn deliver(&self, event: Event) {
+        metrics::counter!("comb_events_received_total", "producer" => self.producer.clone(), "type" => event.kind.clone())
+            .increment(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -555,6 +560,8 @@ impl Consumer {
     /// Sets an event aside with its reason and moves past it. Retried until it is
     /// recorded: an event is never dropped silently.
     async fn park(&self, event: &Event, reason: &str) {
+        metrics::counter!("comb_events_parked_total", "producer" => self.producer.clone())
+            .increment(1);
         tracing::warn!(event = %event.id, kind = %event.kind, producer = %self.producer, %reason, "event parked");
         let mut attempt = 0;
         loop {

@@ -307,6 +307,7 @@ impl Orders for OrdersApi {
             .map_err(store_status)?;
         if created {
             tracing::info!(order = %stored.id, owner = %stored.owner, total = stored.total_minor, "order placed");
+            metrics::counter!("comb_orders_placed_total").increment(1);
             self.saga.hold_card(&stored.id, card);
             let driving = tokio::spawn(Arc::clone(&self.saga).drive(stored.id.clone()));
             // Answer as soon as the saga is done, or with PENDING when it takes longer.

@@ -153,6 +153,27 @@ fn announcement(next: &Order, from: Step) -> Option<Event> {
     }
 }
 
+/// Business metrics for an order's final outcome: counted once, when the saga step that
+/// decides it is written (confirmation, or the move into compensation).
+fn record_outcome(next: &Order, from: Step) {
+    let took = (now_ms() - next.created_at_ms).max(0) as f64 / 1000.0;
+    match (next.status, next.step) {
+        (OrderStatus::Confirmed, Step::Done) => {
+            metrics::counter!("comb_orders_confirmed_total").increment(1);
+            metrics::counter!("comb_revenue_minor_total", "currency" => next.currency.clone())
+                .increment(u64::try_from(next.total_minor).unwrap_or(0));
+            metrics::histogram!("comb_saga_duration_seconds", "outcome" => "confirmed")
+                .record(took);
+        }
+        (OrderStatus::Cancelled, Step::Compensate) if from != Step::Compensate => {
+            metrics::counter!("comb_orders_cancelled_total", "reason" => next.cancel_reason.clone()).increment(1);
+            metrics::histogram!("comb_saga_duration_seconds", "outcome" => "cancelled")
+                .record(took);
+        }
+        _ => {}
+    }
+}
+
 /// Jittered exponential backoff: 100 ms doubling to 2 s, each wait 50–100% of that.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = 100u64.saturating_mul(1 << attempt.min(5)).min(2_000);
@@ -228,6 +249,7 @@ impl Saga {
                             if next.step != Step::Authorize {
                                 lock(&self.cards).remove(&order_id);
                             }
+                            record_outcome(&next, step);
                             if next.step == Step::Done || next.step == Step::Compensate {
                                 tracing::info!(
                                     order = %order_id,

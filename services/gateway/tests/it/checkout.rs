@@ -587,3 +587,71 @@ async fn checkout_refuses_what_it_cannot_use() {
         "no order from a refused checkout"
     );
 }
+
+/// The sum of the samples of a metric (all label sets) in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn business_metrics_move_when_a_checkout_happens() {
+    let system = System::start().await;
+    let scrape = || async {
+        system
+            .http
+            .get(format!("{}/metrics", system.orders.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let token = customer(&system, "counted@example.com").await;
+    let items = products(&system, 1).await;
+    add(&system, &token, &items[0].0, 1).await;
+    let order = final_order(
+        &system,
+        &token,
+        checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await,
+    )
+    .await;
+    assert_eq!(order["status"], "CONFIRMED");
+    add(&system, &token, &items[0].0, 1).await;
+    let declined = final_order(
+        &system,
+        &token,
+        checkout(&system, &token, checkout_body(DECLINED_CARD, None), None).await,
+    )
+    .await;
+    assert_eq!(declined["status"], "CANCELLED");
+    let after = scrape().await;
+    for name in [
+        "comb_orders_placed_total",
+        "comb_orders_confirmed_total",
+        "comb_orders_cancelled_total",
+        "comb_revenue_minor_total",
+        "comb_saga_duration_seconds_count",
+    ] {
+        assert!(
+            metric_sum(&after, name) > metric_sum(&before, name),
+            "{name} did not move:\n{after}"
+        );
+    }
+    assert!(
+        after.contains("reason=\"payment_declined\""),
+        "cancellations by reason:\n{after}"
+    );
+    assert!(
+        after.lines().any(
+            |line| line.starts_with("http_server_request_duration_seconds_bucket")
+                && line.contains("PlaceOrder")
+        ),
+        "RED histograms per RPC"
+    );
+}
