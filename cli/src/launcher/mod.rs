@@ -83,6 +83,7 @@ async fn run(
             database_url_in_env: std::env::var_os("COMB_DATABASE_URL").is_some(),
         },
     )?;
+    write_prometheus_targets(layout, &plan)?;
     let exe =
         std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
@@ -142,6 +143,22 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), log_writer).await;
     println!("comb | stopped");
     Ok(code)
+}
+
+/// Writes the Prometheus discovery file (whole, then renamed, so a reader never sees half).
+fn write_prometheus_targets(layout: &Layout, plan: &Plan) -> anyhow::Result<()> {
+    let path = layout.prometheus_targets();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let partial = path.with_extension("json.partial");
+    std::fs::write(
+        &partial,
+        serde_json::to_string_pretty(&plan.prometheus_targets())?,
+    )
+    .with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 async fn wait_until_ready(

@@ -78,6 +78,11 @@ impl Layout {
         self.logs_dir().join(format!("{instance}.log"))
     }
 
+    /// Prometheus file-based service discovery: every instance to scrape.
+    pub fn prometheus_targets(&self) -> PathBuf {
+        self.root.join("prometheus").join("targets.json")
+    }
+
     /// An instance's own directory.
     pub fn instance_dir(&self, instance: &str) -> PathBuf {
         self.root.join("instances").join(instance)
@@ -181,6 +186,24 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
     // The gateway first: it is what a person waits for.
     instances.sort_by_key(|instance| instance.service != GATEWAY);
     Ok(Plan { instances })
+}
+
+impl Plan {
+    /// The instances as Prometheus file-based service discovery targets, one group per
+    /// instance labelled with its service and instance name.
+    pub fn prometheus_targets(&self) -> serde_json::Value {
+        serde_json::Value::Array(
+            self.instances
+                .iter()
+                .map(|instance| {
+                    serde_json::json!({
+                        "targets": [instance.addr.to_string()],
+                        "labels": {"job": "comb", "service": instance.service, "comb_instance": instance.instance},
+                    })
+                })
+                .collect(),
+        )
+    }
 }
 
 fn free_port() -> anyhow::Result<TcpListener> {

@@ -68,6 +68,23 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
     let data = comb.dir.path().join("data");
     assert!(data.join("instances/catalog-1").is_dir() && data.join("instances/gateway-1").is_dir());
     assert!(data.join("services/catalog/catalog.db").is_file());
+    // A real Prometheus finds every instance through this file.
+    let targets: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("prometheus/targets.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = targets.as_array().unwrap();
+    assert_eq!(groups.len(), instances.len());
+    for instance in instances {
+        assert!(
+            groups
+                .iter()
+                .any(|group| group["targets"][0] == instance["address"]
+                    && group["labels"]["service"] == instance["service"]
+                    && group["labels"]["comb_instance"] == instance["instance"]),
+            "{instance} is a target: {targets}"
+        );
+    }
     assert!(
         data.join("services/users/users.db").is_file(),
         "and the users' is another"
