@@ -190,6 +190,14 @@ impl Database {
         &self.pool
     }
 
+    /// Opens the database at `url` and brings its schema up to date: what every service
+    /// does first.
+    pub async fn open(url: &str, migrations: &Migrations) -> Result<Self, StorageError> {
+        let db = Self::connect(url).await?;
+        db.migrate(migrations).await?;
+        Ok(db)
+    }
+
     /// Brings the schema up to date: the kit's own tables (the event outbox, inbox and
     /// feed positions), then the service's migrations for this backend.
     ///

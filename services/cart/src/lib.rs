@@ -40,8 +40,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 
 /// Opens (and migrates) the database and the channel to the catalog.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<CartApi> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let catalog = Upstream::new("catalog", config.upstream("catalog")?, config.call_timeout)?;
     Ok(CartApi::new(CartStore::new(db), Arc::new(catalog)))
 }

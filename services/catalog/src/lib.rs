@@ -68,8 +68,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// Opens (and migrates) the catalog's database and, unless the `seed` setting is false,
 /// loads the bundled catalog into it when it is empty.
 pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = CatalogStore::new(db);
     if config.flag("seed", true)? {
         let seed = Seed::bundled().context("the bundled seed catalog is broken")?;

@@ -70,8 +70,7 @@ fn setting(config: &ServiceConfig, key: &str, default: u64) -> anyhow::Result<u6
 /// Opens (and migrates) the database and, unless `seed` is false, loads the bundled stock
 /// list into an empty one.
 pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<InventoryStore> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = InventoryStore::new(db);
     if config.flag("seed", true)? {
         let seed = Seed::bundled().context("the bundled stock list is broken")?;

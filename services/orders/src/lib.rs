@@ -70,8 +70,7 @@ fn duration(config: &ServiceConfig, key: &str, default_ms: u64) -> anyhow::Resul
 
 /// Opens the database and the channels to the services the saga calls.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<(OrdersApi, Arc<Saga>, OrderStore)> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = OrderStore::new(db);
     let upstream = |name: &str| -> anyhow::Result<Arc<Upstream>> {
         Ok(Arc::new(Upstream::new(

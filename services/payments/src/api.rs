@@ -29,6 +29,24 @@ impl PaymentsApi {
     pub fn store(&self) -> &PaymentStore {
         &self.store
     }
+
+    /// Moves the payment a request names from one of `from` to `to`.
+    async fn transition(
+        &self,
+        request: Request<proto::PaymentRef>,
+        from: &[Status],
+        to: Status,
+        wanted: &'static str,
+    ) -> Result<Response<proto::Payment>, GrpcStatus> {
+        let payment_id = request.into_inner().payment_id;
+        check_key("payment_id", &payment_id)?;
+        let payment = self
+            .store
+            .transition(&payment_id, from, to, wanted, now_ms())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(payment_to_proto(payment)))
+    }
 }
 
 #[tonic::async_trait]
@@ -117,20 +135,8 @@ impl Payments for PaymentsApi {
         &self,
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
-        let payment_id = request.into_inner().payment_id;
-        check_key("payment_id", &payment_id)?;
-        let payment = self
-            .store
-            .transition(
-                &payment_id,
-                &[Status::Authorized],
-                Status::Captured,
-                "captured",
-                now_ms(),
-            )
+        self.transition(request, &[Status::Authorized], Status::Captured, "captured")
             .await
-            .map_err(store_status)?;
-        Ok(Response::new(payment_to_proto(payment)))
     }
 
     async fn void(
@@ -183,20 +189,8 @@ impl Payments for PaymentsApi {
         &self,
         request: Request<proto::PaymentRef>,
     ) -> Result<Response<proto::Payment>, GrpcStatus> {
-        let payment_id = request.into_inner().payment_id;
-        check_key("payment_id", &payment_id)?;
-        let payment = self
-            .store
-            .transition(
-                &payment_id,
-                &[Status::Captured],
-                Status::Refunded,
-                "refunded",
-                now_ms(),
-            )
+        self.transition(request, &[Status::Captured], Status::Refunded, "refunded")
             .await
-            .map_err(store_status)?;
-        Ok(Response::new(payment_to_proto(payment)))
     }
 
     async fn get_payment(

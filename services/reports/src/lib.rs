@@ -43,8 +43,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     Ok(db)
 }
 

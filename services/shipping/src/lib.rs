@@ -69,8 +69,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<ShippingApi> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let millis = |key: &str, default_secs: u64| -> anyhow::Result<i64> {
         let secs: u64 = match config.setting(key) {
             Some(text) => text.parse().with_context(|| {

@@ -53,8 +53,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// Opens the database, loads (or creates) the signing key, and makes sure the admin
 /// account from `admin_email`/`admin_password` exists when they are set.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<UsersApi> {
-    let db = Database::connect(&config.database_url).await?;
-    db.migrate(&MIGRATIONS).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = UserStore::new(db);
     let seconds = |key: &str, default: u64| -> anyhow::Result<Duration> {
         let value = match config.setting(key) {
