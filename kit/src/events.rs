@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::clock::{now_ms, now_rfc3339};
 use crate::grpc::Upstream;
@@ -71,7 +72,8 @@ impl Event {
             kind: kind.to_owned(),
             subject: subject.to_owned(),
             time: now_rfc3339(),
-            traceparent: String::new(),
+            // Consumers continue the trace of the change that published the event.
+            traceparent: crate::trace::traceparent(&tracing::Span::current()),
             data: serde_json::to_string(data).map_err(EventError::Encode)?,
         })
     }
@@ -223,6 +225,14 @@ const FEED_POLL: Duration = Duration::from_millis(50);
 const MAX_READ: u32 = 500;
 const MAX_WAIT_MS: u32 = 30_000;
 
+/// The position of the newest event in the outbox (0 when empty).
+async fn outbox_head(db: &Database) -> Result<i64, sqlx::Error> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(head.unwrap_or(0))
+}
+
 /// Serves a service's outbox as a feed.
 #[derive(Debug, Clone)]
 struct Feed {
@@ -248,8 +258,13 @@ impl EventFeed for Feed {
                     Status::unavailable("the outbox cannot be read right now")
                 })?;
             if !events.is_empty() || started.elapsed() >= wait {
+                let head = outbox_head(&self.db).await.map_err(|error| {
+                    tracing::error!(%error, "reading the outbox failed");
+                    Status::unavailable("the outbox cannot be read right now")
+                })?;
                 return Ok(Response::new(proto::ReadResponse {
                     events: events.iter().map(Event::to_proto).collect(),
+                    head,
                 }));
             }
             tokio::time::sleep(FEED_POLL).await;
@@ -488,6 +503,9 @@ impl Consumer {
                     let message =
                         message.map_err(|error| Status::unavailable(error.to_string()))?;
                     count += 1;
+                    if let Ok(info) = message.info() {
+                        self.record_lag(info.pending);
+                    }
                     match crate::nats::event_of(&message) {
                         Ok(event) => self.deliver(event).await,
                         Err(reason) => {
@@ -505,30 +523,56 @@ impl Consumer {
         let after = position(&self.db, &self.producer)
             .await
             .map_err(|error| Status::unavailable(format!("position: {error}")))?;
-        let events = EventFeedClient::new(feed.channel())
+        let read = EventFeedClient::new(feed.untraced_channel())
             .read(proto::ReadRequest {
                 after,
                 limit: 100,
                 wait_ms: u32::try_from(self.wait.as_millis()).unwrap_or(MAX_WAIT_MS),
             })
             .await?
-            .into_inner()
-            .events;
-        let count = events.len();
-        for envelope in events {
+            .into_inner();
+        let count = read.events.len();
+        for envelope in read.events {
+            let seq = envelope.seq;
             self.deliver(Event::from_proto(envelope)).await;
+            self.record_lag(u64::try_from(read.head - seq).unwrap_or(0));
         }
-        // How many events a read found waiting: a full batch means the consumer lags.
-        metrics::gauge!("comb_events_consumer_batch", "producer" => self.producer.clone())
-            .set(count as f64);
+        if count == 0 {
+            self.record_lag(u64::try_from(read.head - after).unwrap_or(0));
+        }
         Ok(count)
     }
 
+    /// How many of the producer's events this consumer has still to handle.
+    fn record_lag(&self, behind: u64) {
+        metrics::gauge!("comb_events_consumer_lag", "producer" => self.producer.clone())
+            .set(behind as f64);
+    }
+
     /// Handles one event: its effect, its inbox record and the new position commit
-    /// together, or not at all.
+    /// together, or not at all. An event the handler wants is handled in a consumer span
+    /// that continues the publisher's trace.
     async fn deliver(&self, event: Event) {
         metrics::counter!("comb_events_received_total", "producer" => self.producer.clone(), "type" => event.kind.clone())
             .increment(1);
+        if !self.handler.wants(&event.kind) {
+            return self.deliver_untraced(event).await;
+        }
+        let span = tracing::info_span!(
+            "event",
+            otel.name = %format!("process {}", event.kind),
+            otel.kind = "consumer",
+            messaging.system = match self.source { Source::Feed(_) => "comb", Source::Nats(_) => "nats" },
+            messaging.operation.type = "process",
+            messaging.message.id = %event.id,
+            messaging.source.name = %self.producer,
+            event.subject = %event.subject,
+        );
+        crate::trace::follow(&span, &event.traceparent);
+        self.deliver_untraced(event).instrument(span).await;
+    }
+
+    async fn deliver_untraced(&self, event: Event) {
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -2,6 +2,7 @@
 //! at start and kept in state, a deadline on every call, and the mapping of gRPC failures to
 //! problem+json for the caller's own callers.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::problem::{FieldError, Problem, field_errors_to_message};
+use crate::trace::TracedChannel;
 
 /// Why an upstream could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +28,7 @@ pub enum UpstreamError {
 /// The instances of one service this service calls, taken in turn.
 #[derive(Debug)]
 pub struct Upstream {
-    service: String,
+    service: Arc<str>,
     channels: Vec<Channel>,
     next: AtomicUsize,
 }
@@ -63,7 +65,7 @@ impl Upstream {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
-            service: service.to_owned(),
+            service: service.into(),
             channels,
             next: AtomicUsize::new(0),
         })
@@ -73,8 +75,19 @@ impl Upstream {
         &self.service
     }
 
-    /// The channel for the next call (round robin over the instances).
-    pub fn channel(&self) -> Channel {
+    /// The channel for the next call (round robin over the instances); each call on it
+    /// is a client span in the caller's trace.
+    pub fn channel(&self) -> TracedChannel {
+        TracedChannel::new(self.next_channel(), Arc::clone(&self.service), true)
+    }
+
+    /// The channel for the next call, outside any trace: for the long-polling feed reads
+    /// that run all the time and belong to no request.
+    pub fn untraced_channel(&self) -> TracedChannel {
+        TracedChannel::new(self.next_channel(), Arc::clone(&self.service), false)
+    }
+
+    fn next_channel(&self) -> Channel {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
         self.channels[index].clone()
     }

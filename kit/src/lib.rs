@@ -4,8 +4,10 @@
 //! and each step is one module here:
 //! - [`config`]: the topology file (`comb.toml`) and a service instance's settings, with
 //!   environment overrides;
-//! - [`telemetry`]: JSON log lines carrying service and instance, Prometheus metrics with
-//!   request counts and latency histograms per route;
+//! - [`telemetry`]: JSON log lines carrying service, instance and trace, OpenTelemetry
+//!   spans exported over OTLP, Prometheus metrics with request counts and latency
+//!   histograms per route;
+//! - [`trace`]: W3C trace context through HTTP, gRPC calls and events;
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
 //!   graceful drain on SIGTERM/SIGINT;
@@ -25,6 +27,7 @@ pub mod server;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
+pub mod trace;
 
 pub use config::{ServiceConfig, Topology};
 pub use problem::Problem;

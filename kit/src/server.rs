@@ -121,7 +121,9 @@ pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerE
         let reason = shutdown::stop_requested(parent_pid).await;
         tracing::info!(?reason, "stopping");
     };
-    server.run(app, readiness, stop, config.drain_timeout).await
+    let served = server.run(app, readiness, stop, config.drain_timeout).await;
+    telemetry::flush_traces();
+    served
 }
 
 /// Wraps a service's routes with the kit's endpoints and middleware: `/healthz`
@@ -142,6 +144,7 @@ pub fn app(routes: Router, readiness: Readiness) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::record_red))
         .layer(axum::middleware::from_fn(telemetry::access_log))
+        .layer(axum::middleware::from_fn(crate::trace::trace_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

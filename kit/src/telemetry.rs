@@ -1,7 +1,11 @@
-//! Telemetry: structured logs and Prometheus metrics.
+//! Telemetry: structured logs, traces and Prometheus metrics.
 //!
-//! Every log line is one JSON object carrying `service` and `instance`, so the launcher
-//! (or any log shipper) can tell instances apart without parsing text. Every request
+//! Every log line is one JSON object carrying `service` and `instance`, and `trace_id` and
+//! `span_id` when it was written inside a traced span, so the launcher (or any log
+//! shipper) can tell instances apart and join lines to traces without parsing text.
+//! Spans get OpenTelemetry ids always and are exported over OTLP/HTTP when the standard
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, with the
+//! service as `service.name` and the instance as `service.instance.id`. Every request
 //! through [`record_red`] counts towards the RED metrics (rate, errors, duration) labelled
 //! by route (the gRPC method for gRPC calls), method and status.
 
@@ -13,6 +17,10 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use tracing::field::{Field, Visit};
@@ -43,7 +51,7 @@ pub enum TelemetryError {
     },
 }
 
-/// Starts logging (to stdout) and the metrics recorder for this process.
+/// Starts logging (to stdout), tracing and the metrics recorder for this process.
 ///
 /// A process that already has a global logger keeps it: tests start several services in
 /// one process.
@@ -53,7 +61,10 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
             filter: config.log_filter.clone(),
             source,
         })?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = TRACER_PROVIDER.get_or_init(|| tracer_provider(config));
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("comb")));
     let result = match config.log_format {
         LogFormat::Json => registry
             .with(
@@ -80,8 +91,57 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
     Ok(())
 }
 
-/// Writes each event as one JSON object: time, level, service, instance, target, message
-/// and the event's fields.
+static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Whether spans should leave the process: an OTLP endpoint is set and the SDK is not
+/// switched off.
+fn otlp_configured(env: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| env(name).is_some_and(|value| !value.trim().is_empty());
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|value| value.eq_ignore_ascii_case("none"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// The process's tracer provider: ids for every span, and a batching OTLP/HTTP exporter
+/// when one is configured (the exporter reads the other `OTEL_*` variables itself:
+/// headers, timeout, batch delay).
+fn tracer_provider(config: &ServiceConfig) -> SdkTracerProvider {
+    let resource = Resource::builder()
+        .with_service_name(config.service.clone())
+        .with_attribute(KeyValue::new(
+            "service.instance.id",
+            config.instance.clone(),
+        ))
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    if !otlp_configured(|name| std::env::var(name).ok()) {
+        return builder.build();
+    }
+    match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .build()
+    {
+        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
+        Err(error) => {
+            eprintln!(
+                "comb: spans will not be exported: the OTLP exporter could not start ({error}); check OTEL_EXPORTER_OTLP_ENDPOINT"
+            );
+            builder.build()
+        }
+    }
+}
+
+/// Sends the spans still waiting in the exporter's batch; called when the instance stops.
+pub fn flush_traces() {
+    if let Some(provider) = TRACER_PROVIDER.get() {
+        if let Err(error) = provider.force_flush() {
+            tracing::debug!(%error, "spans could not be flushed");
+        }
+    }
+}
+
+/// Writes each event as one JSON object: time, level, service, instance, target, message,
+/// the trace and span it belongs to, and the event's fields.
 struct JsonLines {
     service: String,
     instance: String,
@@ -113,6 +173,10 @@ where
             "target".into(),
             Value::String(event.metadata().target().to_owned()),
         );
+        if let Some((trace_id, span_id)) = crate::trace::ids(&tracing::Span::current()) {
+            line.insert("trace_id".into(), Value::String(trace_id));
+            line.insert("span_id".into(), Value::String(span_id));
+        }
         event.record(&mut JsonFields(&mut line));
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")

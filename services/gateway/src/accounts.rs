@@ -79,7 +79,7 @@ pub struct GuestSession {
     pub guest_id: String,
 }
 
-fn users(state: &GatewayState) -> UsersClient<tonic::transport::Channel> {
+fn users(state: &GatewayState) -> UsersClient<comb_kit::trace::TracedChannel> {
     UsersClient::new(state.users.channel())
 }
 

@@ -46,7 +46,7 @@ pub struct SetQuantityBody {
     pub quantity: i64,
 }
 
-pub(crate) fn client(state: &GatewayState) -> CartClient<tonic::transport::Channel> {
+pub(crate) fn client(state: &GatewayState) -> CartClient<comb_kit::trace::TracedChannel> {
     CartClient::new(state.cart.channel())
 }
 

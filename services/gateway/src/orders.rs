@@ -154,7 +154,7 @@ fn order_body(order: proto::Order) -> OrderBody {
     }
 }
 
-fn client(state: &GatewayState) -> OrdersClient<tonic::transport::Channel> {
+fn client(state: &GatewayState) -> OrdersClient<comb_kit::trace::TracedChannel> {
     OrdersClient::new(state.orders.channel())
 }
 

@@ -17,6 +17,7 @@ use comb_kit::grpc::{callee_failed, field_errors, invalid_argument, is_key};
 use comb_kit::problem::FieldError;
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 
@@ -309,7 +310,15 @@ impl Orders for OrdersApi {
             tracing::info!(order = %stored.id, owner = %stored.owner, total = stored.total_minor, "order placed");
             metrics::counter!("comb_orders_placed_total").increment(1);
             self.saga.hold_card(&stored.id, card);
-            let driving = tokio::spawn(Arc::clone(&self.saga).drive(stored.id.clone()));
+            // The saga outlives this call when it has to wait; its span keeps it in the
+            // checkout's trace either way.
+            let saga_span =
+                tracing::info_span!("saga", otel.name = "checkout saga", order = %stored.id);
+            let driving = tokio::spawn(
+                Arc::clone(&self.saga)
+                    .drive(stored.id.clone())
+                    .instrument(saga_span),
+            );
             // Answer as soon as the saga is done, or with PENDING when it takes longer.
             let _ = tokio::time::timeout(self.inline_wait, driving).await;
         }

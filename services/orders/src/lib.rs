@@ -8,6 +8,7 @@ pub mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use axum::Router;
@@ -105,7 +106,10 @@ pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>, abandoned_after: D
             Ok(ids) => {
                 for id in ids.into_iter().filter(|id| !saga.is_driving(id)) {
                     tracing::info!(order = %id, "resuming an unfinished saga");
-                    tokio::spawn(Arc::clone(&saga).drive(id));
+                    // The first request's trace is not kept with the order, so a resumed
+                    // saga starts a trace of its own.
+                    let span = tracing::info_span!("saga", otel.name = "resumed saga", order = %id);
+                    tokio::spawn(Arc::clone(&saga).drive(id).instrument(span));
                 }
             }
             Err(error) => tracing::warn!(%error, "cannot look for unfinished sagas; will retry"),
