@@ -133,10 +133,10 @@ fn tracer_provider(config: &ServiceConfig) -> SdkTracerProvider {
 
 /// Sends the spans still waiting in the exporter's batch; called when the instance stops.
 pub fn flush_traces() {
-    if let Some(provider) = TRACER_PROVIDER.get() {
-        if let Err(error) = provider.force_flush() {
-            tracing::debug!(%error, "spans could not be flushed");
-        }
+    if let Some(provider) = TRACER_PROVIDER.get()
+        && let Err(error) = provider.force_flush()
+    {
+        tracing::debug!(%error, "spans could not be flushed");
     }
 }
 
