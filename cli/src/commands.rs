@@ -11,7 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::launcher::control::{fetch_status, is_alive, running_launcher};
-use crate::launcher::logs::{prefixed, render};
+use crate::launcher::logs::{LogFilter, log_files, prefixed, read_logs, render};
 use crate::launcher::plan::Layout;
 use crate::{DataDirArg, LogsArgs, StatusArgs};
 
@@ -76,7 +76,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn format_uptime(seconds: f64) -> String {
+pub(crate) fn format_uptime(seconds: f64) -> String {
     let whole = seconds as u64;
     match whole {
         0..=59 => format!("{whole}s"),
@@ -126,24 +126,15 @@ pub async fn down(args: DataDirArg) -> anyhow::Result<ExitCode> {
 }
 
 /// `comb logs`: the stored lines of every matching instance, oldest first; with
-/// `--follow`, then new lines as they come.
+/// `--follow`, then new lines as they come. `--trace` and `--level` narrow them down.
 pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     let layout = Layout::new(&args.data_dir.data_dir)?;
     let dir = layout.logs_dir();
-    let mut files: BTreeMap<String, u64> = BTreeMap::new();
-    let mut lines: Vec<(String, String, String)> = Vec::new();
-    for (instance, path) in log_files(&dir, args.service.as_deref())? {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        files.insert(instance.clone(), text.len() as u64);
-        let mut last_ts = String::new();
-        for line in text.lines() {
-            if let Some(ts) = timestamp(line) {
-                last_ts = ts;
-            }
-            lines.push((last_ts.clone(), instance.clone(), line.to_owned()));
-        }
-    }
+    let filter = LogFilter {
+        level: args.level.map(|level| level.as_str().to_owned()),
+        trace: args.trace.as_deref().map(str::to_ascii_lowercase),
+    };
+    let files = log_files(&dir, args.service.as_deref())?;
     if files.is_empty() && !args.follow {
         eprintln!(
             "no logs{} in {}",
@@ -155,10 +146,13 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     }
-    // Stable: lines of one instance keep their order, instances interleave by time.
-    lines.sort_by(|a, b| a.0.cmp(&b.0));
-    for (_, instance, line) in &lines {
-        print_line(instance, line, args.raw);
+    let mut offsets: BTreeMap<String, u64> = BTreeMap::new();
+    for (instance, path) in &files {
+        let length = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        offsets.insert(instance.clone(), length);
+    }
+    for line in read_logs(&dir, args.service.as_deref(), &filter, usize::MAX)? {
+        print_line(&line.instance, &line.text, args.raw);
     }
     if !args.follow {
         return Ok(ExitCode::SUCCESS);
@@ -166,7 +160,7 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (instance, path) in log_files(&dir, args.service.as_deref())? {
-            let offset = files.entry(instance.clone()).or_insert(0);
+            let offset = offsets.entry(instance.clone()).or_insert(0);
             let Ok(mut file) = std::fs::File::open(&path) else {
                 continue;
             };
@@ -182,7 +176,10 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             file.read_to_string(&mut fresh)?;
             // Only whole lines; a partial last line waits for its end.
             let complete = fresh.rfind('\n').map_or(0, |end| end + 1);
-            for line in fresh[..complete].lines() {
+            for line in fresh[..complete]
+                .lines()
+                .filter(|line| filter.matches(line))
+            {
                 print_line(&instance, line, args.raw);
             }
             *offset += complete as u64;
@@ -196,45 +193,6 @@ fn print_line(instance: &str, line: &str, raw: bool) {
     } else {
         println!("{}", prefixed(instance, &render(line), None));
     }
-}
-
-fn timestamp(line: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(line).ok()?;
-    value.get("ts")?.as_str().map(str::to_owned)
-}
-
-/// The log files of instances matching `filter` (a service or an instance name).
-fn log_files(
-    dir: &std::path::Path,
-    filter: Option<&str>,
-) -> anyhow::Result<Vec<(String, std::path::PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => return Err(error).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        let Some(instance) = path
-            .file_name()
-            .and_then(|name| name.to_str())
-            .and_then(|name| name.strip_suffix(".log"))
-        else {
-            continue;
-        };
-        let matches = filter.is_none_or(|filter| {
-            instance == filter
-                || instance.rsplit_once('-').is_some_and(|(service, index)| {
-                    service == filter && index.parse::<u32>().is_ok()
-                })
-        });
-        if matches {
-            files.push((instance.to_owned(), path));
-        }
-    }
-    files.sort();
-    Ok(files)
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ pub struct UpArgs {
     /// The gateway's port (0 picks a free one); overrides the topology.
     #[arg(long, value_name = "PORT")]
     pub gateway_port: Option<u16>,
+    /// The dashboard's port (0 picks a free one); overrides the topology.
+    #[arg(long, value_name = "PORT")]
+    pub dashboard_port: Option<u16>,
     /// Start in the background and return once every instance is ready.
     #[arg(long)]
     pub detach: bool,
@@ -89,6 +92,33 @@ pub struct LogsArgs {
     /// Print the JSON lines as they are stored.
     #[arg(long)]
     pub raw: bool,
+    /// Only the lines of this trace (its id, or the id's first characters).
+    #[arg(long, value_name = "ID")]
+    pub trace: Option<String>,
+    /// Only lines at this level or above.
+    #[arg(long, value_enum)]
+    pub level: Option<LogLevel>,
+}
+
+/// A log level to filter by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    /// The level as log lines spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "DEBUG",
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+        }
+    }
 }
 
 /// Parses the command line and runs the command; errors are printed with their causes.

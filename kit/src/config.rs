@@ -53,6 +53,8 @@ pub struct Topology {
 pub struct LauncherSettings {
     /// The port the gateway listens on; 0 picks a free one.
     pub gateway_port: u16,
+    /// The port of the launcher's dashboard and control API; 0 picks a free one.
+    pub dashboard_port: u16,
     /// First wait before restarting a crashed instance; doubles on each crash in a row.
     pub restart_backoff_ms: u64,
     /// The longest wait between restarts.
@@ -65,6 +67,7 @@ impl Default for LauncherSettings {
     fn default() -> Self {
         Self {
             gateway_port: 8080,
+            dashboard_port: 8090,
             restart_backoff_ms: 250,
             restart_backoff_max_ms: 30_000,
             ready_timeout_ms: 30_000,

@@ -1,22 +1,25 @@
-//! How other `comb` commands reach a running launcher: a state file in the data
-//! directory (the launcher's pid and the address of its control API) and that API, which
-//! answers `GET /status`.
+//! How other `comb` commands and people reach a running launcher: a state file in the
+//! data directory (the launcher's pid and the address of its control API) and that API,
+//! which answers `GET /status`, receives the instances' spans (`POST /v1/traces`) and
+//! serves the dashboard.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
-use axum::routing::get;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use super::dashboard::{self, DashboardMemory};
 use super::plan::Layout;
 use super::supervisor::{InstanceStatus, Supervisor};
+use super::traces::{self, Collector};
 
 /// What a running launcher leaves in `launcher.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,11 +42,24 @@ pub struct SystemStatus {
     pub instances: Vec<InstanceStatus>,
 }
 
+/// What the control API's handlers share.
 #[derive(Clone)]
-struct Control {
-    supervisor: Arc<Supervisor>,
-    state: LauncherState,
-    data_dir: String,
+pub struct Control {
+    pub supervisor: Arc<Supervisor>,
+    pub state: LauncherState,
+    pub data_dir: String,
+    pub logs_dir: std::path::PathBuf,
+    /// The services of the topology, for the dashboard's filters.
+    pub services: Arc<[String]>,
+    pub collector: Collector,
+    pub memory: Arc<DashboardMemory>,
+    pub http: reqwest::Client,
+}
+
+impl axum::extract::FromRef<Control> for Collector {
+    fn from_ref(control: &Control) -> Self {
+        control.collector.clone()
+    }
 }
 
 /// The running control API.
@@ -62,21 +78,47 @@ impl ControlServer {
     }
 }
 
-/// Serves the control API on a free local port.
+/// The control API's port, taken before any instance starts so they can be told where to
+/// send their spans.
+#[derive(Debug)]
+pub struct ControlPort {
+    listener: TcpListener,
+    pub url: String,
+}
+
+impl ControlPort {
+    /// Binds `port` on localhost (0 picks a free one).
+    pub async fn bind(port: u16) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the dashboard port {port}: is another comb running? Pass --dashboard-port with a free port, or 0 for any"
+                )
+            })?;
+        let addr: SocketAddr = listener
+            .local_addr()
+            .context("cannot open the launcher's control port")?;
+        Ok(Self {
+            listener,
+            url: format!("http://{addr}"),
+        })
+    }
+}
+
+/// Serves the control API and the dashboard on `port`.
 pub async fn serve(
+    port: ControlPort,
     supervisor: Arc<Supervisor>,
     layout: &Layout,
+    services: Vec<String>,
     gateway_url: Option<String>,
+    collector: Collector,
 ) -> anyhow::Result<ControlServer> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
-        .context("cannot open the launcher's control port")?;
-    let addr: SocketAddr = listener
-        .local_addr()
-        .context("cannot open the launcher's control port")?;
+    let ControlPort { listener, url } = port;
     let state = LauncherState {
         pid: std::process::id(),
-        control_url: format!("http://{addr}"),
+        control_url: url,
         gateway_url,
         started_at: now(),
     };
@@ -84,9 +126,25 @@ pub async fn serve(
         supervisor,
         state: state.clone(),
         data_dir: layout.root.display().to_string(),
+        logs_dir: layout.logs_dir(),
+        services: services.into(),
+        collector,
+        memory: Arc::default(),
+        http: reqwest::Client::new(),
     };
     let app = Router::new()
         .route("/status", get(status))
+        .route(
+            "/v1/traces",
+            post(traces::receive).layer(DefaultBodyLimit::max(32 * 1024 * 1024)),
+        )
+        .route("/", get(dashboard::overview))
+        .route("/traces", get(dashboard::traces))
+        .route("/traces/{id}", get(dashboard::trace))
+        .route("/logs", get(dashboard::logs))
+        .route("/mailbox", get(dashboard::mailbox))
+        .route("/api/traces", get(dashboard::api_traces))
+        .route("/api/traces/{id}", get(dashboard::api_trace))
         .with_state(control);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

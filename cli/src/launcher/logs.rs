@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::Value;
@@ -112,7 +113,7 @@ pub fn render(text: &str) -> String {
     for (key, value) in &fields {
         if matches!(
             key.as_str(),
-            "ts" | "level" | "msg" | "service" | "instance" | "target"
+            "ts" | "level" | "msg" | "service" | "instance" | "target" | "span_id"
         ) {
             continue;
         }
@@ -125,9 +126,190 @@ pub fn render(text: &str) -> String {
     line
 }
 
+/// Which log lines to show besides their instance: at least a level, of one trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LogFilter {
+    /// `DEBUG`, `INFO`, `WARN` or `ERROR`: lines at this level or above.
+    pub level: Option<String>,
+    /// A trace id, or its first characters.
+    pub trace: Option<String>,
+}
+
+/// One stored line, as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub ts: String,
+    pub instance: String,
+    pub level: String,
+    pub text: String,
+}
+
+fn severity(level: &str) -> u8 {
+    match level {
+        "TRACE" => 0,
+        "DEBUG" => 1,
+        "INFO" => 2,
+        "WARN" => 3,
+        _ => 4,
+    }
+}
+
+impl LogFilter {
+    /// Whether a stored line passes. A line that is not JSON (a panic message, say)
+    /// counts as an error with no trace.
+    pub fn matches(&self, line: &str) -> bool {
+        let fields = serde_json::from_str::<Value>(line).ok();
+        let field = |key: &str| {
+            fields
+                .as_ref()
+                .and_then(|f| f.get(key))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let level = if fields.is_some() {
+            field("level")
+        } else {
+            "ERROR"
+        };
+        let level_passes = self
+            .level
+            .as_deref()
+            .is_none_or(|wanted| severity(level) >= severity(wanted));
+        let trace_passes = self.trace.as_deref().is_none_or(|wanted| {
+            let trace = field("trace_id");
+            !trace.is_empty() && trace.starts_with(wanted)
+        });
+        level_passes && trace_passes
+    }
+}
+
+/// The timestamp of a JSON log line.
+pub fn timestamp(line: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    value.get("ts")?.as_str().map(str::to_owned)
+}
+
+/// The newest `limit` lines passing `filter` of every instance of `service` (or of every
+/// instance), oldest first, instances interleaved by time.
+pub fn read_logs(
+    dir: &Path,
+    service: Option<&str>,
+    filter: &LogFilter,
+    limit: usize,
+) -> anyhow::Result<Vec<LogLine>> {
+    let mut lines = Vec::new();
+    for (instance, path) in log_files(dir, service)? {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut last_ts = String::new();
+        for line in text.lines() {
+            if let Some(ts) = timestamp(line) {
+                last_ts = ts;
+            }
+            if filter.matches(line) {
+                let level = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("level").and_then(Value::as_str).map(str::to_owned))
+                    .unwrap_or_else(|| "ERROR".to_owned());
+                lines.push(LogLine {
+                    ts: last_ts.clone(),
+                    instance: instance.clone(),
+                    level,
+                    text: line.to_owned(),
+                });
+            }
+        }
+    }
+    // Stable: lines of one instance keep their order.
+    lines.sort_by(|a, b| a.ts.cmp(&b.ts));
+    let skip = lines.len().saturating_sub(limit);
+    Ok(lines.split_off(skip))
+}
+
+/// The log files of instances matching `filter` (a service or an instance name).
+pub fn log_files(dir: &Path, filter: Option<&str>) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(instance) = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| name.strip_suffix(".log"))
+        else {
+            continue;
+        };
+        let matches = filter.is_none_or(|filter| {
+            instance == filter
+                || instance.rsplit_once('-').is_some_and(|(service, index)| {
+                    service == filter && index.parse::<u32>().is_ok()
+                })
+        });
+        if matches {
+            files.push((instance.to_owned(), path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_pick_lines_by_level_and_trace() {
+        let info =
+            r#"{"ts":"t","level":"INFO","msg":"a","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#;
+        let warn = r#"{"ts":"t","level":"WARN","msg":"b"}"#;
+        let panic = "thread 'main' panicked";
+        let at_least_warn = LogFilter {
+            level: Some("WARN".into()),
+            trace: None,
+        };
+        assert!(!at_least_warn.matches(info));
+        assert!(at_least_warn.matches(warn));
+        assert!(
+            at_least_warn.matches(panic),
+            "unparsed lines count as errors"
+        );
+        let of_trace = LogFilter {
+            level: None,
+            trace: Some("4bf92f35".into()),
+        };
+        assert!(of_trace.matches(info));
+        assert!(!of_trace.matches(warn));
+        assert!(!of_trace.matches(panic));
+        assert!(LogFilter::default().matches(panic));
+    }
+
+    #[test]
+    fn read_logs_keeps_the_newest_matching_lines_in_time_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::write(
+            dir.path().join("catalog-1.log"),
+            "{\"ts\":\"2026-01-01T00:00:01Z\",\"level\":\"INFO\",\"msg\":\"one\"}\n{\"ts\":\"2026-01-01T00:00:03Z\",\"level\":\"INFO\",\"msg\":\"three\"}\n",
+        )
+        .expect("write");
+        std::fs::write(
+            dir.path().join("orders-1.log"),
+            "{\"ts\":\"2026-01-01T00:00:02Z\",\"level\":\"WARN\",\"msg\":\"two\"}\n",
+        )
+        .expect("write");
+        let all = read_logs(dir.path(), None, &LogFilter::default(), 2).expect("read");
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].instance, "orders-1");
+        assert_eq!(all[0].level, "WARN");
+        assert_eq!(all[1].instance, "catalog-1");
+        assert!(all[1].text.contains("three"), "{all:?}");
+        let catalog =
+            read_logs(dir.path(), Some("catalog"), &LogFilter::default(), 10).expect("read");
+        assert_eq!(catalog.len(), 2);
+    }
 
     #[test]
     fn json_lines_render_readably() {

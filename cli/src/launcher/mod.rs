@@ -3,9 +3,11 @@
 //! on Ctrl-C, SIGTERM or `comb down` asks every instance to drain and waits for them.
 
 pub mod control;
+pub mod dashboard;
 pub mod logs;
 pub mod plan;
 pub mod supervisor;
+pub mod traces;
 
 use std::fs::File;
 use std::path::Path;
@@ -16,10 +18,11 @@ use anyhow::{Context, bail};
 use comb_kit::Topology;
 use comb_kit::shutdown::StopSignals;
 
-use self::control::{LauncherState, fetch_status, running_launcher};
+use self::control::{ControlPort, LauncherState, fetch_status, running_launcher};
 use self::logs::LogSink;
 use self::plan::{Layout, Plan, PlanInputs};
 use self::supervisor::{Health, Supervisor};
+use self::traces::{Collector, Forward};
 use crate::UpArgs;
 use crate::services::{DEFAULT_TOPOLOGY, known, load_topology};
 
@@ -73,7 +76,12 @@ async fn run(
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut signals = StopSignals::listen(None).context("cannot listen for Ctrl-C and SIGTERM")?;
-    let plan = plan::plan(
+    let control_port = ControlPort::bind(
+        args.dashboard_port
+            .unwrap_or(topology.launcher.dashboard_port),
+    )
+    .await?;
+    let mut plan = plan::plan(
         topology,
         &PlanInputs {
             layout,
@@ -83,12 +91,31 @@ async fn run(
             database_url_in_env: std::env::var_os("COMB_DATABASE_URL").is_some(),
         },
     )?;
+    // Every instance sends its spans to the launcher, which keeps them for the dashboard
+    // and forwards them to the OTLP endpoint the launcher itself was given, if any.
+    let launcher_env = |name: &str| std::env::var(name).ok();
+    let tracing_env = traces::instance_env(&control_port.url, launcher_env);
+    for instance in &mut plan.instances {
+        instance.env.extend(tracing_env.clone());
+    }
+    let forward = Forward::from_env(launcher_env);
     write_prometheus_targets(layout, &plan)?;
     let exe =
         std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
     let supervisor = Supervisor::new(exe, &plan, topology.launcher.clone(), logs.clone());
-    let control = control::serve(supervisor.clone(), layout, plan.gateway_url()).await?;
+    if let Some(target) = &forward {
+        logs.launcher(format!("forwarding spans to {}", target.url()));
+    }
+    let control = control::serve(
+        control_port,
+        supervisor.clone(),
+        layout,
+        topology.services.keys().cloned().collect(),
+        plan.gateway_url(),
+        Collector::new(forward),
+    )
+    .await?;
     control::write_state(layout, &control.state)?;
     let mut instances = supervisor.start();
     logs.launcher(format!(
@@ -109,7 +136,13 @@ async fn run(
     let mut code = ExitCode::SUCCESS;
     match outcome {
         Some(true) => {
-            print_banner(&plan, &layout.root, started.elapsed(), &logs);
+            print_banner(
+                &plan,
+                &control.state.control_url,
+                &layout.root,
+                started.elapsed(),
+                &logs,
+            );
             let reason = signals.next().await;
             logs.launcher(format!("stopping ({reason:?})"));
         }
@@ -189,7 +222,7 @@ async fn wait_until_ready(
     }
 }
 
-fn print_banner(plan: &Plan, data_dir: &Path, took: Duration, logs: &LogSink) {
+fn print_banner(plan: &Plan, dashboard: &str, data_dir: &Path, took: Duration, logs: &LogSink) {
     logs.launcher(format!(
         "comb is up: {} instances ready in {:.2} s (data in {})",
         plan.instances.len(),
@@ -199,6 +232,7 @@ fn print_banner(plan: &Plan, data_dir: &Path, took: Duration, logs: &LogSink) {
     if let Some(url) = plan.gateway_url() {
         logs.launcher(format!("gateway: {url}   try: curl {url}/api/v1/products"));
     }
+    logs.launcher(format!("dashboard: {dashboard}/"));
     logs.launcher("status: comb status   logs: comb logs -f   stop: Ctrl-C".to_owned());
 }
 
@@ -224,6 +258,9 @@ async fn detach(
     }
     if let Some(port) = args.gateway_port {
         command.arg("--gateway-port").arg(port.to_string());
+    }
+    if let Some(port) = args.dashboard_port {
+        command.arg("--dashboard-port").arg(port.to_string());
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut launcher = command
@@ -276,6 +313,7 @@ fn print_detached(state: &LauncherState, instances: usize, took: Duration, layou
     if let Some(url) = &state.gateway_url {
         println!("gateway: {url}   try: curl {url}/api/v1/products");
     }
+    println!("dashboard: {}/", state.control_url);
     let data_dir = layout.root.display();
     println!(
         "status: comb status --data-dir {data_dir}   logs: comb logs -f --data-dir {data_dir}   stop: comb down --data-dir {data_dir}"

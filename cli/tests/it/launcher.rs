@@ -237,7 +237,14 @@ async fn instances_stop_when_their_launcher_is_killed() {
 #[tokio::test]
 async fn mistakes_are_refused_with_advice() {
     let comb = Comb::up(&repo_topology());
-    let again = comb.run(&["up", "--detach", "--gateway-port", "0"]);
+    let again = comb.run(&[
+        "up",
+        "--detach",
+        "--gateway-port",
+        "0",
+        "--dashboard-port",
+        "0",
+    ]);
     assert!(!again.status.success());
     assert!(text(&again).contains("already running"), "{}", text(&again));
 
@@ -255,6 +262,8 @@ async fn mistakes_are_refused_with_advice() {
         .args([
             "up",
             "--gateway-port",
+            "0",
+            "--dashboard-port",
             "0",
             "--config",
             unknown.to_str().unwrap(),
@@ -290,7 +299,14 @@ async fn ctrl_c_stops_a_foreground_system() {
         http: reqwest::Client::new(),
     };
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["up", "--gateway-port", "0", "--config"])
+        .args([
+            "up",
+            "--gateway-port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--config",
+        ])
         .arg(repo_topology())
         .arg("--data-dir")
         .arg(comb.data_dir())

@@ -35,7 +35,16 @@ impl Comb {
                 .unwrap(),
         };
         let config = topology.display().to_string();
-        let output = comb.run(&["up", "--detach", "--gateway-port", "0", "--config", &config]);
+        let output = comb.run(&[
+            "up",
+            "--detach",
+            "--gateway-port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--config",
+            &config,
+        ]);
         assert!(
             output.status.success(),
             "comb up failed:\n{}",

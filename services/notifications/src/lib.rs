@@ -15,7 +15,8 @@ use comb_contracts::notifications::v1::notifications_server::{Notifications, Not
 use comb_kit::ServiceConfig;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
-use comb_kit::grpc::check_key;
+use comb_kit::grpc::{check_key, invalid_argument};
+use comb_kit::problem::FieldError;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
 use sqlx::{Any, Row, Transaction};
@@ -178,35 +179,67 @@ impl Notifications for MailboxApi {
         let recipient = request.into_inner().recipient;
         check_key("recipient", &recipient)?;
         let rows = sqlx::query(
-            "SELECT id, kind, email, subject, body, created_at_ms FROM messages WHERE recipient = $1
+            "SELECT id, recipient, kind, email, subject, body, created_at_ms FROM messages WHERE recipient = $1
              ORDER BY created_at_ms DESC, id DESC LIMIT 500",
         )
         .bind(recipient.as_str())
         .fetch_all(self.db.pool())
-        .await
+        .await;
+        messages(rows)
+    }
+
+    async fn recent_messages(
+        &self,
+        request: Request<proto::RecentMessagesRequest>,
+    ) -> Result<Response<proto::ListMessagesResponse>, Status> {
+        let limit = match request.into_inner().limit {
+            0 => 100,
+            limit @ 1..=500 => limit,
+            other => {
+                return Err(invalid_argument(&[FieldError::new(
+                    "limit",
+                    format!("must be between 1 and 500, not {other}"),
+                )]));
+            }
+        };
+        let rows = sqlx::query(
+            "SELECT id, recipient, kind, email, subject, body, created_at_ms FROM messages
+             ORDER BY created_at_ms DESC, id DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.db.pool())
+        .await;
+        messages(rows)
+    }
+}
+
+/// Mailbox rows as messages.
+fn messages(
+    rows: Result<Vec<sqlx::any::AnyRow>, sqlx::Error>,
+) -> Result<Response<proto::ListMessagesResponse>, Status> {
+    let rows = rows.map_err(|error| {
+        tracing::error!(%error, "reading the mailbox failed");
+        Status::internal("the mailbox cannot be read")
+    })?;
+    let items = rows
+        .iter()
+        .map(|row| {
+            Ok(proto::Message {
+                id: row.try_get("id")?,
+                recipient: row.try_get("recipient")?,
+                kind: row.try_get("kind")?,
+                email: row.try_get("email")?,
+                subject: row.try_get("subject")?,
+                body: row.try_get("body")?,
+                created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()
         .map_err(|error| {
-            tracing::error!(%error, "reading the mailbox failed");
+            tracing::error!(%error, "a mailbox row cannot be read");
             Status::internal("the mailbox cannot be read")
         })?;
-        let items = rows
-            .iter()
-            .map(|row| {
-                Ok(proto::Message {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    email: row.try_get("email")?,
-                    subject: row.try_get("subject")?,
-                    body: row.try_get("body")?,
-                    created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(|error| {
-                tracing::error!(%error, "a mailbox row cannot be read");
-                Status::internal("the mailbox cannot be read")
-            })?;
-        Ok(Response::new(proto::ListMessagesResponse { items }))
-    }
+    Ok(Response::new(proto::ListMessagesResponse { items }))
 }
 
 pub fn routes(db: Database) -> Router {

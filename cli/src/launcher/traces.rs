@@ -1,0 +1,574 @@
+//! The launcher's trace collector: an OTLP/HTTP receiver (`POST /v1/traces`, protobuf)
+//! that every instance started by `comb up` exports its spans to, and the recent traces it
+//! keeps in memory for the dashboard. When the launcher itself was given an OTLP endpoint
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), every batch is
+//! also forwarded there unchanged, so Jaeger or a collector sees the same spans.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::{span, status};
+use prost::Message;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+/// How many traces the collector keeps; the oldest go first.
+const KEPT_TRACES: usize = 2_000;
+/// Spans kept per trace: enough for any checkout, bounded for a runaway loop.
+const SPANS_PER_TRACE: usize = 2_000;
+/// Batches waiting to be forwarded before new ones are dropped.
+const FORWARD_QUEUE: usize = 256;
+
+/// One span as the dashboard shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SpanRecord {
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a trace's root.
+    pub parent_span_id: String,
+    pub name: String,
+    pub service: String,
+    pub instance: String,
+    /// server, client, producer, consumer or internal.
+    pub kind: &'static str,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+    pub error: bool,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl SpanRecord {
+    pub fn duration_ms(&self) -> f64 {
+        self.end_unix_nano.saturating_sub(self.start_unix_nano) as f64 / 1e6
+    }
+}
+
+/// A trace in the list of recent ones.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    /// The root span's name (the earliest span when the root has not arrived).
+    pub name: String,
+    pub service: String,
+    pub start_unix_nano: u64,
+    pub duration_ms: f64,
+    pub span_count: usize,
+    pub services: Vec<String>,
+    pub error: bool,
+}
+
+#[derive(Debug, Default)]
+struct Traces {
+    spans: HashMap<String, Vec<SpanRecord>>,
+    /// Trace ids, oldest first seen at the front.
+    order: VecDeque<String>,
+}
+
+/// The recent traces, shared by the receiver and the dashboard.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    traces: Arc<Mutex<Traces>>,
+    forward: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Collector {
+    /// A collector forwarding to `forward_to` (an OTLP/HTTP traces URL), if given.
+    pub fn new(forward_to: Option<Forward>) -> Self {
+        let forward = forward_to.map(|target| {
+            let (sender, receiver) = mpsc::channel(FORWARD_QUEUE);
+            tokio::spawn(target.run(receiver));
+            sender
+        });
+        Self {
+            traces: Arc::default(),
+            forward,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Traces> {
+        self.traces.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps the spans of one OTLP export.
+    pub fn add(&self, request: &ExportTraceServiceRequest) {
+        let mut traces = self.lock();
+        for resource_spans in &request.resource_spans {
+            let resource = resource_spans
+                .resource
+                .as_ref()
+                .map(|resource| resource.attributes.as_slice())
+                .unwrap_or_default();
+            let service = attribute(resource, "service.name").unwrap_or_else(|| "unknown".into());
+            let instance = attribute(resource, "service.instance.id").unwrap_or_default();
+            for scope in &resource_spans.scope_spans {
+                for span in &scope.spans {
+                    let record = SpanRecord {
+                        trace_id: hex(&span.trace_id),
+                        span_id: hex(&span.span_id),
+                        parent_span_id: hex(&span.parent_span_id),
+                        name: span.name.clone(),
+                        service: service.clone(),
+                        instance: instance.clone(),
+                        kind: kind_name(span.kind),
+                        start_unix_nano: span.start_time_unix_nano,
+                        end_unix_nano: span.end_time_unix_nano,
+                        error: span
+                            .status
+                            .as_ref()
+                            .is_some_and(|status| status.code == status::StatusCode::Error as i32),
+                        attributes: span
+                            .attributes
+                            .iter()
+                            .map(|pair| (pair.key.clone(), value_text(pair.value.as_ref())))
+                            .collect(),
+                    };
+                    traces.insert(record);
+                }
+            }
+        }
+    }
+
+    /// The newest traces first, at most `limit`, only those touching `service` if given.
+    pub fn recent(&self, service: Option<&str>, limit: usize) -> Vec<TraceSummary> {
+        let traces = self.lock();
+        traces
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| traces.spans.get(id))
+            .filter(|spans| service.is_none_or(|wanted| spans.iter().any(|s| s.service == wanted)))
+            .take(limit)
+            .map(|spans| summarize(spans))
+            .collect()
+    }
+
+    /// A trace's spans in tree order (each parent before its children, siblings by start),
+    /// with each span's depth; spans whose parent has not arrived count as roots.
+    pub fn trace(&self, trace_id: &str) -> Option<Vec<(usize, SpanRecord)>> {
+        let traces = self.lock();
+        let spans = traces.spans.get(&trace_id.to_ascii_lowercase())?;
+        Some(tree_order(spans))
+    }
+
+    /// Forwards a raw export to the configured endpoint, if any; never waits.
+    fn forward(&self, body: Bytes) {
+        if let Some(sender) = &self.forward
+            && sender.try_send(body).is_err()
+        {
+            eprintln!("comb | the trace forwarding queue is full; a batch was not forwarded");
+        }
+    }
+}
+
+impl Traces {
+    fn insert(&mut self, record: SpanRecord) {
+        if !self.spans.contains_key(&record.trace_id) {
+            self.order.push_back(record.trace_id.clone());
+            while self.order.len() > KEPT_TRACES {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.spans.remove(&oldest);
+                }
+            }
+        }
+        let spans = self.spans.entry(record.trace_id.clone()).or_default();
+        if spans.len() < SPANS_PER_TRACE {
+            spans.push(record);
+        }
+    }
+}
+
+fn summarize(spans: &[SpanRecord]) -> TraceSummary {
+    let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+    let root = spans
+        .iter()
+        .filter(|span| !ids.contains(span.parent_span_id.as_str()))
+        .min_by_key(|span| span.start_unix_nano);
+    let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
+    let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
+    let mut services: Vec<String> = spans.iter().map(|span| span.service.clone()).collect();
+    services.sort();
+    services.dedup();
+    TraceSummary {
+        trace_id: spans
+            .first()
+            .map(|span| span.trace_id.clone())
+            .unwrap_or_default(),
+        name: root.map(|span| span.name.clone()).unwrap_or_default(),
+        service: root.map(|span| span.service.clone()).unwrap_or_default(),
+        start_unix_nano: start,
+        duration_ms: end.saturating_sub(start) as f64 / 1e6,
+        span_count: spans.len(),
+        services,
+        error: spans.iter().any(|span| span.error),
+    }
+}
+
+fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, SpanRecord)> {
+    let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+    let mut children: HashMap<&str, Vec<&SpanRecord>> = HashMap::new();
+    let mut roots = Vec::new();
+    for span in spans {
+        if ids.contains(span.parent_span_id.as_str()) {
+            children
+                .entry(span.parent_span_id.as_str())
+                .or_default()
+                .push(span);
+        } else {
+            roots.push(span);
+        }
+    }
+    let by_start = |list: &mut Vec<&SpanRecord>| list.sort_by_key(|span| span.start_unix_nano);
+    by_start(&mut roots);
+    for list in children.values_mut() {
+        by_start(list);
+    }
+    let mut ordered = Vec::with_capacity(spans.len());
+    let mut stack: Vec<(usize, &SpanRecord)> = roots.into_iter().rev().map(|s| (0, s)).collect();
+    while let Some((depth, span)) = stack.pop() {
+        ordered.push((depth, span.clone()));
+        if let Some(list) = children.get(span.span_id.as_str()) {
+            stack.extend(list.iter().rev().map(|child| (depth + 1, *child)));
+        }
+    }
+    ordered
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match span::SpanKind::try_from(kind) {
+        Ok(span::SpanKind::Server) => "server",
+        Ok(span::SpanKind::Client) => "client",
+        Ok(span::SpanKind::Producer) => "producer",
+        Ok(span::SpanKind::Consumer) => "consumer",
+        _ => "internal",
+    }
+}
+
+fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+    attributes
+        .iter()
+        .find(|pair| pair.key == key)
+        .map(|pair| value_text(pair.value.as_ref()))
+}
+
+fn value_text(value: Option<&AnyValue>) -> String {
+    match value.and_then(|value| value.value.as_ref()) {
+        Some(any_value::Value::StringValue(text)) => text.clone(),
+        Some(any_value::Value::BoolValue(flag)) => flag.to_string(),
+        Some(any_value::Value::IntValue(number)) => number.to_string(),
+        Some(any_value::Value::DoubleValue(number)) => number.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+/// `POST /v1/traces`: one OTLP/HTTP protobuf export.
+pub async fn receive(
+    State(collector): State<Collector>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/x-protobuf") {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "this receiver takes OTLP/HTTP with Content-Type application/x-protobuf, not {content_type:?}; set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf"
+            ),
+        )
+            .into_response();
+    }
+    let request = match ExportTraceServiceRequest::decode(body.clone()) {
+        Ok(request) => request,
+        Err(error) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the body is not an OTLP ExportTraceServiceRequest: {error}"),
+            )
+                .into_response();
+        }
+    };
+    collector.add(&request);
+    collector.forward(body);
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// The variables that point an instance's exporter at the launcher's receiver at
+/// `collector_url`: they replace whatever OTLP endpoint the launcher was given (it
+/// forwards there itself), and batches leave every half second unless
+/// `OTEL_BSP_SCHEDULE_DELAY` says otherwise. With tracing switched off
+/// (`OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`), nothing is set.
+pub fn instance_env(
+    collector_url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut vars = std::collections::BTreeMap::new();
+    let off = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    if off {
+        return vars;
+    }
+    let set = |vars: &mut std::collections::BTreeMap<String, String>, key: &str, value: &str| {
+        vars.insert(key.to_owned(), value.to_owned());
+    };
+    set(
+        &mut vars,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        &format!("{collector_url}/v1/traces"),
+    );
+    set(
+        &mut vars,
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "http/protobuf",
+    );
+    if env("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+        set(&mut vars, "OTEL_BSP_SCHEDULE_DELAY", "500");
+    }
+    vars
+}
+
+/// Where the launcher forwards spans: the OTLP endpoint it was given itself.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Forward {
+    /// From the standard variables: the traces endpoint as given, or the base endpoint
+    /// with `/v1/traces`; headers from `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or
+    /// `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key=value`).
+    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let set = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let url = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| {
+            set("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .map(|base| format!("{}/v1/traces", base.trim_end_matches('/')))
+        })?;
+        let headers = set("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+            .or_else(|| set("OTEL_EXPORTER_OTLP_HEADERS"))
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .collect();
+        Some(Self { url, headers })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    async fn run(self, mut batches: mpsc::Receiver<Bytes>) {
+        let client = reqwest::Client::new();
+        let mut failures = 0u64;
+        while let Some(body) = batches.recv().await {
+            let mut request = client
+                .post(&self.url)
+                .header(header::CONTENT_TYPE, "application/x-protobuf")
+                .body(body);
+            for (key, value) in &self.headers {
+                request = request.header(key, value);
+            }
+            let outcome = match request.send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) => Err(format!("it answered {}", response.status())),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(why) = outcome {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    eprintln!(
+                        "comb | cannot forward spans to {} ({why}); {failures} batches lost so far",
+                        self.url
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+
+    use super::*;
+
+    fn text(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn span(trace: u8, id: u8, parent: Option<u8>, start: u64, name: &str) -> Span {
+        Span {
+            trace_id: vec![trace; 16],
+            span_id: vec![id; 8],
+            parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+            name: name.into(),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: start,
+            end_time_unix_nano: start + 1_000_000,
+            status: Some(Status {
+                code: if name.contains("fail") {
+                    status::StatusCode::Error as i32
+                } else {
+                    status::StatusCode::Unset as i32
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn export(service: &str, spans: Vec<Span>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![
+                        text("service.name", service),
+                        text("service.instance.id", &format!("{service}-1")),
+                    ],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn spans_from_several_services_make_one_trace_in_tree_order() {
+        let collector = Collector::new(None);
+        // The child's batch arrives before its parent's, as exports race.
+        collector.add(&export(
+            "orders",
+            vec![
+                span(1, 3, Some(2), 20, "CreateOrder"),
+                span(1, 4, Some(3), 30, "fail"),
+            ],
+        ));
+        collector.add(&export(
+            "gateway",
+            vec![
+                span(1, 2, None, 10, "POST /api/v1/orders"),
+                span(1, 5, Some(2), 15, "auth"),
+            ],
+        ));
+        collector.add(&export("catalog", vec![span(9, 1, None, 5, "GET")]));
+
+        let recent = collector.recent(None, 10);
+        assert_eq!(recent.len(), 2);
+        assert_eq!(recent[0].trace_id, "09".repeat(16), "newest first");
+        assert_eq!(recent[1].trace_id, "01".repeat(16));
+        assert_eq!(recent[1].name, "POST /api/v1/orders");
+        assert_eq!(recent[1].service, "gateway");
+        assert_eq!(recent[1].services, ["gateway", "orders"]);
+        assert_eq!(recent[1].span_count, 4);
+        assert!(recent[1].error);
+        assert!(!recent[0].error);
+        assert_eq!(collector.recent(Some("catalog"), 10).len(), 1);
+
+        let tree = collector.trace(&"01".repeat(16)).expect("kept");
+        let shape: Vec<(usize, &str)> = tree.iter().map(|(d, s)| (*d, s.name.as_str())).collect();
+        assert_eq!(
+            shape,
+            [
+                (0, "POST /api/v1/orders"),
+                (1, "auth"),
+                (1, "CreateOrder"),
+                (2, "fail")
+            ]
+        );
+        assert_eq!(tree[2].1.instance, "orders-1");
+        assert!(collector.trace("ff").is_none());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_traces_make_room() {
+        let collector = Collector::new(None);
+        for trace in 0..=u8::MAX {
+            for round in 0..8u64 {
+                let mut request = export("catalog", vec![span(trace, 1, None, 1, "GET")]);
+                request.resource_spans[0].scope_spans[0].spans[0].trace_id[0] = round as u8;
+                collector.add(&request);
+            }
+        }
+        assert_eq!(collector.recent(None, usize::MAX).len(), KEPT_TRACES);
+    }
+
+    #[test]
+    fn instances_export_to_the_launcher_unless_tracing_is_off() {
+        let vars = instance_env("http://127.0.0.1:9", |_| None);
+        assert_eq!(
+            vars["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+            "http://127.0.0.1:9/v1/traces"
+        );
+        assert_eq!(vars["OTEL_BSP_SCHEDULE_DELAY"], "500");
+        let kept = instance_env("http://x", |name| {
+            (name == "OTEL_BSP_SCHEDULE_DELAY").then(|| "5000".to_owned())
+        });
+        assert!(!kept.contains_key("OTEL_BSP_SCHEDULE_DELAY"));
+        let off = instance_env("http://x", |name| {
+            (name == "OTEL_SDK_DISABLED").then(|| "true".to_owned())
+        });
+        assert!(off.is_empty());
+    }
+
+    #[test]
+    fn the_forward_target_comes_from_the_standard_variables() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert!(Forward::from_env(env(&[])).is_none());
+        let base = Forward::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://jaeger:4318/"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=abc, x-team = shop"),
+        ]))
+        .expect("configured");
+        assert_eq!(base.url(), "http://jaeger:4318/v1/traces");
+        assert_eq!(
+            base.headers,
+            [
+                ("x-token".to_owned(), "abc".to_owned()),
+                ("x-team".to_owned(), "shop".to_owned())
+            ]
+        );
+        let traces = Forward::from_env(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://a:4318"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://b:4318/traces"),
+        ]))
+        .expect("configured");
+        assert_eq!(traces.url(), "http://b:4318/traces");
+    }
+}
