@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod launcher;
+mod observability;
 mod saga;
 
 use std::path::{Path, PathBuf};
@@ -27,6 +28,11 @@ pub struct Comb {
 impl Comb {
     /// Starts the system described by `topology` on a free gateway port.
     pub fn up(topology: &Path) -> Self {
+        Self::up_with_env(topology, &[])
+    }
+
+    /// Starts the system with these variables in the launcher's environment.
+    pub fn up_with_env(topology: &Path, env: &[(&str, &str)]) -> Self {
         let comb = Self {
             dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::builder()
@@ -35,16 +41,19 @@ impl Comb {
                 .unwrap(),
         };
         let config = topology.display().to_string();
-        let output = comb.run(&[
-            "up",
-            "--detach",
-            "--gateway-port",
-            "0",
-            "--dashboard-port",
-            "0",
-            "--config",
-            &config,
-        ]);
+        let output = comb.run_with_env(
+            &[
+                "up",
+                "--detach",
+                "--gateway-port",
+                "0",
+                "--dashboard-port",
+                "0",
+                "--config",
+                &config,
+            ],
+            env,
+        );
         assert!(
             output.status.success(),
             "comb up failed:\n{}",
@@ -57,8 +66,15 @@ impl Comb {
         self.dir.path().join("data").display().to_string()
     }
 
-    /// Runs `comb ARGS --data-dir DIR`, with no COMB_* variables from the test's environment.
+    /// Runs `comb ARGS --data-dir DIR`, with no COMB_* or OTEL_* variables from the
+    /// test's environment.
     pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `comb ARGS --data-dir DIR` with these variables and none of the test's own
+    /// COMB_* or OTEL_* ones.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut command = Command::new(env!("CARGO_BIN_EXE_comb"));
         command
             .args(args)
@@ -66,11 +82,19 @@ impl Comb {
             .arg(self.data_dir())
             .current_dir(self.dir.path());
         for (name, _) in std::env::vars() {
-            if name.starts_with("COMB_") {
+            if name.starts_with("COMB_") || name.starts_with("OTEL_") {
                 command.env_remove(name);
             }
         }
+        command.envs(env.iter().copied());
         command.output().unwrap()
+    }
+
+    /// The dashboard's address, from the launcher's state file.
+    pub fn dashboard(&self) -> String {
+        let state = std::fs::read_to_string(self.dir.path().join("data/launcher.json")).unwrap();
+        let state: Value = serde_json::from_str(&state).unwrap();
+        state["control_url"].as_str().unwrap().to_owned()
     }
 
     pub fn status(&self) -> Value {
