@@ -322,10 +322,10 @@ async fn ctrl_c_stops_a_foreground_system() {
         }
     });
     let mut output = Vec::new();
-    // The banner: "comb is up ...", then where the gateway listens.
+    // The banner: "comb is up ...", where the gateway listens, then the dashboard.
     while !output
         .iter()
-        .any(|line: &String| line.contains("gateway: http://"))
+        .any(|line: &String| line.contains("dashboard: http://"))
     {
         let line = received
             .recv_timeout(Duration::from_secs(30))
@@ -343,6 +343,19 @@ async fn ctrl_c_stops_a_foreground_system() {
         gateway_line.is_some_and(|line| line.contains(gateway)),
         "comb up says where the gateway listens: {output:#?}"
     );
+    let dashboard_line = output
+        .iter()
+        .find(|line| line.contains("dashboard: http://"))
+        .unwrap();
+    let dashboard = dashboard_line
+        .split("dashboard: ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let page = comb.http.get(&dashboard).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the printed dashboard address answers");
+    assert!(page.text().await.unwrap().contains("instances ready"));
     let pids: Vec<u64> = status["instances"]
         .as_array()
         .unwrap()
