@@ -1,5 +1,6 @@
 //! Generates the gRPC code from `proto/` with protox, a protobuf compiler written in Rust,
-//! so a fresh machine needs nothing beyond crates.io to build.
+//! so a fresh machine needs nothing beyond crates.io to build; and the list of methods
+//! whose `idempotency_level` option says a caller may safely retry them.
 
 use std::path::Path;
 
@@ -27,9 +28,48 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let descriptors = protox::compile(PROTOS, [PROTO_ROOT])?;
+    write_retry_safe_methods(&descriptors)?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Writes `retry_safe.rs`: the paths (`/package.Service/Method`) of every method declared
+/// `NO_SIDE_EFFECTS` or `IDEMPOTENT`.
+fn write_retry_safe_methods(
+    descriptors: &prost_types::FileDescriptorSet,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use prost_types::method_options::IdempotencyLevel;
+    let mut paths = Vec::new();
+    for file in &descriptors.file {
+        for service in &file.service {
+            for method in &service.method {
+                let level = method
+                    .options
+                    .as_ref()
+                    .map_or(IdempotencyLevel::IdempotencyUnknown, |options| {
+                        options.idempotency_level()
+                    });
+                if level != IdempotencyLevel::IdempotencyUnknown {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    paths.sort();
+    let mut code = String::from("&[\n");
+    for path in paths {
+        code.push_str(&format!("    {path:?},\n"));
+    }
+    code.push(']');
+    let out = std::env::var("OUT_DIR")?;
+    std::fs::write(Path::new(&out).join("retry_safe.rs"), code)?;
     Ok(())
 }

@@ -7,6 +7,10 @@ pub mod auth;
 pub mod cards;
 pub mod events;
 
+/// The gRPC methods (`/package.Service/Method`) a caller may retry: those whose
+/// `idempotency_level` option is `NO_SIDE_EFFECTS` or `IDEMPOTENT` in the protocol files.
+pub const RETRY_SAFE_METHODS: &[&str] = include!(concat!(env!("OUT_DIR"), "/retry_safe.rs"));
+
 /// The catalog service: products, categories, search.
 pub mod catalog {
     /// Version 1 of the catalog protocol.

@@ -203,6 +203,10 @@ pub struct ServiceConfig {
     pub call_timeout: Duration,
     /// When set, the instance shuts down if this process (its launcher) goes away.
     pub parent_pid: Option<u32>,
+    /// Requests served at once before more are refused (503 / RESOURCE_EXHAUSTED).
+    pub max_in_flight: usize,
+    /// Whether `PUT /_comb/faults` may inject latency and errors (for `comb chaos`).
+    pub fault_injection: bool,
     settings: BTreeMap<String, String>,
 }
 
@@ -292,6 +296,12 @@ impl ServiceConfig {
             drain_timeout: Duration::from_millis(drain_ms),
             call_timeout: Duration::from_millis(call_ms),
             parent_pid: lookup.parse("parent_pid", "a process id")?,
+            max_in_flight: lookup
+                .parse("max_in_flight", "a number of requests")?
+                .unwrap_or(1024),
+            fault_injection: lookup
+                .parse("fault_injection", "true or false")?
+                .unwrap_or(false),
             settings,
         })
     }

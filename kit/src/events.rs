@@ -699,9 +699,9 @@ impl Transport {
     ) -> Result<Consumer, TransportError> {
         match self {
             Self::Embedded => {
-                let feed = Upstream::new(
+                let feed = Upstream::from_config_with_timeout(
+                    config,
                     producer,
-                    config.upstream(producer)?,
                     config.call_timeout.max(LONG_POLL),
                 )?;
                 Ok(Consumer::new(db.clone(), Arc::new(feed), handler))

@@ -2,101 +2,11 @@
 //! at start and kept in state, a deadline on every call, and the mapping of gRPC failures to
 //! problem+json for the caller's own callers.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::problem::{FieldError, Problem, field_errors_to_message};
-use crate::trace::TracedChannel;
 
-/// Why an upstream could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("no instance addresses for {0}")]
-    NoInstances(String),
-    #[error("{service} instance address {url:?} is not a valid URL: {source}")]
-    BadUrl {
-        service: String,
-        url: String,
-        source: tonic::transport::Error,
-    },
-}
-
-/// The instances of one service this service calls, taken in turn.
-#[derive(Debug)]
-pub struct Upstream {
-    service: Arc<str>,
-    channels: Vec<Channel>,
-    next: AtomicUsize,
-}
-
-impl Upstream {
-    /// Channels to each instance at `urls`. Nothing connects until the first call, so a
-    /// caller starts even when the service it calls is down. Each call fails after
-    /// `call_timeout`; connecting gives up sooner, so a dead instance answers fast.
-    pub fn new(
-        service: &str,
-        urls: &[String],
-        call_timeout: Duration,
-    ) -> Result<Self, UpstreamError> {
-        if urls.is_empty() {
-            return Err(UpstreamError::NoInstances(service.to_owned()));
-        }
-        let connect_timeout = call_timeout.min(Duration::from_millis(500));
-        let channels = urls
-            .iter()
-            .map(|url| {
-                Endpoint::from_shared(url.clone())
-                    .map(|endpoint| {
-                        endpoint
-                            .connect_timeout(connect_timeout)
-                            .timeout(call_timeout)
-                            .tcp_nodelay(true)
-                            .connect_lazy()
-                    })
-                    .map_err(|source| UpstreamError::BadUrl {
-                        service: service.to_owned(),
-                        url: url.clone(),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            service: service.into(),
-            channels,
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
-    /// The channel for the next call (round robin over the instances); each call on it
-    /// is a client span in the caller's trace.
-    pub fn channel(&self) -> TracedChannel {
-        TracedChannel::new(self.next_channel(), Arc::clone(&self.service), true)
-    }
-
-    /// The channel for the next call, outside any trace: for the long-polling feed reads
-    /// that run all the time and belong to no request.
-    pub fn untraced_channel(&self) -> TracedChannel {
-        TracedChannel::new(self.next_channel(), Arc::clone(&self.service), false)
-    }
-
-    fn next_channel(&self) -> Channel {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.channels.len();
-        self.channels[index].clone()
-    }
-
-    /// The problem to answer when a call to this upstream failed with `status`.
-    pub fn problem(&self, status: &Status) -> Problem {
-        problem_from_status(&self.service, status)
-    }
-}
+pub use crate::client::{BreakerState, CallPolicy, Upstream, UpstreamChannel, UpstreamError};
 
 /// Maps a failed gRPC call to `service` onto the problem a REST caller should see: the
 /// callee's own verdicts (not found, invalid) pass through, its absence becomes 503.
@@ -261,20 +171,5 @@ mod tests {
             !problem.detail.contains("secret"),
             "internal causes stay in the log"
         );
-    }
-
-    #[tokio::test]
-    async fn round_robin_over_instances() {
-        let urls = vec![
-            "http://127.0.0.1:1".to_owned(),
-            "http://127.0.0.1:2".to_owned(),
-        ];
-        let upstream = Upstream::new("catalog", &urls, Duration::from_secs(1)).expect("upstream");
-        assert_eq!(upstream.service(), "catalog");
-        let _ = upstream.channel();
-        assert_eq!(upstream.next.load(Ordering::Relaxed), 1);
-        assert!(Upstream::new("catalog", &[], Duration::from_secs(1)).is_err());
-        let bad = Upstream::new("catalog", &["not a url".to_owned()], Duration::from_secs(1));
-        assert!(bad.is_err());
     }
 }

@@ -10,18 +10,25 @@
 //! - [`trace`]: W3C trace context through HTTP, gRPC calls and events;
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
-//!   graceful drain on SIGTERM/SIGINT;
-//! - [`grpc`]: channels to the instances of another service, with deadlines;
+//!   graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot take and
+//!   [`faults`] injects latency and errors for chaos experiments;
+//! - [`grpc`] and [`client`]: calls to the instances of another service, balanced, with
+//!   deadlines that travel ([`deadline`]), retries, ejection, a circuit breaker and load
+//!   shedding;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors;
 //! - [`clock`]: the current time as services store and show it;
 //! - [`events`]: the transactional outbox, the inbox, and the embedded event feed;
 //! - [`nats`]: the same events relayed through NATS JetStream.
 
+pub mod client;
 pub mod clock;
 pub mod config;
+pub mod deadline;
 pub mod events;
+pub mod faults;
 pub mod grpc;
 pub mod nats;
+pub mod overload;
 pub mod problem;
 pub mod server;
 pub mod shutdown;

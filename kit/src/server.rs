@@ -20,6 +20,7 @@ use tower::ServiceExt;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::config::ServiceConfig;
+use crate::faults::Faults;
 use crate::problem::Problem;
 use crate::{shutdown, telemetry};
 
@@ -112,6 +113,16 @@ impl Server {
 /// launcher goes away), reporting the bound address in the log and readiness once bound.
 pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerError> {
     let server = Server::bind(config.listen).await?;
+    let faults = config.fault_injection.then(Faults::default);
+    let mut routes = routes;
+    if let Some(faults) = &faults {
+        routes = crate::faults::inject(routes, faults.clone());
+    }
+    // The fault control stays reachable however loaded the instance is.
+    routes = crate::overload::limit_in_flight(routes, config.max_in_flight);
+    if let Some(faults) = faults {
+        routes = routes.merge(crate::faults::control_routes(faults));
+    }
     let readiness = Readiness::default();
     let app = app(routes, readiness.clone());
     tracing::info!(addr = %server.local_addr(), "listening");
@@ -144,6 +155,7 @@ pub fn app(routes: Router, readiness: Readiness) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(telemetry::record_red))
         .layer(axum::middleware::from_fn(telemetry::access_log))
+        .layer(axum::middleware::from_fn(crate::deadline::propagate))
         .layer(axum::middleware::from_fn(crate::trace::trace_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

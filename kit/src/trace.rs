@@ -5,14 +5,11 @@
 //! [`crate::telemetry::init`] gives them trace and span ids and, when the standard
 //! `OTEL_EXPORTER_OTLP_*` variables are set, exports them over OTLP/HTTP. This module
 //! moves the context across process boundaries: [`trace_request`] continues the caller's
-//! trace in every server, [`TracedChannel`] starts a client span and sends its context with
-//! every gRPC call, and events carry the `traceparent` of the span that published them.
+//! trace in every server, [`crate::grpc::UpstreamChannel`] starts a client span and sends
+//! its context with every gRPC call, and events carry the `traceparent` of the span that
+//! published them.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -22,7 +19,6 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use tonic::transport::Channel;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -82,7 +78,7 @@ fn follow_headers(span: &Span, headers: &http::HeaderMap) {
     }
 }
 
-fn inject_headers(span: &Span, headers: &mut http::HeaderMap) {
+pub(crate) fn inject_headers(span: &Span, headers: &mut http::HeaderMap) {
     TraceContextPropagator::new().inject_context(&span.context(), &mut HeaderInjector(headers));
 }
 
@@ -150,7 +146,7 @@ pub async fn trace_request(request: Request, next: Next) -> Response {
 }
 
 /// The gRPC status in a response's headers: a failed unary call answers trailers-only.
-fn grpc_status<B>(response: &http::Response<B>) -> Option<u16> {
+pub(crate) fn grpc_status<B>(response: &http::Response<B>) -> Option<u16> {
     response
         .headers()
         .get("grpc-status")
@@ -160,79 +156,8 @@ fn grpc_status<B>(response: &http::Response<B>) -> Option<u16> {
 
 /// gRPC codes that mean the server failed, as opposed to the caller asking wrongly:
 /// unknown, deadline exceeded, unimplemented, internal, unavailable, data loss.
-fn grpc_server_error(code: u16) -> bool {
+pub(crate) fn grpc_server_error(code: u16) -> bool {
     matches!(code, 2 | 4 | 12 | 13 | 14 | 15)
-}
-
-/// A gRPC channel that wraps each call in a client span and sends its trace context.
-#[derive(Debug, Clone)]
-pub struct TracedChannel {
-    inner: Channel,
-    /// The called service, recorded as `peer.service`.
-    peer: Arc<str>,
-    traced: bool,
-}
-
-impl TracedChannel {
-    pub(crate) fn new(inner: Channel, peer: Arc<str>, traced: bool) -> Self {
-        Self {
-            inner,
-            peer,
-            traced,
-        }
-    }
-}
-
-type CallFuture = Pin<
-    Box<
-        dyn Future<Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>>
-            + Send,
-    >,
->;
-
-impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
-    type Future = CallFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower::Service::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        if !self.traced {
-            return Box::pin(tower::Service::call(&mut self.inner, request));
-        }
-        let rpc = request.uri().path().trim_start_matches('/').to_owned();
-        let span = tracing::info_span!(
-            "grpc call",
-            otel.name = %rpc,
-            otel.kind = "client",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            peer.service = %self.peer,
-            rpc.grpc.status_code = Empty,
-        );
-        inject_headers(&span, request.headers_mut());
-        let call = tower::Service::call(&mut self.inner, request);
-        Box::pin(async move {
-            let result = call.instrument(span.clone()).await;
-            match &result {
-                Ok(response) => {
-                    if let Some(code) = grpc_status(response) {
-                        span.record("rpc.grpc.status_code", code);
-                        if grpc_server_error(code) {
-                            span.record("otel.status_code", "ERROR");
-                        }
-                    }
-                }
-                Err(_) => {
-                    span.record("otel.status_code", "ERROR");
-                }
-            }
-            result
-        })
-    }
 }
 
 #[cfg(test)]

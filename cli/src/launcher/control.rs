@@ -48,6 +48,7 @@ pub struct Control {
     pub supervisor: Arc<Supervisor>,
     pub state: LauncherState,
     pub data_dir: String,
+    pub layout: Layout,
     pub logs_dir: std::path::PathBuf,
     /// The services of the topology, for the dashboard's filters.
     pub services: Arc<[String]>,
@@ -126,6 +127,7 @@ pub async fn serve(
         supervisor,
         state: state.clone(),
         data_dir: layout.root.display().to_string(),
+        layout: layout.clone(),
         logs_dir: layout.logs_dir(),
         services: services.into(),
         collector,
@@ -134,6 +136,8 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/status", get(status))
+        .route("/discovery/{service}", get(discovery))
+        .route("/scale", post(scale))
         .route(
             "/v1/traces",
             post(traces::receive).layer(DefaultBodyLimit::max(32 * 1024 * 1024)),
@@ -156,6 +160,69 @@ pub async fn serve(
         }
     });
     Ok(ControlServer { state, stop, task })
+}
+
+/// The ready instances of a service, for its callers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Discovered {
+    pub service: String,
+    pub urls: Vec<String>,
+}
+
+async fn discovery(
+    State(control): State<Control>,
+    axum::extract::Path(service): axum::extract::Path<String>,
+) -> Json<Discovered> {
+    let urls = control.supervisor.discover(&service);
+    Json(Discovered { service, urls })
+}
+
+/// A request to run a service with so many instances.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub service: String,
+    pub replicas: u32,
+}
+
+/// What a scale changed.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ScaleOutcome {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+async fn scale(
+    State(control): State<Control>,
+    Json(request): Json<ScaleRequest>,
+) -> Result<Json<ScaleOutcome>, (axum::http::StatusCode, String)> {
+    let bad = |why: String| (axum::http::StatusCode::BAD_REQUEST, why);
+    if request.replicas == 0 || request.replicas > comb_kit::config::MAX_REPLICAS {
+        return Err(bad(format!(
+            "replicas must be between 1 and {}, not {}",
+            comb_kit::config::MAX_REPLICAS,
+            request.replicas
+        )));
+    }
+    if !control.services.contains(&request.service) {
+        return Err(bad(format!(
+            "the topology has no service {:?}; it has {}",
+            request.service,
+            control.services.join(", ")
+        )));
+    }
+    let layout = control.layout.clone();
+    let (added, removed) = control
+        .supervisor
+        .scale(&request.service, request.replicas, |template, index| {
+            super::plan::instance_like(template, index, &layout)
+        })
+        .map_err(|error| bad(format!("{error:#}")))?;
+    if let Err(error) =
+        super::write_prometheus_targets(&control.layout, &control.supervisor.specs())
+    {
+        eprintln!("comb | the Prometheus discovery file could not be rewritten: {error:#}");
+    }
+    Ok(Json(ScaleOutcome { added, removed }))
 }
 
 async fn status(State(control): State<Control>) -> Json<SystemStatus> {

@@ -259,6 +259,7 @@ fn health_label(health: &Health) -> &'static str {
         Health::Starting => "starting",
         Health::Unready => "not ready",
         Health::Restarting => "restarting",
+        Health::Draining => "draining",
         Health::Stopped => "stopped",
     }
 }

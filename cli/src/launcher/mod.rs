@@ -97,9 +97,19 @@ async fn run(
     let tracing_env = traces::instance_env(&control_port.url, launcher_env);
     for instance in &mut plan.instances {
         instance.env.extend(tracing_env.clone());
+        // Callers follow their upstreams' instances as they scale.
+        instance.env.insert(
+            "COMB_DISCOVERY_URL".to_owned(),
+            format!("{}/discovery", control_port.url),
+        );
+        // `comb chaos` injects latency and errors into running instances.
+        instance
+            .env
+            .entry("COMB_FAULT_INJECTION".to_owned())
+            .or_insert_with(|| "true".to_owned());
     }
     let forward = Forward::from_env(launcher_env);
-    write_prometheus_targets(layout, &plan)?;
+    write_prometheus_targets(layout, &plan.instances)?;
     let exe =
         std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
@@ -164,7 +174,10 @@ async fn run(
         None => logs.launcher("stopping before everything was ready".to_owned()),
     }
     supervisor.stop();
-    let drained = async { while instances.join_next().await.is_some() {} };
+    let drained = async {
+        while instances.join_next().await.is_some() {}
+        supervisor.join_added().await;
+    };
     tokio::select! {
         () = drained => {}
         _ = signals.next() => logs.launcher("stopping at once".to_owned()),
@@ -179,7 +192,10 @@ async fn run(
 }
 
 /// Writes the Prometheus discovery file (whole, then renamed, so a reader never sees half).
-fn write_prometheus_targets(layout: &Layout, plan: &Plan) -> anyhow::Result<()> {
+pub(crate) fn write_prometheus_targets(
+    layout: &Layout,
+    instances: &[plan::InstanceSpec],
+) -> anyhow::Result<()> {
     let path = layout.prometheus_targets();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -187,7 +203,7 @@ fn write_prometheus_targets(layout: &Layout, plan: &Plan) -> anyhow::Result<()> 
     let partial = path.with_extension("json.partial");
     std::fs::write(
         &partial,
-        serde_json::to_string_pretty(&plan.prometheus_targets())?,
+        serde_json::to_string_pretty(&plan::prometheus_targets(instances))?,
     )
     .with_context(|| format!("cannot write {}", partial.display()))?;
     std::fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;

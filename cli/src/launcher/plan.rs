@@ -188,22 +188,49 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
     Ok(Plan { instances })
 }
 
-impl Plan {
-    /// The instances as Prometheus file-based service discovery targets, one group per
-    /// instance labelled with its service and instance name.
-    pub fn prometheus_targets(&self) -> serde_json::Value {
-        serde_json::Value::Array(
-            self.instances
-                .iter()
-                .map(|instance| {
-                    serde_json::json!({
-                        "targets": [instance.addr.to_string()],
-                        "labels": {"job": "comb", "service": instance.service, "comb_instance": instance.instance},
-                    })
+/// Another instance of `template`'s service, number `index`, on a free port: what
+/// `comb scale` starts.
+pub fn instance_like(
+    template: &InstanceSpec,
+    index: u32,
+    layout: &Layout,
+) -> anyhow::Result<InstanceSpec> {
+    let listener = free_port()?;
+    let addr = listener
+        .local_addr()
+        .context("cannot find a free local port")?;
+    drop(listener);
+    let instance = format!("{}-{index}", template.service);
+    let mut env = template.env.clone();
+    env.insert(env_name("instance"), instance.clone());
+    env.insert(env_name("listen"), addr.to_string());
+    env.insert(
+        env_name("data_dir"),
+        layout.instance_dir(&instance).display().to_string(),
+    );
+    Ok(InstanceSpec {
+        service: template.service.clone(),
+        instance,
+        addr,
+        args: template.args.clone(),
+        env,
+    })
+}
+
+/// The instances as Prometheus file-based service discovery targets, one group per
+/// instance labelled with its service and instance name.
+pub fn prometheus_targets(instances: &[InstanceSpec]) -> serde_json::Value {
+    serde_json::Value::Array(
+        instances
+            .iter()
+            .map(|instance| {
+                serde_json::json!({
+                    "targets": [instance.addr.to_string()],
+                    "labels": {"job": "comb", "service": instance.service, "comb_instance": instance.instance},
                 })
-                .collect(),
-        )
-    }
+            })
+            .collect(),
+    )
 }
 
 fn free_port() -> anyhow::Result<TcpListener> {

@@ -38,6 +38,8 @@ pub enum Health {
     Unready,
     /// Exited; waiting out the backoff before the next start.
     Restarting,
+    /// Being removed by a scale-down: no new calls, draining, then stopped.
+    Draining,
     /// Stopped by the launcher.
     Stopped,
 }
@@ -70,7 +72,13 @@ struct Runtime {
 struct Entry {
     spec: InstanceSpec,
     runtime: Runtime,
+    /// Set to stop this instance alone (a scale-down).
+    retire: watch::Sender<bool>,
 }
+
+/// How long a removed instance stays out of discovery before it is asked to stop, so its
+/// callers have moved on (they refresh twice a second).
+const LEAVE_DISCOVERY: Duration = Duration::from_millis(1_500);
 
 /// Runs and watches the instances of a plan.
 #[derive(Debug)]
@@ -78,7 +86,9 @@ pub struct Supervisor {
     exe: PathBuf,
     settings: LauncherSettings,
     entries: Mutex<BTreeMap<String, Entry>>,
-    order: Vec<String>,
+    order: Mutex<Vec<String>>,
+    /// Supervision of instances added by scaling up.
+    added: Mutex<JoinSet<()>>,
     stop: watch::Sender<bool>,
     logs: LogSink,
     http: reqwest::Client,
@@ -102,6 +112,7 @@ impl Supervisor {
                     Entry {
                         spec: spec.clone(),
                         runtime,
+                        retire: watch::channel(false).0,
                     },
                 )
             })
@@ -114,11 +125,13 @@ impl Supervisor {
             exe,
             settings,
             entries: Mutex::new(entries),
-            order: plan
-                .instances
-                .iter()
-                .map(|spec| spec.instance.clone())
-                .collect(),
+            order: Mutex::new(
+                plan.instances
+                    .iter()
+                    .map(|spec| spec.instance.clone())
+                    .collect(),
+            ),
+            added: Mutex::new(JoinSet::new()),
             stop: watch::channel(false).0,
             logs,
             http,
@@ -136,7 +149,8 @@ impl Supervisor {
     /// instances have stopped after [`Supervisor::stop`].
     pub fn start(self: &Arc<Self>) -> JoinSet<()> {
         let mut tasks = JoinSet::new();
-        for name in &self.order {
+        let names = lock(&self.order).clone();
+        for name in &names {
             let supervisor = Arc::clone(self);
             let name = name.clone();
             tasks.spawn(async move { supervisor.supervise(&name).await });
@@ -157,8 +171,9 @@ impl Supervisor {
 
     /// Every instance, in plan order.
     pub fn status(&self) -> Vec<InstanceStatus> {
+        let order = lock(&self.order).clone();
         let entries = self.entries();
-        self.order
+        order
             .iter()
             .filter_map(|name| entries.get(name))
             .map(|entry| InstanceStatus {
@@ -177,10 +192,116 @@ impl Supervisor {
             .collect()
     }
 
+    /// The addresses of `service`'s ready instances, for its callers.
+    pub fn discover(&self, service: &str) -> Vec<String> {
+        self.entries()
+            .values()
+            .filter(|entry| entry.spec.service == service && entry.runtime.health == Health::Ready)
+            .map(|entry| entry.spec.url())
+            .collect()
+    }
+
+    /// Every instance's spec, in plan order (for the discovery file).
+    pub fn specs(&self) -> Vec<InstanceSpec> {
+        let order = lock(&self.order).clone();
+        let entries = self.entries();
+        order
+            .iter()
+            .filter_map(|name| entries.get(name).map(|entry| entry.spec.clone()))
+            .collect()
+    }
+
+    /// Runs `service` with `replicas` instances: new ones start (and get calls once
+    /// ready, through discovery); removed ones, the newest first, leave discovery, drain
+    /// and stop. Returns the names of the instances added and removed.
+    pub fn scale(
+        self: &Arc<Self>,
+        service: &str,
+        replicas: u32,
+        make: impl Fn(&InstanceSpec, u32) -> anyhow::Result<InstanceSpec>,
+    ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        if self.is_stopping() {
+            anyhow::bail!("comb is stopping");
+        }
+        let mut order = lock(&self.order);
+        let mut entries = self.entries();
+        let mut current: Vec<(u32, String)> = entries
+            .values()
+            .filter(|entry| {
+                entry.spec.service == service && entry.runtime.health != Health::Draining
+            })
+            .filter_map(|entry| {
+                index_of(&entry.spec.instance).map(|index| (index, entry.spec.instance.clone()))
+            })
+            .collect();
+        current.sort();
+        let Some(template) = entries
+            .values()
+            .find(|entry| entry.spec.service == service)
+            .map(|entry| entry.spec.clone())
+        else {
+            anyhow::bail!("the topology has no service {service:?}");
+        };
+        let mut added = Vec::new();
+        let mut removed = Vec::new();
+        let wanted = replicas as usize;
+        if wanted > current.len() {
+            let mut next = entries
+                .values()
+                .filter(|entry| entry.spec.service == service)
+                .filter_map(|entry| index_of(&entry.spec.instance))
+                .max()
+                .unwrap_or(0);
+            for _ in current.len()..wanted {
+                next += 1;
+                let spec = make(&template, next)?;
+                let name = spec.instance.clone();
+                entries.insert(
+                    name.clone(),
+                    Entry {
+                        spec,
+                        runtime: Runtime {
+                            pid: None,
+                            health: Health::Starting,
+                            restarts: 0,
+                            started: None,
+                            last_exit: None,
+                        },
+                        retire: watch::channel(false).0,
+                    },
+                );
+                order.push(name.clone());
+                let supervisor = Arc::clone(self);
+                let supervised = name.clone();
+                lock(&self.added).spawn(async move { supervisor.supervise(&supervised).await });
+                added.push(name);
+            }
+        } else {
+            for (_, name) in current.iter().rev().take(current.len() - wanted) {
+                if let Some(entry) = entries.get_mut(name) {
+                    entry.runtime.health = Health::Draining;
+                    let retire = entry.retire.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LEAVE_DISCOVERY).await;
+                        retire.send_replace(true);
+                    });
+                    removed.push(name.clone());
+                }
+            }
+        }
+        Ok((added, removed))
+    }
+
+    /// Waits for the instances added by scaling to stop (after [`Supervisor::stop`]).
+    pub async fn join_added(&self) {
+        let mut added = std::mem::take(&mut *lock(&self.added));
+        while added.join_next().await.is_some() {}
+    }
+
     pub fn all_ready(&self) -> bool {
         self.entries()
             .values()
-            .all(|entry| entry.runtime.health == Health::Ready)
+            .all(|entry| matches!(entry.runtime.health, Health::Ready | Health::Draining))
     }
 
     fn update(&self, name: &str, change: impl FnOnce(&mut Runtime)) {
@@ -190,9 +311,14 @@ impl Supervisor {
     }
 
     async fn supervise(&self, name: &str) {
-        let Some(spec) = self.entries().get(name).map(|entry| entry.spec.clone()) else {
+        let Some((spec, retire)) = self
+            .entries()
+            .get(name)
+            .map(|entry| (entry.spec.clone(), entry.retire.subscribe()))
+        else {
             return;
         };
+        let mut retire = retire;
         let mut backoff = Backoff::new(
             Duration::from_millis(self.settings.restart_backoff_ms),
             Duration::from_millis(self.settings.restart_backoff_max_ms),
@@ -213,7 +339,7 @@ impl Supervisor {
                     });
                     tokio::select! {
                         status = child.wait() => describe_exit(status),
-                        () = stopped(&mut stop) => {
+                        () = stopped_either(&mut stop, &mut retire) => {
                             self.terminate(name, &mut child).await;
                             self.update(name, |runtime| {
                                 runtime.pid = None;
@@ -226,7 +352,7 @@ impl Supervisor {
                 }
                 Err(error) => format!("could not start: {error}"),
             };
-            if *stop.borrow() {
+            if *stop.borrow() || *retire.borrow() {
                 self.update(name, |runtime| {
                     runtime.pid = None;
                     runtime.health = Health::Stopped;
@@ -249,11 +375,16 @@ impl Supervisor {
             });
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = stopped(&mut stop) => {
+                () = stopped_either(&mut stop, &mut retire) => {
                     self.update(name, |runtime| runtime.health = Health::Stopped);
                     break;
                 }
             }
+        }
+        if *retire.borrow() && !*stop.borrow() {
+            self.entries().remove(name);
+            lock(&self.order).retain(|kept| kept != name);
+            self.logs.launcher(format!("{name} removed"));
         }
     }
 
@@ -342,6 +473,7 @@ impl Supervisor {
                         return;
                     }
                     runtime.health = match (ready, runtime.health) {
+                        (_, Health::Draining) => Health::Draining,
                         (true, _) => Health::Ready,
                         (false, Health::Ready | Health::Unready) => Health::Unready,
                         (false, other) => other,
@@ -388,6 +520,27 @@ impl Backoff {
         self.next = (self.next * 2).min(self.longest);
         wait
     }
+}
+
+/// Resolves once either stop has been requested: everything's, or this instance's.
+async fn stopped_either(all: &mut watch::Receiver<bool>, this: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = stopped(all) => {}
+        () = stopped(this) => {}
+    }
+}
+
+/// N of an instance named `SERVICE-N`.
+fn index_of(instance: &str) -> Option<u32> {
+    instance
+        .rsplit_once('-')
+        .and_then(|(_, index)| index.parse().ok())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Resolves once a stop has been requested.

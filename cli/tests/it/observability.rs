@@ -232,7 +232,12 @@ async fn a_checkout_is_one_trace_across_the_services() {
         let consumed = spans
             .iter()
             .any(|s| s["service"] == "notifications" && s["kind"] == "consumer");
-        (wanted.iter().all(|s| services.contains(s)) && consumed).then_some(spans)
+        // Instances export in batches of their own: wait until no parent is missing.
+        let ids: HashSet<&str> = spans.iter().filter_map(|s| s["span_id"].as_str()).collect();
+        let whole = spans.iter().all(|s| {
+            s["parent_span_id"] == "" || ids.contains(s["parent_span_id"].as_str().unwrap_or(""))
+        }) && spans.iter().any(|s| s["parent_span_id"] == "");
+        (wanted.iter().all(|s| services.contains(s)) && consumed && whole).then_some(spans)
     })
     .await;
 

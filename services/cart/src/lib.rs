@@ -41,7 +41,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// Opens (and migrates) the database and the channel to the catalog.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<CartApi> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    let catalog = Upstream::new("catalog", config.upstream("catalog")?, config.call_timeout)?;
+    let catalog = Upstream::from_config(config, "catalog")?;
     Ok(CartApi::new(CartStore::new(db), Arc::new(catalog)))
 }
 

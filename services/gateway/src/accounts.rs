@@ -79,7 +79,7 @@ pub struct GuestSession {
     pub guest_id: String,
 }
 
-fn users(state: &GatewayState) -> UsersClient<comb_kit::trace::TracedChannel> {
+fn users(state: &GatewayState) -> UsersClient<comb_kit::grpc::UpstreamChannel> {
     UsersClient::new(state.users.channel())
 }
 

@@ -46,7 +46,7 @@ pub struct SetQuantityBody {
     pub quantity: i64,
 }
 
-pub(crate) fn client(state: &GatewayState) -> CartClient<comb_kit::trace::TracedChannel> {
+pub(crate) fn client(state: &GatewayState) -> CartClient<comb_kit::grpc::UpstreamChannel> {
     CartClient::new(state.cart.channel())
 }
 

@@ -425,7 +425,7 @@ async fn bought_with(state: &GatewayState, id: String) -> Result<Vec<Product>, P
     products(found.items)
 }
 
-fn client(state: &GatewayState) -> CatalogClient<comb_kit::trace::TracedChannel> {
+fn client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {
     CatalogClient::new(state.catalog.channel())
 }
 

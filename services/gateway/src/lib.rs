@@ -52,48 +52,24 @@ pub struct GatewayState {
 impl GatewayState {
     /// Channels to the upstream instances named in the configuration.
     pub fn connect(config: &ServiceConfig) -> anyhow::Result<Self> {
-        let catalog = Upstream::new("catalog", config.upstream("catalog")?, config.call_timeout)?;
-        let users = Arc::new(Upstream::new(
-            "users",
-            config.upstream("users")?,
-            config.call_timeout,
-        )?);
-        let cart = Upstream::new("cart", config.upstream("cart")?, config.call_timeout)?;
-        let inventory = Upstream::new(
-            "inventory",
-            config.upstream("inventory")?,
-            config.call_timeout,
-        )?;
+        let catalog = Upstream::from_config(config, "catalog")?;
+        let users = Arc::new(Upstream::from_config(config, "users")?);
+        let cart = Upstream::from_config(config, "cart")?;
+        let inventory = Upstream::from_config(config, "inventory")?;
         // A checkout waits for its saga for a moment before answering PENDING.
-        let orders = Upstream::new(
+        let orders = Upstream::from_config_with_timeout(
+            config,
             "orders",
-            config.upstream("orders")?,
             config.call_timeout.max(CHECKOUT_DEADLINE),
         )?;
         Ok(Self {
             catalog: Arc::new(catalog),
             cart: Arc::new(cart),
             inventory: Arc::new(inventory),
-            reports: Arc::new(Upstream::new(
-                "reports",
-                config.upstream("reports")?,
-                config.call_timeout,
-            )?),
-            reviews: Arc::new(Upstream::new(
-                "reviews",
-                config.upstream("reviews")?,
-                config.call_timeout,
-            )?),
-            recommendations: Arc::new(Upstream::new(
-                "recommendations",
-                config.upstream("recommendations")?,
-                config.call_timeout,
-            )?),
-            notifications: Arc::new(Upstream::new(
-                "notifications",
-                config.upstream("notifications")?,
-                config.call_timeout,
-            )?),
+            reports: Arc::new(Upstream::from_config(config, "reports")?),
+            reviews: Arc::new(Upstream::from_config(config, "reviews")?),
+            recommendations: Arc::new(Upstream::from_config(config, "recommendations")?),
+            notifications: Arc::new(Upstream::from_config(config, "notifications")?),
             orders: Arc::new(orders),
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,

@@ -154,7 +154,7 @@ fn order_body(order: proto::Order) -> OrderBody {
     }
 }
 
-fn client(state: &GatewayState) -> OrdersClient<comb_kit::trace::TracedChannel> {
+fn client(state: &GatewayState) -> OrdersClient<comb_kit::grpc::UpstreamChannel> {
     OrdersClient::new(state.orders.channel())
 }
 

@@ -74,11 +74,7 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<(OrdersApi, Arc<Saga
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = OrderStore::new(db);
     let upstream = |name: &str| -> anyhow::Result<Arc<Upstream>> {
-        Ok(Arc::new(Upstream::new(
-            name,
-            config.upstream(name)?,
-            config.call_timeout,
-        )?))
+        Ok(Arc::new(Upstream::from_config(config, name)?))
     };
     let upstreams = Upstreams {
         cart: upstream("cart")?,

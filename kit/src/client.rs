@@ -1,0 +1,862 @@
+//! Calling the instances of another service, resiliently. Every call made through an
+//! [`Upstream`]'s channel:
+//! - runs in a client span whose trace context travels in the call's metadata;
+//! - goes to the less loaded of two randomly chosen healthy instances (power of two
+//!   choices); an instance failing several calls in a row is ejected for a while;
+//! - carries the caller's remaining deadline (`grpc-timeout`), capped by the call timeout;
+//! - is retried on another instance, with jittered backoff, only when the method is safe to
+//!   retry (its `idempotency_level` in the protocol files) or was refused before any work
+//!   (an overloaded callee), and only while the upstream's retry budget allows;
+//! - fails fast while the upstream's circuit breaker is open (after repeated failures),
+//!   letting one trial call through after a cool-down;
+//! - is refused at once when too many calls to the upstream are already in flight.
+//!
+//! Refusals are answered as gRPC statuses (UNAVAILABLE, RESOURCE_EXHAUSTED,
+//! DEADLINE_EXCEEDED), so callers map them like any other unavailability.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use http::HeaderValue;
+use http_body_util::{BodyExt, Full};
+use rand::Rng;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tracing::Instrument;
+use tracing::field::Empty;
+
+use crate::deadline::{self, GRPC_TIMEOUT, format_grpc_timeout};
+use crate::trace::{grpc_server_error, grpc_status, inject_headers};
+
+/// Why an upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no instance addresses for {0}")]
+    NoInstances(String),
+    #[error("{service} instance address {url:?} is not a valid URL: {source}")]
+    BadUrl {
+        service: String,
+        url: String,
+        source: tonic::transport::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// How calls to one upstream behave under failure and load.
+#[derive(Debug, Clone)]
+pub struct CallPolicy {
+    /// The longest a call may take, whatever the caller's own deadline.
+    pub call_timeout: Duration,
+    /// Attempts of a retry-safe call, the first included.
+    pub max_attempts: u32,
+    /// Calls in flight to the upstream before further ones are refused.
+    pub max_in_flight: usize,
+    /// Failed calls in a row that eject an instance...
+    pub eject_after: u32,
+    /// ...for this long.
+    pub eject_for: Duration,
+    /// Failed calls in a row (after retries) that open the breaker...
+    pub breaker_after: u32,
+    /// ...for this long before a trial call.
+    pub breaker_open_for: Duration,
+}
+
+impl CallPolicy {
+    /// The defaults, with `call_timeout`.
+    pub fn new(call_timeout: Duration) -> Self {
+        Self {
+            call_timeout,
+            max_attempts: 3,
+            max_in_flight: 512,
+            eject_after: 3,
+            eject_for: Duration::from_secs(5),
+            breaker_after: 5,
+            breaker_open_for: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Discovered {
+    urls: Vec<String>,
+}
+
+/// One instance of the upstream.
+#[derive(Debug)]
+struct Instance {
+    url: String,
+    channel: Channel,
+    in_flight: AtomicUsize,
+    failures: AtomicU32,
+    ejected_until: Mutex<Option<Instant>>,
+}
+
+impl Instance {
+    fn is_ejected(&self, now: Instant) -> bool {
+        lock(&self.ejected_until).is_some_and(|until| until > now)
+    }
+}
+
+/// Whether the upstream's breaker lets calls through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    /// Failing fast until the instant; then one trial call.
+    Open(Instant),
+    /// A trial call is in flight; others fail fast.
+    HalfOpen,
+}
+
+#[derive(Debug)]
+struct Breaker {
+    state: BreakerState,
+    failures: u32,
+}
+
+#[derive(Debug)]
+struct Shared {
+    service: Arc<str>,
+    policy: CallPolicy,
+    instances: RwLock<Arc<Vec<Arc<Instance>>>>,
+    in_flight: AtomicUsize,
+    breaker: Mutex<Breaker>,
+    /// Retry tokens, in tenths: each call adds two, each retry takes ten.
+    retry_tokens: Mutex<u32>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The most retry tokens saved up (in tenths): a burst of ten retries after a quiet spell.
+const RETRY_TOKENS_MAX: u32 = 100;
+/// Tokens (tenths) a call adds: retries stay within a fifth of calls.
+const RETRY_TOKENS_PER_CALL: u32 = 2;
+/// Tokens (tenths) a retry takes.
+const RETRY_TOKENS_PER_RETRY: u32 = 10;
+
+/// The instances of one service this service calls. Clones share everything.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    shared: Arc<Shared>,
+}
+
+/// How often an upstream asks the discovery endpoint for its instances.
+const DISCOVERY_EVERY: Duration = Duration::from_millis(500);
+
+impl Upstream {
+    /// The upstream `service` as this instance's settings describe it: its addresses
+    /// (`upstream_SERVICE`), the call timeout, and, when `discovery_url` is set (as `comb up`
+    /// does), instances kept up to date from there as the service scales.
+    pub fn from_config(
+        config: &crate::ServiceConfig,
+        service: &str,
+    ) -> Result<Self, UpstreamError> {
+        Self::from_config_with_timeout(config, service, config.call_timeout)
+    }
+
+    /// The same, with a call timeout of its own (a long poll, a call that waits).
+    pub fn from_config_with_timeout(
+        config: &crate::ServiceConfig,
+        service: &str,
+        call_timeout: Duration,
+    ) -> Result<Self, UpstreamError> {
+        let upstream = Self::new(service, config.upstream(service)?, call_timeout)?;
+        if let Some(url) = config.setting("discovery_url") {
+            upstream.follow(format!("{}/{service}", url.trim_end_matches('/')));
+        }
+        Ok(upstream)
+    }
+
+    /// Keeps the instances up to date from `url`, which answers `{"urls": [...]}` with the
+    /// ready instances. While it does not answer, the known instances stay.
+    pub fn follow(&self, url: String) {
+        let upstream = self.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default();
+            let mut last = upstream.urls();
+            loop {
+                tokio::time::sleep(DISCOVERY_EVERY).await;
+                // Stop when nothing holds the upstream but this task.
+                if Arc::strong_count(&upstream.shared) == 1 {
+                    return;
+                }
+                let Ok(response) = client.get(&url).send().await else {
+                    continue;
+                };
+                let Ok(found) = response.json::<Discovered>().await else {
+                    continue;
+                };
+                if !found.urls.is_empty() && found.urls != last {
+                    match upstream.set_urls(&found.urls) {
+                        Ok(()) => {
+                            tracing::info!(upstream = %upstream.service(), instances = ?found.urls, "instances changed");
+                            last = found.urls;
+                        }
+                        Err(error) => tracing::warn!(%error, "discovery gave an unusable address"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Channels to each instance at `urls`, with the default policy. Nothing connects
+    /// until the first call, so a caller starts even when the service it calls is down.
+    pub fn new(
+        service: &str,
+        urls: &[String],
+        call_timeout: Duration,
+    ) -> Result<Self, UpstreamError> {
+        Self::with_policy(service, urls, CallPolicy::new(call_timeout))
+    }
+
+    pub fn with_policy(
+        service: &str,
+        urls: &[String],
+        policy: CallPolicy,
+    ) -> Result<Self, UpstreamError> {
+        if urls.is_empty() {
+            return Err(UpstreamError::NoInstances(service.to_owned()));
+        }
+        let instances = urls
+            .iter()
+            .map(|url| connect(service, url, &policy))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                service: service.into(),
+                policy,
+                instances: RwLock::new(Arc::new(instances)),
+                in_flight: AtomicUsize::new(0),
+                breaker: Mutex::new(Breaker {
+                    state: BreakerState::Closed,
+                    failures: 0,
+                }),
+                retry_tokens: Mutex::new(RETRY_TOKENS_MAX),
+            }),
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.shared.service
+    }
+
+    /// The addresses of the instances calls go to.
+    pub fn urls(&self) -> Vec<String> {
+        self.shared
+            .snapshot()
+            .iter()
+            .map(|instance| instance.url.clone())
+            .collect()
+    }
+
+    /// Replaces the instances (a scaled service): instances still there keep their
+    /// connection and health; new ones get calls from now on; gone ones get no new calls.
+    /// An empty list is ignored: a service never scales to nothing.
+    pub fn set_urls(&self, urls: &[String]) -> Result<(), UpstreamError> {
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let current = self.shared.snapshot();
+        let next = urls
+            .iter()
+            .map(|url| match current.iter().find(|i| &i.url == url) {
+                Some(kept) => Ok(Arc::clone(kept)),
+                None => connect(&self.shared.service, url, &self.shared.policy),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        *self
+            .shared
+            .instances
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        Ok(())
+    }
+
+    /// The problem to answer when a call to this upstream failed with `status`.
+    pub fn problem(&self, status: &tonic::Status) -> crate::problem::Problem {
+        crate::grpc::problem_from_status(&self.shared.service, status)
+    }
+
+    /// The breaker's state.
+    pub fn breaker(&self) -> BreakerState {
+        lock(&self.shared.breaker).state
+    }
+
+    /// A channel for calls to this upstream; each call is a client span in the caller's
+    /// trace.
+    pub fn channel(&self) -> UpstreamChannel {
+        UpstreamChannel {
+            shared: Arc::clone(&self.shared),
+            traced: true,
+        }
+    }
+
+    /// The same, outside any trace: for the long-polling feed reads that run all the time
+    /// and belong to no request.
+    pub fn untraced_channel(&self) -> UpstreamChannel {
+        UpstreamChannel {
+            shared: Arc::clone(&self.shared),
+            traced: false,
+        }
+    }
+}
+
+fn connect(service: &str, url: &str, policy: &CallPolicy) -> Result<Arc<Instance>, UpstreamError> {
+    let connect_timeout = policy.call_timeout.min(Duration::from_millis(500));
+    let channel = Endpoint::from_shared(url.to_owned())
+        .map_err(|source| UpstreamError::BadUrl {
+            service: service.to_owned(),
+            url: url.to_owned(),
+            source,
+        })?
+        .connect_timeout(connect_timeout)
+        .timeout(policy.call_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(Arc::new(Instance {
+        url: url.to_owned(),
+        channel,
+        in_flight: AtomicUsize::new(0),
+        failures: AtomicU32::new(0),
+        ejected_until: Mutex::new(None),
+    }))
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Answered (a business error included).
+    Answered,
+    /// Refused before doing any work (overloaded): safe to try elsewhere.
+    Refused,
+    /// Unreachable or failed: retry only when the method is retry-safe.
+    Failed,
+    /// Out of time.
+    TimedOut,
+}
+
+fn verdict_of(
+    result: &Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
+) -> Verdict {
+    match result {
+        Err(_) => Verdict::Failed,
+        Ok(response) => match grpc_status(response) {
+            // RESOURCE_EXHAUSTED: the callee shed the call unread.
+            Some(8) => Verdict::Refused,
+            Some(4) => Verdict::TimedOut,
+            Some(code) if grpc_server_error(code) => Verdict::Failed,
+            _ => Verdict::Answered,
+        },
+    }
+}
+
+impl Shared {
+    fn snapshot(&self) -> Arc<Vec<Arc<Instance>>> {
+        Arc::clone(
+            &self
+                .instances
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Power of two choices among healthy instances not tried yet for this call.
+    fn pick(&self, tried: &HashSet<String>) -> Option<Arc<Instance>> {
+        let instances = self.snapshot();
+        let now = Instant::now();
+        let fresh: Vec<&Arc<Instance>> = instances
+            .iter()
+            .filter(|i| !tried.contains(&i.url))
+            .collect();
+        let healthy: Vec<&Arc<Instance>> = fresh
+            .iter()
+            .copied()
+            .filter(|i| !i.is_ejected(now))
+            .collect();
+        // With every instance ejected, any is better than none.
+        let pool = if healthy.is_empty() { fresh } else { healthy };
+        match pool.len() {
+            0 => None,
+            1 => Some(Arc::clone(pool[0])),
+            n => {
+                let mut rng = rand::thread_rng();
+                let first = rng.gen_range(0..n);
+                let second = (first + rng.gen_range(1..n)) % n;
+                let (a, b) = (pool[first], pool[second]);
+                let lighter =
+                    if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) {
+                        b
+                    } else {
+                        a
+                    };
+                Some(Arc::clone(lighter))
+            }
+        }
+    }
+
+    /// Whether the breaker lets this call through; a call let through after the cool-down
+    /// is the trial.
+    fn admit(&self) -> bool {
+        let mut breaker = lock(&self.breaker);
+        match breaker.state {
+            BreakerState::Closed => true,
+            BreakerState::HalfOpen => false,
+            BreakerState::Open(until) => {
+                if Instant::now() >= until {
+                    breaker.state = BreakerState::HalfOpen;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    fn record_call(&self, succeeded: bool) {
+        let mut breaker = lock(&self.breaker);
+        if succeeded {
+            if breaker.state != BreakerState::Closed {
+                tracing::info!(upstream = %self.service, "circuit closed: calls go through again");
+                metrics::gauge!("comb_client_breaker_open", "upstream" => self.service.to_string())
+                    .set(0.0);
+            }
+            breaker.state = BreakerState::Closed;
+            breaker.failures = 0;
+            return;
+        }
+        breaker.failures = breaker.failures.saturating_add(1);
+        let trial_failed = breaker.state == BreakerState::HalfOpen;
+        if trial_failed || breaker.failures >= self.policy.breaker_after {
+            if !matches!(breaker.state, BreakerState::Open(_)) {
+                tracing::warn!(upstream = %self.service, failures = breaker.failures, "circuit open: failing fast for {:?}", self.policy.breaker_open_for);
+                metrics::counter!("comb_client_breaker_opened_total", "upstream" => self.service.to_string())
+                    .increment(1);
+                metrics::gauge!("comb_client_breaker_open", "upstream" => self.service.to_string())
+                    .set(1.0);
+            }
+            breaker.state = BreakerState::Open(Instant::now() + self.policy.breaker_open_for);
+        }
+    }
+
+    fn record_attempt(&self, instance: &Instance, verdict: Verdict) {
+        match verdict {
+            Verdict::Answered | Verdict::Refused => instance.failures.store(0, Ordering::Relaxed),
+            Verdict::Failed | Verdict::TimedOut => {
+                let failures = instance.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= self.policy.eject_after {
+                    instance.failures.store(0, Ordering::Relaxed);
+                    *lock(&instance.ejected_until) = Some(Instant::now() + self.policy.eject_for);
+                    tracing::warn!(upstream = %self.service, instance = %instance.url, failures, "instance ejected for {:?}", self.policy.eject_for);
+                    metrics::counter!("comb_client_ejections_total", "upstream" => self.service.to_string())
+                        .increment(1);
+                }
+            }
+        }
+    }
+
+    fn deposit_retry_tokens(&self) {
+        let mut tokens = lock(&self.retry_tokens);
+        *tokens = (*tokens + RETRY_TOKENS_PER_CALL).min(RETRY_TOKENS_MAX);
+    }
+
+    fn take_retry_token(&self) -> bool {
+        let mut tokens = lock(&self.retry_tokens);
+        if *tokens >= RETRY_TOKENS_PER_RETRY {
+            *tokens -= RETRY_TOKENS_PER_RETRY;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn rejected(&self, reason: &'static str) {
+        metrics::counter!("comb_client_rejected_total", "upstream" => self.service.to_string(), "reason" => reason)
+            .increment(1);
+    }
+}
+
+/// A trailers-only gRPC answer made here, for a call refused before it left.
+fn refusal(code: tonic::Code, message: &str) -> http::Response<tonic::body::Body> {
+    let mut response = http::Response::new(tonic::body::Body::empty());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b' '..=b'~' if byte != b'%' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
+/// Decrements a counter when dropped, so a cancelled call still gives its slot back.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A channel to an upstream: see the module documentation for what each call gets.
+#[derive(Debug, Clone)]
+pub struct UpstreamChannel {
+    shared: Arc<Shared>,
+    traced: bool,
+}
+
+type CallFuture = Pin<
+    Box<
+        dyn Future<Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>>
+            + Send,
+    >,
+>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = CallFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Each attempt waits for its own instance's channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let rpc = request.uri().path().to_owned();
+        if !self.traced {
+            return Box::pin(async move { call(shared, request, &rpc).await });
+        }
+        let span = tracing::info_span!(
+            "grpc call",
+            otel.name = %rpc.trim_start_matches('/'),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            peer.service = %shared.service,
+            rpc.grpc.status_code = Empty,
+            attempts = Empty,
+        );
+        Box::pin(
+            async move {
+                let mut request = request;
+                inject_headers(&tracing::Span::current(), request.headers_mut());
+                let result = call(shared, request, &rpc).await;
+                let span = tracing::Span::current();
+                match &result {
+                    Ok(response) => {
+                        if let Some(code) = grpc_status(response) {
+                            span.record("rpc.grpc.status_code", code);
+                            if grpc_server_error(code) || code == 8 {
+                                span.record("otel.status_code", "ERROR");
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+async fn call(
+    shared: Arc<Shared>,
+    request: http::Request<tonic::body::Body>,
+    rpc: &str,
+) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
+    let service = Arc::clone(&shared.service);
+    let timeout = match deadline::remaining() {
+        Some(left) => left.min(shared.policy.call_timeout),
+        None => shared.policy.call_timeout,
+    };
+    if timeout.is_zero() {
+        shared.rejected("deadline");
+        return Ok(refusal(
+            tonic::Code::DeadlineExceeded,
+            &format!("no time left to call {service}"),
+        ));
+    }
+    let deadline = Instant::now() + timeout;
+    if shared.in_flight.load(Ordering::Relaxed) >= shared.policy.max_in_flight {
+        shared.rejected("overloaded");
+        return Ok(refusal(
+            tonic::Code::ResourceExhausted,
+            &format!("too many calls to {service} in flight"),
+        ));
+    }
+    if !shared.admit() {
+        shared.rejected("breaker_open");
+        return Ok(refusal(
+            tonic::Code::Unavailable,
+            &format!("{service} is failing; calls to it are paused for a moment (circuit open)"),
+        ));
+    }
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _slot = Slot(&shared.in_flight);
+    shared.deposit_retry_tokens();
+
+    let retry_safe = comb_contracts::RETRY_SAFE_METHODS.contains(&rpc);
+    let (parts, body) = request.into_parts();
+    // Only a call that may be sent again keeps its body; others stream it once.
+    let (mut once, kept) = if retry_safe {
+        match body.collect().await {
+            Ok(collected) => (None, Some(collected.to_bytes())),
+            Err(_) => {
+                shared.record_call(false);
+                return Ok(refusal(
+                    tonic::Code::Internal,
+                    "the request body could not be read",
+                ));
+            }
+        }
+    } else {
+        (Some(body), None)
+    };
+
+    let mut tried = HashSet::new();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(instance) = shared.pick(&tried) else {
+            shared.record_call(false);
+            return Ok(refusal(
+                tonic::Code::Unavailable,
+                &format!("no instance of {service} left to try"),
+            ));
+        };
+        tried.insert(instance.url.clone());
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = match (&kept, once.take()) {
+            (Some(bytes), _) => tonic::body::Body::new(Full::new(Bytes::clone(bytes))),
+            (None, Some(body)) => body,
+            (None, None) => tonic::body::Body::empty(),
+        };
+        let mut attempt_request = http::Request::from_parts(clone_parts(&parts), body);
+        if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
+            attempt_request.headers_mut().insert(GRPC_TIMEOUT, value);
+        }
+        instance.in_flight.fetch_add(1, Ordering::Relaxed);
+        let sent = {
+            let _instance_slot = Slot(&instance.in_flight);
+            let mut channel = instance.channel.clone();
+            tokio::time::timeout(left, async move {
+                tower::ServiceExt::ready(&mut channel).await?;
+                tower::Service::call(&mut channel, attempt_request).await
+            })
+            .await
+        };
+        let result = match sent {
+            Ok(result) => result,
+            Err(_) => Ok(refusal(
+                tonic::Code::DeadlineExceeded,
+                &format!("{service} did not answer in time"),
+            )),
+        };
+        let verdict = verdict_of(&result);
+        shared.record_attempt(&instance, verdict);
+        let may_retry = match verdict {
+            Verdict::Answered | Verdict::TimedOut => false,
+            Verdict::Refused => true,
+            Verdict::Failed => retry_safe,
+        };
+        let time_left =
+            deadline.saturating_duration_since(Instant::now()) > Duration::from_millis(5);
+        // A streamed body is gone after the first attempt unless the callee refused it
+        // unread; even then it cannot be sent again, so only kept bodies are retried.
+        let resendable = kept.is_some();
+        if may_retry
+            && resendable
+            && attempt < shared.policy.max_attempts
+            && time_left
+            && shared.take_retry_token()
+        {
+            metrics::counter!("comb_client_retries_total", "upstream" => service.to_string())
+                .increment(1);
+            let pause =
+                Duration::from_millis(rand::thread_rng().gen_range(2..10) * u64::from(attempt));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            continue;
+        }
+        shared.record_call(matches!(verdict, Verdict::Answered));
+        tracing::Span::current().record("attempts", attempt);
+        return result;
+    }
+}
+
+/// A copy of a request's head (extensions are not needed by the channel).
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let mut request = http::Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request.into_parts().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(urls: &[&str]) -> Upstream {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
+        Upstream::new("catalog", &urls, Duration::from_secs(1)).expect("upstream")
+    }
+
+    #[tokio::test]
+    async fn picks_the_less_loaded_healthy_instance() {
+        let upstream = upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        let shared = &upstream.shared;
+        let instances = shared.snapshot();
+        instances[0].in_flight.store(5, Ordering::Relaxed);
+        for _ in 0..20 {
+            let picked = shared.pick(&HashSet::new()).expect("an instance");
+            assert_eq!(picked.url, "http://127.0.0.1:2");
+        }
+        // An ejected instance gets nothing while another is healthy.
+        instances[0].in_flight.store(0, Ordering::Relaxed);
+        *lock(&instances[1].ejected_until) = Some(Instant::now() + Duration::from_secs(60));
+        for _ in 0..20 {
+            assert_eq!(
+                shared.pick(&HashSet::new()).expect("one").url,
+                "http://127.0.0.1:1"
+            );
+        }
+        // Already tried instances are skipped; with none left, there is no pick.
+        let tried = HashSet::from(["http://127.0.0.1:1".to_owned()]);
+        assert_eq!(shared.pick(&tried).expect("one").url, "http://127.0.0.1:2");
+        let all = HashSet::from([
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ]);
+        assert!(shared.pick(&all).is_none());
+    }
+
+    #[tokio::test]
+    async fn failures_in_a_row_eject_an_instance() {
+        let upstream = upstream(&["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        let shared = &upstream.shared;
+        let instance = Arc::clone(&shared.snapshot()[0]);
+        shared.record_attempt(&instance, Verdict::Failed);
+        shared.record_attempt(&instance, Verdict::Answered);
+        shared.record_attempt(&instance, Verdict::Failed);
+        shared.record_attempt(&instance, Verdict::Failed);
+        assert!(
+            !instance.is_ejected(Instant::now()),
+            "an answer resets the count"
+        );
+        shared.record_attempt(&instance, Verdict::TimedOut);
+        assert!(instance.is_ejected(Instant::now()));
+        assert!(!instance.is_ejected(Instant::now() + Duration::from_secs(6)));
+    }
+
+    #[tokio::test]
+    async fn the_breaker_opens_fails_fast_then_lets_one_trial_through() {
+        let mut policy = CallPolicy::new(Duration::from_secs(1));
+        policy.breaker_open_for = Duration::from_millis(50);
+        let upstream =
+            Upstream::with_policy("payments", &["http://127.0.0.1:1".to_owned()], policy)
+                .expect("upstream");
+        let shared = &upstream.shared;
+        for _ in 0..4 {
+            assert!(shared.admit());
+            shared.record_call(false);
+        }
+        assert_eq!(upstream.breaker(), BreakerState::Closed);
+        shared.record_call(false);
+        assert!(matches!(upstream.breaker(), BreakerState::Open(_)));
+        assert!(!shared.admit(), "open: fail fast");
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(shared.admit(), "the trial call");
+        assert!(!shared.admit(), "only one trial at a time");
+        shared.record_call(false);
+        assert!(
+            matches!(upstream.breaker(), BreakerState::Open(_)),
+            "a failed trial reopens"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert!(shared.admit());
+        shared.record_call(true);
+        assert_eq!(upstream.breaker(), BreakerState::Closed);
+        assert!(shared.admit());
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_by_the_budget() {
+        let upstream = upstream(&["http://127.0.0.1:1"]);
+        let shared = &upstream.shared;
+        let mut granted = 0;
+        while shared.take_retry_token() {
+            granted += 1;
+        }
+        assert_eq!(granted, 10, "a burst of ten");
+        for _ in 0..10 {
+            shared.deposit_retry_tokens();
+        }
+        assert!(shared.take_retry_token(), "ten calls earn two retries");
+        assert!(shared.take_retry_token());
+        assert!(!shared.take_retry_token());
+    }
+
+    #[tokio::test]
+    async fn scaling_keeps_known_instances_and_ignores_an_empty_list() {
+        let upstream = upstream(&["http://127.0.0.1:1"]);
+        let first = Arc::clone(&upstream.shared.snapshot()[0]);
+        first.failures.store(2, Ordering::Relaxed);
+        upstream
+            .set_urls(&[
+                "http://127.0.0.1:1".to_owned(),
+                "http://127.0.0.1:2".to_owned(),
+            ])
+            .expect("scaled");
+        assert_eq!(
+            upstream.urls(),
+            ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+        );
+        assert_eq!(
+            upstream.shared.snapshot()[0]
+                .failures
+                .load(Ordering::Relaxed),
+            2
+        );
+        upstream.set_urls(&[]).expect("ignored");
+        assert_eq!(upstream.urls().len(), 2);
+        assert!(upstream.set_urls(&["not a url".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn refusals_are_grpc_statuses() {
+        let response = refusal(tonic::Code::Unavailable, "circuit open: 100%");
+        assert_eq!(grpc_status(&response), Some(14));
+        assert_eq!(response.headers()["grpc-message"], "circuit open: 100%25");
+        assert!(
+            comb_contracts::RETRY_SAFE_METHODS.contains(&"/comb.catalog.v1.Catalog/ListProducts")
+        );
+        assert!(!comb_contracts::RETRY_SAFE_METHODS.contains(&"/comb.cart.v1.Cart/AddItem"));
+    }
+}
