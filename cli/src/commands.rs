@@ -10,10 +10,11 @@ use anyhow::Context;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::launcher::control::{ScaleOutcome, ScaleRequest};
 use crate::launcher::control::{fetch_status, is_alive, running_launcher};
 use crate::launcher::logs::{LogFilter, log_files, prefixed, read_logs, render};
 use crate::launcher::plan::Layout;
-use crate::{DataDirArg, LogsArgs, StatusArgs};
+use crate::{DataDirArg, LogsArgs, ScaleArgs, StatusArgs};
 
 /// How long `comb down` waits for the launcher to stop its instances.
 const DOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -184,6 +185,96 @@ pub async fn logs(args: LogsArgs) -> anyhow::Result<ExitCode> {
             }
             *offset += complete as u64;
         }
+    }
+}
+
+/// `SERVICE=N`.
+fn scale_target(text: &str) -> anyhow::Result<ScaleRequest> {
+    let (service, replicas) = text
+        .split_once('=')
+        .with_context(|| format!("{text:?} is not SERVICE=N (for example catalog=3)"))?;
+    let replicas: u32 = replicas
+        .trim()
+        .parse()
+        .with_context(|| format!("the count in {text:?} must be a whole number"))?;
+    Ok(ScaleRequest {
+        service: service.trim().to_owned(),
+        replicas,
+    })
+}
+
+/// `comb scale SERVICE=N ...`: asks the launcher, then waits until the service runs
+/// exactly the instances asked for, all ready.
+pub async fn scale(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    let layout = Layout::new(&args.data_dir.data_dir)?;
+    let requests = args
+        .targets
+        .iter()
+        .map(|target| scale_target(target))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let Some(state) = running_launcher(&layout)? else {
+        eprintln!("{}", not_running(&layout));
+        return Ok(ExitCode::FAILURE);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    for request in &requests {
+        let response = client
+            .post(format!("{}/scale", state.control_url))
+            .json(request)
+            .send()
+            .await
+            .with_context(|| format!("the launcher does not answer at {}", state.control_url))?;
+        if !response.status().is_success() {
+            let why = response.text().await.unwrap_or_default();
+            eprintln!("comb scale: {} not scaled: {why}", request.service);
+            return Ok(ExitCode::FAILURE);
+        }
+        let outcome: ScaleOutcome = response.json().await?;
+        println!(
+            "{}: {} instance{}{}{}",
+            request.service,
+            request.replicas,
+            if request.replicas == 1 { "" } else { "s" },
+            if outcome.added.is_empty() {
+                String::new()
+            } else {
+                format!(", starting {}", outcome.added.join(", "))
+            },
+            if outcome.removed.is_empty() {
+                String::new()
+            } else {
+                format!(", draining {}", outcome.removed.join(", "))
+            },
+        );
+    }
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let started = Instant::now();
+    loop {
+        let status = fetch_status(&state).await?;
+        let settled = requests.iter().all(|request| {
+            let instances: Vec<_> = status
+                .instances
+                .iter()
+                .filter(|i| i.service == request.service)
+                .collect();
+            instances.len() == request.replicas as usize
+                && instances
+                    .iter()
+                    .all(|i| i.health == crate::launcher::supervisor::Health::Ready)
+        });
+        if settled {
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            eprintln!("comb scale: not settled after 60 s; see `comb status` and `comb logs`");
+            return Ok(ExitCode::FAILURE);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -3,8 +3,10 @@
 //! runs one instance (what `comb up` starts, and what a container runs); `status`, `logs`
 //! and `down` inspect and stop a running system from another terminal.
 
+pub mod chaos;
 pub mod commands;
 pub mod launcher;
+pub mod load;
 pub mod services;
 
 use std::path::PathBuf;
@@ -32,12 +34,31 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stop a system started with `comb up --detach`.
     Down(DataDirArg),
+    /// Change how many instances of a service run, without restarting anything else.
+    Scale(ScaleArgs),
+    /// Put a shopper load on the gateway and report latencies per operation.
+    Load(load::LoadArgs),
+    /// Kill instances, inject latency or errors, and check the invariants afterwards.
+    Chaos(chaos::ChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// SERVICE=N, e.g. catalog=3; several may be given.
+    #[arg(required = true, value_name = "SERVICE=N")]
+    pub targets: Vec<String>,
+    /// Return at once instead of waiting for new instances to be ready and removed ones
+    /// to stop.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
 }
 
 #[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Where comb keeps databases, logs and its state.
-    #[arg(long, default_value = ".comb", value_name = "DIR")]
+    #[arg(long, default_value = ".comb", value_name = "DIR", global = true)]
     pub data_dir: PathBuf,
 }
 
@@ -141,6 +162,9 @@ pub fn main() -> ExitCode {
             Command::Status(args) => commands::status(args).await,
             Command::Logs(args) => commands::logs(args).await,
             Command::Down(args) => commands::down(args).await,
+            Command::Scale(args) => commands::scale(args).await,
+            Command::Load(args) => load::load(args).await,
+            Command::Chaos(args) => chaos::chaos(args).await,
         }
     });
     match result {

@@ -113,6 +113,9 @@ pub fn field_errors(status: &Status) -> Option<Vec<FieldError>> {
 }
 
 fn describe_unavailable(status: &Status) -> &'static str {
+    if status.message().contains("circuit open") {
+        return "it keeps failing, so calls to it are paused for a moment";
+    }
     match status.code() {
         Code::DeadlineExceeded | Code::Cancelled => "it did not answer before the deadline",
         Code::ResourceExhausted => "it is overloaded",

@@ -86,7 +86,13 @@ impl Server {
     ) -> Result<(), ServerError> {
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let drain_readiness = readiness.clone();
-        let serve = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        // Small answers leave at once instead of waiting on the client's delayed ACK.
+        let listener = axum::serve::ListenerExt::tap_io(self.listener, |stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             stop.await;
             drain_readiness.set(false);
             tracing::info!("draining in-flight requests");

@@ -52,6 +52,8 @@ pub struct Control {
     pub logs_dir: std::path::PathBuf,
     /// The services of the topology, for the dashboard's filters.
     pub services: Arc<[String]>,
+    /// Each service's database URL, for `comb chaos check`.
+    pub databases: Arc<std::collections::BTreeMap<String, String>>,
     pub collector: Collector,
     pub memory: Arc<DashboardMemory>,
     pub http: reqwest::Client,
@@ -113,6 +115,7 @@ pub async fn serve(
     supervisor: Arc<Supervisor>,
     layout: &Layout,
     services: Vec<String>,
+    databases: std::collections::BTreeMap<String, String>,
     gateway_url: Option<String>,
     collector: Collector,
 ) -> anyhow::Result<ControlServer> {
@@ -130,6 +133,7 @@ pub async fn serve(
         layout: layout.clone(),
         logs_dir: layout.logs_dir(),
         services: services.into(),
+        databases: Arc::new(databases),
         collector,
         memory: Arc::default(),
         http: reqwest::Client::new(),
@@ -138,6 +142,7 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/discovery/{service}", get(discovery))
         .route("/scale", post(scale))
+        .route("/databases", get(list_databases))
         .route(
             "/v1/traces",
             post(traces::receive).layer(DefaultBodyLimit::max(32 * 1024 * 1024)),
@@ -177,6 +182,12 @@ async fn discovery(
     Json(Discovered { service, urls })
 }
 
+async fn list_databases(
+    State(control): State<Control>,
+) -> Json<std::collections::BTreeMap<String, String>> {
+    Json(control.databases.as_ref().clone())
+}
+
 /// A request to run a service with so many instances.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ScaleRequest {
@@ -196,9 +207,9 @@ async fn scale(
     Json(request): Json<ScaleRequest>,
 ) -> Result<Json<ScaleOutcome>, (axum::http::StatusCode, String)> {
     let bad = |why: String| (axum::http::StatusCode::BAD_REQUEST, why);
-    if request.replicas == 0 || request.replicas > comb_kit::config::MAX_REPLICAS {
+    if request.replicas > comb_kit::config::MAX_REPLICAS {
         return Err(bad(format!(
-            "replicas must be between 1 and {}, not {}",
+            "replicas must be between 0 (stopped) and {}, not {}",
             comb_kit::config::MAX_REPLICAS,
             request.replicas
         )));

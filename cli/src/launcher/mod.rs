@@ -122,6 +122,7 @@ async fn run(
         supervisor.clone(),
         layout,
         topology.services.keys().cloned().collect(),
+        databases(topology, layout),
         plan.gateway_url(),
         Collector::new(forward),
     )
@@ -189,6 +190,24 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), log_writer).await;
     println!("comb | stopped");
     Ok(code)
+}
+
+/// Each service's database URL, as its instances resolve it: the launcher's
+/// `COMB_DATABASE_URL`, else the topology's `database_url`, else its SQLite file.
+fn databases(topology: &Topology, layout: &Layout) -> std::collections::BTreeMap<String, String> {
+    let from_env = std::env::var("COMB_DATABASE_URL").ok();
+    topology
+        .services
+        .keys()
+        .map(|service| {
+            let url = from_env
+                .clone()
+                .or_else(|| topology.settings_for(service).get("database_url").cloned())
+                .map(|url| url.replace("{service}", &service.replace('-', "_")))
+                .unwrap_or_else(|| comb_kit::config::sqlite_url(&layout.service_database(service)));
+            (service.clone(), url)
+        })
+        .collect()
 }
 
 /// Writes the Prometheus discovery file (whole, then renamed, so a reader never sees half).

@@ -89,6 +89,9 @@ pub struct Supervisor {
     order: Mutex<Vec<String>>,
     /// Supervision of instances added by scaling up.
     added: Mutex<JoinSet<()>>,
+    /// The first instance of each service: what new instances are made like, even after
+    /// a service was scaled to nothing.
+    templates: BTreeMap<String, InstanceSpec>,
     stop: watch::Sender<bool>,
     logs: LogSink,
     http: reqwest::Client,
@@ -132,6 +135,12 @@ impl Supervisor {
                     .collect(),
             ),
             added: Mutex::new(JoinSet::new()),
+            templates: plan
+                .instances
+                .iter()
+                .rev()
+                .map(|spec| (spec.service.clone(), spec.clone()))
+                .collect(),
             stop: watch::channel(false).0,
             logs,
             http,
@@ -201,13 +210,16 @@ impl Supervisor {
             .collect()
     }
 
-    /// Every instance's spec, in plan order (for the discovery file).
+    /// The spec of every instance that is not on its way out, in plan order (for the
+    /// discovery file).
     pub fn specs(&self) -> Vec<InstanceSpec> {
         let order = lock(&self.order).clone();
         let entries = self.entries();
         order
             .iter()
-            .filter_map(|name| entries.get(name).map(|entry| entry.spec.clone()))
+            .filter_map(|name| entries.get(name))
+            .filter(|entry| entry.runtime.health != Health::Draining)
+            .map(|entry| entry.spec.clone())
             .collect()
     }
 
@@ -235,11 +247,7 @@ impl Supervisor {
             })
             .collect();
         current.sort();
-        let Some(template) = entries
-            .values()
-            .find(|entry| entry.spec.service == service)
-            .map(|entry| entry.spec.clone())
-        else {
+        let Some(template) = self.templates.get(service).cloned() else {
             anyhow::bail!("the topology has no service {service:?}");
         };
         let mut added = Vec::new();

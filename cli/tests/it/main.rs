@@ -5,6 +5,7 @@
 
 mod launcher;
 mod observability;
+mod resilience;
 mod saga;
 
 use std::path::{Path, PathBuf};

@@ -255,28 +255,49 @@ pub async fn get_product(
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
-    // The page does not wait long for, nor fail because of, its recommendations.
-    let recommendations = tokio::time::timeout(RECOMMENDATIONS_DEADLINE, bought_with(&state, id))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    // The page does not wait long for, nor fail because of, its reviews and
+    // recommendations: each has a short deadline of its own, carried into its calls.
+    let side_deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
+    let (recommendations, reviews) = comb_kit::deadline::within(side_deadline, async {
+        tokio::join!(
+            tokio::time::timeout(SIDE_DEADLINE, bought_with(&state, id.clone())),
+            tokio::time::timeout(SIDE_DEADLINE, crate::reviews::newest(&state, id)),
+        )
+    })
+    .await;
+    let recommendations = recommendations.ok().and_then(Result::ok);
+    let reviews = reviews.ok().and_then(Result::ok);
+    let mut unavailable = Vec::new();
+    if reviews.is_none() {
+        unavailable.push("reviews".to_owned());
+    }
+    if recommendations.is_none() {
+        unavailable.push("recommendations".to_owned());
+    }
     Ok(Json(ProductDetail {
         product: product_from_proto(product)?,
+        reviews,
         recommendations,
+        unavailable,
     }))
 }
 
-/// How long a product page waits for its recommendations.
-const RECOMMENDATIONS_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
+/// How long a product page waits for its reviews and recommendations.
+const SIDE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A product and what is bought with it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ProductDetail {
     #[serde(flatten)]
     pub product: Product,
+    /// Its newest reviews (up to 5); null when reviews are unavailable right now.
+    pub reviews: Option<Vec<crate::reviews::Review>>,
     /// Products bought with it, most often first; null when recommendations are
     /// unavailable right now.
     pub recommendations: Option<Vec<Product>>,
+    /// The parts of the page missing because their service did not answer in time:
+    /// `reviews`, `recommendations`.
+    pub unavailable: Vec<String>,
 }
 
 /// Full-text search over titles, creators, descriptions and tags, best match first.

@@ -90,6 +90,19 @@ pub async fn list_reviews(
     }))
 }
 
+/// The newest reviews of a product, for its page.
+pub(crate) async fn newest(
+    state: &GatewayState,
+    product_id: String,
+) -> Result<Vec<Review>, Problem> {
+    let reviews = ReviewsClient::new(state.reviews.channel())
+        .list_reviews(proto::ListReviewsRequest { product_id })
+        .await
+        .map_err(|status| state.reviews.problem(&status))?
+        .into_inner();
+    Ok(reviews.items.into_iter().take(5).map(review).collect())
+}
+
 /// Reviews a product the caller bought.
 #[utoipa::path(
     post,

@@ -1,0 +1,699 @@
+//! `comb load`: a realistic shopper mix against the gateway. Guests browse, search, view
+//! products, add to their carts, check out with the sandbox card and look at their orders.
+//!
+//! Closed loop (`--users N`): N shoppers, each doing one thing after another. Open loop
+//! (`--rate R`): R operations a second at fixed intended start times, whatever the system
+//! does; each latency is measured from the intended start, so a stall shows as the wait it
+//! caused and not as one slow request (no coordinated omission, as wrk2 does). Latencies go
+//! into HDR histograms; a progress line each second, then a table per operation (or
+//! `--json`).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::DataDirArg;
+use crate::chaos::parse_duration;
+use crate::launcher::control::running_launcher;
+use crate::launcher::plan::Layout;
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The gateway to load; by default the one of the system running from --data-dir,
+    /// else http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+    /// Shoppers in a closed loop.
+    #[arg(long, default_value_t = 10)]
+    pub users: u32,
+    /// Operations per second in an open loop (instead of --users).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// How long to run, e.g. 30s or 2m.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// How long to take to reach full load.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub ramp_up: Duration,
+    /// The mix, as weights: browse, search, product, add_to_cart, checkout, orders.
+    #[arg(
+        long,
+        default_value = "browse=30,search=15,product=30,add_to_cart=12,checkout=8,orders=5"
+    )]
+    pub mix: String,
+    /// Print the summary as JSON (the progress lines still go to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+}
+
+/// What a shopper can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Operation {
+    Browse,
+    Search,
+    Product,
+    AddToCart,
+    Checkout,
+    Orders,
+}
+
+const OPERATIONS: [Operation; 6] = [
+    Operation::Browse,
+    Operation::Search,
+    Operation::Product,
+    Operation::AddToCart,
+    Operation::Checkout,
+    Operation::Orders,
+];
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Browse => "browse",
+            Self::Search => "search",
+            Self::Product => "product",
+            Self::AddToCart => "add_to_cart",
+            Self::Checkout => "checkout",
+            Self::Orders => "orders",
+        }
+    }
+}
+
+/// The weights of each operation.
+fn parse_mix(text: &str) -> anyhow::Result<Vec<(Operation, u32)>> {
+    let mut mix = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, weight) = part
+            .split_once('=')
+            .with_context(|| format!("{part:?} in --mix is not NAME=WEIGHT"))?;
+        let operation = OPERATIONS
+            .into_iter()
+            .find(|op| op.name() == name.trim())
+            .with_context(|| {
+                format!(
+                    "{name:?} in --mix is not an operation; use browse, search, product, add_to_cart, checkout, orders"
+                )
+            })?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .with_context(|| format!("the weight of {name} in --mix must be a whole number"))?;
+        mix.push((operation, weight));
+    }
+    if mix.iter().map(|(_, w)| w).sum::<u32>() == 0 {
+        bail!("--mix gives every operation a weight of 0");
+    }
+    Ok(mix)
+}
+
+fn choose(mix: &[(Operation, u32)]) -> Operation {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let mut pick = rand::thread_rng().gen_range(0..total);
+    for (operation, weight) in mix {
+        if pick < *weight {
+            return *operation;
+        }
+        pick -= weight;
+    }
+    mix[0].0
+}
+
+/// How one operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    /// A 4xx: the store said no (out of stock, an empty cart), not a failure.
+    Rejected,
+    /// A 5xx, a timeout or no answer.
+    Error,
+}
+
+#[derive(Debug)]
+struct Tally {
+    latency_us: Histogram<u64>,
+    count: u64,
+    errors: u64,
+    rejected: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            // 1 µs to 1 hour, 3 significant digits: constant, valid bounds.
+            latency_us: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+            count: 0,
+            errors: 0,
+            rejected: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Stats {
+    tallies: BTreeMap<Operation, Tally>,
+}
+
+type SharedStats = Arc<Mutex<Stats>>;
+
+fn record(stats: &SharedStats, operation: Operation, latency: Duration, outcome: Outcome) {
+    let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+    let tally = stats.tallies.entry(operation).or_insert_with(Tally::new);
+    let micros = u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let _ = tally.latency_us.record(micros.min(3_600_000_000));
+    tally.count += 1;
+    match outcome {
+        Outcome::Ok => {}
+        Outcome::Rejected => tally.rejected += 1,
+        Outcome::Error => tally.errors += 1,
+    }
+}
+
+/// A shopper: a guest token and what it has seen.
+#[derive(Debug, Clone)]
+struct Shopper {
+    token: String,
+    cart_items: u32,
+}
+
+/// What every shopper shares: the client and the catalog's product ids.
+#[derive(Debug)]
+struct Store {
+    http: reqwest::Client,
+    gateway: String,
+    products: Vec<String>,
+}
+
+const SEARCH_WORDS: &[&str] = &[
+    "space", "love", "night", "blue", "history", "music", "war", "city", "dream", "river",
+];
+const KINDS: &[&str] = &["book", "music", "video"];
+
+impl Store {
+    async fn connect(gateway: String) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(256)
+            .build()?;
+        let mut products = Vec::new();
+        for kind in KINDS {
+            let page: Value = http
+                .get(format!("{gateway}/api/v1/products?kind={kind}&limit=100"))
+                .send()
+                .await
+                .with_context(|| format!("the gateway at {gateway} does not answer"))?
+                .json()
+                .await
+                .context("the product list cannot be read")?;
+            products.extend(
+                page["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p["id"].as_str().map(str::to_owned)),
+            );
+        }
+        if products.is_empty() {
+            bail!("the catalog at {gateway} lists no products");
+        }
+        Ok(Self {
+            http,
+            gateway,
+            products,
+        })
+    }
+
+    async fn guest(&self) -> anyhow::Result<Shopper> {
+        let guest: Value = self
+            .http
+            .post(format!("{}/api/v1/auth/guest", self.gateway))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = guest["token"]
+            .as_str()
+            .context("the guest sign-in gave no token")?
+            .to_owned();
+        Ok(Shopper {
+            token,
+            cart_items: 0,
+        })
+    }
+
+    fn product(&self) -> &str {
+        self.products
+            .choose(&mut rand::thread_rng())
+            .map_or("", String::as_str)
+    }
+
+    /// Does `operation` as `shopper`.
+    async fn perform(&self, operation: Operation, shopper: &mut Shopper) -> Outcome {
+        let gateway = &self.gateway;
+        let request = match operation {
+            Operation::Browse => {
+                let kind = KINDS
+                    .choose(&mut rand::thread_rng())
+                    .copied()
+                    .unwrap_or("book");
+                self.http
+                    .get(format!("{gateway}/api/v1/products?kind={kind}&limit=20"))
+            }
+            Operation::Search => {
+                let word = SEARCH_WORDS
+                    .choose(&mut rand::thread_rng())
+                    .copied()
+                    .unwrap_or("blue");
+                self.http.get(format!("{gateway}/api/v1/search?q={word}"))
+            }
+            Operation::Product => self
+                .http
+                .get(format!("{gateway}/api/v1/products/{}", self.product())),
+            Operation::AddToCart => self
+                .http
+                .post(format!("{gateway}/api/v1/cart/items"))
+                .bearer_auth(&shopper.token)
+                .json(&json!({"product_id": self.product(), "quantity": 1})),
+            Operation::Checkout => {
+                if shopper.cart_items == 0 {
+                    let added = self
+                        .http
+                        .post(format!("{gateway}/api/v1/cart/items"))
+                        .bearer_auth(&shopper.token)
+                        .json(&json!({"product_id": self.product(), "quantity": 1}))
+                        .send()
+                        .await;
+                    match outcome_of(added) {
+                        Outcome::Ok => shopper.cart_items += 1,
+                        other => return other,
+                    }
+                }
+                self.http
+                    .post(format!("{gateway}/api/v1/orders"))
+                    .bearer_auth(&shopper.token)
+                    .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+                    .json(&json!({
+                        "email": "load@example.com",
+                        "shipping_address": {"name": "Load", "line1": "1 Bench St", "city": "Testville", "postal_code": "1000", "country": "US"},
+                        "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
+                    }))
+            }
+            Operation::Orders => self
+                .http
+                .get(format!("{gateway}/api/v1/orders"))
+                .bearer_auth(&shopper.token),
+        };
+        let outcome = outcome_of(request.send().await);
+        match (operation, outcome) {
+            (Operation::AddToCart, Outcome::Ok) => shopper.cart_items += 1,
+            // A placed order empties the cart; a refused one may have left it as it was.
+            (Operation::Checkout, _) => shopper.cart_items = 0,
+            _ => {}
+        }
+        outcome
+    }
+}
+
+fn outcome_of(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
+    match result {
+        Ok(response) if response.status().is_success() => Outcome::Ok,
+        Ok(response) if response.status().is_client_error() => Outcome::Rejected,
+        _ => Outcome::Error,
+    }
+}
+
+/// `comb load`.
+pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let mix = parse_mix(&args.mix)?;
+    if args.users == 0 && args.rate.is_none() {
+        bail!("--users must be at least 1");
+    }
+    if let Some(rate) = args.rate
+        && !(rate > 0.0 && rate.is_finite())
+    {
+        bail!("--rate must be a positive number of operations per second");
+    }
+    let gateway = match &args.gateway {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let layout = Layout::new(&args.data_dir.data_dir)?;
+            running_launcher(&layout)?
+                .and_then(|state| state.gateway_url)
+                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
+        }
+    };
+    let store = Arc::new(Store::connect(gateway.clone()).await?);
+    let stats: SharedStats = Arc::default();
+    let started = Instant::now();
+    let end = started + args.duration;
+    let progress =
+        (!args.quiet).then(|| tokio::spawn(report_progress(Arc::clone(&stats), started, end)));
+
+    match args.rate {
+        None => closed_loop(&args, &store, &mix, &stats, started, end).await?,
+        Some(rate) => open_loop(&args, rate, &store, &mix, &stats, started, end).await?,
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+    let elapsed = started.elapsed();
+    let summary = summarize(&stats, elapsed, &args, &gateway);
+    // With --json the document goes to stdout and the table to stderr, for people.
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        eprint!("{}", table(&summary));
+    } else {
+        print!("{}", table(&summary));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn closed_loop(
+    args: &LoadArgs,
+    store: &Arc<Store>,
+    mix: &[(Operation, u32)],
+    stats: &SharedStats,
+    started: Instant,
+    end: Instant,
+) -> anyhow::Result<()> {
+    let mut shoppers = tokio::task::JoinSet::new();
+    for index in 0..args.users {
+        let store = Arc::clone(store);
+        let stats = Arc::clone(stats);
+        let mix = mix.to_vec();
+        // Shoppers join evenly over the ramp-up.
+        let join_at = started
+            + args
+                .ramp_up
+                .mul_f64(f64::from(index) / f64::from(args.users));
+        shoppers.spawn(async move {
+            tokio::time::sleep_until(join_at).await;
+            let Ok(mut shopper) = store.guest().await else {
+                record(&stats, Operation::Browse, Duration::ZERO, Outcome::Error);
+                return;
+            };
+            while Instant::now() < end {
+                let operation = choose(&mix);
+                let began = Instant::now();
+                let outcome = store.perform(operation, &mut shopper).await;
+                record(&stats, operation, began.elapsed(), outcome);
+            }
+        });
+    }
+    while shoppers.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// The most operations in flight in an open loop; beyond it, operations wait (and their
+/// wait counts in their latency).
+const OPEN_LOOP_IN_FLIGHT: usize = 2_000;
+
+async fn open_loop(
+    args: &LoadArgs,
+    rate: f64,
+    store: &Arc<Store>,
+    mix: &[(Operation, u32)],
+    stats: &SharedStats,
+    started: Instant,
+    end: Instant,
+) -> anyhow::Result<()> {
+    let pool_size = 64;
+    let mut pool = Vec::with_capacity(pool_size);
+    for _ in 0..pool_size {
+        pool.push(Arc::new(tokio::sync::Mutex::new(store.guest().await?)));
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_IN_FLIGHT));
+    let mut running = tokio::task::JoinSet::new();
+    let mut sent: u64 = 0;
+    let ramp = args.ramp_up.as_secs_f64();
+    loop {
+        // The intended start of operation n: evenly spaced at the (ramping) rate.
+        let offset = intended_offset(sent, rate, ramp);
+        let intended = started + Duration::from_secs_f64(offset);
+        if intended >= end {
+            break;
+        }
+        tokio::time::sleep_until(intended).await;
+        let permit = Arc::clone(&permits).acquire_owned().await?;
+        let store = Arc::clone(store);
+        let stats = Arc::clone(stats);
+        let operation = choose(mix);
+        let shopper = Arc::clone(&pool[usize::try_from(sent).unwrap_or(0) % pool_size]);
+        running.spawn(async move {
+            let _permit = permit;
+            let mut shopper = shopper.lock().await;
+            let outcome = store.perform(operation, &mut shopper).await;
+            // From when it should have started, not from when it could.
+            record(&stats, operation, intended.elapsed(), outcome);
+        });
+        sent += 1;
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Seconds from the start at which operation `n` is due: at `rate` a second, reached
+/// linearly over `ramp` seconds.
+fn intended_offset(n: u64, rate: f64, ramp: f64) -> f64 {
+    let n = n as f64;
+    if ramp <= 0.0 {
+        return n / rate;
+    }
+    // During the ramp the rate grows as rate·t/ramp, so n(t) = rate·t²/(2·ramp).
+    let ramp_ops = rate * ramp / 2.0;
+    if n < ramp_ops {
+        (2.0 * ramp * n / rate).sqrt()
+    } else {
+        ramp + (n - ramp_ops) / rate
+    }
+}
+
+async fn report_progress(stats: SharedStats, started: Instant, end: Instant) {
+    let mut last_count = 0;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.tick().await;
+    while Instant::now() < end {
+        ticks.tick().await;
+        let (count, errors, p99) = {
+            let stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+            let count: u64 = stats.tallies.values().map(|t| t.count).sum();
+            let errors: u64 = stats.tallies.values().map(|t| t.errors).sum();
+            let p99 = stats
+                .tallies
+                .values()
+                .map(|t| t.latency_us.value_at_quantile(0.99))
+                .max()
+                .unwrap_or(0);
+            (count, errors, p99)
+        };
+        eprintln!(
+            "comb load | {:>5.0} s  {:>7.0} ops/s  {count:>8} done  {errors:>6} errors  worst p99 {:>8.1} ms",
+            started.elapsed().as_secs_f64(),
+            (count - last_count) as f64,
+            p99 as f64 / 1000.0
+        );
+        last_count = count;
+    }
+}
+
+/// The figures of one operation, or of all.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figures {
+    pub count: u64,
+    pub errors: u64,
+    pub rejected: u64,
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What `comb load --json` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub gateway: String,
+    /// `closed` (users) or `open` (rate).
+    pub mode: &'static str,
+    pub users: Option<u32>,
+    pub rate_per_s: Option<f64>,
+    pub duration_s: f64,
+    pub operations: BTreeMap<String, Figures>,
+    pub total: Figures,
+}
+
+fn figures(
+    histogram: &Histogram<u64>,
+    count: u64,
+    errors: u64,
+    rejected: u64,
+    seconds: f64,
+) -> Figures {
+    let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Figures {
+        count,
+        errors,
+        rejected,
+        throughput_per_s: if seconds > 0.0 {
+            count as f64 / seconds
+        } else {
+            0.0
+        },
+        p50_ms: ms(0.5),
+        p90_ms: ms(0.9),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: histogram.max() as f64 / 1000.0,
+    }
+}
+
+fn summarize(stats: &SharedStats, elapsed: Duration, args: &LoadArgs, gateway: &str) -> Summary {
+    let stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+    let seconds = elapsed.as_secs_f64();
+    let mut all = Tally::new();
+    let mut operations = BTreeMap::new();
+    for (operation, tally) in &stats.tallies {
+        let _ = all.latency_us.add(&tally.latency_us);
+        all.count += tally.count;
+        all.errors += tally.errors;
+        all.rejected += tally.rejected;
+        operations.insert(
+            operation.name().to_owned(),
+            figures(
+                &tally.latency_us,
+                tally.count,
+                tally.errors,
+                tally.rejected,
+                seconds,
+            ),
+        );
+    }
+    Summary {
+        gateway: gateway.to_owned(),
+        mode: if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
+        users: args.rate.is_none().then_some(args.users),
+        rate_per_s: args.rate,
+        duration_s: seconds,
+        operations,
+        total: figures(
+            &all.latency_us,
+            all.count,
+            all.errors,
+            all.rejected,
+            seconds,
+        ),
+    }
+}
+
+fn table(summary: &Summary) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "comb load: {} loop, {}, {:.1} s against {}",
+        summary.mode,
+        match (summary.users, summary.rate_per_s) {
+            (_, Some(rate)) => format!("{rate} ops/s intended"),
+            (Some(users), None) => format!("{users} users"),
+            (None, None) => String::new(),
+        },
+        summary.duration_s,
+        summary.gateway
+    );
+    let _ = writeln!(
+        out,
+        "{:<12} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "operation",
+        "count",
+        "errors",
+        "rejected",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "per s"
+    );
+    let mut row = |name: &str, f: &Figures| {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>8} {:>7} {:>8} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}",
+            name,
+            f.count,
+            f.errors,
+            f.rejected,
+            f.p50_ms,
+            f.p90_ms,
+            f.p99_ms,
+            f.p999_ms,
+            f.max_ms,
+            f.throughput_per_s
+        );
+    };
+    for (name, figures) in &summary.operations {
+        row(name, figures);
+    }
+    row("total", &summary.total);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mix_is_read_and_checked() {
+        let mix = parse_mix("browse=3, checkout=1").expect("a mix");
+        assert_eq!(mix, [(Operation::Browse, 3), (Operation::Checkout, 1)]);
+        assert!(parse_mix("dance=1").is_err());
+        assert!(parse_mix("browse").is_err());
+        assert!(parse_mix("browse=0").is_err());
+        let only = parse_mix("orders=5,browse=0").expect("a mix");
+        assert!((0..50).all(|_| choose(&only) == Operation::Orders));
+    }
+
+    #[test]
+    fn open_loop_starts_are_evenly_spaced_after_a_linear_ramp() {
+        assert!((intended_offset(10, 100.0, 0.0) - 0.1).abs() < 1e-9);
+        // 100/s reached over 2 s: 100 operations during the ramp, the 100th at 2 s.
+        assert!((intended_offset(100, 100.0, 2.0) - 2.0).abs() < 1e-9);
+        assert!((intended_offset(25, 100.0, 2.0) - 1.0).abs() < 1e-9);
+        assert!((intended_offset(200, 100.0, 2.0) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn figures_come_from_the_histogram() {
+        let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+        for micros in 1..=1000u64 {
+            histogram.record(micros * 1000).expect("recorded");
+        }
+        let figures = figures(&histogram, 1000, 3, 2, 10.0);
+        assert!((figures.p50_ms - 500.0).abs() < 1.0, "{figures:?}");
+        assert!((figures.p99_ms - 990.0).abs() < 1.0, "{figures:?}");
+        assert_eq!(figures.throughput_per_s, 100.0);
+        assert_eq!(figures.errors, 3);
+    }
+}
