@@ -641,9 +641,10 @@ async fn call(
 
     let mut tried = HashSet::new();
     let mut attempt = 0;
+    let mut next = shared.pick(&tried);
     loop {
         attempt += 1;
-        let Some(instance) = shared.pick(&tried) else {
+        let Some(instance) = next.take() else {
             shared.record_call(false);
             return Ok(refusal(
                 tonic::Code::Unavailable,
@@ -690,12 +691,13 @@ async fn call(
         // A streamed body is gone after the first attempt unless the callee refused it
         // unread; even then it cannot be sent again, so only kept bodies are retried.
         let resendable = kept.is_some();
-        if may_retry
-            && resendable
-            && attempt < shared.policy.max_attempts
-            && time_left
-            && shared.take_retry_token()
-        {
+        // Another instance to try, or the answer stands.
+        next = if may_retry && resendable && attempt < shared.policy.max_attempts && time_left {
+            shared.pick(&tried)
+        } else {
+            None
+        };
+        if next.is_some() && shared.take_retry_token() {
             metrics::counter!("comb_client_retries_total", "upstream" => service.to_string())
                 .increment(1);
             let pause =

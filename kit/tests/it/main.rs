@@ -1,7 +1,9 @@
 //! The event machinery over real databases and a real feed: outbox, feed, consumer,
-//! inbox and parking, on SQLite and PostgreSQL.
+//! inbox and parking, on SQLite and PostgreSQL; and the resilient upstream channel.
 
 #![allow(clippy::unwrap_used)]
+
+mod client;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +29,7 @@ const CONSUMER_MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-const NO_MIGRATIONS: Migrations = Migrations {
+pub(crate) const NO_MIGRATIONS: Migrations = Migrations {
     sqlite: &[],
     postgres: &[],
 };
