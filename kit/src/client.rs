@@ -5,8 +5,8 @@
 //!   choices); an instance failing several calls in a row is ejected for a while;
 //! - carries the caller's remaining deadline (`grpc-timeout`), capped by the call timeout;
 //! - is retried on another instance, with jittered backoff, only when the method is safe to
-//!   retry (its `idempotency_level` in the protocol files) or was refused before any work
-//!   (an overloaded callee), and only while the upstream's retry budget allows;
+//!   retry (its `idempotency_level` in the protocol files) or the callee refused it unread
+//!   (overloaded), and only while the upstream's retry budget allows;
 //! - fails fast while the upstream's circuit breaker is open (after repeated failures),
 //!   letting one trial call through after a cool-down;
 //! - is refused at once when too many calls to the upstream are already in flight.
@@ -405,21 +405,30 @@ impl Shared {
         }
     }
 
-    /// Whether the breaker lets this call through; a call let through after the cool-down
-    /// is the trial.
-    fn admit(&self) -> bool {
+    /// Whether the breaker lets this call through: `None` if not, `Some(true)` for the
+    /// trial call let through after the cool-down.
+    fn admit(&self) -> Option<bool> {
         let mut breaker = lock(&self.breaker);
         match breaker.state {
-            BreakerState::Closed => true,
-            BreakerState::HalfOpen => false,
+            BreakerState::Closed => Some(false),
+            BreakerState::HalfOpen => None,
             BreakerState::Open(until) => {
                 if Instant::now() >= until {
                     breaker.state = BreakerState::HalfOpen;
-                    true
+                    Some(true)
                 } else {
-                    false
+                    None
                 }
             }
+        }
+    }
+
+    /// A trial call abandoned by its caller proves nothing: the breaker opens again, so a
+    /// later call is the next trial.
+    fn trial_abandoned(&self) {
+        let mut breaker = lock(&self.breaker);
+        if breaker.state == BreakerState::HalfOpen {
+            breaker.state = BreakerState::Open(Instant::now() + self.policy.breaker_open_for);
         }
     }
 
@@ -508,6 +517,29 @@ fn percent_encode(text: &str) -> String {
             other => format!("%{other:02X}"),
         })
         .collect()
+}
+
+/// Reports a call's outcome to the breaker exactly once, even when the caller drops the
+/// call half way (a page that stopped waiting).
+struct Outcome<'a> {
+    shared: &'a Shared,
+    trial: bool,
+    reported: bool,
+}
+
+impl Outcome<'_> {
+    fn report(&mut self, succeeded: bool) {
+        self.reported = true;
+        self.shared.record_call(succeeded);
+    }
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        if !self.reported && self.trial {
+            self.shared.trial_abandoned();
+        }
+    }
 }
 
 /// Decrements a counter when dropped, so a cancelled call still gives its slot back.
@@ -610,33 +642,34 @@ async fn call(
             &format!("too many calls to {service} in flight"),
         ));
     }
-    if !shared.admit() {
+    let Some(trial) = shared.admit() else {
         shared.rejected("breaker_open");
         return Ok(refusal(
             tonic::Code::Unavailable,
             &format!("{service} is failing; calls to it are paused for a moment (circuit open)"),
         ));
-    }
+    };
+    let mut outcome = Outcome {
+        shared: &shared,
+        trial,
+        reported: false,
+    };
     shared.in_flight.fetch_add(1, Ordering::Relaxed);
     let _slot = Slot(&shared.in_flight);
     shared.deposit_retry_tokens();
 
     let retry_safe = comb_contracts::RETRY_SAFE_METHODS.contains(&rpc);
     let (parts, body) = request.into_parts();
-    // Only a call that may be sent again keeps its body; others stream it once.
-    let (mut once, kept) = if retry_safe {
-        match body.collect().await {
-            Ok(collected) => (None, Some(collected.to_bytes())),
-            Err(_) => {
-                shared.record_call(false);
-                return Ok(refusal(
-                    tonic::Code::Internal,
-                    "the request body could not be read",
-                ));
-            }
+    // Unary request bodies are small: kept, so the call can go to another instance.
+    let kept = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            outcome.report(false);
+            return Ok(refusal(
+                tonic::Code::Internal,
+                "the request body could not be read",
+            ));
         }
-    } else {
-        (Some(body), None)
     };
 
     let mut tried = HashSet::new();
@@ -645,7 +678,7 @@ async fn call(
     loop {
         attempt += 1;
         let Some(instance) = next.take() else {
-            shared.record_call(false);
+            outcome.report(false);
             return Ok(refusal(
                 tonic::Code::Unavailable,
                 &format!("no instance of {service} left to try"),
@@ -653,11 +686,7 @@ async fn call(
         };
         tried.insert(instance.url.clone());
         let left = deadline.saturating_duration_since(Instant::now());
-        let body = match (&kept, once.take()) {
-            (Some(bytes), _) => tonic::body::Body::new(Full::new(Bytes::clone(bytes))),
-            (None, Some(body)) => body,
-            (None, None) => tonic::body::Body::empty(),
-        };
+        let body = tonic::body::Body::new(Full::new(Bytes::clone(&kept)));
         let mut attempt_request = http::Request::from_parts(clone_parts(&parts), body);
         if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
             attempt_request.headers_mut().insert(GRPC_TIMEOUT, value);
@@ -688,11 +717,8 @@ async fn call(
         };
         let time_left =
             deadline.saturating_duration_since(Instant::now()) > Duration::from_millis(5);
-        // A streamed body is gone after the first attempt unless the callee refused it
-        // unread; even then it cannot be sent again, so only kept bodies are retried.
-        let resendable = kept.is_some();
         // Another instance to try, or the answer stands.
-        next = if may_retry && resendable && attempt < shared.policy.max_attempts && time_left {
+        next = if may_retry && attempt < shared.policy.max_attempts && time_left {
             shared.pick(&tried)
         } else {
             None
@@ -705,7 +731,7 @@ async fn call(
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
             continue;
         }
-        shared.record_call(matches!(verdict, Verdict::Answered));
+        outcome.report(matches!(verdict, Verdict::Answered));
         tracing::Span::current().record("attempts", attempt);
         return result;
     }
@@ -786,26 +812,37 @@ mod tests {
                 .expect("upstream");
         let shared = &upstream.shared;
         for _ in 0..4 {
-            assert!(shared.admit());
+            assert_eq!(shared.admit(), Some(false));
             shared.record_call(false);
         }
         assert_eq!(upstream.breaker(), BreakerState::Closed);
         shared.record_call(false);
         assert!(matches!(upstream.breaker(), BreakerState::Open(_)));
-        assert!(!shared.admit(), "open: fail fast");
+        assert_eq!(shared.admit(), None, "open: fail fast");
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(shared.admit(), "the trial call");
-        assert!(!shared.admit(), "only one trial at a time");
+        assert_eq!(shared.admit(), Some(true), "the trial call");
+        assert_eq!(shared.admit(), None, "only one trial at a time");
         shared.record_call(false);
         assert!(
             matches!(upstream.breaker(), BreakerState::Open(_)),
             "a failed trial reopens"
         );
         tokio::time::sleep(Duration::from_millis(60)).await;
-        assert!(shared.admit());
+        // A trial its caller gave up on reopens the breaker instead of holding it half open.
+        drop(Outcome {
+            shared,
+            trial: shared.admit() == Some(true),
+            reported: false,
+        });
+        assert!(
+            matches!(upstream.breaker(), BreakerState::Open(_)),
+            "an abandoned trial reopens"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        assert_eq!(shared.admit(), Some(true));
         shared.record_call(true);
         assert_eq!(upstream.breaker(), BreakerState::Closed);
-        assert!(shared.admit());
+        assert_eq!(shared.admit(), Some(false));
     }
 
     #[tokio::test]
