@@ -455,23 +455,72 @@ async fn verdicts(
         ),
     });
 
-    let confirmations: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE kind = 'order_confirmed'")
-            .fetch_one(notifications_db)
+    // Each confirmed order published one confirmation event (in the step's transaction);
+    // its effect must be in notifications and in reports exactly once, by event id.
+    let published =
+        sqlx::query("SELECT id, subject FROM outbox WHERE type = 'comb.order.confirmed'")
+            .fetch_all(orders_db)
             .await?;
-    let sales: Option<i64> = sqlx::query_scalar("SELECT SUM(orders) FROM day_sales")
-        .fetch_one(reports_db)
-        .await?;
-    let sales = sales.unwrap_or(0);
+    let mut confirmation_of: HashMap<String, String> = HashMap::new();
+    for row in &published {
+        confirmation_of.insert(row.try_get("subject")?, row.try_get("id")?);
+    }
+    let messaged = event_counts(
+        notifications_db,
+        "SELECT event_id FROM messages WHERE kind = 'order_confirmed'",
+    )
+    .await?;
+    let reported = event_counts(
+        reports_db,
+        "SELECT event_id FROM archive WHERE type = 'comb.order.confirmed'",
+    )
+    .await?;
+    let mut event_problems = Vec::new();
+    for order in orders.iter().filter(|o| o.status == "CONFIRMED") {
+        let Some(event) = confirmation_of.get(&order.id) else {
+            event_problems.push(format!("{} confirmed without a published event", order.id));
+            continue;
+        };
+        for (effect, counts) in [
+            ("confirmation messages", &messaged),
+            ("sales records", &reported),
+        ] {
+            let seen = counts.get(event).copied().unwrap_or(0);
+            if seen != 1 {
+                event_problems.push(format!("{}: {seen} {effect}", order.id));
+            }
+        }
+    }
+    let sales: i64 =
+        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(orders), 0) AS BIGINT) FROM day_sales")
+            .fetch_one(reports_db)
+            .await?;
     let expected = i64::try_from(confirmed).unwrap_or(i64::MAX);
+    if sales != expected {
+        event_problems.push(format!("the sales reports count {sales} orders"));
+    }
     verdicts.push(Verdict {
         invariant: "events delivered exactly once in effect",
-        ok: confirmations == expected && sales == expected,
+        ok: event_problems.is_empty(),
         detail: format!(
-            "{confirmed} confirmed orders: {confirmations} confirmation messages, {sales} orders in sales reports"
+            "{confirmed} confirmed orders: {} confirmation messages, {} sales records, {sales} orders in sales reports{}",
+            messaged.values().sum::<i64>(),
+            reported.values().sum::<i64>(),
+            sample(&event_problems)
         ),
     });
     Ok(verdicts)
+}
+
+/// How many rows name each event id.
+async fn event_counts(db: &AnyPool, query: &'static str) -> anyhow::Result<HashMap<String, i64>> {
+    let mut counts = HashMap::new();
+    for row in sqlx::query(query).fetch_all(db).await? {
+        *counts
+            .entry(row.try_get::<String, _>("event_id")?)
+            .or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 fn sample(items: &[impl AsRef<str>]) -> String {

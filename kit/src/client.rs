@@ -340,16 +340,37 @@ enum Verdict {
     Answered,
     /// Refused before doing any work (overloaded): safe to try elsewhere.
     Refused,
+    /// Nothing listens at the instance: the call never left, so any call may go elsewhere.
+    Unreachable,
     /// Unreachable or failed: retry only when the method is retry-safe.
     Failed,
     /// Out of time.
     TimedOut,
+    /// Out of the caller's time, shorter than the call timeout: says nothing about the
+    /// callee, so it counts against neither the instance nor the breaker.
+    CallerOutOfTime,
+}
+
+fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 fn verdict_of(
     result: &Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
 ) -> Verdict {
     match result {
+        // Nothing listens there: the call never left, so any call may go elsewhere.
+        Err(error) if connection_refused(error) => Verdict::Unreachable,
         Err(_) => Verdict::Failed,
         Ok(response) => match grpc_status(response) {
             // RESOURCE_EXHAUSTED: the callee shed the call unread.
@@ -460,8 +481,10 @@ impl Shared {
 
     fn record_attempt(&self, instance: &Instance, verdict: Verdict) {
         match verdict {
-            Verdict::Answered | Verdict::Refused => instance.failures.store(0, Ordering::Relaxed),
-            Verdict::Failed | Verdict::TimedOut => {
+            Verdict::Answered => instance.failures.store(0, Ordering::Relaxed),
+            Verdict::CallerOutOfTime => {}
+            Verdict::Refused => {}
+            Verdict::Failed | Verdict::TimedOut | Verdict::Unreachable => {
                 let failures = instance.failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if failures >= self.policy.eject_after {
                     instance.failures.store(0, Ordering::Relaxed);
@@ -531,6 +554,15 @@ impl Outcome<'_> {
     fn report(&mut self, succeeded: bool) {
         self.reported = true;
         self.shared.record_call(succeeded);
+    }
+
+    /// Ended for a reason that says nothing about the upstream (the caller ran out of
+    /// time): a trial ends as if abandoned.
+    fn neutral(&mut self) {
+        self.reported = true;
+        if self.trial {
+            self.shared.trial_abandoned();
+        }
     }
 }
 
@@ -623,7 +655,10 @@ async fn call(
     rpc: &str,
 ) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
     let service = Arc::clone(&shared.service);
-    let timeout = match deadline::remaining() {
+    let callers_time = deadline::remaining();
+    // Whether the caller's deadline, not the call timeout, bounds this call.
+    let caller_limited = callers_time.is_some_and(|left| left < shared.policy.call_timeout);
+    let timeout = match callers_time {
         Some(left) => left.min(shared.policy.call_timeout),
         None => shared.policy.call_timeout,
     };
@@ -701,18 +736,27 @@ async fn call(
             })
             .await
         };
-        let result = match sent {
-            Ok(result) => result,
-            Err(_) => Ok(refusal(
-                tonic::Code::DeadlineExceeded,
-                &format!("{service} did not answer in time"),
-            )),
+        let (result, verdict) = match sent {
+            Ok(result) => {
+                let verdict = verdict_of(&result);
+                (result, verdict)
+            }
+            Err(_) => (
+                Ok(refusal(
+                    tonic::Code::DeadlineExceeded,
+                    &format!("{service} did not answer in time"),
+                )),
+                if caller_limited {
+                    Verdict::CallerOutOfTime
+                } else {
+                    Verdict::TimedOut
+                },
+            ),
         };
-        let verdict = verdict_of(&result);
         shared.record_attempt(&instance, verdict);
         let may_retry = match verdict {
-            Verdict::Answered | Verdict::TimedOut => false,
-            Verdict::Refused => true,
+            Verdict::Answered | Verdict::TimedOut | Verdict::CallerOutOfTime => false,
+            Verdict::Refused | Verdict::Unreachable => true,
             Verdict::Failed => retry_safe,
         };
         let time_left =
@@ -729,9 +773,16 @@ async fn call(
             let pause =
                 Duration::from_millis(rand::thread_rng().gen_range(2..10) * u64::from(attempt));
             tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            continue;
+            // A retry with no time left would only fail; the answer in hand stands.
+            if deadline.saturating_duration_since(Instant::now()) > Duration::from_millis(5) {
+                continue;
+            }
         }
-        outcome.report(matches!(verdict, Verdict::Answered));
+        if verdict == Verdict::CallerOutOfTime {
+            outcome.neutral();
+        } else {
+            outcome.report(matches!(verdict, Verdict::Answered));
+        }
         tracing::Span::current().record("attempts", attempt);
         return result;
     }

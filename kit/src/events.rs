@@ -306,6 +306,19 @@ impl From<EventError> for HandlerError {
     }
 }
 
+/// Why a delivery did not complete: the handler's verdict, or the consumer's own storage.
+#[derive(Debug)]
+enum Delivery {
+    Handler(HandlerError),
+    Storage(sqlx::Error),
+}
+
+impl From<sqlx::Error> for Delivery {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Storage(error)
+    }
+}
+
 /// What a consuming service does with the events of one producer.
 #[tonic::async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -574,15 +587,29 @@ impl Consumer {
 
     async fn deliver_untraced(&self, event: Event) {
         let mut attempt = 0;
+        let mut storage_failures: u32 = 0;
         loop {
-            attempt += 1;
             match self.try_deliver(&event).await {
                 Ok(()) => return,
-                Err(HandlerError::Retry(reason)) if attempt < self.attempts => {
+                // The consumer's own database is away (a restart, a busy file): the event
+                // is not at fault, so it waits for the database instead of being parked.
+                Err(Delivery::Storage(error)) => {
+                    storage_failures += 1;
+                    if storage_failures == 1 || storage_failures.is_multiple_of(20) {
+                        tracing::warn!(event = %event.id, %error, "cannot record a handled event; will retry");
+                    }
+                    tokio::time::sleep(backoff(storage_failures)).await;
+                }
+                Err(Delivery::Handler(HandlerError::Retry(reason)))
+                    if attempt + 1 < self.attempts =>
+                {
+                    attempt += 1;
                     tracing::debug!(event = %event.id, %reason, attempt, "event not handled yet; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                 }
-                Err(HandlerError::Retry(reason) | HandlerError::Poison(reason)) => {
+                Err(Delivery::Handler(
+                    HandlerError::Retry(reason) | HandlerError::Poison(reason),
+                )) => {
                     self.park(&event, &reason).await;
                     return;
                 }
@@ -590,10 +617,13 @@ impl Consumer {
         }
     }
 
-    async fn try_deliver(&self, event: &Event) -> Result<(), HandlerError> {
+    async fn try_deliver(&self, event: &Event) -> Result<(), Delivery> {
         let mut tx = self.db.begin_write().await?;
         if self.handler.wants(&event.kind) && !already_handled(&mut tx, &event.id).await? {
-            self.handler.handle(&self.db, &mut tx, event).await?;
+            self.handler
+                .handle(&self.db, &mut tx, event)
+                .await
+                .map_err(Delivery::Handler)?;
             record_handled(&mut tx, event, &self.producer).await?;
         }
         advance(&mut tx, &self.producer, event.seq).await?;

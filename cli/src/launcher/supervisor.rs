@@ -360,7 +360,15 @@ impl Supervisor {
                 }
                 Err(error) => format!("could not start: {error}"),
             };
-            if *stop.borrow() || *retire.borrow() {
+            // An instance being scaled away that dies is not brought back.
+            let draining = self
+                .entries()
+                .get(name)
+                .is_some_and(|entry| entry.runtime.health == Health::Draining);
+            if *stop.borrow() || *retire.borrow() || draining {
+                if draining && let Some(entry) = self.entries().get(name) {
+                    entry.retire.send_replace(true);
+                }
                 self.update(name, |runtime| {
                     runtime.pid = None;
                     runtime.health = Health::Stopped;

@@ -179,7 +179,8 @@ impl Traces {
             }
         }
         let spans = self.spans.entry(record.trace_id.clone()).or_default();
-        if spans.len() < SPANS_PER_TRACE {
+        // A batch sent again must not list a span twice.
+        if spans.len() < SPANS_PER_TRACE && !spans.iter().any(|s| s.span_id == record.span_id) {
             spans.push(record);
         }
     }
@@ -231,8 +232,13 @@ fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, SpanRecord)> {
         by_start(list);
     }
     let mut ordered = Vec::with_capacity(spans.len());
+    let mut visited: HashSet<&str> = HashSet::new();
     let mut stack: Vec<(usize, &SpanRecord)> = roots.into_iter().rev().map(|s| (0, s)).collect();
     while let Some((depth, span)) = stack.pop() {
+        // A span naming itself (or a cycle) as its parent is shown once, never looped over.
+        if !visited.insert(span.span_id.as_str()) {
+            continue;
+        }
         ordered.push((depth, span.clone()));
         if let Some(list) = children.get(span.span_id.as_str()) {
             stack.extend(list.iter().rev().map(|child| (depth + 1, *child)));
