@@ -421,7 +421,7 @@ pub async fn recommendations(
 }
 
 /// The products most often bought with `id`, as summaries.
-async fn bought_with(state: &GatewayState, id: String) -> Result<Vec<Product>, Problem> {
+pub(crate) async fn bought_with(state: &GatewayState, id: String) -> Result<Vec<Product>, Problem> {
     let found = RecommendationsClient::new(state.recommendations.channel())
         .for_product(recommendations::ForProductRequest {
             product_id: id,

@@ -14,6 +14,7 @@ pub mod orders;
 mod params;
 pub mod reports;
 pub mod reviews;
+pub mod shop;
 
 use std::sync::Arc;
 
@@ -88,19 +89,22 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// The public API and its OpenAPI document, which is generated from the same route list,
 /// so a route cannot be served without being described.
 pub fn routes(state: GatewayState) -> Router {
+    let shop = shop::routes(state.clone());
     let (router, document) = api_router().with_state(state).split_for_parts();
     let router = router.layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES));
     let document = Bytes::from(document.to_json().unwrap_or_else(|error| {
         tracing::error!(%error, "the OpenAPI document cannot be serialised");
         String::from("{}")
     }));
-    router.route(
-        "/api/openapi.json",
-        get(move || {
-            let document = document.clone();
-            async move { ([(header::CONTENT_TYPE, "application/json")], document) }
-        }),
-    )
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], document) }
+            }),
+        )
+        .merge(shop)
 }
 
 fn api_router() -> OpenApiRouter<GatewayState> {
