@@ -7,6 +7,7 @@ mod launcher;
 mod observability;
 mod resilience;
 mod saga;
+mod storefront;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -151,7 +151,7 @@ async fn checkout(comb: &Comb, email: &str) -> (Value, String) {
 }
 
 /// Debian's Chromium, or `None` (and why) off CI; on CI it must be there.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
         .find_map(|name| which(name));
@@ -165,7 +165,7 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join(name))
@@ -349,7 +349,7 @@ async fn a_checkout_is_one_trace_across_the_services() {
 }
 
 /// A child process killed when dropped.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -358,7 +358,7 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
