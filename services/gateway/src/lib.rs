@@ -46,6 +46,8 @@ pub struct GatewayState {
     pub recommendations: Arc<Upstream>,
     pub reports: Arc<Upstream>,
     pub reviews: Arc<Upstream>,
+    /// For the storefront's shipping quotes; without it, shipping is quoted with the order.
+    pub shipping: Option<Arc<Upstream>>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
 }
@@ -69,6 +71,10 @@ impl GatewayState {
             inventory: Arc::new(inventory),
             reports: Arc::new(Upstream::from_config(config, "reports")?),
             reviews: Arc::new(Upstream::from_config(config, "reviews")?),
+            shipping: match config.upstream("shipping") {
+                Ok(_) => Some(Arc::new(Upstream::from_config(config, "shipping")?)),
+                Err(_) => None,
+            },
             recommendations: Arc::new(Upstream::from_config(config, "recommendations")?),
             notifications: Arc::new(Upstream::from_config(config, "notifications")?),
             orders: Arc::new(orders),

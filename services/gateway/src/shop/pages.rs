@@ -680,14 +680,47 @@ fn field(
     }
 }
 
-fn checkout_page(form: &CheckoutForm, errors: &[(String, String)], notice: Option<&str>) -> Markup {
+/// What shipping to a country costs, as the checkout shows it.
+#[derive(Debug, Clone)]
+struct Quote {
+    country: String,
+    cost: String,
+    days: u32,
+}
+
+fn checkout_page(
+    form: &CheckoutForm,
+    errors: &[(String, String)],
+    notice: Option<&str>,
+    quote: Option<&Quote>,
+) -> Markup {
     let country = if form.country.is_empty() {
         "US"
     } else {
         form.country.as_str()
     };
+    let country_name = |code: &str| {
+        COUNTRIES
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map_or(code.to_owned(), |(_, name)| (*name).to_owned())
+    };
     html! {
         h1 { "Check out" }
+        form.quote method="get" action="/shop/checkout" {
+            label for="quote-country" { "Shipping to" }
+            " "
+            select #quote-country name="country" {
+                @for (code, name) in COUNTRIES {
+                    option value=(code) selected[*code == country] { (name) }
+                }
+            }
+            " "
+            button.secondary type="submit" { "Show shipping" }
+            @if let Some(quote) = quote {
+                p #shipping-quote { "Shipping to " (country_name(&quote.country)) ": " strong { (quote.cost) } ", about " (quote.days) " day" @if quote.days != 1 { "s" } "." }
+            }
+        }
         @if let Some(notice) = notice {
             div.error-box role="alert" { p { (notice) } }
         }
@@ -713,7 +746,7 @@ fn checkout_page(form: &CheckoutForm, errors: &[(String, String)], notice: Optio
                         }
                     }
                 }
-                p.muted { "Shipping is quoted for your country and added to the total on the next page." }
+                p.muted { "Shipping is added to the total for the country you ship to." }
             }
             fieldset {
                 legend { "Payment (test card 4242 4242 4242 4242)" }
@@ -727,13 +760,51 @@ fn checkout_page(form: &CheckoutForm, errors: &[(String, String)], notice: Optio
     }
 }
 
-/// `GET /shop/checkout`.
+#[derive(Debug, Deserialize)]
+pub(super) struct CheckoutQuery {
+    country: Option<String>,
+}
+
+/// The cost of shipping the visitor's cart to `country`, if shipping answers in time.
+async fn quote(state: &GatewayState, visitor: &Visitor, country: &str) -> Option<Quote> {
+    let shipping = state.shipping.as_ref()?;
+    let items = cart_count(state, visitor).await.unwrap_or(1).max(1);
+    let quoted = tokio::time::timeout(
+        SIDE_DEADLINE,
+        comb_contracts::shipping::v1::shipping_client::ShippingClient::new(shipping.channel())
+            .quote(shipping::QuoteRequest {
+                address: Some(shipping::Address {
+                    country: country.to_owned(),
+                    ..Default::default()
+                }),
+                item_count: u32::try_from(items).unwrap_or(1),
+            }),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .into_inner();
+    Some(Quote {
+        country: country.to_owned(),
+        cost: money(quoted.cost.as_ref()),
+        days: quoted.days,
+    })
+}
+
+/// `GET /shop/checkout[?country=XX]`.
 pub(super) async fn checkout_form(
     State(state): State<GatewayState>,
     headers: HeaderMap,
+    Query(query): Query<CheckoutQuery>,
 ) -> Response {
     let visitor = visitor(&state, &headers).await;
+    let country = query
+        .country
+        .filter(|code| COUNTRIES.iter().any(|(c, _)| c == code))
+        .unwrap_or_else(|| "US".to_owned());
+    let quote = quote(&state, &visitor, &country).await;
     let form = CheckoutForm {
+        country,
         email: visitor
             .claims
             .as_ref()
@@ -750,7 +821,7 @@ pub(super) async fn checkout_form(
         &state,
         &visitor,
         "Check out",
-        checkout_page(&form, &[], None),
+        checkout_page(&form, &[], None, quote.as_ref()),
     )
     .await
 }
@@ -803,7 +874,7 @@ pub(super) async fn checkout(
         errors.push(("exp_year".into(), "Enter the year, e.g. 2030.".into()));
     }
     if !errors.is_empty() {
-        let page_body = checkout_page(&form, &errors, None);
+        let page_body = checkout_page(&form, &errors, None, None);
         let mut response = page(&state, &visitor, "Check out", page_body).await;
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return response;
@@ -847,7 +918,7 @@ pub(super) async fn checkout(
                 })
                 .collect();
             let notice = errors.is_empty().then(|| status.message().to_owned());
-            let page_body = checkout_page(&form, &errors, notice.as_deref());
+            let page_body = checkout_page(&form, &errors, notice.as_deref(), None);
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
@@ -857,6 +928,7 @@ pub(super) async fn checkout(
                 &form,
                 &[],
                 Some(&format!("{}.", capitalize(status.message()))),
+                None,
             );
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::CONFLICT;
