@@ -99,28 +99,8 @@ impl Shipping for ShippingApi {
         request: Request<proto::QuoteRequest>,
     ) -> Result<Response<proto::ShippingQuote>, Status> {
         let request = request.into_inner();
-        // A quote depends on the country alone, so a shopper can ask before typing an address.
-        let country = request
-            .address
-            .map(|address| address.country.trim().to_ascii_uppercase())
-            .unwrap_or_default();
-        let mut errors = Vec::new();
-        if !(country.len() == 2 && country.chars().all(|c| c.is_ascii_uppercase())) {
-            errors.push(FieldError::new(
-                "address.country",
-                "must be a two-letter country code such as US or GB",
-            ));
-        }
-        if request.item_count == 0 || request.item_count > MAX_ITEMS {
-            errors.push(FieldError::new(
-                "item_count",
-                format!("must be 1 to {MAX_ITEMS}"),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(invalid_argument(&errors));
-        }
-        let (cost, days) = quote(&country, request.item_count);
+        let address = parse_address(request.address, request.item_count)?;
+        let (cost, days) = quote(&address.country, request.item_count);
         Ok(Response::new(proto::ShippingQuote {
             cost: Some(Money {
                 amount_minor: cost,

@@ -773,9 +773,15 @@ async fn quote(state: &GatewayState, visitor: &Visitor, country: &str) -> Option
         SIDE_DEADLINE,
         comb_contracts::shipping::v1::shipping_client::ShippingClient::new(shipping.channel())
             .quote(shipping::QuoteRequest {
+                // The price depends on the country alone; the RPC checks a whole address,
+                // which the shopper has not typed yet, so the rest stands in for it.
                 address: Some(shipping::Address {
+                    name: "Quote".to_owned(),
+                    line1: "Quote".to_owned(),
+                    line2: String::new(),
+                    city: "Quote".to_owned(),
+                    postal_code: "0".to_owned(),
                     country: country.to_owned(),
-                    ..Default::default()
                 }),
                 item_count: u32::try_from(items).unwrap_or(1),
             }),
