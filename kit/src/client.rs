@@ -520,26 +520,7 @@ impl Shared {
 
 /// A trailers-only gRPC answer made here, for a call refused before it left.
 fn refusal(code: tonic::Code, message: &str) -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(tonic::body::Body::empty());
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert("grpc-status", HeaderValue::from(code as i32));
-    if let Ok(message) = HeaderValue::from_str(&percent_encode(message)) {
-        headers.insert("grpc-message", message);
-    }
-    response
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b' '..=b'~' if byte != b'%' => (byte as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
+    crate::grpc::trailers_only(tonic::body::Body::empty(), code, message)
 }
 
 /// Reports a call's outcome to the breaker exactly once, even when the caller drops the

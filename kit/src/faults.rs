@@ -12,7 +12,6 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::HeaderValue;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
@@ -74,18 +73,11 @@ async fn apply(State(faults): State<Faults>, request: Request, next: Next) -> Re
 
 fn injected_error(grpc: bool) -> Response {
     if grpc {
-        let mut response = http::Response::new(axum::body::Body::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
+        return crate::grpc::trailers_only(
+            axum::body::Body::empty(),
+            tonic::Code::Unavailable,
+            "injected fault",
         );
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::Unavailable as i32),
-        );
-        headers.insert("grpc-message", HeaderValue::from_static("injected fault"));
-        return response;
     }
     Problem::unavailable("injected fault (comb chaos)").into_response()
 }

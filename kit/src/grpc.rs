@@ -8,6 +8,32 @@ use crate::problem::{FieldError, Problem, field_errors_to_message};
 
 pub use crate::client::{BreakerState, CallPolicy, Upstream, UpstreamChannel, UpstreamError};
 
+/// A gRPC answer with no message, only a status ("trailers-only"): what a server or a
+/// client says when it refuses a call before doing any work.
+pub fn trailers_only<B>(body: B, code: Code, message: &str) -> http::Response<B> {
+    let mut response = http::Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+    if let Ok(message) = http::HeaderValue::from_str(&percent_encode(message)) {
+        headers.insert("grpc-message", message);
+    }
+    response
+}
+
+/// `grpc-message` is percent-encoded: printable ASCII but `%` as is, the rest escaped.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b' '..=b'~' if byte != b'%' => (byte as char).to_string(),
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 /// Maps a failed gRPC call to `service` onto the problem a REST caller should see: the
 /// callee's own verdicts (not found, invalid) pass through, its absence becomes 503.
 pub fn problem_from_status(service: &str, status: &Status) -> Problem {

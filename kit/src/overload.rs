@@ -9,7 +9,6 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::HeaderValue;
 use tokio::sync::Semaphore;
 
 use crate::problem::Problem;
@@ -31,21 +30,11 @@ async fn shed(State(permits): State<Arc<Semaphore>>, request: Request, next: Nex
 
 fn overloaded(grpc: bool) -> Response {
     if grpc {
-        let mut response = http::Response::new(axum::body::Body::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
+        return crate::grpc::trailers_only(
+            axum::body::Body::empty(),
+            tonic::Code::ResourceExhausted,
+            "overloaded; try another instance or retry shortly",
         );
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from(tonic::Code::ResourceExhausted as i32),
-        );
-        headers.insert(
-            "grpc-message",
-            HeaderValue::from_static("overloaded; try another instance or retry shortly"),
-        );
-        return response;
     }
     Problem::unavailable("this instance is at capacity; retry in a moment").into_response()
 }

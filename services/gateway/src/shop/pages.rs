@@ -1202,37 +1202,7 @@ pub(super) async fn login(
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    if let Some(refused) = foreign_post(&headers) {
-        return refused;
-    }
-    let form = form.map(|Form(form)| form).unwrap_or_default();
-    let before = visitor(&state, &headers).await;
-    let result = UsersClient::new(state.users.channel())
-        .login(users::LoginRequest {
-            email: form.email.clone(),
-            password: form.password.clone(),
-        })
-        .await;
-    match result {
-        Ok(session) => signed_in(&state, &before, session.into_inner()).await,
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::Unauthenticated | tonic::Code::InvalidArgument | tonic::Code::NotFound
-            ) =>
-        {
-            let (errors, notice) = if status.code() == tonic::Code::InvalidArgument {
-                account_errors(&status)
-            } else {
-                (Vec::new(), Some("That email and password do not match an account. Check them and try again.".to_owned()))
-            };
-            let body = account_form(false, &form, &errors, notice.as_deref());
-            let mut response = page(&state, &before, "Log in", body).await;
-            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            response
-        }
-        Err(status) => unavailable(&state.users.problem(&status).detail),
-    }
+    sign_in(state, headers, form, false).await
 }
 
 /// `POST /shop/register`.
@@ -1241,34 +1211,58 @@ pub(super) async fn register(
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
+    sign_in(state, headers, form, true).await
+}
+
+/// Logs in, or registers then logs in; a refusal shows the form again, marked.
+async fn sign_in(
+    state: GatewayState,
+    headers: HeaderMap,
+    form: Result<Form<Credentials>, FormRejection>,
+    register: bool,
+) -> Response {
     if let Some(refused) = foreign_post(&headers) {
         return refused;
     }
     let form = form.map(|Form(form)| form).unwrap_or_default();
     let before = visitor(&state, &headers).await;
-    let result = UsersClient::new(state.users.channel())
-        .register(users::RegisterRequest {
-            email: form.email.clone(),
-            password: form.password.clone(),
-            name: form.name.clone(),
-        })
-        .await;
-    match result {
-        Ok(session) => signed_in(&state, &before, session.into_inner()).await,
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::InvalidArgument | tonic::Code::AlreadyExists
-            ) =>
-        {
-            let (errors, notice) = account_errors(&status);
-            let body = account_form(true, &form, &errors, notice.as_deref());
-            let mut response = page(&state, &before, "Register", body).await;
-            *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
-            response
-        }
-        Err(status) => unavailable(&state.users.problem(&status).detail),
-    }
+    let mut users_client = UsersClient::new(state.users.channel());
+    let result = if register {
+        users_client
+            .register(users::RegisterRequest {
+                email: form.email.clone(),
+                password: form.password.clone(),
+                name: form.name.clone(),
+            })
+            .await
+    } else {
+        users_client
+            .login(users::LoginRequest {
+                email: form.email.clone(),
+                password: form.password.clone(),
+            })
+            .await
+    };
+    let status = match result {
+        Ok(session) => return signed_in(&state, &before, session.into_inner()).await,
+        Err(status) => status,
+    };
+    let (errors, notice) = match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::AlreadyExists => account_errors(&status),
+        tonic::Code::Unauthenticated | tonic::Code::NotFound if !register => (
+            Vec::new(),
+            Some(
+                "That email and password do not match an account. Check them and try again."
+                    .to_owned(),
+            ),
+        ),
+        _ => return unavailable(&state.users.problem(&status).detail),
+    };
+    let body = account_form(register, &form, &errors, notice.as_deref());
+    let title = if register { "Register" } else { "Log in" };
+    let mut response = page(&state, &before, title, body).await;
+    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    response
 }
 
 /// `POST /shop/logout`.
