@@ -1,12 +1,15 @@
 //! The storefront in a real browser: Debian's Chromium driven through ChromeDriver, on the
 //! whole system started by `comb up`. Each journey checks every page it passes for one
-//! `h1`, labelled form fields and images with alt text, and writes screenshots to
-//! `screenshots/` (ignored by git) for people to look at.
+//! `h1`, labelled form fields, images with alt text and readable text contrast (WCAG AA),
+//! and writes screenshots to `screenshots/` (ignored by git) for people to look at. One
+//! journey shops with the keyboard alone where it matters: skip link, add to cart, retry.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -123,10 +126,34 @@ impl Browser {
                                && !e.getAttribute('aria-label') && !e.closest('label'))
                   .map(e => e.name || e.outerHTML);
                 const images = [...document.querySelectorAll('img')];
+                // WCAG 2 contrast of every element that shows text of its own, against the
+                // first opaque background behind it.
+                const rgb = s => { const v = s.match(/[\d.]+/g).map(Number); return { c: v.slice(0, 3), a: v.length > 3 ? v[3] : 1 }; };
+                const luminance = c => {
+                  const [r, g, b] = c.map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+                  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+                };
+                const backdrop = e => {
+                  for (let n = e; n; n = n.parentElement) {
+                    const bg = rgb(getComputedStyle(n).backgroundColor);
+                    if (bg.a > 0.5) return bg.c;
+                  }
+                  return [255, 255, 255];
+                };
+                const low_contrast = [...document.querySelectorAll('body *')]
+                  .filter(e => [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim()))
+                  .filter(e => e.getClientRects().length && !e.closest('.visually-hidden, .skip'))
+                  .map(e => {
+                    const fg = luminance(rgb(getComputedStyle(e).color).c), bg = luminance(backdrop(e));
+                    return { text: e.textContent.trim().slice(0, 40), ratio: (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05) };
+                  })
+                  .filter(t => t.ratio < 4.5)
+                  .map(t => `${t.text}: ${t.ratio.toFixed(2)}`);
                 return {
                   h1: document.querySelectorAll('h1').length,
                   unlabelled,
                   without_alt: images.filter(i => !(i.getAttribute('alt') || '').trim()).length,
+                  low_contrast,
                   lang: document.documentElement.lang,
                   title: document.title,
                 };
@@ -145,6 +172,11 @@ impl Browser {
             report["without_alt"], 0,
             "{name}: every image has alt text: {report}"
         );
+        assert_eq!(
+            report["low_contrast"],
+            json!([]),
+            "{name}: text contrast at least 4.5:1: {report}"
+        );
         assert_eq!(report["lang"], "en", "{name}: {report}");
         let png = self.client.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
@@ -158,6 +190,47 @@ impl Browser {
             .click()
             .await
             .unwrap();
+    }
+
+    /// Presses a key wherever the focus is, as a person at the keyboard would.
+    async fn press(&self, key: Key) {
+        let keys = KeyActions::new("keyboard".to_owned())
+            .then(KeyAction::Down { value: key.into() })
+            .then(KeyAction::Up { value: key.into() });
+        self.client.perform_actions(keys).await.unwrap();
+    }
+
+    /// What has the focus: whether it matches `css`, and how its focus is drawn.
+    async fn focused(&self, css: &str) -> Value {
+        self.client
+            .execute(
+                r#"
+                const e = document.activeElement;
+                const style = getComputedStyle(e);
+                return { matches: e.matches(arguments[0]), outline: style.outlineStyle,
+                         visible: e.getBoundingClientRect().left >= 0, element: e.outerHTML.slice(0, 120) };
+                "#,
+                vec![json!(css)],
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Tabs through the page until `css` has the focus; every stop on the way must show it.
+    async fn tab_to(&self, css: &str) {
+        for _ in 0..80 {
+            self.press(Key::Tab).await;
+            let focused = self.focused(css).await;
+            assert_ne!(focused["outline"], "none", "the focus is drawn: {focused}");
+            assert_eq!(
+                focused["visible"], true,
+                "the focus is on screen: {focused}"
+            );
+            if focused["matches"] == true {
+                return;
+            }
+        }
+        panic!("{css} cannot be reached with the Tab key");
     }
 
     async fn fill(&self, form: &str, fields: &[(&str, &str)]) {
@@ -296,7 +369,7 @@ async fn a_customer_searches_buys_and_reviews() {
 }
 
 #[tokio::test]
-async fn a_guest_is_declined_then_pays_and_pages_outlive_reviews() {
+async fn a_guest_buys_and_the_product_page_outlives_reviews() {
     let comb = Comb::up(&repo_topology());
     let shop = comb.gateway();
     let Some(browser) = browser("guest").await else {
@@ -332,25 +405,37 @@ async fn a_guest_is_declined_then_pays_and_pages_outlive_reviews() {
     assert!(marked.contains("aria-invalid=\"true\""));
     browser.check("checkout-errors").await;
 
+    let email = format!("guest-{}@example.com", std::process::id());
     browser
         .fill(
             "form[method='post'][action='/shop/checkout']",
-            &with_card("4000 0000 0000 0002", Some("guest@example.com")),
-        )
-        .await;
-    let declined = browser.wait_for(">CANCELLED<", true).await;
-    assert!(declined.contains("Your card was declined"), "{declined}");
-    browser.check("declined").await;
-
-    browser.click("a[href='/shop/checkout']").await;
-    browser.wait_for("Place order", false).await;
-    browser
-        .fill(
-            "form[method='post'][action='/shop/checkout']",
-            &with_card("4242 4242 4242 4242", Some("guest@example.com")),
+            &with_card("4242 4242 4242 4242", Some(&email)),
         )
         .await;
     browser.wait_for(">CONFIRMED<", true).await;
+    browser.check("guest-confirmation").await;
+
+    // The guest's order and its confirmation are theirs to see, without an account.
+    browser.goto(&format!("{shop}/shop/orders")).await;
+    browser.wait_for("CONFIRMED", false).await;
+    browser.goto(&format!("{shop}/shop/mailbox")).await;
+    let mailbox = browser.wait_for("is confirmed", true).await;
+    assert!(mailbox.contains(&email), "{mailbox}");
+
+    // An address that does not exist gets a page a person can read.
+    let missing = reqwest::get(format!("{shop}/shop/no-such-thing"))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::NOT_FOUND);
+    assert!(
+        missing.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    browser.goto(&format!("{shop}/shop/no-such-thing")).await;
+    browser.wait_for("There is no such page", false).await;
+    browser.check("not-found").await;
 
     // With reviews stopped, the product page still renders, saying so.
     let stopped = comb.run(&["scale", "reviews=0"]);
@@ -361,5 +446,64 @@ async fn a_guest_is_declined_then_pays_and_pages_outlive_reviews() {
         .await;
     assert!(page.contains("Add to cart"));
     browser.check("product-without-reviews").await;
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_declined_card_can_be_retried_from_the_keyboard() {
+    let comb = Comb::up(&repo_topology());
+    let shop = comb.gateway();
+    let Some(browser) = browser("declined").await else {
+        return;
+    };
+
+    browser
+        .goto(&format!("{shop}/shop/browse?kind=video"))
+        .await;
+    browser.wait_for("<h1>Video</h1>", false).await;
+    // The first Tab reaches the skip link, which shows itself and leads to the content.
+    browser.press(Key::Tab).await;
+    let skip = browser.focused("a.skip").await;
+    assert_eq!(skip["matches"], true, "the skip link comes first: {skip}");
+    assert_eq!(
+        skip["visible"], true,
+        "the skip link shows when focused: {skip}"
+    );
+    browser
+        .tab_to("main ul.grid a[href^='/shop/products/']")
+        .await;
+    browser.press(Key::Enter).await;
+    browser.wait_for("Add to cart", false).await;
+    browser
+        .tab_to("form[action='/shop/cart/items'] button")
+        .await;
+    browser.press(Key::Enter).await;
+    browser.wait_for("Your cart", false).await;
+    browser.tab_to("a[href='/shop/checkout']").await;
+    browser.press(Key::Enter).await;
+    browser.wait_for("Place order", false).await;
+
+    browser
+        .fill(
+            "form[method='post'][action='/shop/checkout']",
+            &with_card("4000 0000 0000 0002", Some("declined@example.com")),
+        )
+        .await;
+    let declined = browser.wait_for(">CANCELLED<", true).await;
+    assert!(declined.contains("Your card was declined"), "{declined}");
+    browser.check("declined").await;
+
+    // The decline says how to go on: back to the checkout with the cart still full.
+    browser.tab_to("main a[href='/shop/checkout']").await;
+    browser.press(Key::Enter).await;
+    browser.wait_for("Place order", false).await;
+    browser
+        .fill(
+            "form[method='post'][action='/shop/checkout']",
+            &with_card("4242 4242 4242 4242", Some("declined@example.com")),
+        )
+        .await;
+    browser.wait_for(">CONFIRMED<", true).await;
+    browser.check("paid-after-decline").await;
     browser.client.clone().close().await.unwrap();
 }

@@ -56,7 +56,18 @@ pub fn routes(state: GatewayState) -> Router {
         .route("/shop/mailbox", get(pages::mailbox))
         .route("/shop/assets/shop.css", get(stylesheet))
         .route("/shop/covers/{file}", get(pages::cover_image))
+        // Unknown shop addresses get a page a person can read, not the API's problem+json.
+        .route("/shop", get(no_such_page))
+        .route("/shop/{*rest}", get(no_such_page))
         .with_state(state)
+}
+
+async fn no_such_page() -> Response {
+    error_page(
+        StatusCode::NOT_FOUND,
+        "There is no such page",
+        "The address may be mistyped, or the page has moved. Try the search box or browse from the home page.",
+    )
 }
 
 /// Who is looking: their verified token, if they have one.
