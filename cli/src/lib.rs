@@ -5,8 +5,10 @@
 
 pub mod chaos;
 pub mod commands;
+pub mod export;
 pub mod launcher;
 pub mod load;
+pub mod postgres;
 pub mod services;
 
 use std::path::PathBuf;
@@ -40,6 +42,8 @@ pub enum Command {
     Load(load::LoadArgs),
     /// Kill instances, inject latency or errors, and check the invariants afterwards.
     Chaos(chaos::ChaosArgs),
+    /// Write the topology as Kubernetes manifests or a compose file.
+    Export(export::ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,16 @@ pub struct UpArgs {
     /// Do not stream the services' logs to the terminal (they are still kept).
     #[arg(long)]
     pub quiet: bool,
+    /// Give every service a database and a role of its own on this PostgreSQL server,
+    /// through an account that may create them (e.g. postgres://postgres@127.0.0.1/postgres).
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Carry events through this NATS JetStream server (e.g. nats://127.0.0.1:4222).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// What database, role and stream names begin with (default comb).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +179,7 @@ pub fn main() -> ExitCode {
             Command::Scale(args) => commands::scale(args).await,
             Command::Load(args) => load::load(args).await,
             Command::Chaos(args) => chaos::chaos(args).await,
+            Command::Export(args) => export::export(args).await,
         }
     });
     match result {

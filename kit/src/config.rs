@@ -61,6 +61,15 @@ pub struct LauncherSettings {
     pub restart_backoff_max_ms: u64,
     /// How long `comb up` waits for every instance to be ready.
     pub ready_timeout_ms: u64,
+    /// A PostgreSQL account that may create roles and databases: with it, every service
+    /// gets a database and a role of its own on that server instead of a SQLite file.
+    pub postgres: Option<String>,
+    /// A NATS server with JetStream: with it, events travel through JetStream instead of
+    /// each producer's own feed.
+    pub nats: Option<String>,
+    /// What the names of databases, roles and streams begin with (`comb_catalog`, ...), so
+    /// several systems can share one PostgreSQL and one NATS.
+    pub prefix: String,
 }
 
 impl Default for LauncherSettings {
@@ -71,6 +80,9 @@ impl Default for LauncherSettings {
             restart_backoff_ms: 250,
             restart_backoff_max_ms: 30_000,
             ready_timeout_ms: 30_000,
+            postgres: None,
+            nats: None,
+            prefix: "comb".to_owned(),
         }
     }
 }
@@ -81,6 +93,9 @@ impl Default for LauncherSettings {
 pub struct ServiceSpec {
     #[serde(default = "one")]
     pub replicas: u32,
+    /// How far an autoscaler may scale the service out; none means it stays at `replicas`.
+    #[serde(default)]
+    pub max_replicas: Option<u32>,
     /// The services this one calls; the only ones it is wired to.
     #[serde(default)]
     pub calls: Vec<String>,
@@ -140,6 +155,14 @@ impl Topology {
                     spec.replicas
                 )));
             }
+            if let Some(max) = spec.max_replicas
+                && !(spec.replicas..=MAX_REPLICAS).contains(&max)
+            {
+                return Err(ConfigError::Topology(format!(
+                    "services.{name}.max_replicas is {max}; it must be between replicas ({}) and {MAX_REPLICAS}",
+                    spec.replicas
+                )));
+            }
             for callee in &spec.calls {
                 if !self.services.contains_key(callee) {
                     return Err(ConfigError::Topology(format!(
@@ -153,6 +176,12 @@ impl Topology {
                 }
             }
         }
+        if !is_name_prefix(&self.launcher.prefix) {
+            return Err(ConfigError::Topology(format!(
+                "launcher.prefix {:?} must be 1 to 20 lower-case letters, digits and underscores, starting with a letter",
+                self.launcher.prefix
+            )));
+        }
         Ok(())
     }
 
@@ -164,6 +193,14 @@ impl Topology {
         }
         settings
     }
+}
+
+/// Whether `prefix` can begin PostgreSQL and JetStream names unquoted.
+pub fn is_name_prefix(prefix: &str) -> bool {
+    let mut chars = prefix.chars();
+    prefix.len() <= 20
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 fn is_service_name(name: &str) -> bool {

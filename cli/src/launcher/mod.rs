@@ -28,7 +28,8 @@ use crate::services::{DEFAULT_TOPOLOGY, known, load_topology};
 
 /// `comb up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
-    let (topology, config_path) = load_topology(args.config.as_deref())?;
+    let (mut topology, config_path) = load_topology(args.config.as_deref())?;
+    apply_backend_flags(&mut topology, &args)?;
     let runnable = known();
     if let Some(unknown) = topology
         .services
@@ -108,6 +109,33 @@ async fn run(
             .entry("COMB_FAULT_INJECTION".to_owned())
             .or_insert_with(|| "true".to_owned());
     }
+    let databases = match &topology.launcher.postgres {
+        Some(admin_url) => {
+            let services: Vec<String> = topology.services.keys().cloned().collect();
+            let urls =
+                crate::postgres::provision(admin_url, &topology.launcher.prefix, &services).await?;
+            for instance in &mut plan.instances {
+                instance.env.insert(
+                    "COMB_DATABASE_URL".to_owned(),
+                    urls[&instance.service].clone(),
+                );
+            }
+            urls
+        }
+        None => databases(topology, layout),
+    };
+    if let Some(nats_url) = &topology.launcher.nats {
+        for instance in &mut plan.instances {
+            instance.env.extend([
+                ("COMB_EVENTS_TRANSPORT".to_owned(), "nats".to_owned()),
+                ("COMB_NATS_URL".to_owned(), nats_url.clone()),
+                (
+                    "COMB_NATS_PREFIX".to_owned(),
+                    topology.launcher.prefix.to_ascii_uppercase(),
+                ),
+            ]);
+        }
+    }
     let forward = Forward::from_env(launcher_env);
     write_prometheus_targets(layout, &plan.instances)?;
     let exe =
@@ -122,7 +150,7 @@ async fn run(
         supervisor.clone(),
         layout,
         topology.services.keys().cloned().collect(),
-        databases(topology, layout),
+        databases,
         plan.gateway_url(),
         Collector::new(forward),
     )
@@ -190,6 +218,39 @@ async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), log_writer).await;
     println!("comb | stopped");
     Ok(code)
+}
+
+/// `--postgres`, `--nats` and `--prefix` win over the topology's `[launcher]` table.
+fn apply_backend_flags(topology: &mut Topology, args: &UpArgs) -> anyhow::Result<()> {
+    let launcher = &mut topology.launcher;
+    if let Some(url) = &args.postgres {
+        launcher.postgres = Some(url.clone());
+    }
+    if let Some(url) = &args.nats {
+        launcher.nats = Some(url.clone());
+    }
+    if let Some(prefix) = &args.prefix {
+        if !comb_kit::config::is_name_prefix(prefix) {
+            bail!(
+                "--prefix {prefix:?}: use 1 to 20 lower-case letters, digits and underscores, starting with a letter"
+            );
+        }
+        launcher.prefix = prefix.clone();
+    }
+    if let Some(url) = &launcher.postgres
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        bail!(
+            "the PostgreSQL address {} must start with postgres://",
+            crate::postgres::redact(url)
+        );
+    }
+    if let Some(url) = &launcher.nats
+        && !url.starts_with("nats://")
+    {
+        bail!("the NATS address {url} must start with nats://");
+    }
+    Ok(())
 }
 
 /// Each service's database URL, as its instances resolve it: the launcher's
@@ -296,6 +357,15 @@ async fn detach(
     }
     if let Some(port) = args.dashboard_port {
         command.arg("--dashboard-port").arg(port.to_string());
+    }
+    for (flag, value) in [
+        ("--postgres", &args.postgres),
+        ("--nats", &args.nats),
+        ("--prefix", &args.prefix),
+    ] {
+        if let Some(value) = value {
+            command.arg(flag).arg(value);
+        }
     }
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     let mut launcher = command

@@ -297,6 +297,7 @@ async fn ctrl_c_stops_a_foreground_system() {
     let comb = Comb {
         dir: tempfile::tempdir().unwrap(),
         http: reqwest::Client::new(),
+        prefix: None,
     };
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args([
