@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(
             database
                 .url("postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable")
-                .unwrap(),
+                .expect("a PostgreSQL URL"),
             "postgres://comb_catalog:s3cret@127.0.0.1:5432/comb_catalog?sslmode=disable"
         );
         assert_eq!(database_name("t1", "order-history"), "t1_order_history");

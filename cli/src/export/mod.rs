@@ -323,7 +323,8 @@ mod tests {
 
     #[test]
     fn callers_come_from_the_topology() {
-        let topology = Topology::parse(crate::services::DEFAULT_TOPOLOGY).unwrap();
+        let topology = Topology::parse(crate::services::DEFAULT_TOPOLOGY)
+            .expect("the built-in topology parses");
         assert_eq!(callers_of(&topology, "payments"), vec!["orders".to_owned()]);
         assert!(callers_of(&topology, "gateway").is_empty());
     }

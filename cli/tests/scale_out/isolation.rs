@@ -155,8 +155,7 @@ async fn the_exported_init_script_isolates_the_services_too() {
         .database(&databases[1].name)
         .connect()
         .await
-        .err()
-        .expect("the catalog's role opened the orders database");
+        .expect_err("the catalog's role opened the orders database");
     assert!(
         refused.to_string().contains("permission denied"),
         "{refused}"
