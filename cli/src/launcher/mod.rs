@@ -182,6 +182,7 @@ async fn run(
                 started.elapsed(),
                 &logs,
             );
+            logs.launcher(backends_line(&topology.launcher));
             let reason = signals.next().await;
             logs.launcher(format!("stopping ({reason:?})"));
         }
@@ -316,6 +317,23 @@ async fn wait_until_ready(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Where the services keep their data and send their events, for the start-up banner.
+fn backends_line(launcher: &comb_kit::config::LauncherSettings) -> String {
+    let databases = match &launcher.postgres {
+        Some(url) => format!(
+            "PostgreSQL at {}, a database and role per service ({}_SERVICE)",
+            crate::postgres::redact(url),
+            launcher.prefix
+        ),
+        None => "a SQLite file per service".to_owned(),
+    };
+    let events = match &launcher.nats {
+        Some(url) => format!("NATS JetStream at {url}"),
+        None => "each producer's own feed".to_owned(),
+    };
+    format!("data: {databases}; events: {events}")
 }
 
 fn print_banner(plan: &Plan, dashboard: &str, data_dir: &Path, took: Duration, logs: &LogSink) {

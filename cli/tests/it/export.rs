@@ -363,3 +363,61 @@ fn the_compose_file_lists_every_service_with_its_dependencies() {
         .unwrap();
     assert!(init.contains("DO $$$$"), "`$` escaped for compose: {init}");
 }
+
+/// The image recipe pins what it builds from and runs as a numeric non-root user with no
+/// shell; the build context leaves out what the build does not read.
+#[test]
+fn the_image_recipe_is_pinned_and_runs_as_non_root() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    let stages: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .collect();
+    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    for stage in &stages {
+        let image = stage.split_whitespace().next().unwrap();
+        let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+        assert!(!tag.is_empty() && tag != "latest", "{image} is pinned");
+    }
+    assert!(
+        stages[1].starts_with("gcr.io/distroless/"),
+        "no shell at run time"
+    );
+    let runtime = &dockerfile[dockerfile.rfind("FROM ").unwrap()..];
+    let user = runtime
+        .lines()
+        .find_map(|line| line.strip_prefix("USER "))
+        .expect("the runtime stage names its user");
+    let uid: u32 = user
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a numeric user");
+    assert_ne!(uid, 0);
+    assert!(runtime.contains("ENTRYPOINT [\"/usr/local/bin/comb\"]"));
+    let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    let ignored: Vec<&str> = ignored
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert!(ignored.contains(&"target/") && ignored.contains(&".git/"));
+    for needed in [
+        "Cargo.lock",
+        "comb.toml",
+        "cli/",
+        "kit/",
+        "contracts/",
+        "services/",
+        "testkit/",
+    ] {
+        assert!(
+            !ignored
+                .iter()
+                .any(|pattern| pattern.trim_end_matches('/') == needed.trim_end_matches('/')),
+            "{needed} is needed by the build"
+        );
+    }
+}
