@@ -59,7 +59,7 @@ pub fn manifests(topology: &Topology, args: &K8sArgs) -> anyhow::Result<Vec<(Str
 
     // Services reach the backing servers by these in-namespace names either way; external
     // ones are ExternalName Services pointing elsewhere.
-    let settings = shared_environment(topology, &args.options, "nats");
+    let settings = shared_environment(topology, &args.options);
     files.push((
         "settings.yaml".to_owned(),
         yaml_documents(

@@ -189,12 +189,9 @@ fn yaml_documents(header: &str, documents: &[Value]) -> anyhow::Result<String> {
 }
 
 /// The environment every service shares: the topology-wide settings (its database comes
-/// from its own secret) and how to reach NATS and the trace collector.
-fn shared_environment(
-    topology: &Topology,
-    options: &ExportOptions,
-    nats_host: &str,
-) -> Vec<(String, String)> {
+/// from its own secret) and how to reach NATS (the in-namespace name, whether it runs there
+/// or is an external endpoint) and the trace collector.
+fn shared_environment(topology: &Topology, options: &ExportOptions) -> Vec<(String, String)> {
     let mut env = vec![
         ("COMB_LISTEN".to_owned(), format!("0.0.0.0:{PORT}")),
         ("COMB_DATA_DIR".to_owned(), "/tmp/comb".to_owned()),
@@ -202,7 +199,7 @@ fn shared_environment(
         ("COMB_EVENTS_TRANSPORT".to_owned(), "nats".to_owned()),
         (
             "COMB_NATS_URL".to_owned(),
-            format!("nats://{nats_host}:{NATS_PORT}"),
+            format!("nats://nats:{NATS_PORT}"),
         ),
         (
             "COMB_NATS_PREFIX".to_owned(),
