@@ -233,6 +233,12 @@ impl Store {
         if products.is_empty() {
             bail!("the catalog at {gateway} lists no products");
         }
+        let products = in_stock(&http, &gateway, products).await;
+        if products.is_empty() {
+            bail!(
+                "every product at {gateway} is sold out: restock (PUT /api/v1/admin/stock/ID) or start a fresh system"
+            );
+        }
         Ok(Self {
             http,
             gateway,
@@ -262,6 +268,17 @@ impl Store {
         self.products
             .choose(&mut rand::thread_rng())
             .map_or("", String::as_str)
+    }
+
+    /// A checkout ends a visit: the shopper comes back as a new guest with an empty cart.
+    /// Otherwise a cart whose order was cancelled (a line sold out meanwhile) would keep the
+    /// sold-out line, and every later order from it would be cancelled too.
+    async fn next_visit(&self, operation: Operation, shopper: &mut Shopper) {
+        if operation == Operation::Checkout
+            && let Ok(fresh) = self.guest().await
+        {
+            *shopper = fresh;
+        }
     }
 
     /// Does `operation` as `shopper`.
@@ -329,6 +346,37 @@ impl Store {
         }
         outcome
     }
+}
+
+/// The products shoppers can buy: sold-out ones would only cancel the orders they are in
+/// (a cart holding one cannot be bought at all). A product whose stock is not known stays.
+async fn in_stock(http: &reqwest::Client, gateway: &str, products: Vec<String>) -> Vec<String> {
+    let mut lookups = tokio::task::JoinSet::new();
+    for id in products {
+        let (http, url) = (http.clone(), format!("{gateway}/api/v1/products/{id}"));
+        lookups.spawn(async move {
+            let available = match http.get(url).send().await {
+                Ok(response) => response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|product| product["stock"]["available"].as_i64()),
+                Err(_) => None,
+            };
+            (id, available)
+        });
+    }
+    let mut buyable = Vec::new();
+    while let Some(looked) = lookups.join_next().await {
+        if let Ok((id, available)) = looked
+            && available.is_none_or(|available| available > 0)
+        {
+            buyable.push(id);
+        }
+    }
+    // The same order every run, whatever order the lookups finished in.
+    buyable.sort();
+    buyable
 }
 
 fn outcome_of(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
@@ -419,6 +467,7 @@ async fn closed_loop(
                 let began = Instant::now();
                 let outcome = store.perform(operation, &mut shopper).await;
                 record(&stats, operation, began.elapsed(), outcome);
+                store.next_visit(operation, &mut shopper).await;
             }
         });
     }
@@ -480,21 +529,24 @@ async fn open_loop(
         running.spawn(async move {
             let _permit = permit;
             // Only what changes a cart waits for its shopper; browsing never queues here.
-            let outcome = if matches!(
+            // Latencies count from when the operation should have started, not from when
+            // it could.
+            if matches!(
                 operation,
                 Operation::AddToCart | Operation::Checkout | Operation::Orders
             ) {
                 let mut shopper = shopper.lock().await;
-                store.perform(operation, &mut shopper).await
+                let outcome = store.perform(operation, &mut shopper).await;
+                record(&stats, operation, intended.elapsed(), outcome);
+                store.next_visit(operation, &mut shopper).await;
             } else {
                 let mut anonymous = Shopper {
                     token: String::new(),
                     cart_items: 0,
                 };
-                store.perform(operation, &mut anonymous).await
-            };
-            // From when it should have started, not from when it could.
-            record(&stats, operation, intended.elapsed(), outcome);
+                let outcome = store.perform(operation, &mut anonymous).await;
+                record(&stats, operation, intended.elapsed(), outcome);
+            }
         });
         sent += 1;
         while running.try_join_next().is_some() {}
