@@ -200,10 +200,12 @@ fn render(chromium: &PathBuf, url: &str) -> String {
 #[tokio::test]
 async fn a_checkout_is_one_trace_across_the_services() {
     let receiver = OtlpReceiver::start().await;
-    let comb = Comb::up_with_env(
+    let Some(comb) = Comb::system_with_env(
         &repo_topology(),
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url.as_str())],
-    );
+    ) else {
+        return;
+    };
     let (order, trace_id) = checkout(&comb, "traced@example.com").await;
     assert_eq!(order["status"], "CONFIRMED");
     let dashboard = comb.dashboard();
@@ -407,7 +409,9 @@ fn total(samples: &[(String, f64)], name: &str) -> f64 {
 
 #[tokio::test]
 async fn prometheus_scrapes_every_instance_and_sees_business_metrics() {
-    let comb = Comb::up(&repo_topology());
+    let Some(comb) = Comb::system(&repo_topology()) else {
+        return;
+    };
     let (order, _) = checkout(&comb, "counted@example.com").await;
     assert_eq!(order["status"], "CONFIRMED");
 

@@ -81,19 +81,24 @@ impl Comb {
     /// Starts the system on the suite's backends ([`crate::BACKENDS`]); `None` when they
     /// are not there to use (never under CI=true).
     pub fn system(topology: &Path) -> Option<Self> {
+        Self::system_with_env(topology, &[])
+    }
+
+    /// The same, with these variables in the launcher's environment.
+    pub fn system_with_env(topology: &Path, env: &[(&str, &str)]) -> Option<Self> {
         match crate::BACKENDS {
-            Backends::Embedded => Some(Self::up(topology)),
+            Backends::Embedded => Some(Self::up_with_env(topology, env)),
             Backends::ScaleOut => {
-                scale_out_backends_reachable().then(|| Self::scale_out(topology, &[]))
+                scale_out_backends_reachable().then(|| Self::scale_out(topology, env))
             }
         }
     }
 
     /// Starts the system on PostgreSQL and NATS JetStream under a fresh name prefix.
-    pub fn scale_out(topology: &Path, extra_args: &[&str]) -> Self {
+    pub fn scale_out(topology: &Path, env: &[(&str, &str)]) -> Self {
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let (postgres, nats) = (postgres_admin_url(), nats_url());
-        let mut args = vec![
+        let args = [
             "--postgres",
             &postgres,
             "--nats",
@@ -101,8 +106,7 @@ impl Comb {
             "--prefix",
             &prefix,
         ];
-        args.extend_from_slice(extra_args);
-        let mut comb = Self::start(topology, &args, &[]);
+        let mut comb = Self::start(topology, &args, env);
         comb.prefix = Some(prefix);
         comb
     }

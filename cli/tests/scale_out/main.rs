@@ -1,6 +1,7 @@
 //! The system suite on the scale-out backends: `comb up --postgres --nats` gives every
 //! service a database and a role of its own on PostgreSQL and carries events through NATS
-//! JetStream. The commerce (saga) and resilience tests run here exactly as they run on the
+//! JetStream. The commerce (saga), observability (a checkout's trace through the event
+//! consumers, Prometheus scraping) and resilience tests run here exactly as they run on the
 //! embedded backends, and the isolation tests prove a service's role cannot open another
 //! service's database. Under CI=true PostgreSQL and NATS must be there; elsewhere the tests
 //! skip, saying why.
@@ -10,6 +11,8 @@
 #![allow(dead_code)]
 
 mod isolation;
+#[path = "../it/observability.rs"]
+mod observability;
 #[path = "../it/resilience.rs"]
 mod resilience;
 #[path = "../it/saga.rs"]
