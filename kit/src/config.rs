@@ -465,6 +465,36 @@ mod tests {
     }
 
     #[test]
+    fn the_launcher_may_name_scale_out_backends_and_an_autoscaling_ceiling() {
+        let topology = Topology::parse(
+            "[launcher]\npostgres = \"postgres://postgres@db/postgres\"\nnats = \"nats://mq:4222\"\nprefix = \"shop_a\"\n\
+             [services.a]\nreplicas = 2\nmax_replicas = 5",
+        )
+        .expect("valid topology");
+        assert_eq!(
+            topology.launcher.postgres.as_deref(),
+            Some("postgres://postgres@db/postgres")
+        );
+        assert_eq!(topology.launcher.nats.as_deref(), Some("nats://mq:4222"));
+        assert_eq!(topology.launcher.prefix, "shop_a");
+        assert_eq!(topology.services["a"].max_replicas, Some(5));
+        assert_eq!(
+            Topology::parse("[services.a]")
+                .unwrap_or_else(|e| panic!("{e}"))
+                .launcher
+                .prefix,
+            "comb"
+        );
+
+        let error = Topology::parse("[services.a]\nreplicas = 3\nmax_replicas = 2")
+            .expect_err("ceiling below replicas");
+        assert!(error.to_string().contains("max_replicas is 2"), "{error}");
+        let error = Topology::parse("[launcher]\nprefix = \"Shop-A\"\n[services.a]")
+            .expect_err("a prefix PostgreSQL would need quoted");
+        assert!(error.to_string().contains("launcher.prefix"), "{error}");
+    }
+
+    #[test]
     fn service_settings_layer_topology_then_service_then_env() {
         let topology = Topology::parse(TOPOLOGY).expect("valid topology");
         let config = ServiceConfig::resolve("catalog", topology.settings_for("catalog"), no_env())
