@@ -51,6 +51,22 @@ fn runner(service: &str) -> anyhow::Result<RunFn> {
         })
 }
 
+/// Refuses a topology naming a service this binary cannot run.
+pub fn check_runnable(topology: &Topology) -> anyhow::Result<()> {
+    let runnable = known();
+    if let Some(unknown) = topology
+        .services
+        .keys()
+        .find(|name| !runnable.contains(&name.as_str()))
+    {
+        anyhow::bail!(
+            "the topology names the service {unknown:?}, which this comb cannot run (it runs {})",
+            runnable.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The topology built into comb, used when there is no comb.toml.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../../comb.toml");
 

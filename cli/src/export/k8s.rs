@@ -439,56 +439,69 @@ fn volume_claim(name: &str) -> Value {
     })
 }
 
-/// A single PostgreSQL, initialised with one database and one role per service.
-fn postgres(namespace: &str) -> Vec<Value> {
-    const UID: u64 = 999;
-    let statefulset = json!({
+/// A single-replica StatefulSet with a data volume: the simple, in-cluster way to run a
+/// backing server for trials.
+fn single_statefulset(
+    name: &str,
+    namespace: &str,
+    uid: u64,
+    container: Value,
+    volumes: Value,
+) -> Value {
+    json!({
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": { "name": "postgres", "namespace": namespace, "labels": labels("postgres", "backing") },
+        "metadata": { "name": name, "namespace": namespace, "labels": labels(name, "backing") },
         "spec": {
-            "serviceName": "postgres",
+            "serviceName": name,
             "replicas": 1,
-            "selector": { "matchLabels": selector("postgres") },
+            "selector": { "matchLabels": selector(name) },
             "template": {
-                "metadata": { "labels": labels("postgres", "backing") },
+                "metadata": { "labels": labels(name, "backing") },
                 "spec": {
                     "automountServiceAccountToken": false,
-                    "securityContext": pod_security(UID),
-                    "containers": [{
-                        "name": "postgres",
-                        "image": POSTGRES_IMAGE,
-                        "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP" }],
-                        "env": [
-                            { "name": "POSTGRES_PASSWORD", "valueFrom": { "secretKeyRef": { "name": "comb-postgres", "key": "POSTGRES_PASSWORD" } } },
-                            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
-                        ],
-                        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", "postgres"] }, "periodSeconds": 5 },
-                        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", "postgres"] }, "periodSeconds": 10, "failureThreshold": 6 },
-                        "resources": {
-                            "requests": { "cpu": "100m", "memory": "128Mi" },
-                            "limits": { "cpu": "2", "memory": "1Gi" },
-                        },
-                        "securityContext": container_security(UID),
-                        "volumeMounts": [
-                            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
-                            { "name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": true },
-                            { "name": "run", "mountPath": "/var/run/postgresql" },
-                            { "name": "tmp", "mountPath": "/tmp" },
-                        ],
-                    }],
-                    "volumes": [
-                        { "name": "init", "secret": { "secretName": "comb-postgres-init" } },
-                        { "name": "run", "emptyDir": {} },
-                        { "name": "tmp", "emptyDir": {} },
-                    ],
+                    "securityContext": pod_security(uid),
+                    "containers": [container],
+                    "volumes": volumes,
                 },
             },
             "volumeClaimTemplates": [volume_claim("data")],
         },
+    })
+}
+
+/// A single PostgreSQL, initialised with one database and one role per service.
+fn postgres(namespace: &str) -> Vec<Value> {
+    const UID: u64 = 999;
+    let container = json!({
+        "name": "postgres",
+        "image": POSTGRES_IMAGE,
+        "ports": [{ "name": "postgres", "containerPort": POSTGRES_PORT, "protocol": "TCP" }],
+        "env": [
+            { "name": "POSTGRES_PASSWORD", "valueFrom": { "secretKeyRef": { "name": "comb-postgres", "key": "POSTGRES_PASSWORD" } } },
+            { "name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata" },
+        ],
+        "readinessProbe": { "exec": { "command": ["pg_isready", "-U", "postgres"] }, "periodSeconds": 5 },
+        "livenessProbe": { "exec": { "command": ["pg_isready", "-U", "postgres"] }, "periodSeconds": 10, "failureThreshold": 6 },
+        "resources": {
+            "requests": { "cpu": "100m", "memory": "128Mi" },
+            "limits": { "cpu": "2", "memory": "1Gi" },
+        },
+        "securityContext": container_security(UID),
+        "volumeMounts": [
+            { "name": "data", "mountPath": "/var/lib/postgresql/data" },
+            { "name": "init", "mountPath": "/docker-entrypoint-initdb.d", "readOnly": true },
+            { "name": "run", "mountPath": "/var/run/postgresql" },
+            { "name": "tmp", "mountPath": "/tmp" },
+        ],
     });
+    let volumes = json!([
+        { "name": "init", "secret": { "secretName": "comb-postgres-init" } },
+        { "name": "run", "emptyDir": {} },
+        { "name": "tmp", "emptyDir": {} },
+    ]);
     vec![
-        statefulset,
+        single_statefulset("postgres", namespace, UID, container, volumes),
         backing_service("postgres", namespace, POSTGRES_PORT),
         backing_policy("postgres", namespace, POSTGRES_PORT),
     ]
@@ -497,43 +510,25 @@ fn postgres(namespace: &str) -> Vec<Value> {
 /// A single NATS server with JetStream on a volume.
 fn nats(namespace: &str) -> Vec<Value> {
     const UID: u64 = 1000;
-    let statefulset = json!({
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": { "name": "nats", "namespace": namespace, "labels": labels("nats", "backing") },
-        "spec": {
-            "serviceName": "nats",
-            "replicas": 1,
-            "selector": { "matchLabels": selector("nats") },
-            "template": {
-                "metadata": { "labels": labels("nats", "backing") },
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "securityContext": pod_security(UID),
-                    "containers": [{
-                        "name": "nats",
-                        "image": NATS_IMAGE,
-                        "args": ["--jetstream", "--store_dir=/data", "--http_port=8222"],
-                        "ports": [
-                            { "name": "nats", "containerPort": NATS_PORT, "protocol": "TCP" },
-                            { "name": "monitor", "containerPort": 8222, "protocol": "TCP" },
-                        ],
-                        "readinessProbe": { "httpGet": { "path": "/healthz?js-enabled-only=true", "port": "monitor" }, "periodSeconds": 5 },
-                        "livenessProbe": { "httpGet": { "path": "/healthz", "port": "monitor" }, "periodSeconds": 10 },
-                        "resources": {
-                            "requests": { "cpu": "50m", "memory": "64Mi" },
-                            "limits": { "cpu": "1", "memory": "512Mi" },
-                        },
-                        "securityContext": container_security(UID),
-                        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
-                    }],
-                },
-            },
-            "volumeClaimTemplates": [volume_claim("data")],
+    let container = json!({
+        "name": "nats",
+        "image": NATS_IMAGE,
+        "args": ["--jetstream", "--store_dir=/data", "--http_port=8222"],
+        "ports": [
+            { "name": "nats", "containerPort": NATS_PORT, "protocol": "TCP" },
+            { "name": "monitor", "containerPort": 8222, "protocol": "TCP" },
+        ],
+        "readinessProbe": { "httpGet": { "path": "/healthz?js-enabled-only=true", "port": "monitor" }, "periodSeconds": 5 },
+        "livenessProbe": { "httpGet": { "path": "/healthz", "port": "monitor" }, "periodSeconds": 10 },
+        "resources": {
+            "requests": { "cpu": "50m", "memory": "64Mi" },
+            "limits": { "cpu": "1", "memory": "512Mi" },
         },
+        "securityContext": container_security(UID),
+        "volumeMounts": [{ "name": "data", "mountPath": "/data" }],
     });
     vec![
-        statefulset,
+        single_statefulset("nats", namespace, UID, container, json!([])),
         backing_service("nats", namespace, NATS_PORT),
         backing_policy("nats", namespace, NATS_PORT),
     ]

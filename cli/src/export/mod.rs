@@ -14,7 +14,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use comb_kit::Topology;
 use serde_json::Value;
 
-use crate::services::{known, load_topology};
+use crate::services::{check_runnable, load_topology};
 
 pub use self::compose::compose_file;
 pub use self::k8s::manifests;
@@ -133,17 +133,7 @@ fn topology(options: &ExportOptions) -> anyhow::Result<Topology> {
         );
     }
     let (topology, _) = load_topology(options.config.as_deref())?;
-    let runnable = known();
-    if let Some(unknown) = topology
-        .services
-        .keys()
-        .find(|name| !runnable.contains(&name.as_str()))
-    {
-        bail!(
-            "the topology names the service {unknown:?}, which the comb image cannot run (it runs {})",
-            runnable.join(", ")
-        );
-    }
+    check_runnable(&topology)?;
     Ok(topology)
 }
 

@@ -24,23 +24,13 @@ use self::plan::{Layout, Plan, PlanInputs};
 use self::supervisor::{Health, Supervisor};
 use self::traces::{Collector, Forward};
 use crate::UpArgs;
-use crate::services::{DEFAULT_TOPOLOGY, known, load_topology};
+use crate::services::{DEFAULT_TOPOLOGY, check_runnable, load_topology};
 
 /// `comb up`.
 pub async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let (mut topology, config_path) = load_topology(args.config.as_deref())?;
     apply_backend_flags(&mut topology, &args)?;
-    let runnable = known();
-    if let Some(unknown) = topology
-        .services
-        .keys()
-        .find(|name| !runnable.contains(&name.as_str()))
-    {
-        bail!(
-            "the topology names the service {unknown:?}, which this comb cannot run (it runs {})",
-            runnable.join(", ")
-        );
-    }
+    check_runnable(&topology)?;
     let layout = Layout::new(&args.data_dir.data_dir)?;
     if let Some(state) = running_launcher(&layout)? {
         bail!(

@@ -67,34 +67,32 @@ async fn a_services_role_cannot_open_another_services_database() {
 
 #[tokio::test]
 async fn an_unreachable_postgres_is_reported_with_advice() {
-    let comb_dir = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args([
-            "up",
-            "--detach",
-            "--gateway-port",
-            "0",
-            "--dashboard-port",
-            "0",
-        ])
-        .arg("--config")
-        .arg(repo_topology())
-        .arg("--data-dir")
-        .arg(comb_dir.path())
-        .args(["--postgres", "postgres://comb@127.0.0.1:1/postgres"])
-        .output()
-        .unwrap();
+    // Not started: a home for `comb` runs with a data directory of their own.
+    let comb = Comb {
+        dir: tempfile::tempdir().unwrap(),
+        http: reqwest::Client::new(),
+        prefix: None,
+    };
+    let config = repo_topology().display().to_string();
+    let output = comb.run(&[
+        "up",
+        "--detach",
+        "--gateway-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--config",
+        &config,
+        "--postgres",
+        "postgres://comb@127.0.0.1:1/postgres",
+    ]);
     assert!(!output.status.success());
     let message = text(&output);
     assert!(
         message.contains("cannot connect to PostgreSQL at postgres://comb@127.0.0.1:1/postgres"),
         "{message}"
     );
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_comb"))
-        .args(["up", "--postgres", "mysql://x", "--data-dir"])
-        .arg(comb_dir.path())
-        .output()
-        .unwrap();
+    let output = comb.run(&["up", "--postgres", "mysql://x"]);
     assert!(
         text(&output).contains("must start with postgres://"),
         "{}",
