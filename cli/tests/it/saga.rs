@@ -71,6 +71,7 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
     let payments = comb.instance("payments-1")["pid"].as_u64().unwrap();
     signal(payments, Signal::SIGSTOP);
     let mut shoppers = Vec::new();
+    let mut traces = Vec::new();
     for n in 0..6 {
         let guest: Value = http
             .post(format!("{gateway}/api/v1/auth/guest"))
@@ -105,6 +106,15 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
             202,
             "payments is frozen, so the order waits"
         );
+        // traceresponse: 00-TRACE_ID-SPAN_ID-FLAGS, the checkout's trace.
+        let trace_id = placed.headers()["traceresponse"]
+            .to_str()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        traces.push(trace_id);
         let order: Value = placed.json().await.unwrap();
         shoppers.push((token, order["id"].as_str().unwrap().to_owned()));
     }
@@ -182,5 +192,29 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
             "leaks: {leaks:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Each saga the restarted instance resumed went on in its checkout's trace.
+    let dashboard = comb.dashboard();
+    for trace_id in &traces {
+        eventually(
+            &format!("the resumed saga in trace {trace_id}"),
+            Duration::from_secs(20),
+            || async {
+                let spans: Vec<Value> = http
+                    .get(format!("{dashboard}/api/traces/{trace_id}"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                spans
+                    .iter()
+                    .any(|span| span["service"] == "orders" && span["name"] == "resumed saga")
+                    .then_some(())
+            },
+        )
+        .await;
     }
 }

@@ -26,16 +26,30 @@ use crate::saga::{Saga, Timing, Upstreams};
 use crate::store::OrderStore;
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "orders",
-        sql: include_str!("../migrations/sqlite/0001_orders.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "orders",
-        sql: include_str!("../migrations/postgres/0001_orders.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "orders",
+            sql: include_str!("../migrations/sqlite/0001_orders.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "traceparent",
+            sql: include_str!("../migrations/sqlite/0002_traceparent.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "orders",
+            sql: include_str!("../migrations/postgres/0001_orders.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "traceparent",
+            sql: include_str!("../migrations/postgres/0002_traceparent.sql"),
+        },
+    ],
 };
 
 /// How often an instance looks for abandoned sagas.
@@ -99,12 +113,15 @@ pub async fn resume_sagas(store: OrderStore, saga: Arc<Saga>, abandoned_after: D
     loop {
         let idle_since = now_ms() - i64::try_from(abandoned_after.as_millis()).unwrap_or(0);
         match store.unfinished(idle_since).await {
-            Ok(ids) => {
-                for id in ids.into_iter().filter(|id| !saga.is_driving(id)) {
+            Ok(unfinished) => {
+                for (id, traceparent) in unfinished
+                    .into_iter()
+                    .filter(|(id, _)| !saga.is_driving(id))
+                {
                     tracing::info!(order = %id, "resuming an unfinished saga");
-                    // The first request's trace is not kept with the order, so a resumed
-                    // saga starts a trace of its own.
+                    // The saga goes on in the trace of the checkout that placed the order.
                     let span = tracing::info_span!("saga", otel.name = "resumed saga", order = %id);
+                    comb_kit::trace::follow(&span, &traceparent);
                     tokio::spawn(Arc::clone(&saga).drive(id).instrument(span));
                 }
             }

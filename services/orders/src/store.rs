@@ -154,8 +154,8 @@ impl OrderStore {
     ) -> Result<(Order, bool), StoreError> {
         let mut tx = self.db.begin_write().await?;
         let result = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO orders ({COLUMNS}, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-             $13, $14, $15, $16, $17, $18, $19, $20, $20) ON CONFLICT (owner, idempotency_key) DO NOTHING"
+            "INSERT INTO orders ({COLUMNS}, updated_at_ms, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21) ON CONFLICT (owner, idempotency_key) DO NOTHING"
         )))
         .bind(order.id.as_str())
         .bind(order.owner.as_str())
@@ -177,6 +177,8 @@ impl OrderStore {
         .bind(i64::from(order.void_pending))
         .bind(order.deadline_at_ms)
         .bind(now_ms)
+        // The placing request's trace context, which the placed event carries too.
+        .bind(placed.traceparent.as_str())
         .execute(&mut *tx)
         .await?;
         let created = result.rows_affected() == 1;
@@ -282,14 +284,19 @@ impl OrderStore {
     }
 
     /// Sagas with work left whose last progress is older than `idle_since_ms`.
-    pub async fn unfinished(&self, idle_since_ms: i64) -> Result<Vec<String>, StoreError> {
-        let ids = sqlx::query_scalar(
-            "SELECT id FROM orders WHERE step <> 'done' AND updated_at_ms <= $1 ORDER BY created_at_ms LIMIT 500",
+    /// Orders whose saga is unfinished and untouched since `idle_since_ms`, with the trace
+    /// context of the checkout that placed each.
+    pub async fn unfinished(
+        &self,
+        idle_since_ms: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query_as(
+            "SELECT id, traceparent FROM orders WHERE step <> 'done' AND updated_at_ms <= $1 ORDER BY created_at_ms LIMIT 500",
         )
         .bind(idle_since_ms)
         .fetch_all(self.db.pool())
         .await?;
-        Ok(ids)
+        Ok(rows)
     }
 }
 

@@ -47,14 +47,36 @@ fn order(id: &str, owner: &str, key: &str, created_at_ms: i64) -> Order {
     }
 }
 
+/// The trace context of the checkout that placed every order here.
+const CHECKOUT_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
 fn placed(id: &str) -> Event {
-    Event::new(
+    let mut event = Event::new(
         "orders",
         "comb.order.placed",
         id,
         &serde_json::json!({"order_id": id}),
     )
-    .unwrap()
+    .unwrap();
+    event.traceparent = CHECKOUT_TRACE.to_owned();
+    event
+}
+
+/// The ids of the unfinished sagas; each must carry its checkout's trace context.
+async fn unfinished(store: &OrderStore, idle_since_ms: i64) -> Vec<String> {
+    store
+        .unfinished(idle_since_ms)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, traceparent)| {
+            assert_eq!(
+                traceparent, CHECKOUT_TRACE,
+                "{id} keeps its checkout's trace"
+            );
+            id
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -132,15 +154,15 @@ async fn exercise(database: &TestDatabase) {
     );
     assert_eq!(store.get("o-1").await.unwrap().unwrap(), cancelled);
 
-    assert_eq!(store.unfinished(10_000).await.unwrap(), ["o-1", "o-3"]);
+    assert_eq!(unfinished(&store, 10_000).await, ["o-1", "o-3"]);
     assert_eq!(
-        store.unfinished(4_000).await.unwrap(),
+        unfinished(&store, 4_000).await,
         ["o-3"],
         "o-1 moved at 5000: not idle since 4000"
     );
     store.touch("o-3", 9_000).await.unwrap();
     assert_eq!(
-        store.unfinished(8_000).await.unwrap(),
+        unfinished(&store, 8_000).await,
         ["o-1"],
         "a touched saga is not idle"
     );
@@ -150,7 +172,7 @@ async fn exercise(database: &TestDatabase) {
         .advance(&done, Step::Compensate, 11_000, None)
         .await
         .unwrap();
-    assert_eq!(store.unfinished(20_000).await.unwrap(), ["o-3"]);
+    assert_eq!(unfinished(&store, 20_000).await, ["o-3"]);
 
     // The event went out with the move that made it, and a refused move publishes nothing.
     assert!(
