@@ -85,6 +85,10 @@ pub struct Database {
 }
 
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections each instance may hold on PostgreSQL. A whole system (12 services, some
+/// scaled out) must fit in the server's default limit of 100 with room to spare; the
+/// services' transactions are short, so a few connections keep up with 2 cores.
+const POSTGRES_POOL: u32 = 5;
 
 /// Set on every SQLite connection: concurrent readers beside one writer (WAL), durable at
 /// checkpoints, writers wait for each other instead of failing, references enforced.
@@ -168,7 +172,7 @@ impl Database {
             Err(error) => return Err(connect_error(error)),
         }
         let pool = PoolOptions::<sqlx::Any>::new()
-            .max_connections(10)
+            .max_connections(POSTGRES_POOL)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
             .await

@@ -298,6 +298,7 @@ async fn ctrl_c_stops_a_foreground_system() {
         dir: tempfile::tempdir().unwrap(),
         http: reqwest::Client::new(),
         prefix: None,
+        slot: None,
     };
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args([

@@ -70,6 +70,40 @@ pub struct Comb {
     /// With PostgreSQL and NATS: what this system's database, role and stream names begin
     /// with, unique to it so systems never share data.
     pub prefix: Option<String>,
+    /// Held while a scale-out system runs.
+    pub slot: Option<ScaleOutSlot>,
+}
+
+/// The right to run a scale-out system in this test process; given back when dropped.
+#[derive(Debug)]
+pub struct ScaleOutSlot(());
+
+static SCALE_OUT_BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static SCALE_OUT_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl ScaleOutSlot {
+    /// Waits until no other scale-out system of this process runs.
+    pub fn take() -> Self {
+        let mut busy = SCALE_OUT_BUSY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *busy {
+            busy = SCALE_OUT_FREED
+                .wait(busy)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *busy = true;
+        Self(())
+    }
+}
+
+impl Drop for ScaleOutSlot {
+    fn drop(&mut self) {
+        *SCALE_OUT_BUSY
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        SCALE_OUT_FREED.notify_one();
+    }
 }
 
 impl Comb {
@@ -106,24 +140,34 @@ impl Comb {
             "--prefix",
             &prefix,
         ];
-        let mut comb = Self::start(topology, &args, env);
-        comb.prefix = Some(prefix);
+        // One scale-out system at a time: each holds up to a few connections per instance,
+        // and PostgreSQL allows 100 in all.
+        let slot = ScaleOutSlot::take();
+        let mut comb = Self::start(topology, &args, env, Some(prefix.clone()));
+        comb.slot = Some(slot);
         comb
     }
 
     /// Starts the system with these variables in the launcher's environment.
     pub fn up_with_env(topology: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start(topology, &[], env)
+        Self::start(topology, &[], env, None)
     }
 
-    fn start(topology: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+    /// `prefix` is known before `comb up` runs, so a failed start still drops what it made.
+    fn start(
+        topology: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+        prefix: Option<String>,
+    ) -> Self {
         let comb = Self {
             dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
-            prefix: None,
+            prefix,
+            slot: None,
         };
         let config = topology.display().to_string();
         let mut args = vec![

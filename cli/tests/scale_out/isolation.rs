@@ -72,6 +72,7 @@ async fn an_unreachable_postgres_is_reported_with_advice() {
         dir: tempfile::tempdir().unwrap(),
         http: reqwest::Client::new(),
         prefix: None,
+        slot: None,
     };
     let config = repo_topology().display().to_string();
     let output = comb.run(&[
