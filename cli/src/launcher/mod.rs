@@ -99,6 +99,9 @@ async fn run(
             .entry("COMB_FAULT_INJECTION".to_owned())
             .or_insert_with(|| "true".to_owned());
     }
+    if let Some(nats_url) = &topology.launcher.nats {
+        check_reachable(nats_url).await?;
+    }
     let databases = match &topology.launcher.postgres {
         Some(admin_url) => {
             let services: Vec<String> = topology.services.keys().cloned().collect();
@@ -306,6 +309,33 @@ async fn wait_until_ready(
             return false;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Fails early, with advice, when the NATS server does not answer: otherwise every
+/// instance would fail alone and the start would only time out.
+async fn check_reachable(nats_url: &str) -> anyhow::Result<()> {
+    let address = nats_url.trim_start_matches("nats://");
+    let address = address.rsplit_once('@').map_or(address, |(_, host)| host);
+    let address = address.split(['/', ',']).next().unwrap_or(address);
+    let address = if address.contains(':') {
+        address.to_owned()
+    } else {
+        format!("{address}:4222")
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => bail!(
+            "cannot reach NATS at {nats_url} ({error}); start a server with JetStream (nats-server -js) or leave out --nats"
+        ),
+        Err(_) => bail!(
+            "NATS at {nats_url} did not answer within 3 s; start a server with JetStream (nats-server -js) or leave out --nats"
+        ),
     }
 }
 

@@ -66,7 +66,7 @@ async fn a_services_role_cannot_open_another_services_database() {
 }
 
 #[tokio::test]
-async fn an_unreachable_postgres_is_reported_with_advice() {
+async fn unreachable_backends_are_reported_with_advice() {
     // Not started: a home for `comb` runs with a data directory of their own.
     let comb = Comb {
         dir: tempfile::tempdir().unwrap(),
@@ -92,6 +92,23 @@ async fn an_unreachable_postgres_is_reported_with_advice() {
     assert!(
         message.contains("cannot connect to PostgreSQL at postgres://comb@127.0.0.1:1/postgres"),
         "{message}"
+    );
+    let output = comb.run(&[
+        "up",
+        "--detach",
+        "--gateway-port",
+        "0",
+        "--dashboard-port",
+        "0",
+        "--config",
+        &config,
+        "--nats",
+        "nats://127.0.0.1:1",
+    ]);
+    assert!(
+        text(&output).contains("cannot reach NATS at nats://127.0.0.1:1"),
+        "{}",
+        text(&output)
     );
     let output = comb.run(&["up", "--postgres", "mysql://x"]);
     assert!(
