@@ -33,6 +33,15 @@ pub const SERVICES: &[(&str, RunFn)] = &[
     ("users", |config| Box::pin(comb_users::run(config))),
 ];
 
+/// The services that keep no data of their own (the gateway only calls the others): they
+/// get no database.
+const STATELESS: &[&str] = &["gateway"];
+
+/// Whether `service` keeps data, and so needs a database of its own.
+pub fn keeps_data(service: &str) -> bool {
+    !STATELESS.contains(&service)
+}
+
 /// The names of the services this binary can run.
 pub fn known() -> Vec<&'static str> {
     SERVICES.iter().map(|(name, _)| *name).collect()

@@ -47,10 +47,12 @@ pub fn compose_file(topology: &Topology, options: &ExportOptions) -> anyhow::Res
         for (key, value) in shared.iter().chain(&service_environment(topology, service)) {
             environment.insert(key.clone(), Value::String(escape(value)));
         }
-        environment.insert(
-            "COMB_DATABASE_URL".to_owned(),
-            Value::String(database_url(topology, service, "postgres")),
-        );
+        if crate::services::keeps_data(service) {
+            environment.insert(
+                "COMB_DATABASE_URL".to_owned(),
+                Value::String(database_url(topology, service, "postgres")),
+            );
+        }
         let mut definition = json!({
             "image": options.image,
             "command": ["serve", service],

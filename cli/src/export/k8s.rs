@@ -7,6 +7,8 @@ use anyhow::bail;
 use comb_kit::Topology;
 use serde_json::{Map, Value, json};
 
+use crate::services::keeps_data;
+
 use super::{
     Backing, K8sArgs, NATS_IMAGE, NATS_PORT, PORT, POSTGRES_IMAGE, POSTGRES_PORT, callers_of,
     database_url, drain_seconds, service_databases, service_environment, shared_environment,
@@ -69,15 +71,21 @@ pub fn manifests(topology: &Topology, args: &K8sArgs) -> anyhow::Result<Vec<(Str
     ));
 
     let mut secrets = Vec::new();
+    // Every service has a Secret (the place for its credentials); those that keep data
+    // find their own database's URL in it.
     for service in topology.services.keys() {
+        let mut data = Vec::new();
+        if keeps_data(service) {
+            data.push((
+                "COMB_DATABASE_URL".to_owned(),
+                database_url(topology, service, "postgres"),
+            ));
+        }
         secrets.push(secret(
             &format!("comb-{service}"),
             namespace,
             Some(service),
-            &[(
-                "COMB_DATABASE_URL".to_owned(),
-                database_url(topology, service, "postgres"),
-            )],
+            &data,
         ));
     }
     if args.backing == Backing::InCluster {

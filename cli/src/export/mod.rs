@@ -265,6 +265,7 @@ fn service_databases(topology: &Topology) -> Vec<crate::postgres::ServiceDatabas
     topology
         .services
         .keys()
+        .filter(|service| crate::services::keeps_data(service))
         .map(|service| {
             crate::postgres::ServiceDatabase::new(
                 &topology.launcher.prefix,

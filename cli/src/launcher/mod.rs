@@ -104,14 +104,20 @@ async fn run(
     }
     let databases = match &topology.launcher.postgres {
         Some(admin_url) => {
-            let services: Vec<String> = topology.services.keys().cloned().collect();
+            let services: Vec<String> = topology
+                .services
+                .keys()
+                .filter(|service| crate::services::keeps_data(service))
+                .cloned()
+                .collect();
             let urls =
                 crate::postgres::provision(admin_url, &topology.launcher.prefix, &services).await?;
             for instance in &mut plan.instances {
-                instance.env.insert(
-                    "COMB_DATABASE_URL".to_owned(),
-                    urls[&instance.service].clone(),
-                );
+                if let Some(url) = urls.get(&instance.service) {
+                    instance
+                        .env
+                        .insert("COMB_DATABASE_URL".to_owned(), url.clone());
+                }
             }
             urls
         }
