@@ -446,6 +446,31 @@ async fn a_guest_buys_and_the_product_page_outlives_reviews() {
         .await;
     assert!(page.contains("Add to cart"));
     browser.check("product-without-reviews").await;
+
+    // On a phone's width the pages fit: nothing scrolls sideways.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    for (name, url) in [
+        ("phone-home", format!("{shop}/")),
+        ("phone-product", product_url.clone()),
+        ("phone-checkout", format!("{shop}/shop/checkout")),
+    ] {
+        browser.goto(&url).await;
+        browser.wait_for("</footer>", false).await;
+        let widths = browser
+            .client
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let (page, window) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(
+            page <= window,
+            "{name}: {page} px wide in a {window} px window"
+        );
+        browser.check(name).await;
+    }
     browser.client.clone().close().await.unwrap();
 }
 
