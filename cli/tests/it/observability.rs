@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::{Comb, eventually, repo_topology, text};
+use crate::{Comb, eventually, repo_topology, text, trace_id};
 
 /// One span as an OTLP receiver got it.
 #[derive(Debug, Clone)]
@@ -138,15 +138,7 @@ async fn checkout(comb: &Comb, email: &str) -> (Value, String) {
         .await
         .unwrap();
     assert_eq!(placed.status(), 201);
-    // traceresponse: 00-TRACE-SPAN-FLAGS
-    let trace_id = placed.headers()["traceresponse"]
-        .to_str()
-        .unwrap()
-        .split('-')
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    assert_eq!(trace_id.len(), 32);
+    let trace_id = trace_id(&placed);
     (placed.json().await.unwrap(), trace_id)
 }
 
@@ -220,13 +212,7 @@ async fn a_checkout_is_one_trace_across_the_services() {
         "notifications",
     ];
     let spans: Vec<Value> = eventually("the whole trace", Duration::from_secs(20), || async {
-        let response = comb
-            .http
-            .get(format!("{dashboard}/api/traces/{trace_id}"))
-            .send()
-            .await
-            .ok()?;
-        let spans: Vec<Value> = response.json().await.ok()?;
+        let spans = comb.trace(&trace_id).await?;
         let services: HashSet<&str> = spans
             .iter()
             .filter_map(|span| span["service"].as_str())

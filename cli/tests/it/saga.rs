@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::{Comb, eventually, repo_topology};
+use crate::{Comb, eventually, repo_topology, trace_id};
 
 fn signal(pid: u64, signal: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
@@ -106,15 +106,7 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
             202,
             "payments is frozen, so the order waits"
         );
-        // traceresponse: 00-TRACE_ID-SPAN_ID-FLAGS, the checkout's trace.
-        let trace_id = placed.headers()["traceresponse"]
-            .to_str()
-            .unwrap()
-            .split('-')
-            .nth(1)
-            .unwrap()
-            .to_owned();
-        traces.push(trace_id);
+        traces.push(trace_id(&placed));
         let order: Value = placed.json().await.unwrap();
         shoppers.push((token, order["id"].as_str().unwrap().to_owned()));
     }
@@ -195,21 +187,13 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
     }
 
     // Each saga the restarted instance resumed went on in its checkout's trace.
-    let dashboard = comb.dashboard();
     for trace_id in &traces {
         eventually(
             &format!("the resumed saga in trace {trace_id}"),
             Duration::from_secs(20),
             || async {
-                let spans: Vec<Value> = http
-                    .get(format!("{dashboard}/api/traces/{trace_id}"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                spans
+                comb.trace(trace_id)
+                    .await?
                     .iter()
                     .any(|span| span["service"] == "orders" && span["name"] == "resumed saga")
                     .then_some(())

@@ -259,7 +259,33 @@ impl Comb {
     }
 }
 
+/// The trace an answer belongs to, from its `traceresponse: 00-TRACE_ID-SPAN_ID-FLAGS`.
+pub fn trace_id(response: &reqwest::Response) -> String {
+    let trace_id = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .split('-')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert_eq!(trace_id.len(), 32, "a W3C trace id");
+    trace_id
+}
+
 impl Comb {
+    /// The spans of a trace the launcher's dashboard holds so far, or `None` while it
+    /// cannot answer.
+    pub async fn trace(&self, trace_id: &str) -> Option<Vec<Value>> {
+        self.http
+            .get(format!("{}/api/traces/{trace_id}", self.dashboard()))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+
     /// Each service's database URL, as the launcher gave it to the service.
     pub async fn databases(&self) -> std::collections::BTreeMap<String, String> {
         self.http
