@@ -10,6 +10,7 @@ use anyhow::Context;
 use rand::Rng;
 use std::str::FromStr;
 
+use comb_kit::storage::redact;
 use sqlx::{ConnectOptions, Connection};
 
 /// A service's database and the role that owns it (both have the same name).
@@ -178,11 +179,6 @@ pub async fn provision(
 fn new_password() -> String {
     let bytes: [u8; 18] = rand::thread_rng().r#gen();
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// A URL with its password hidden.
-pub fn redact(url: &str) -> String {
-    comb_kit::storage::redact(url)
 }
 
 #[cfg(test)]

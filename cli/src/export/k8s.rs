@@ -149,7 +149,7 @@ pub fn manifests(topology: &Topology, args: &K8sArgs) -> anyhow::Result<Vec<(Str
         let path = format!("services/{service}.yaml");
         files.push((
             path.clone(),
-            yaml_documents(HEADER, &service_manifests(topology, args, service))?,
+            yaml_documents(HEADER, &service_manifests(topology, args, service)?)?,
         ));
         resources.push(path);
     }
@@ -271,7 +271,11 @@ fn http_probe(path: &str, period: u64, failures: u64) -> Value {
 }
 
 /// The manifests of one service.
-fn service_manifests(topology: &Topology, args: &K8sArgs, service: &str) -> Vec<Value> {
+fn service_manifests(
+    topology: &Topology,
+    args: &K8sArgs,
+    service: &str,
+) -> anyhow::Result<Vec<Value>> {
     let namespace = args.namespace.as_str();
     let name = service;
     let spec = &topology.services[service];
@@ -325,7 +329,7 @@ fn service_manifests(topology: &Topology, args: &K8sArgs, service: &str) -> Vec<
                 "securityContext": pod_security(COMB_UID),
                 // The instance drains for its drain time after SIGTERM; a little more
                 // lets it finish before the kill.
-                "terminationGracePeriodSeconds": drain_seconds(topology, service) + 5,
+                "terminationGracePeriodSeconds": drain_seconds(topology, service)? + 5,
                 "containers": [container],
                 "volumes": [{ "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } }],
             },
@@ -376,7 +380,7 @@ fn service_manifests(topology: &Topology, args: &K8sArgs, service: &str) -> Vec<
         }));
     }
     documents.push(network_policy(topology, namespace, service));
-    documents
+    Ok(documents)
 }
 
 /// Only the services the topology says call this one may reach it (the gateway takes

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use comb_kit::Topology;
+use comb_kit::{ServiceConfig, Topology};
 use serde_json::Value;
 
 use crate::services::{check_runnable, load_topology};
@@ -276,14 +276,12 @@ fn service_databases(topology: &Topology) -> Vec<crate::postgres::ServiceDatabas
         .collect()
 }
 
-/// How long the service drains in-flight work after SIGTERM, in whole seconds.
-fn drain_seconds(topology: &Topology, service: &str) -> u64 {
-    topology
-        .settings_for(service)
-        .get("drain_timeout_ms")
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .unwrap_or(10_000)
-        .div_ceil(1000)
+/// How long the service drains in-flight work after SIGTERM, in whole seconds, as the
+/// service itself reads its settings.
+fn drain_seconds(topology: &Topology, service: &str) -> anyhow::Result<u64> {
+    let no_env: [(&str, &str); 0] = [];
+    let config = ServiceConfig::resolve(service, topology.settings_for(service), no_env)?;
+    Ok(config.drain_timeout.as_millis().div_ceil(1000).try_into()?)
 }
 
 /// The services that call `service`, by the topology.

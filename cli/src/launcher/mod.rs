@@ -242,7 +242,7 @@ fn apply_backend_flags(topology: &mut Topology, args: &UpArgs) -> anyhow::Result
     {
         bail!(
             "the PostgreSQL address {} must start with postgres://",
-            crate::postgres::redact(url)
+            comb_kit::storage::redact(url)
         );
     }
     if let Some(url) = &launcher.nats
@@ -350,7 +350,7 @@ fn backends_line(launcher: &comb_kit::config::LauncherSettings) -> String {
     let databases = match &launcher.postgres {
         Some(url) => format!(
             "PostgreSQL at {}, a database and role per service ({}_SERVICE)",
-            crate::postgres::redact(url),
+            comb_kit::storage::redact(url),
             launcher.prefix
         ),
         None => "a SQLite file per service".to_owned(),

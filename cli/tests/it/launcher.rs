@@ -237,14 +237,7 @@ async fn instances_stop_when_their_launcher_is_killed() {
 #[tokio::test]
 async fn mistakes_are_refused_with_advice() {
     let comb = Comb::up(&repo_topology());
-    let again = comb.run(&[
-        "up",
-        "--detach",
-        "--gateway-port",
-        "0",
-        "--dashboard-port",
-        "0",
-    ]);
+    let again = comb.try_up(&repo_topology(), &[], &[]);
     assert!(!again.status.success());
     assert!(text(&again).contains("already running"), "{}", text(&again));
 
@@ -294,12 +287,7 @@ async fn ctrl_c_stops_a_foreground_system() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
-    let comb = Comb {
-        dir: tempfile::tempdir().unwrap(),
-        http: reqwest::Client::new(),
-        prefix: None,
-        slot: None,
-    };
+    let comb = Comb::unstarted();
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_comb"))
         .args([
             "up",

@@ -160,15 +160,32 @@ impl Comb {
         env: &[(&str, &str)],
         prefix: Option<String>,
     ) -> Self {
-        let comb = Self {
+        let mut comb = Self::unstarted();
+        comb.prefix = prefix;
+        let output = comb.try_up(topology, extra_args, env);
+        assert!(
+            output.status.success(),
+            "comb up failed:\n{}",
+            text(&output)
+        );
+        comb
+    }
+
+    /// A data directory for `comb` runs, with no system started yet.
+    pub fn unstarted() -> Self {
+        Self {
             dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap(),
-            prefix,
+            prefix: None,
             slot: None,
-        };
+        }
+    }
+
+    /// Runs `comb up --detach` on free ports with these extra arguments, whatever comes of it.
+    pub fn try_up(&self, topology: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Output {
         let config = topology.display().to_string();
         let mut args = vec![
             "up",
@@ -181,13 +198,7 @@ impl Comb {
             &config,
         ];
         args.extend_from_slice(extra_args);
-        let output = comb.run_with_env(&args, env);
-        assert!(
-            output.status.success(),
-            "comb up failed:\n{}",
-            text(&output)
-        );
-        comb
+        self.run_with_env(&args, env)
     }
 
     pub fn data_dir(&self) -> String {

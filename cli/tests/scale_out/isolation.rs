@@ -72,44 +72,19 @@ async fn a_services_role_cannot_open_another_services_database() {
 
 #[tokio::test]
 async fn unreachable_backends_are_reported_with_advice() {
-    // Not started: a home for `comb` runs with a data directory of their own.
-    let comb = Comb {
-        dir: tempfile::tempdir().unwrap(),
-        http: reqwest::Client::new(),
-        prefix: None,
-        slot: None,
-    };
-    let config = repo_topology().display().to_string();
-    let output = comb.run(&[
-        "up",
-        "--detach",
-        "--gateway-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--config",
-        &config,
-        "--postgres",
-        "postgres://comb@127.0.0.1:1/postgres",
-    ]);
+    let comb = Comb::unstarted();
+    let output = comb.try_up(
+        &repo_topology(),
+        &["--postgres", "postgres://comb@127.0.0.1:1/postgres"],
+        &[],
+    );
     assert!(!output.status.success());
     let message = text(&output);
     assert!(
         message.contains("cannot connect to PostgreSQL at postgres://comb@127.0.0.1:1/postgres"),
         "{message}"
     );
-    let output = comb.run(&[
-        "up",
-        "--detach",
-        "--gateway-port",
-        "0",
-        "--dashboard-port",
-        "0",
-        "--config",
-        &config,
-        "--nats",
-        "nats://127.0.0.1:1",
-    ]);
+    let output = comb.try_up(&repo_topology(), &["--nats", "nats://127.0.0.1:1"], &[]);
     assert!(
         text(&output).contains("cannot reach NATS at nats://127.0.0.1:1"),
         "{}",
