@@ -53,12 +53,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!(
-        "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9}",
-        "SERVICE", "INSTANCE", "PID", "ADDRESS", "HEALTH", "RESTARTS", "UPTIME"
+        "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9} {:>8}",
+        "SERVICE", "INSTANCE", "PID", "ADDRESS", "HEALTH", "RESTARTS", "UPTIME", "CPU"
     );
     for instance in &status.instances {
         println!(
-            "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9}",
+            "{:<12} {:<14} {:>8} {:<21} {:<10} {:>8} {:>9} {:>8}",
             instance.service,
             instance.instance,
             instance
@@ -72,6 +72,9 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             instance
                 .uptime_secs
                 .map_or_else(|| "-".to_owned(), format_uptime),
+            instance
+                .cpu_seconds
+                .map_or_else(|| "-".to_owned(), |seconds| format!("{seconds:.2}s")),
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@
 
 pub mod chaos;
 pub mod commands;
+pub mod cpu;
 pub mod export;
 pub mod launcher;
 pub mod load;

@@ -24,7 +24,8 @@ use tokio::time::Instant;
 
 use crate::DataDirArg;
 use crate::chaos::parse_duration;
-use crate::launcher::control::running_launcher;
+use crate::cpu::{CpuSnapshot, CpuUse};
+use crate::launcher::control::{fetch_status, running_launcher};
 use crate::launcher::plan::Layout;
 
 #[derive(Debug, Args)]
@@ -51,6 +52,10 @@ pub struct LoadArgs {
         default_value = "browse=30,search=15,product=30,add_to_cart=12,checkout=8,orders=5"
     )]
     pub mix: String,
+    /// Instead of the shopper mix, GET this path again and again (e.g.
+    /// `/api/v1/products?limit=20`, `/healthz`): one endpoint's cost and latency.
+    #[arg(long, value_name = "PATH", conflicts_with = "mix")]
+    pub get: Option<String>,
     /// Print the summary as JSON (the progress lines still go to stderr).
     #[arg(long)]
     pub json: bool,
@@ -70,6 +75,8 @@ enum Operation {
     AddToCart,
     Checkout,
     Orders,
+    /// A GET of the path given with `--get`.
+    Get,
 }
 
 const OPERATIONS: [Operation; 6] = [
@@ -90,6 +97,7 @@ impl Operation {
             Self::AddToCart => "add_to_cart",
             Self::Checkout => "checkout",
             Self::Orders => "orders",
+            Self::Get => "get",
         }
     }
 }
@@ -149,6 +157,8 @@ struct Tally {
     count: u64,
     errors: u64,
     rejected: u64,
+    /// Checkouts answered with a CONFIRMED order.
+    confirmed: u64,
 }
 
 impl Tally {
@@ -160,6 +170,7 @@ impl Tally {
             count: 0,
             errors: 0,
             rejected: 0,
+            confirmed: 0,
         }
     }
 }
@@ -172,6 +183,16 @@ struct Stats {
 type SharedStats = Arc<Mutex<Stats>>;
 
 fn record(stats: &SharedStats, operation: Operation, latency: Duration, outcome: Outcome) {
+    record_done(stats, operation, latency, outcome, false);
+}
+
+fn record_done(
+    stats: &SharedStats,
+    operation: Operation,
+    latency: Duration,
+    outcome: Outcome,
+    confirmed: bool,
+) {
     let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
     let tally = stats.tallies.entry(operation).or_insert_with(Tally::new);
     let micros = u64::try_from(latency.as_micros())
@@ -179,6 +200,7 @@ fn record(stats: &SharedStats, operation: Operation, latency: Duration, outcome:
         .max(1);
     let _ = tally.latency_us.record(micros.min(3_600_000_000));
     tally.count += 1;
+    tally.confirmed += u64::from(confirmed);
     match outcome {
         Outcome::Ok => {}
         Outcome::Rejected => tally.rejected += 1,
@@ -199,6 +221,8 @@ struct Store {
     http: reqwest::Client,
     gateway: String,
     products: Vec<String>,
+    /// The one path every operation GETs (`--get`), instead of the shopper mix.
+    get_path: Option<String>,
 }
 
 const SEARCH_WORDS: &[&str] = &[
@@ -207,11 +231,19 @@ const SEARCH_WORDS: &[&str] = &[
 const KINDS: &[&str] = &["book", "music", "video"];
 
 impl Store {
-    async fn connect(gateway: String) -> anyhow::Result<Self> {
+    async fn connect(gateway: String, get_path: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)
             .build()?;
+        if get_path.is_some() {
+            return Ok(Self {
+                http,
+                gateway,
+                products: Vec::new(),
+                get_path,
+            });
+        }
         let mut products = Vec::new();
         for kind in KINDS {
             let page: Value = http
@@ -243,6 +275,7 @@ impl Store {
             http,
             gateway,
             products,
+            get_path: None,
         })
     }
 
@@ -281,8 +314,8 @@ impl Store {
         }
     }
 
-    /// Does `operation` as `shopper`.
-    async fn perform(&self, operation: Operation, shopper: &mut Shopper) -> Outcome {
+    /// Does `operation` as `shopper`; true when it was a checkout answered CONFIRMED.
+    async fn perform(&self, operation: Operation, shopper: &mut Shopper) -> (Outcome, bool) {
         let gateway = &self.gateway;
         let request = match operation {
             Operation::Browse => {
@@ -317,9 +350,9 @@ impl Store {
                         .json(&json!({"product_id": self.product(), "quantity": 1}))
                         .send()
                         .await;
-                    match outcome_of(added) {
+                    match outcome_of(added).await.0 {
                         Outcome::Ok => shopper.cart_items += 1,
-                        other => return other,
+                        other => return (other, false),
                     }
                 }
                 self.http
@@ -336,15 +369,23 @@ impl Store {
                 .http
                 .get(format!("{gateway}/api/v1/orders"))
                 .bearer_auth(&shopper.token),
+            Operation::Get => self.http.get(format!(
+                "{gateway}{}",
+                self.get_path.as_deref().unwrap_or("/")
+            )),
         };
-        let outcome = outcome_of(request.send().await);
+        let (outcome, body) = outcome_of(request.send().await).await;
         match (operation, outcome) {
             (Operation::AddToCart, Outcome::Ok) => shopper.cart_items += 1,
             // A placed order empties the cart; a refused one may have left it as it was.
             (Operation::Checkout, _) => shopper.cart_items = 0,
             _ => {}
         }
-        outcome
+        let confirmed = operation == Operation::Checkout
+            && outcome == Outcome::Ok
+            && serde_json::from_slice::<Value>(&body)
+                .is_ok_and(|order| order["status"] == "CONFIRMED");
+        (outcome, confirmed)
     }
 }
 
@@ -379,17 +420,37 @@ async fn in_stock(http: &reqwest::Client, gateway: &str, products: Vec<String>) 
     buyable
 }
 
-fn outcome_of(result: Result<reqwest::Response, reqwest::Error>) -> Outcome {
-    match result {
-        Ok(response) if response.status().is_success() => Outcome::Ok,
-        Ok(response) if response.status().is_client_error() => Outcome::Rejected,
-        _ => Outcome::Error,
-    }
+/// How an answer ends an operation, and its body. The body is always read, as a client
+/// would: a connection whose answer was left unread cannot carry the next request.
+async fn outcome_of(
+    result: Result<reqwest::Response, reqwest::Error>,
+) -> (Outcome, axum::body::Bytes) {
+    let Ok(response) = result else {
+        return (Outcome::Error, axum::body::Bytes::new());
+    };
+    let status = response.status();
+    let Ok(body) = response.bytes().await else {
+        return (Outcome::Error, axum::body::Bytes::new());
+    };
+    let outcome = if status.is_success() {
+        Outcome::Ok
+    } else if status.is_client_error() {
+        Outcome::Rejected
+    } else {
+        Outcome::Error
+    };
+    (outcome, body)
 }
 
 /// `comb load`.
 pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let mix = parse_mix(&args.mix)?;
+    let mix = match &args.get {
+        Some(path) if !path.starts_with('/') => {
+            bail!("--get takes a path on the gateway starting with /, e.g. /api/v1/products")
+        }
+        Some(_) => vec![(Operation::Get, 1)],
+        None => parse_mix(&args.mix)?,
+    };
     if args.users == 0 && args.rate.is_none() {
         bail!("--users must be at least 1");
     }
@@ -398,21 +459,27 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("--rate must be a positive number of operations per second");
     }
+    let layout = Layout::new(&args.data_dir.data_dir)?;
+    let local = running_launcher(&layout)?;
+    let local_gateway = local.as_ref().and_then(|state| state.gateway_url.clone());
     let gateway = match &args.gateway {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => {
-            let layout = Layout::new(&args.data_dir.data_dir)?;
-            running_launcher(&layout)?
-                .and_then(|state| state.gateway_url)
-                .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned())
-        }
+        None => local_gateway
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned()),
     };
-    let store = Arc::new(Store::connect(gateway.clone()).await?);
+    // Whose CPU to count: the system running from --data-dir, when it is the one loaded.
+    let system = local.filter(|_| local_gateway.as_deref() == Some(gateway.as_str()));
+    let store = Arc::new(Store::connect(gateway.clone(), args.get.clone()).await?);
     let stats: SharedStats = Arc::default();
     // Open-loop shoppers sign in before the clock starts, so setup is not counted as wait.
     let pool = match args.rate {
         Some(_) => shopper_pool(&store, SHOPPER_POOL).await?,
         None => Vec::new(),
+    };
+    let cpu_before = match &system {
+        Some(state) => Some(CpuSnapshot::of(&fetch_status(state).await?)),
+        None => None,
     };
     let started = Instant::now();
     let end = started + args.duration;
@@ -427,7 +494,14 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
         progress.abort();
     }
     let elapsed = started.elapsed();
-    let summary = summarize(&stats, elapsed, &args, &gateway);
+    let cpu = match (&system, cpu_before) {
+        (Some(state), Some(before)) => {
+            let after = CpuSnapshot::of(&fetch_status(state).await?);
+            Some(before.used_until(&after))
+        }
+        _ => None,
+    };
+    let summary = summarize(&stats, elapsed, &args, &gateway, cpu);
     // With --json the document goes to stdout and the table to stderr, for people.
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -465,8 +539,8 @@ async fn closed_loop(
             while Instant::now() < end {
                 let operation = choose(&mix);
                 let began = Instant::now();
-                let outcome = store.perform(operation, &mut shopper).await;
-                record(&stats, operation, began.elapsed(), outcome);
+                let (outcome, confirmed) = store.perform(operation, &mut shopper).await;
+                record_done(&stats, operation, began.elapsed(), outcome, confirmed);
                 store.next_visit(operation, &mut shopper).await;
             }
         });
@@ -536,15 +610,15 @@ async fn open_loop(
                 Operation::AddToCart | Operation::Checkout | Operation::Orders
             ) {
                 let mut shopper = shopper.lock().await;
-                let outcome = store.perform(operation, &mut shopper).await;
-                record(&stats, operation, intended.elapsed(), outcome);
+                let (outcome, confirmed) = store.perform(operation, &mut shopper).await;
+                record_done(&stats, operation, intended.elapsed(), outcome, confirmed);
                 store.next_visit(operation, &mut shopper).await;
             } else {
                 let mut anonymous = Shopper {
                     token: String::new(),
                     cart_items: 0,
                 };
-                let outcome = store.perform(operation, &mut anonymous).await;
+                let (outcome, _) = store.perform(operation, &mut anonymous).await;
                 record(&stats, operation, intended.elapsed(), outcome);
             }
         });
@@ -611,6 +685,9 @@ pub struct Figures {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// Checkouts answered with a CONFIRMED order (checkout only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<u64>,
 }
 
 /// What `comb load --json` prints.
@@ -624,6 +701,76 @@ pub struct Summary {
     pub duration_s: f64,
     pub operations: BTreeMap<String, Figures>,
     pub total: Figures,
+    /// The CPU the system's processes used during the run, when the gateway loaded is the
+    /// one of the system running from `--data-dir`.
+    pub cpu: Option<CpuReport>,
+}
+
+/// Where the CPU of a run went.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    /// CPU seconds of every process of the system (instances and launcher).
+    pub seconds: f64,
+    /// The same, as cores kept busy on average over the run.
+    pub cores: f64,
+    /// The operation each figure `per_operation_us` is per: the only kind of operation the
+    /// run did; null for a mix, whose CPU is reported for the whole run only.
+    pub operation: Option<String>,
+    /// CPU microseconds per operation, summed over the system's processes.
+    pub per_operation_us: Option<f64>,
+    /// For a checkout-only run: CPU microseconds per checkout answered CONFIRMED.
+    pub per_confirmed_order_us: Option<f64>,
+    /// Per service (and `launcher`), summed over its instances.
+    pub services: BTreeMap<String, ServiceCpu>,
+    /// Instances that restarted or went away during the run: their old process's last
+    /// CPU is not counted.
+    pub restarted: Vec<String>,
+}
+
+/// One service's share of a run's CPU.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceCpu {
+    pub seconds: f64,
+    pub per_operation_us: Option<f64>,
+}
+
+impl CpuReport {
+    fn new(used: CpuUse, seconds: f64, operations: &BTreeMap<String, Figures>) -> Self {
+        let only = match operations.len() {
+            1 => operations.iter().next(),
+            _ => None,
+        };
+        let count = only
+            .map(|(_, figures)| figures.count)
+            .filter(|count| *count > 0);
+        let per = |cpu: f64, count: Option<u64>| count.map(|count| cpu * 1e6 / count as f64);
+        let total = used.total_seconds();
+        Self {
+            seconds: total,
+            cores: if seconds > 0.0 { total / seconds } else { 0.0 },
+            operation: only.map(|(name, _)| name.clone()),
+            per_operation_us: per(total, count),
+            per_confirmed_order_us: per(
+                total,
+                only.and_then(|(_, figures)| figures.confirmed)
+                    .filter(|confirmed| *confirmed > 0),
+            ),
+            services: used
+                .services
+                .into_iter()
+                .map(|(service, cpu)| {
+                    (
+                        service,
+                        ServiceCpu {
+                            seconds: cpu,
+                            per_operation_us: per(cpu, count),
+                        },
+                    )
+                })
+                .collect(),
+            restarted: used.restarted,
+        }
+    }
 }
 
 fn figures(
@@ -632,6 +779,7 @@ fn figures(
     errors: u64,
     rejected: u64,
     seconds: f64,
+    confirmed: Option<u64>,
 ) -> Figures {
     let ms = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
     Figures {
@@ -648,10 +796,17 @@ fn figures(
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
         max_ms: histogram.max() as f64 / 1000.0,
+        confirmed,
     }
 }
 
-fn summarize(stats: &SharedStats, elapsed: Duration, args: &LoadArgs, gateway: &str) -> Summary {
+fn summarize(
+    stats: &SharedStats,
+    elapsed: Duration,
+    args: &LoadArgs,
+    gateway: &str,
+    cpu: Option<CpuUse>,
+) -> Summary {
     let stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
     let seconds = elapsed.as_secs_f64();
     let mut all = Tally::new();
@@ -661,6 +816,7 @@ fn summarize(stats: &SharedStats, elapsed: Duration, args: &LoadArgs, gateway: &
         all.count += tally.count;
         all.errors += tally.errors;
         all.rejected += tally.rejected;
+        all.confirmed += tally.confirmed;
         operations.insert(
             operation.name().to_owned(),
             figures(
@@ -669,9 +825,11 @@ fn summarize(stats: &SharedStats, elapsed: Duration, args: &LoadArgs, gateway: &
                 tally.errors,
                 tally.rejected,
                 seconds,
+                (*operation == Operation::Checkout).then_some(tally.confirmed),
             ),
         );
     }
+    let cpu = cpu.map(|used| CpuReport::new(used, seconds, &operations));
     Summary {
         gateway: gateway.to_owned(),
         mode: if args.rate.is_some() {
@@ -689,7 +847,12 @@ fn summarize(stats: &SharedStats, elapsed: Duration, args: &LoadArgs, gateway: &
             all.errors,
             all.rejected,
             seconds,
+            stats
+                .tallies
+                .contains_key(&Operation::Checkout)
+                .then_some(all.confirmed),
         ),
+        cpu,
     }
 }
 
@@ -742,7 +905,67 @@ fn table(summary: &Summary) -> String {
         row(name, figures);
     }
     row("total", &summary.total);
+    if let Some(confirmed) = summary.total.confirmed {
+        let _ = writeln!(
+            out,
+            "confirmed orders: {confirmed} ({:.1} per s)",
+            confirmed as f64 / summary.duration_s.max(f64::EPSILON)
+        );
+    }
+    if let Some(cpu) = &summary.cpu {
+        cpu_table(&mut out, cpu);
+    }
     out
+}
+
+/// The CPU section of the table: per service, and per operation when the run had one kind.
+fn cpu_table(out: &mut String, cpu: &CpuReport) {
+    use std::fmt::Write as _;
+    let per = match (&cpu.operation, cpu.per_operation_us) {
+        (Some(operation), Some(us)) => format!("; {us:.0} µs per {operation}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\nCPU of the system's processes: {:.2} s ({:.2} cores){per}",
+        cpu.seconds, cpu.cores
+    );
+    if let Some(us) = cpu.per_confirmed_order_us {
+        let _ = writeln!(out, "  {us:.0} µs per confirmed order");
+    }
+    let unit = match &cpu.operation {
+        Some(operation) if cpu.per_operation_us.is_some() => format!("µs per {operation}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:>7} {:>14}",
+        "service", "cpu s", "share", unit
+    );
+    let mut services: Vec<_> = cpu.services.iter().collect();
+    services.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+    for (service, used) in services {
+        let share = if cpu.seconds > 0.0 {
+            used.seconds / cpu.seconds * 100.0
+        } else {
+            0.0
+        };
+        let per = used
+            .per_operation_us
+            .map_or_else(String::new, |us| format!("{us:.0}"));
+        let _ = writeln!(
+            out,
+            "{service:<16} {:>8.2} {:>6.0}% {per:>14}",
+            used.seconds, share
+        );
+    }
+    if !cpu.restarted.is_empty() {
+        let _ = writeln!(
+            out,
+            "restarted during the run (their earlier process is not counted): {}",
+            cpu.restarted.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -775,7 +998,7 @@ mod tests {
         for micros in 1..=1000u64 {
             histogram.record(micros * 1000).expect("recorded");
         }
-        let figures = figures(&histogram, 1000, 3, 2, 10.0);
+        let figures = figures(&histogram, 1000, 3, 2, 10.0, None);
         assert!((figures.p50_ms - 500.0).abs() < 1.0, "{figures:?}");
         assert!((figures.p99_ms - 990.0).abs() < 1.0, "{figures:?}");
         assert_eq!(figures.throughput_per_s, 100.0);

@@ -39,6 +39,9 @@ pub struct SystemStatus {
     pub started_at: String,
     /// Every instance is ready.
     pub ready: bool,
+    /// CPU time (user + system) the launcher itself has used, in seconds.
+    #[serde(default)]
+    pub launcher_cpu_seconds: Option<f64>,
     pub instances: Vec<InstanceStatus>,
 }
 
@@ -243,6 +246,7 @@ async fn status(State(control): State<Control>) -> Json<SystemStatus> {
         data_dir: control.data_dir.clone(),
         started_at: control.state.started_at.clone(),
         ready: control.supervisor.all_ready() && !control.supervisor.is_stopping(),
+        launcher_cpu_seconds: crate::cpu::process_cpu_seconds(control.state.pid),
         instances: control.supervisor.status(),
     })
 }

@@ -57,6 +57,9 @@ pub struct InstanceStatus {
     pub uptime_secs: Option<f64>,
     /// How the previous process ended, e.g. "killed by signal 9".
     pub last_exit: Option<String>,
+    /// CPU time (user + system) the current process has used, in seconds.
+    #[serde(default)]
+    pub cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -197,6 +200,7 @@ impl Supervisor {
                     .started
                     .map(|started| started.elapsed().as_secs_f64()),
                 last_exit: entry.runtime.last_exit.clone(),
+                cpu_seconds: entry.runtime.pid.and_then(crate::cpu::process_cpu_seconds),
             })
             .collect()
     }
