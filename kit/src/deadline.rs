@@ -6,9 +6,6 @@
 use std::future::Future;
 use std::time::Duration;
 
-use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use tokio::time::Instant;
 
 tokio::task_local! {
@@ -55,19 +52,6 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 pub fn format_grpc_timeout(timeout: Duration) -> String {
     let millis = timeout.as_millis().clamp(1, 99_999_999);
     format!("{millis}m")
-}
-
-/// Axum middleware: a request carrying `grpc-timeout` runs under that deadline.
-pub async fn propagate(request: Request, next: Next) -> Response {
-    let timeout = request
-        .headers()
-        .get(GRPC_TIMEOUT)
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout);
-    match timeout {
-        Some(timeout) => within(Instant::now() + timeout, next.run(request)).await,
-        None => next.run(request).await,
-    }
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ pub async fn read_outbox(
     limit: i64,
 ) -> Result<Vec<Event>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT seq, id, type, subject, time, traceparent, data FROM outbox WHERE seq > $1 ORDER BY seq LIMIT $2",
+        "SELECT seq, id, type, subject, time, traceparent, data FROM outbox WHERE seq > $1 ORDER BY seq LIMIT CAST($2 AS BIGINT)",
     )
     .bind(after)
     .bind(limit)
@@ -220,8 +220,6 @@ pub async fn read_outbox(
         .collect()
 }
 
-/// How often a waiting feed read looks for new events.
-const FEED_POLL: Duration = Duration::from_millis(50);
 const MAX_READ: u32 = 500;
 const MAX_WAIT_MS: u32 = 30_000;
 
@@ -231,6 +229,14 @@ async fn outbox_head(db: &Database) -> Result<i64, sqlx::Error> {
         .fetch_one(db.pool())
         .await?;
     Ok(head.unwrap_or(0))
+}
+
+/// Commits a transaction that published events, and tells the service's feed and caches
+/// at once (instead of at their next look).
+pub async fn commit(db: &Database, tx: Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+    tx.commit().await?;
+    db.changed();
+    Ok(())
 }
 
 /// Serves a service's outbox as a feed.
@@ -249,25 +255,39 @@ impl EventFeed for Feed {
         let request = request.into_inner();
         let limit = i64::from(request.limit.clamp(1, MAX_READ));
         let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
-        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut versions = self.db.watch_data_version();
         loop {
+            // What this instance knew of the outbox before reading it.
+            let known = versions.borrow_and_update().outbox;
             let events = read_outbox(&self.db, &self.source, request.after, limit)
                 .await
                 .map_err(|error| {
                     tracing::error!(%error, "reading the outbox failed");
                     Status::unavailable("the outbox cannot be read right now")
                 })?;
-            if !events.is_empty() || started.elapsed() >= wait {
-                let head = outbox_head(&self.db).await.map_err(|error| {
-                    tracing::error!(%error, "reading the outbox failed");
-                    Status::unavailable("the outbox cannot be read right now")
-                })?;
+            let out_of_time = tokio::time::Instant::now() >= deadline;
+            if !events.is_empty() || out_of_time {
+                let head = match events.last() {
+                    Some(last) => last.seq.max(versions.borrow().outbox),
+                    None => outbox_head(&self.db).await.map_err(|error| {
+                        tracing::error!(%error, "reading the outbox failed");
+                        Status::unavailable("the outbox cannot be read right now")
+                    })?,
+                };
                 return Ok(Response::new(proto::ReadResponse {
                     events: events.iter().map(Event::to_proto).collect(),
                     head,
                 }));
             }
-            tokio::time::sleep(FEED_POLL).await;
+            // Nothing new: wait until the outbox moves past both the reader and what was
+            // known when it was read, or the wait ends.
+            let past = known.max(request.after);
+            let _ = tokio::time::timeout_at(
+                deadline,
+                versions.wait_for(|version| version.outbox > past),
+            )
+            .await;
         }
     }
 }
@@ -627,7 +647,7 @@ impl Consumer {
             record_handled(&mut tx, event, &self.producer).await?;
         }
         advance(&mut tx, &self.producer, event.seq).await?;
-        tx.commit().await?;
+        commit(&self.db, tx).await?;
         Ok(())
     }
 

@@ -7,8 +7,10 @@
 //! - [`telemetry`]: JSON log lines carrying service, instance and trace, OpenTelemetry
 //!   spans exported over OTLP, Prometheus metrics with request counts and latency
 //!   histograms per route;
-//! - [`trace`]: W3C trace context through HTTP, gRPC calls and events;
+//! - [`trace`]: W3C trace context through HTTP, gRPC calls and events, and the spans'
+//!   ids; [`otlp`] exports finished spans;
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
+//!   [`changes`] tells when its data moved on, for event feeds and read caches;
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
 //!   graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot take and
 //!   [`faults`] injects latency and errors for chaos experiments;
@@ -20,6 +22,7 @@
 //! - [`events`]: the transactional outbox, the inbox, and the embedded event feed;
 //! - [`nats`]: the same events relayed through NATS JetStream.
 
+pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod events;
 pub mod faults;
 pub mod grpc;
 pub mod nats;
+pub mod otlp;
 pub mod overload;
 pub mod problem;
 pub mod server;

@@ -6,10 +6,15 @@
 //! with `$1`-style parameters, which SQLite and PostgreSQL both accept, and a service
 //! branches on [`Database::backend`] only where the SQL really differs (full-text search,
 //! upserts, locking).
+//!
+//! A `LIMIT` takes its parameter as `LIMIT CAST($n AS BIGINT)`: SQLite plans a statement
+//! whose `LIMIT` is a bare parameter for the value bound, so it prepares it again on every
+//! run (the cost of the whole query again).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::AnyPool;
@@ -18,6 +23,9 @@ use sqlx::pool::PoolOptions;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, SqlSafeStr};
+use tokio::sync::watch;
+
+use crate::changes::{Changes, DataVersion};
 
 /// Why storage could not be opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +86,8 @@ pub struct Migrations {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// How far the data has moved on; shared by every clone of this handle.
+    changes: Arc<Changes>,
     backend: Backend,
     url: String,
     /// The SQLite file, which replicas of a service share.
@@ -152,6 +162,7 @@ impl Database {
             .map_err(connect_error)?;
         Ok(Self {
             pool,
+            changes: Arc::default(),
             backend: Backend::Sqlite,
             url: url.to_owned(),
             sqlite_file: Some(file),
@@ -179,6 +190,7 @@ impl Database {
             .map_err(connect_error)?;
         Ok(Self {
             pool,
+            changes: Arc::default(),
             backend: Backend::Postgres,
             url: url.to_owned(),
             sqlite_file: None,
@@ -192,6 +204,27 @@ impl Database {
     /// The pool, for queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The newest version of the data this instance knows of (see [`crate::changes`]).
+    pub fn data_version(&self) -> DataVersion {
+        self.changes.current(&self.pool)
+    }
+
+    /// Every new version of the data, as it is seen.
+    pub fn watch_data_version(&self) -> watch::Receiver<DataVersion> {
+        self.changes.subscribe(&self.pool)
+    }
+
+    /// Tells the version's watcher that this instance just committed a change, so feed
+    /// readers and caches hear of it now rather than at the next poll.
+    pub fn changed(&self) {
+        self.changes.nudge();
+    }
+
+    /// Reads the version now: after a write its writer's next read must see.
+    pub async fn refresh_data_version(&self) -> Result<DataVersion, sqlx::Error> {
+        self.changes.refresh(&self.pool).await
     }
 
     /// Opens the database at `url` and brings its schema up to date: what every service

@@ -10,29 +10,29 @@
 //! by route (the gRPC method for gRPC calls), method and status.
 
 use std::fmt;
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use http::HeaderValue;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::field::{Empty, Field, Visit};
+use tracing::{Event, Instrument, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, ServiceConfig};
+use crate::otlp::{ExportConfig, Exporter};
+use crate::trace::{
+    Sampler, SpanLayer, SpanRecord, TRACERESPONSE, follow_headers, grpc_server_error, grpc_status,
+    untraced,
+};
 
 /// Latency histogram buckets in seconds: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -61,20 +61,19 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
             filter: config.log_filter.clone(),
             source,
         })?;
-    let provider = TRACER_PROVIDER.get_or_init(|| tracer_provider(config));
+    let env = |name: &str| std::env::var(name).ok();
+    let sampler = *SAMPLER.get_or_init(|| Sampler::from_env(env));
+    let exporter = EXPORTER.get_or_init(|| start_exporter(config, env)).clone();
     let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("comb")));
+        .with(SpanLayer::new(sampler, exporter));
     let result = match config.log_format {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines {
-                        service: config.service.clone(),
-                        instance: config.instance.clone(),
-                    })
-                    .with_writer(std::io::stdout),
-            )
+            .with(JsonLogLayer::new(
+                &config.service,
+                &config.instance,
+                std::io::stdout,
+            ))
             .try_init(),
         LogFormat::Text => registry
             .with(
@@ -91,125 +90,199 @@ pub fn init(config: &ServiceConfig) -> Result<(), TelemetryError> {
     Ok(())
 }
 
-static TRACER_PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+static EXPORTER: OnceLock<Option<Arc<Exporter>>> = OnceLock::new();
 
-/// Whether spans should leave the process: an OTLP endpoint is set and the SDK is not
-/// switched off.
-fn otlp_configured(env: impl Fn(&str) -> Option<String>) -> bool {
-    let set = |name: &str| env(name).is_some_and(|value| !value.trim().is_empty());
-    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|value| value.eq_ignore_ascii_case("true"))
-        || env("OTEL_TRACES_EXPORTER").is_some_and(|value| value.eq_ignore_ascii_case("none"));
-    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+/// The sampler this process decides with (OpenTelemetry's default until [`init`]).
+pub fn sampler() -> Sampler {
+    SAMPLER.get().copied().unwrap_or_default()
 }
 
-/// The process's tracer provider: ids for every span, and a batching OTLP/HTTP exporter
-/// when one is configured (the exporter reads the other `OTEL_*` variables itself:
-/// headers, timeout, batch delay).
-fn tracer_provider(config: &ServiceConfig) -> SdkTracerProvider {
-    let resource = Resource::builder()
-        .with_service_name(config.service.clone())
-        .with_attribute(KeyValue::new(
-            "service.instance.id",
-            config.instance.clone(),
-        ))
-        .build();
-    let builder = SdkTracerProvider::builder().with_resource(resource);
-    if !otlp_configured(|name| std::env::var(name).ok()) {
-        return builder.build();
-    }
-    match opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .build()
-    {
-        Ok(exporter) => builder.with_batch_exporter(exporter).build(),
-        Err(error) => {
+/// The OTLP exporter, when the standard variables ask for one.
+fn start_exporter(
+    config: &ServiceConfig,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<Arc<Exporter>> {
+    let export = match ExportConfig::from_env(env, &config.service, &config.instance)? {
+        Ok(export) => export,
+        Err(why) => {
             eprintln!(
-                "comb: spans will not be exported: the OTLP exporter could not start ({error}); check OTEL_EXPORTER_OTLP_ENDPOINT"
+                "comb: spans will not be exported: {why}; check the OTEL_EXPORTER_OTLP_* variables"
             );
-            builder.build()
+            return None;
+        }
+    };
+    match Exporter::start(export) {
+        Ok(exporter) => Some(exporter),
+        Err(error) => {
+            eprintln!("comb: spans will not be exported: the exporter could not start ({error})");
+            None
         }
     }
 }
 
-/// Sends the spans still waiting in the exporter's batch; called when the instance stops.
-pub fn flush_traces() {
-    if let Some(provider) = TRACER_PROVIDER.get()
-        && let Err(error) = provider.force_flush()
-    {
-        tracing::debug!(%error, "spans could not be flushed");
+/// Sends the spans still waiting to be exported; called when the instance stops.
+pub async fn flush_traces() {
+    if let Some(Some(exporter)) = EXPORTER.get() {
+        exporter.flush(Duration::from_secs(2)).await;
     }
 }
 
-/// Writes each event as one JSON object: time, level, service, instance, target, message,
-/// the trace and span it belongs to, and the event's fields.
-struct JsonLines {
+/// Writes each event as one JSON line: time, level, service, instance, target, the trace
+/// and span it belongs to, the message (`msg`) and the event's fields. A line is built in
+/// one buffer and leaves in one write; span fields are never formatted for logs.
+pub struct JsonLogLayer<W> {
     service: String,
     instance: String,
+    make_writer: W,
 }
 
-impl<S, N> FormatEvent<S, N> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        _ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let mut line = Map::new();
-        let now = time::OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        line.insert("ts".into(), Value::String(now));
-        line.insert(
-            "level".into(),
-            Value::String(event.metadata().level().to_string()),
-        );
-        line.insert("service".into(), Value::String(self.service.clone()));
-        line.insert("instance".into(), Value::String(self.instance.clone()));
-        line.insert(
-            "target".into(),
-            Value::String(event.metadata().target().to_owned()),
-        );
-        if let Some((trace_id, span_id)) = crate::trace::ids(&tracing::Span::current()) {
-            line.insert("trace_id".into(), Value::String(trace_id));
-            line.insert("span_id".into(), Value::String(span_id));
+impl<W> JsonLogLayer<W> {
+    pub fn new(service: &str, instance: &str, make_writer: W) -> Self {
+        Self {
+            service: service.to_owned(),
+            instance: instance.to_owned(),
+            make_writer,
         }
-        event.record(&mut JsonFields(&mut line));
-        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
     }
 }
 
-struct JsonFields<'a>(&'a mut Map<String, Value>);
+/// Keys every line has; an event field of the same name is left out.
+const RESERVED_KEYS: &[&str] = &[
+    "ts", "level", "service", "instance", "target", "trace_id", "span_id",
+];
+
+impl<S, W> tracing_subscriber::Layer<S> for JsonLogLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        LINE.with(|line| {
+            let Ok(mut line) = line.try_borrow_mut() else {
+                return;
+            };
+            line.clear();
+            let metadata = event.metadata();
+            let now = time::OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            line.push_str("{\"ts\":");
+            push_json_str(&mut line, &now);
+            line.push_str(",\"level\":\"");
+            line.push_str(metadata.level().as_str());
+            line.push_str("\",\"service\":");
+            push_json_str(&mut line, &self.service);
+            line.push_str(",\"instance\":");
+            push_json_str(&mut line, &self.instance);
+            line.push_str(",\"target\":");
+            push_json_str(&mut line, metadata.target());
+            let span = event
+                .parent()
+                .and_then(|id| ctx.span(id))
+                .or_else(|| ctx.lookup_current());
+            if let Some(context) =
+                span.and_then(|span| span.extensions().get::<SpanRecord>().map(|r| r.context))
+            {
+                use std::fmt::Write as _;
+                let _ = write!(
+                    line,
+                    ",\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\"",
+                    context.trace_id, context.span_id
+                );
+            }
+            event.record(&mut JsonFields(&mut line));
+            line.push_str("}\n");
+            let _ = std::io::Write::write_all(&mut self.make_writer.make_writer(), line.as_bytes());
+            // A line that once held a huge field does not keep its memory.
+            if line.capacity() > 64 * 1024 {
+                *line = String::new();
+            }
+        });
+    }
+}
+
+/// Appends `text` as a JSON string.
+fn push_json_str(line: &mut String, text: &str) {
+    line.push('"');
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        line.push_str(&text[start..index]);
+        if escaped.is_empty() {
+            use std::fmt::Write as _;
+            let _ = write!(line, "\\u{byte:04x}");
+        } else {
+            line.push_str(escaped);
+        }
+        start = index + 1;
+    }
+    line.push_str(&text[start..]);
+    line.push('"');
+}
+
+/// Appends an event's fields as `,"key":value`; the message is `msg`.
+struct JsonFields<'a>(&'a mut String);
 
 impl JsonFields<'_> {
-    fn insert(&mut self, field: &Field, value: Value) {
+    fn key(&mut self, field: &Field) -> bool {
         let name = match field.name() {
             "message" => "msg",
             other => other,
         };
-        self.0.insert(name.to_owned(), value);
+        if RESERVED_KEYS.contains(&name) {
+            return false;
+        }
+        self.0.push(',');
+        push_json_str(self.0, name);
+        self.0.push(':');
+        true
     }
 }
 
 impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.insert(field, Value::String(value.to_owned()));
+        if self.key(field) {
+            push_json_str(self.0, value);
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.insert(field, Value::from(value));
+        if self.key(field) {
+            use std::fmt::Write as _;
+            let _ = write!(self.0, "{value}");
+        }
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.insert(field, Value::from(value));
+        if self.key(field) {
+            use std::fmt::Write as _;
+            let _ = write!(self.0, "{value}");
+        }
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.insert(field, Value::from(value));
+        if self.key(field) {
+            if value.is_finite() {
+                use std::fmt::Write as _;
+                let _ = write!(self.0, "{value}");
+            } else {
+                self.0.push_str("null");
+            }
+        }
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.insert(field, Value::from(value));
+        if self.key(field) {
+            self.0.push_str(if value { "true" } else { "false" });
+        }
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         let mut text = value.to_string();
@@ -219,10 +292,14 @@ impl Visit for JsonFields<'_> {
             text.push_str(&cause.to_string());
             source = cause.source();
         }
-        self.insert(field, Value::String(text));
+        if self.key(field) {
+            push_json_str(self.0, &text);
+        }
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.insert(field, Value::String(format!("{value:?}")));
+        if self.key(field) {
+            push_json_str(self.0, &format!("{value:?}"));
+        }
     }
 }
 
@@ -269,8 +346,29 @@ fn describe_red_metrics() {
     );
 }
 
-/// Axum middleware recording the RED metrics of every request.
-pub async fn record_red(request: Request, next: Next) -> Response {
+/// The route label of requests no route matched.
+const UNMATCHED: &str = "unmatched";
+/// The gRPC status of a call to a method the service does not have.
+const GRPC_UNIMPLEMENTED: u16 = 12;
+
+/// The header carrying a request's id; every answer has one.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// The longest request id taken from a caller; a longer one is replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// Axum middleware: what the kit observes of every request, in one pass.
+/// - the request id: the caller's `x-request-id`, or a new one, on the request and its answer;
+/// - the trace: a server span continuing the caller's `traceparent` (or starting a trace),
+///   named by the route or RPC, never a raw path; the answer's `traceresponse` names it.
+///   Probes, scrapes and feed reads are not traced;
+/// - the deadline: a gRPC caller's `grpc-timeout` bounds everything done for the call;
+/// - RED metrics by route (the method for gRPC), method and status;
+/// - one access log line: method, path (never the query, which may carry personal data),
+///   status, duration and request id. Probes, scrapes and internal gRPC calls log at debug
+///   level, so the info log shows what callers asked for.
+pub async fn observe(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let matched = request
         .extensions()
@@ -279,76 +377,115 @@ pub async fn record_red(request: Request, next: Next) -> Response {
     // Only a call to a gRPC service this instance serves is labelled by its method: label
     // values must come from a bounded set, never from whatever path a client sends.
     let grpc = is_grpc(&request) && matched.is_some();
-    let mut route = if grpc {
-        request.uri().path().to_owned()
-    } else {
-        matched.unwrap_or_else(|| UNMATCHED.to_owned())
-    };
+    let path = request.uri().path().to_owned();
     let method = if grpc {
-        "grpc".to_owned()
+        "grpc"
     } else {
-        request.method().as_str().to_owned()
+        request.method().as_str()
+    }
+    .to_owned();
+    let route = match (grpc, matched) {
+        (true, _) => path.clone(),
+        (false, Some(matched)) => matched,
+        (false, None) => UNMATCHED.to_owned(),
     };
-    let response = next.run(request).await;
-    let status = if grpc {
-        // A failed unary call answers trailers-only, so its status is in the headers; a
-        // successful one carries grpc-status 0 in trailers.
-        let code = response
-            .headers()
-            .get("grpc-status")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("0")
-            .to_owned();
-        if code == GRPC_UNIMPLEMENTED {
-            route = UNMATCHED.to_owned();
+    let request_id = match request
+        .headers()
+        .get(REQUEST_ID)
+        .filter(|value| value.len() <= MAX_REQUEST_ID && value.to_str().is_ok())
+    {
+        Some(id) => id.clone(),
+        None => {
+            let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"));
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
         }
-        code
+    };
+    let timeout = request
+        .headers()
+        .get(crate::deadline::GRPC_TIMEOUT)
+        .and_then(|value| value.to_str().ok())
+        .and_then(crate::deadline::parse_grpc_timeout);
+    let quiet = grpc || matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics");
+    let span = if untraced(&path) {
+        tracing::Span::none()
     } else {
-        response.status().as_u16().to_string()
+        let name = if grpc {
+            path.trim_start_matches('/').to_owned()
+        } else if route == UNMATCHED {
+            method.clone()
+        } else {
+            format!("{method} {route}")
+        };
+        let span = tracing::info_span!(
+            "request",
+            otel.name = %name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = if grpc { "grpc" } else { "" },
+            http.request.method = %method,
+            http.route = %if grpc { name.as_str() } else { route.as_str() },
+            http.response.status_code = Empty,
+            rpc.grpc.status_code = Empty,
+            request_id = request_id.to_str().unwrap_or_default(),
+        );
+        follow_headers(&span, request.headers());
+        span
+    };
+    let work = next.run(request).instrument(span.clone());
+    let mut response = match timeout {
+        Some(timeout) => crate::deadline::within(tokio::time::Instant::now() + timeout, work).await,
+        None => work.await,
+    };
+    let status = response.status().as_u16();
+    let grpc_code = if grpc {
+        Some(grpc_status(&response).unwrap_or(0))
+    } else {
+        None
+    };
+    span.record("http.response.status_code", status);
+    if let Some(code) = grpc_code {
+        span.record("rpc.grpc.status_code", code);
+    }
+    if status >= 500 || grpc_code.is_some_and(grpc_server_error) {
+        span.record("otel.status_code", "ERROR");
+    }
+    let headers = response.headers_mut();
+    if let Some(context) = crate::trace::context(&span)
+        && let Ok(value) = HeaderValue::from_str(&context.traceparent())
+    {
+        headers.insert(TRACERESPONSE, value);
+    }
+    headers.insert(REQUEST_ID, request_id.clone());
+
+    let elapsed = started.elapsed();
+    // A call to a method this service does not have is labelled like an unknown route.
+    let route = if grpc_code == Some(GRPC_UNIMPLEMENTED) {
+        UNMATCHED.to_owned()
+    } else {
+        route
+    };
+    let status_label = match grpc_code {
+        Some(code) => code.to_string(),
+        None => status.to_string(),
     };
     metrics::histogram!(
         "http_server_request_duration_seconds",
         "route" => route.clone(),
         "method" => method.clone(),
     )
-    .record(started.elapsed().as_secs_f64());
+    .record(elapsed.as_secs_f64());
     metrics::counter!(
         "http_server_requests_total",
         "route" => route,
-        "method" => method,
-        "status" => status,
+        "method" => method.clone(),
+        "status" => status_label,
     )
     .increment(1);
-    response
-}
-
-/// The route label of requests no route matched.
-const UNMATCHED: &str = "unmatched";
-/// The gRPC status of a call to a method the service does not have.
-const GRPC_UNIMPLEMENTED: &str = "12";
-
-/// The header carrying a request's id; every answer has one.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Axum middleware writing one access log line per request: method, path (never the
-/// query, which may carry personal data), status, duration and request id. Probes,
-/// scrapes and internal gRPC calls log at debug level, so the info log shows what callers
-/// asked for.
-pub async fn access_log(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let internal = is_grpc(&request) && request.extensions().get::<MatchedPath>().is_some();
-    let quiet = internal || matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    let request_id = request_id.to_str().unwrap_or_default();
+    let _entered = span.enter();
     if quiet {
         tracing::debug!(target: "access", %method, %path, status, duration_ms, %request_id, "request");
     } else {
@@ -364,4 +501,67 @@ pub fn is_grpc<B>(request: &http::Request<B>) -> bool {
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/grpc"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A log sink tests can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("sink").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'w self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn log_lines_are_json_with_service_trace_and_fields() {
+        let sink = Captured::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(SpanLayer::new(Sampler::default(), None))
+            .with(JsonLogLayer::new("catalog", "catalog-1", sink.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request");
+            let _entered = span.enter();
+            tracing::info!(
+                status = 404u64,
+                took_ms = 1.5,
+                path = "/say \"hi\"\n",
+                ok = false,
+                level = "shadowed",
+                "not found"
+            );
+        });
+        let text = String::from_utf8(sink.0.lock().expect("sink").clone()).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value =
+            serde_json::from_str(text.trim_end()).expect("one JSON object");
+        assert_eq!(line["service"], "catalog");
+        assert_eq!(line["instance"], "catalog-1");
+        assert_eq!(line["level"], "INFO");
+        assert_eq!(line["msg"], "not found");
+        assert_eq!(line["status"], 404);
+        assert_eq!(line["took_ms"], 1.5);
+        assert_eq!(line["path"], "/say \"hi\"\n");
+        assert_eq!(line["ok"], false);
+        assert_eq!(line["trace_id"].as_str().map(str::len), Some(32));
+        assert_eq!(line["span_id"].as_str().map(str::len), Some(16));
+        assert!(line["ts"].as_str().is_some_and(|ts| ts.ends_with('Z')));
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
+use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -39,32 +39,43 @@ impl LogSink {
         let layout = layout.clone();
         let color = console && std::io::stdout().is_terminal();
         let writer = tokio::spawn(async move {
-            let mut files: HashMap<String, File> = HashMap::new();
+            let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
             let mut colors: HashMap<String, usize> = HashMap::new();
-            while let Some(line) = received.recv().await {
-                if !files.contains_key(&line.instance) {
-                    let path = layout.instance_log(&line.instance);
-                    match OpenOptions::new().create(true).append(true).open(&path) {
-                        Ok(file) => {
-                            files.insert(line.instance.clone(), file);
+            while let Some(first) = received.recv().await {
+                // Lines that arrived together are written together, then flushed, so a
+                // busy system costs one write per file per batch rather than per line.
+                let mut next = Some(first);
+                while let Some(line) = next {
+                    if !files.contains_key(&line.instance) {
+                        let path = layout.instance_log(&line.instance);
+                        match OpenOptions::new().create(true).append(true).open(&path) {
+                            Ok(file) => {
+                                files.insert(line.instance.clone(), BufWriter::new(file));
+                            }
+                            Err(error) => {
+                                eprintln!("comb | cannot write {}: {error}", path.display());
+                            }
                         }
-                        Err(error) => eprintln!("comb | cannot write {}: {error}", path.display()),
                     }
+                    if let Some(file) = files.get_mut(&line.instance) {
+                        let _ = writeln!(file, "{}", line.text);
+                    }
+                    if console {
+                        let next = colors.len();
+                        let color_index = *colors.entry(line.instance.clone()).or_insert(next);
+                        println!(
+                            "{}",
+                            prefixed(
+                                &line.instance,
+                                &render(&line.text),
+                                color.then_some(color_index)
+                            )
+                        );
+                    }
+                    next = received.try_recv().ok();
                 }
-                if let Some(file) = files.get_mut(&line.instance) {
-                    let _ = writeln!(file, "{}", line.text);
-                }
-                if console {
-                    let next = colors.len();
-                    let color_index = *colors.entry(line.instance.clone()).or_insert(next);
-                    println!(
-                        "{}",
-                        prefixed(
-                            &line.instance,
-                            &render(&line.text),
-                            color.then_some(color_index)
-                        )
-                    );
+                for file in files.values_mut() {
+                    let _ = file.flush();
                 }
             }
         });

@@ -11,11 +11,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{span, status};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{Span, span, status};
 use prost::Message;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -65,11 +64,84 @@ pub struct TraceSummary {
     pub error: bool,
 }
 
+/// The parts of an OTLP export the collector reads at once. Every instance exports all
+/// the time, so a span is decoded only as far as lists and trees need; its attributes stay
+/// encoded until someone opens its trace.
+mod lite {
+    use axum::body::Bytes;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::Status;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Export {
+        #[prost(message, repeated, tag = "1")]
+        pub(super) resource_spans: Vec<ResourceSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ResourceSpans {
+        #[prost(message, optional, tag = "1")]
+        pub(super) resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub(super) scope_spans: Vec<ScopeSpans>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct ScopeSpans {
+        /// Each span still encoded.
+        #[prost(bytes = "bytes", repeated, tag = "2")]
+        pub(super) spans: Vec<Bytes>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub(super) struct Span {
+        #[prost(bytes = "bytes", tag = "1")]
+        pub(super) trace_id: Bytes,
+        #[prost(bytes = "bytes", tag = "2")]
+        pub(super) span_id: Bytes,
+        #[prost(bytes = "bytes", tag = "4")]
+        pub(super) parent_span_id: Bytes,
+        #[prost(string, tag = "5")]
+        pub(super) name: String,
+        #[prost(int32, tag = "6")]
+        pub(super) kind: i32,
+        #[prost(fixed64, tag = "7")]
+        pub(super) start_time_unix_nano: u64,
+        #[prost(fixed64, tag = "8")]
+        pub(super) end_time_unix_nano: u64,
+        #[prost(message, optional, tag = "15")]
+        pub(super) status: Option<Status>,
+    }
+}
+
+/// Who sent a batch of spans.
+#[derive(Debug)]
+struct Origin {
+    service: String,
+    instance: String,
+}
+
+/// A span as the collector keeps it.
+#[derive(Debug)]
+struct Kept {
+    span_id: u64,
+    /// 0 for a root.
+    parent_span_id: u64,
+    name: Box<str>,
+    origin: Arc<Origin>,
+    kind: &'static str,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    error: bool,
+    /// The span as it arrived, for its attributes.
+    encoded: Bytes,
+}
+
 #[derive(Debug, Default)]
 struct Traces {
-    spans: HashMap<String, Vec<SpanRecord>>,
+    spans: HashMap<u128, Vec<Kept>>,
     /// Trace ids, oldest first seen at the front.
-    order: VecDeque<String>,
+    order: VecDeque<u128>,
 }
 
 /// The recent traces, shared by the receiver and the dashboard.
@@ -97,43 +169,55 @@ impl Collector {
         self.traces.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps the spans of one OTLP export.
-    pub fn add(&self, request: &ExportTraceServiceRequest) {
-        let mut traces = self.lock();
-        for resource_spans in &request.resource_spans {
+    /// Keeps the spans of one OTLP export (protobuf); spans without valid ids are skipped.
+    pub fn add(&self, export: Bytes) -> Result<(), prost::DecodeError> {
+        let export = lite::Export::decode(export)?;
+        let mut decoded = Vec::new();
+        for resource_spans in export.resource_spans {
             let resource = resource_spans
                 .resource
                 .as_ref()
-                .map(|resource| resource.attributes.as_slice())
+                .map(|resource: &Resource| resource.attributes.as_slice())
                 .unwrap_or_default();
-            let service = attribute(resource, "service.name").unwrap_or_else(|| "unknown".into());
-            let instance = attribute(resource, "service.instance.id").unwrap_or_default();
-            for scope in &resource_spans.scope_spans {
-                for span in &scope.spans {
-                    let record = SpanRecord {
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
-                        name: span.name.clone(),
-                        service: service.clone(),
-                        instance: instance.clone(),
+            let origin = Arc::new(Origin {
+                service: attribute(resource, "service.name").unwrap_or_else(|| "unknown".into()),
+                instance: attribute(resource, "service.instance.id").unwrap_or_default(),
+            });
+            for encoded in resource_spans
+                .scope_spans
+                .into_iter()
+                .flat_map(|scope| scope.spans)
+            {
+                // Its own copy: a kept span must not hold its whole batch in memory.
+                let encoded = Bytes::copy_from_slice(&encoded);
+                let span = lite::Span::decode(encoded.clone())?;
+                let (Some(trace_id), Some(span_id)) = (id128(&span.trace_id), id64(&span.span_id))
+                else {
+                    continue;
+                };
+                decoded.push((
+                    trace_id,
+                    Kept {
+                        span_id,
+                        parent_span_id: id64(&span.parent_span_id).unwrap_or(0),
+                        name: span.name.into_boxed_str(),
+                        origin: Arc::clone(&origin),
                         kind: kind_name(span.kind),
                         start_unix_nano: span.start_time_unix_nano,
                         end_unix_nano: span.end_time_unix_nano,
                         error: span
                             .status
-                            .as_ref()
                             .is_some_and(|status| status.code == status::StatusCode::Error as i32),
-                        attributes: span
-                            .attributes
-                            .iter()
-                            .map(|pair| (pair.key.clone(), value_text(pair.value.as_ref())))
-                            .collect(),
-                    };
-                    traces.insert(record);
-                }
+                        encoded,
+                    },
+                ));
             }
         }
+        let mut traces = self.lock();
+        for (trace_id, span) in decoded {
+            traces.insert(trace_id, span);
+        }
+        Ok(())
     }
 
     /// The newest traces first, at most `limit`, only those touching `service` if given.
@@ -143,19 +227,27 @@ impl Collector {
             .order
             .iter()
             .rev()
-            .filter_map(|id| traces.spans.get(id))
-            .filter(|spans| service.is_none_or(|wanted| spans.iter().any(|s| s.service == wanted)))
+            .filter_map(|id| traces.spans.get(id).map(|spans| (*id, spans)))
+            .filter(|(_, spans)| {
+                service.is_none_or(|wanted| spans.iter().any(|s| s.origin.service == wanted))
+            })
             .take(limit)
-            .map(|spans| summarize(spans))
+            .map(|(id, spans)| summarize(id, spans))
             .collect()
     }
 
     /// A trace's spans in tree order (each parent before its children, siblings by start),
     /// with each span's depth; spans whose parent has not arrived count as roots.
     pub fn trace(&self, trace_id: &str) -> Option<Vec<(usize, SpanRecord)>> {
+        let id = parse_trace_id(trace_id)?;
         let traces = self.lock();
-        let spans = traces.spans.get(&trace_id.to_ascii_lowercase())?;
-        Some(tree_order(spans))
+        let spans = traces.spans.get(&id)?;
+        Some(
+            tree_order(spans)
+                .into_iter()
+                .map(|(depth, span)| (depth, record(id, span)))
+                .collect(),
+        )
     }
 
     /// Forwards a raw export to the configured endpoint, if any; never waits.
@@ -169,41 +261,89 @@ impl Collector {
 }
 
 impl Traces {
-    fn insert(&mut self, record: SpanRecord) {
-        if !self.spans.contains_key(&record.trace_id) {
-            self.order.push_back(record.trace_id.clone());
+    fn insert(&mut self, trace_id: u128, span: Kept) {
+        if !self.spans.contains_key(&trace_id) {
+            self.order.push_back(trace_id);
             while self.order.len() > KEPT_TRACES {
                 if let Some(oldest) = self.order.pop_front() {
                     self.spans.remove(&oldest);
                 }
             }
         }
-        let spans = self.spans.entry(record.trace_id.clone()).or_default();
+        let spans = self.spans.entry(trace_id).or_default();
         // A batch sent again must not list a span twice.
-        if spans.len() < SPANS_PER_TRACE && !spans.iter().any(|s| s.span_id == record.span_id) {
-            spans.push(record);
+        if spans.len() < SPANS_PER_TRACE && !spans.iter().any(|s| s.span_id == span.span_id) {
+            spans.push(span);
         }
     }
 }
 
-fn summarize(spans: &[SpanRecord]) -> TraceSummary {
-    let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
+fn id128(bytes: &[u8]) -> Option<u128> {
+    let id = u128::from_be_bytes(bytes.try_into().ok()?);
+    (id != 0).then_some(id)
+}
+
+fn id64(bytes: &[u8]) -> Option<u64> {
+    let id = u64::from_be_bytes(bytes.try_into().ok()?);
+    (id != 0).then_some(id)
+}
+
+/// A trace id as the dashboard writes it (32 hex digits, any case).
+fn parse_trace_id(text: &str) -> Option<u128> {
+    (text.len() == 32)
+        .then(|| u128::from_str_radix(text, 16).ok())
+        .flatten()
+}
+
+/// The dashboard's view of a kept span, its attributes decoded.
+fn record(trace_id: u128, span: &Kept) -> SpanRecord {
+    let attributes = Span::decode(span.encoded.clone())
+        .map(|full| {
+            full.attributes
+                .iter()
+                .map(|pair| (pair.key.clone(), value_text(pair.value.as_ref())))
+                .collect()
+        })
+        .unwrap_or_default();
+    SpanRecord {
+        trace_id: format!("{trace_id:032x}"),
+        span_id: format!("{:016x}", span.span_id),
+        parent_span_id: if span.parent_span_id == 0 {
+            String::new()
+        } else {
+            format!("{:016x}", span.parent_span_id)
+        },
+        name: span.name.to_string(),
+        service: span.origin.service.clone(),
+        instance: span.origin.instance.clone(),
+        kind: span.kind,
+        start_unix_nano: span.start_unix_nano,
+        end_unix_nano: span.end_unix_nano,
+        error: span.error,
+        attributes,
+    }
+}
+
+fn summarize(trace_id: u128, spans: &[Kept]) -> TraceSummary {
+    let ids: HashSet<u64> = spans.iter().map(|span| span.span_id).collect();
     let root = spans
         .iter()
-        .filter(|span| !ids.contains(span.parent_span_id.as_str()))
+        .filter(|span| !ids.contains(&span.parent_span_id))
         .min_by_key(|span| span.start_unix_nano);
     let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(0);
     let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(start);
-    let mut services: Vec<String> = spans.iter().map(|span| span.service.clone()).collect();
+    let mut services: Vec<String> = spans
+        .iter()
+        .map(|span| span.origin.service.clone())
+        .collect();
     services.sort();
     services.dedup();
     TraceSummary {
-        trace_id: spans
-            .first()
-            .map(|span| span.trace_id.clone())
+        trace_id: format!("{trace_id:032x}"),
+        name: root.map(|span| span.name.to_string()).unwrap_or_default(),
+        service: root
+            .map(|span| span.origin.service.clone())
             .unwrap_or_default(),
-        name: root.map(|span| span.name.clone()).unwrap_or_default(),
-        service: root.map(|span| span.service.clone()).unwrap_or_default(),
         start_unix_nano: start,
         duration_ms: end.saturating_sub(start) as f64 / 1e6,
         span_count: spans.len(),
@@ -212,43 +352,36 @@ fn summarize(spans: &[SpanRecord]) -> TraceSummary {
     }
 }
 
-fn tree_order(spans: &[SpanRecord]) -> Vec<(usize, SpanRecord)> {
-    let ids: HashSet<&str> = spans.iter().map(|span| span.span_id.as_str()).collect();
-    let mut children: HashMap<&str, Vec<&SpanRecord>> = HashMap::new();
+fn tree_order(spans: &[Kept]) -> Vec<(usize, &Kept)> {
+    let ids: HashSet<u64> = spans.iter().map(|span| span.span_id).collect();
+    let mut children: HashMap<u64, Vec<&Kept>> = HashMap::new();
     let mut roots = Vec::new();
     for span in spans {
-        if ids.contains(span.parent_span_id.as_str()) {
-            children
-                .entry(span.parent_span_id.as_str())
-                .or_default()
-                .push(span);
+        if ids.contains(&span.parent_span_id) {
+            children.entry(span.parent_span_id).or_default().push(span);
         } else {
             roots.push(span);
         }
     }
-    let by_start = |list: &mut Vec<&SpanRecord>| list.sort_by_key(|span| span.start_unix_nano);
+    let by_start = |list: &mut Vec<&Kept>| list.sort_by_key(|span| span.start_unix_nano);
     by_start(&mut roots);
     for list in children.values_mut() {
         by_start(list);
     }
     let mut ordered = Vec::with_capacity(spans.len());
-    let mut visited: HashSet<&str> = HashSet::new();
-    let mut stack: Vec<(usize, &SpanRecord)> = roots.into_iter().rev().map(|s| (0, s)).collect();
+    let mut visited: HashSet<u64> = HashSet::new();
+    let mut stack: Vec<(usize, &Kept)> = roots.into_iter().rev().map(|s| (0, s)).collect();
     while let Some((depth, span)) = stack.pop() {
         // A span naming itself (or a cycle) as its parent is shown once, never looped over.
-        if !visited.insert(span.span_id.as_str()) {
+        if !visited.insert(span.span_id) {
             continue;
         }
-        ordered.push((depth, span.clone()));
-        if let Some(list) = children.get(span.span_id.as_str()) {
+        ordered.push((depth, span));
+        if let Some(list) = children.get(&span.span_id) {
             stack.extend(list.iter().rev().map(|child| (depth + 1, *child)));
         }
     }
     ordered
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn kind_name(kind: i32) -> &'static str {
@@ -298,17 +431,13 @@ pub async fn receive(
         )
             .into_response();
     }
-    let request = match ExportTraceServiceRequest::decode(body.clone()) {
-        Ok(request) => request,
-        Err(error) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("the body is not an OTLP ExportTraceServiceRequest: {error}"),
-            )
-                .into_response();
-        }
-    };
-    collector.add(&request);
+    if let Err(error) = collector.add(body.clone()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("the body is not an OTLP ExportTraceServiceRequest: {error}"),
+        )
+            .into_response();
+    }
     collector.forward(body);
     (
         [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -413,10 +542,16 @@ impl Forward {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     use super::*;
+
+    fn add(collector: &Collector, request: &ExportTraceServiceRequest) {
+        collector
+            .add(Bytes::from(request.encode_to_vec()))
+            .expect("a valid export");
+    }
 
     fn text(key: &str, value: &str) -> KeyValue {
         KeyValue {
@@ -472,21 +607,30 @@ mod tests {
     async fn spans_from_several_services_make_one_trace_in_tree_order() {
         let collector = Collector::new(None);
         // The child's batch arrives before its parent's, as exports race.
-        collector.add(&export(
-            "orders",
-            vec![
-                span(1, 3, Some(2), 20, "CreateOrder"),
-                span(1, 4, Some(3), 30, "fail"),
-            ],
-        ));
-        collector.add(&export(
-            "gateway",
-            vec![
-                span(1, 2, None, 10, "POST /api/v1/orders"),
-                span(1, 5, Some(2), 15, "auth"),
-            ],
-        ));
-        collector.add(&export("catalog", vec![span(9, 1, None, 5, "GET")]));
+        add(
+            &collector,
+            &export(
+                "orders",
+                vec![
+                    span(1, 3, Some(2), 20, "CreateOrder"),
+                    span(1, 4, Some(3), 30, "fail"),
+                ],
+            ),
+        );
+        add(
+            &collector,
+            &export(
+                "gateway",
+                vec![
+                    span(1, 2, None, 10, "POST /api/v1/orders"),
+                    span(1, 5, Some(2), 15, "auth"),
+                ],
+            ),
+        );
+        add(
+            &collector,
+            &export("catalog", vec![span(9, 1, None, 5, "GET")]),
+        );
 
         let recent = collector.recent(None, 10);
         assert_eq!(recent.len(), 2);
@@ -522,7 +666,7 @@ mod tests {
             for round in 0..8u64 {
                 let mut request = export("catalog", vec![span(trace, 1, None, 1, "GET")]);
                 request.resource_spans[0].scope_spans[0].spans[0].trace_id[0] = round as u8;
-                collector.add(&request);
+                add(&collector, &request);
             }
         }
         assert_eq!(collector.recent(None, usize::MAX).len(), KEPT_TRACES);

@@ -102,7 +102,7 @@ impl CatalogStore {
             "SELECT ",
             product_columns!(),
             " FROM products WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR category = $2) AND id > $3",
-            " ORDER BY id LIMIT $4"
+            " ORDER BY id LIMIT CAST($4 AS BIGINT)"
         ))
         .bind(kind)
         .bind(category)
@@ -178,7 +178,7 @@ impl CatalogStore {
             Backend::Sqlite => {
                 sqlx::query(concat!(
                     "WITH hits AS (SELECT rowid AS hit, bm25(products_fts, 10.0, 5.0, 1.0, 3.0) AS score",
-                    " FROM products_fts WHERE products_fts MATCH $1 ORDER BY score LIMIT $2)",
+                    " FROM products_fts WHERE products_fts MATCH $1 ORDER BY score LIMIT CAST($2 AS BIGINT))",
                     " SELECT ",
                     product_columns!(),
                     " FROM products JOIN hits ON products.rowid = hits.hit ORDER BY hits.score, id"
@@ -190,7 +190,7 @@ impl CatalogStore {
                     "SELECT ",
                     product_columns!(),
                     " FROM products, to_tsquery('english', $1) AS q WHERE search @@ q",
-                    " ORDER BY ts_rank(search, q) DESC, id LIMIT $2"
+                    " ORDER BY ts_rank(search, q) DESC, id LIMIT CAST($2 AS BIGINT)"
                 ))
                 .bind(query.to_tsquery())
             }
@@ -243,7 +243,7 @@ impl CatalogStore {
             &changed(&product.id, draft),
         )
         .await?;
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         Ok(product)
     }
 
@@ -286,7 +286,7 @@ impl CatalogStore {
             };
             publish(&self.db, &mut tx, contract::PRICE_CHANGED, &price).await?;
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         self.get(id).await
     }
 

@@ -104,7 +104,7 @@ impl InventoryStore {
         .execute(&mut *tx)
         .await?;
         announce_level(&self.db, &mut tx, sku).await?;
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         Ok(())
     }
 
@@ -223,7 +223,7 @@ impl InventoryStore {
                 for line in &found.lines {
                     announce_level(&self.db, &mut tx, &line.sku).await?;
                 }
-                tx.commit().await?;
+                events::commit(&self.db, tx).await?;
                 Ok(Reservation {
                     status: Status::Committed,
                     ..found
@@ -281,7 +281,7 @@ impl InventoryStore {
     /// many expired.
     pub async fn expire_due(&self, now_ms: i64, batch: i64) -> Result<usize, StoreError> {
         let due: Vec<String> = sqlx::query_scalar(
-            "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at_ms <= $1 LIMIT $2",
+            "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at_ms <= $1 LIMIT CAST($2 AS BIGINT)",
         )
         .bind(now_ms)
         .bind(batch)

@@ -204,7 +204,7 @@ impl Notifications for MailboxApi {
         };
         let rows = sqlx::query(
             "SELECT id, recipient, kind, email, subject, body, created_at_ms FROM messages
-             ORDER BY created_at_ms DESC, id DESC LIMIT $1",
+             ORDER BY created_at_ms DESC, id DESC LIMIT CAST($1 AS BIGINT)",
         )
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())

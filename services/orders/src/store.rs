@@ -185,7 +185,7 @@ impl OrderStore {
         if created {
             events::publish(&self.db, &mut tx, placed).await?;
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         let stored = self
             .by_key(&order.owner, &order.idempotency_key)
             .await?
@@ -221,7 +221,7 @@ impl OrderStore {
     /// The owner's orders, newest first.
     pub async fn list(&self, owner: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders WHERE owner = $1 ORDER BY created_at_ms DESC, id DESC LIMIT $2"
+            "SELECT {COLUMNS} FROM orders WHERE owner = $1 ORDER BY created_at_ms DESC, id DESC LIMIT CAST($2 AS BIGINT)"
         )))
         .bind(owner)
         .bind(limit)
@@ -264,7 +264,7 @@ impl OrderStore {
         if let Some(event) = event {
             events::publish(&self.db, &mut tx, event).await?;
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         Ok(true)
     }
 

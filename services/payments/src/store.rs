@@ -143,7 +143,7 @@ impl PaymentStore {
                 self.publish(&mut tx, kind, payment).await?;
             }
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         self.get(&payment.payment_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("payment {} vanished", payment.payment_id)))
@@ -192,7 +192,7 @@ impl PaymentStore {
             self.publish(&mut tx, contract::PAYMENT_REFUNDED, &current)
                 .await?;
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         Ok(Payment {
             status: to,
             ..current

@@ -116,7 +116,7 @@ impl Recommendations for RecommendationsApi {
             limit => limit.min(MAX_LIMIT),
         };
         let rows = sqlx::query(
-            "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT $2",
+            "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT CAST($2 AS BIGINT)",
         )
         .bind(request.product_id.as_str())
         .bind(i64::from(limit))

@@ -228,7 +228,7 @@ impl Reports for ReportsApi {
         let top_products = sqlx::query(
             "SELECT product_id, MAX(title) AS title, SUM(quantity) AS quantity, SUM(revenue_minor) AS revenue_minor
              FROM product_sales WHERE day >= $1 AND day <= $2
-             GROUP BY product_id ORDER BY SUM(quantity) DESC, product_id LIMIT $3",
+             GROUP BY product_id ORDER BY SUM(quantity) DESC, product_id LIMIT CAST($3 AS BIGINT)",
         )
         .bind(from.as_str())
         .bind(to.as_str())

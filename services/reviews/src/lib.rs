@@ -199,7 +199,7 @@ impl Reviews for ReviewsApi {
         kit_events::publish(&self.db, &mut tx, &posted)
             .await
             .map_err(internal)?;
-        tx.commit().await.map_err(internal)?;
+        kit_events::commit(&self.db, tx).await.map_err(internal)?;
         tracing::info!(review = %review.id, product = %review.product_id, rating = review.rating, "review posted");
         Ok(Response::new(proto::Review {
             created_at: rfc3339_from_ms(now),

@@ -144,7 +144,7 @@ pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error
             if marked.rows_affected() == 1 {
                 publish(db, &mut tx, kind, &shipment).await?;
             }
-            tx.commit().await?;
+            events::commit(db, tx).await?;
         }
     }
     Ok(())

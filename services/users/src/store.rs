@@ -80,7 +80,7 @@ impl UserStore {
             _ => StoreError::Database(error),
         })?;
         kit_events::publish(&self.db, &mut tx, &registered).await?;
-        tx.commit().await?;
+        kit_events::commit(&self.db, tx).await?;
         Ok(())
     }
 
