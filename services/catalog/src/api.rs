@@ -3,24 +3,39 @@
 
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_server::Catalog;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use comb_kit::changes::DataVersion;
 use comb_kit::problem::FieldError;
 use tonic::{Request, Response, Status};
 
+use crate::cache::{ListKey, ReadCache};
 use crate::domain::{
     Cursor, DEFAULT_PAGE_SIZE, ListFilter, MAX_PAGE_SIZE, Money, Product, ProductDraft,
     ProductInput, ProductKind, SearchQuery, is_slug,
 };
 use crate::store::{CatalogStore, MAX_BATCH, StoreError};
 
-/// The gRPC face of the catalog.
+/// The gRPC face of the catalog. Reads are answered from the read cache while the
+/// catalog's data version stands, and a caller holding an answer of the current version
+/// (`if_version`) is told it is not modified.
 #[derive(Debug, Clone)]
 pub struct CatalogApi {
     store: CatalogStore,
+    cache: Arc<ReadCache>,
 }
 
 impl CatalogApi {
     pub fn new(store: CatalogStore) -> Self {
-        Self { store }
+        Self {
+            store,
+            cache: Arc::default(),
+        }
+    }
+
+    fn version(&self) -> DataVersion {
+        self.store.database().data_version()
     }
 }
 
@@ -50,6 +65,23 @@ impl Catalog for CatalogApi {
         if !errors.is_empty() {
             return Err(invalid(&errors));
         }
+        let version = self.version();
+        if request.if_version == version.tag() {
+            return Ok(Response::new(proto::ListProductsResponse {
+                version: version.tag(),
+                not_modified: true,
+                ..Default::default()
+            }));
+        }
+        let key = ListKey {
+            kind: request.kind,
+            category: request.category.clone(),
+            limit,
+            cursor: request.cursor.clone(),
+        };
+        if let Some(answer) = self.cache.list(version, &key) {
+            return Ok(Response::new((*answer).clone()));
+        }
         let filter = ListFilter {
             kind,
             category: Some(request.category).filter(|category| !category.is_empty()),
@@ -57,13 +89,17 @@ impl Catalog for CatalogApi {
             after,
         };
         let page = self.store.list(&filter).await.map_err(store_status)?;
-        Ok(Response::new(proto::ListProductsResponse {
+        let answer = proto::ListProductsResponse {
             items: page.items.into_iter().map(product_to_proto).collect(),
             next_cursor: page
                 .next_cursor
                 .map(|cursor| cursor.encode())
                 .unwrap_or_default(),
-        }))
+            version: version.tag(),
+            not_modified: false,
+        };
+        self.cache.keep_list(version, key, Arc::new(answer.clone()));
+        Ok(Response::new(answer))
     }
 
     async fn get_product(
@@ -71,6 +107,10 @@ impl Catalog for CatalogApi {
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
         let id = request.into_inner().id;
+        let version = self.version();
+        if let Some(product) = self.cache.product(version, &id) {
+            return Ok(Response::new((*product).clone()));
+        }
         let found = if is_product_id(&id) {
             self.store.get(&id).await.map_err(store_status)?
         } else {
@@ -86,6 +126,7 @@ impl Catalog for CatalogApi {
                         count: u32::try_from(count).unwrap_or(u32::MAX),
                     }
                 });
+                self.cache.keep_product(version, Arc::new(reply.clone()));
                 Ok(Response::new(reply))
             }
             None => Err(Status::not_found(format!(
@@ -106,9 +147,43 @@ impl Catalog for CatalogApi {
             )]));
         }
         let ids: Vec<String> = ids.into_iter().filter(|id| is_product_id(id)).collect();
-        let products = self.store.get_many(&ids).await.map_err(store_status)?;
+        // Products this instance has read lately come from the cache, the rest from the
+        // database; the answer keeps the order asked. Batches carry no rating.
+        let version = self.version();
+        let mut found: Vec<Option<proto::Product>> = ids
+            .iter()
+            .map(|id| {
+                self.cache
+                    .product(version, id)
+                    .map(|product| proto::Product {
+                        rating: None,
+                        ..(*product).clone()
+                    })
+            })
+            .collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut read: HashMap<String, proto::Product> = self
+                .store
+                .get_many(&missing)
+                .await
+                .map_err(store_status)?
+                .into_iter()
+                .map(|product| (product.id.clone(), product_to_proto(product)))
+                .collect();
+            for (id, slot) in ids.iter().zip(found.iter_mut()) {
+                if slot.is_none() {
+                    *slot = read.remove(id);
+                }
+            }
+        }
         Ok(Response::new(proto::GetProductsResponse {
-            items: products.into_iter().map(product_to_proto).collect(),
+            items: found.into_iter().flatten().collect(),
         }))
     }
 
@@ -125,22 +200,50 @@ impl Catalog for CatalogApi {
         let Some(query) = query.filter(|_| errors.is_empty()) else {
             return Err(invalid(&errors));
         };
+        let version = self.version();
+        if request.if_version == version.tag() {
+            return Ok(Response::new(proto::SearchProductsResponse {
+                version: version.tag(),
+                not_modified: true,
+                ..Default::default()
+            }));
+        }
+        let key = (request.query, limit);
+        if let Some(answer) = self.cache.search(version, &key) {
+            return Ok(Response::new((*answer).clone()));
+        }
         let products = self
             .store
             .search(&query, limit)
             .await
             .map_err(store_status)?;
-        Ok(Response::new(proto::SearchProductsResponse {
+        let answer = proto::SearchProductsResponse {
             items: products.into_iter().map(product_to_proto).collect(),
-        }))
+            version: version.tag(),
+            not_modified: false,
+        };
+        self.cache
+            .keep_search(version, key, Arc::new(answer.clone()));
+        Ok(Response::new(answer))
     }
 
     async fn list_categories(
         &self,
-        _request: Request<proto::ListCategoriesRequest>,
+        request: Request<proto::ListCategoriesRequest>,
     ) -> Result<Response<proto::ListCategoriesResponse>, Status> {
+        let version = self.version();
+        if request.into_inner().if_version == version.tag() {
+            return Ok(Response::new(proto::ListCategoriesResponse {
+                version: version.tag(),
+                not_modified: true,
+                ..Default::default()
+            }));
+        }
+        if let Some(answer) = self.cache.categories(version) {
+            return Ok(Response::new((*answer).clone()));
+        }
         let categories = self.store.categories().await.map_err(store_status)?;
-        Ok(Response::new(proto::ListCategoriesResponse {
+        let answer = proto::ListCategoriesResponse {
             items: categories
                 .into_iter()
                 .map(|category| proto::Category {
@@ -150,7 +253,12 @@ impl Catalog for CatalogApi {
                     product_count: category.product_count,
                 })
                 .collect(),
-        }))
+            version: version.tag(),
+            not_modified: false,
+        };
+        self.cache
+            .keep_categories(version, Arc::new(answer.clone()));
+        Ok(Response::new(answer))
     }
 
     async fn create_product(

@@ -3,6 +3,7 @@
 //! the gateway puts it on the public REST API.
 
 pub mod api;
+pub mod cache;
 pub mod domain;
 pub mod ratings;
 pub mod store;

@@ -244,6 +244,7 @@ impl CatalogStore {
         )
         .await?;
         events::commit(&self.db, tx).await?;
+        self.seen_own_write().await;
         Ok(product)
     }
 
@@ -287,7 +288,16 @@ impl CatalogStore {
             publish(&self.db, &mut tx, contract::PRICE_CHANGED, &price).await?;
         }
         events::commit(&self.db, tx).await?;
+        self.seen_own_write().await;
         self.get(id).await
+    }
+
+    /// Moves this instance's data version past a write it just committed, so its next
+    /// read (and its caches) see the write.
+    async fn seen_own_write(&self) {
+        if let Err(error) = self.db.refresh_data_version().await {
+            tracing::warn!(%error, "cannot read the data version after a write; caches catch up at the next poll");
+        }
     }
 
     async fn check_category(&self, draft: &ProductDraft) -> Result<(), StoreError> {

@@ -11,8 +11,12 @@ use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use axum::body::Bytes;
+use axum::response::Response;
+
 use crate::GatewayState;
 use crate::openapi::Problem as ProblemDoc;
+use crate::rendered::{Rendered, json};
 use crate::params::{Checks, query, truncate};
 
 /// The longest search text accepted, in characters.
@@ -168,7 +172,7 @@ pub struct SearchParams {
 pub async fn list_products(
     State(state): State<GatewayState>,
     params: Result<Query<ListProductsParams>, QueryRejection>,
-) -> Result<Json<ProductList>, Problem> {
+) -> Result<Response, Problem> {
     let params = query(params)?;
     let mut checks = Checks::default();
     let limit = checks.limit(params.limit.as_deref());
@@ -205,21 +209,40 @@ pub async fn list_products(
         );
     }
     checks.finish()?;
+    let kind = kind.map_or(proto::ProductKind::Unspecified, ProductKind::to_proto) as i32;
+    let key = format!("products?kind={kind}&category={category}&limit={limit}&cursor={cursor}");
+    let held = state.rendered.get(&key);
     let request = proto::ListProductsRequest {
-        kind: kind.map_or(proto::ProductKind::Unspecified, ProductKind::to_proto) as i32,
+        kind,
         category,
         limit,
         cursor,
+        if_version: held.as_ref().map_or(0, |held| held.version),
     };
     let response = client(&state)
         .list_products(request)
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
-    Ok(Json(ProductList {
+    if response.not_modified {
+        return held
+            .map(Rendered::into_json)
+            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
+    }
+    let body = render(&ProductList {
         items: products(response.items)?,
         next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
-    }))
+    })?;
+    state.rendered.keep(key, response.version, body.clone());
+    Ok(json(body))
+}
+
+/// An answer as JSON bytes.
+fn render<T: Serialize>(answer: &T) -> Result<Bytes, Problem> {
+    serde_json::to_vec(answer).map(Bytes::from).map_err(|error| {
+        tracing::error!(%error, "an answer could not be rendered as JSON");
+        Problem::internal()
+    })
 }
 
 /// One product.
@@ -315,7 +338,7 @@ pub struct ProductDetail {
 pub async fn search_products(
     State(state): State<GatewayState>,
     params: Result<Query<SearchParams>, QueryRejection>,
-) -> Result<Json<ProductList>, Problem> {
+) -> Result<Response, Problem> {
     let params = query(params)?;
     let mut checks = Checks::default();
     let limit = checks.limit(params.limit.as_deref());
@@ -330,15 +353,28 @@ pub async fn search_products(
         );
     }
     checks.finish()?;
+    let key = format!("search?limit={limit}&q={text}");
+    let held = state.rendered.get(&key);
     let response = client(&state)
-        .search_products(proto::SearchProductsRequest { query: text, limit })
+        .search_products(proto::SearchProductsRequest {
+            query: text,
+            limit,
+            if_version: held.as_ref().map_or(0, |held| held.version),
+        })
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
-    Ok(Json(ProductList {
+    if response.not_modified {
+        return held
+            .map(Rendered::into_json)
+            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
+    }
+    let body = render(&ProductList {
         items: products(response.items)?,
         next_cursor: None,
-    }))
+    })?;
+    state.rendered.keep(key, response.version, body.clone());
+    Ok(json(body))
 }
 
 /// Every category, by kind and name.
@@ -351,14 +387,21 @@ pub async fn search_products(
         (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
-pub async fn list_categories(
-    State(state): State<GatewayState>,
-) -> Result<Json<CategoryList>, Problem> {
+pub async fn list_categories(State(state): State<GatewayState>) -> Result<Response, Problem> {
+    const KEY: &str = "categories";
+    let held = state.rendered.get(KEY);
     let response = client(&state)
-        .list_categories(proto::ListCategoriesRequest {})
+        .list_categories(proto::ListCategoriesRequest {
+            if_version: held.as_ref().map_or(0, |held| held.version),
+        })
         .await
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
+    if response.not_modified {
+        return held
+            .map(Rendered::into_json)
+            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
+    }
     let items = response
         .items
         .into_iter()
@@ -372,10 +415,12 @@ pub async fn list_categories(
             })
         })
         .collect::<Result<_, Problem>>()?;
-    Ok(Json(CategoryList {
+    let body = render(&CategoryList {
         items,
         next_cursor: None,
-    }))
+    })?;
+    state.rendered.keep(KEY.to_owned(), response.version, body.clone());
+    Ok(json(body))
 }
 
 /// Product ids are opaque to clients, but always short and made of letters, digits,

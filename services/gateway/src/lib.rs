@@ -12,6 +12,7 @@ pub mod messages;
 pub mod openapi;
 pub mod orders;
 mod params;
+pub mod rendered;
 pub mod reports;
 pub mod reviews;
 pub mod shop;
@@ -50,6 +51,8 @@ pub struct GatewayState {
     pub shipping: Option<Arc<Upstream>>,
     pub users: Arc<Upstream>,
     pub verifier: Arc<Verifier>,
+    /// Catalog answers already rendered, kept while the catalog's version stands.
+    pub rendered: Arc<rendered::RenderedCache>,
 }
 
 impl GatewayState {
@@ -80,6 +83,7 @@ impl GatewayState {
             orders: Arc::new(orders),
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,
+            rendered: Arc::default(),
         })
     }
 }

@@ -119,6 +119,7 @@ async fn refuses_bad_input((mut client, _server, _db): Connected) {
         .search_products(proto::SearchProductsRequest {
             query: "nul\0byte".into(),
             limit: 5,
+            ..Default::default()
         })
         .await;
     assert!(
@@ -129,6 +130,7 @@ async fn refuses_bad_input((mut client, _server, _db): Connected) {
         .search_products(proto::SearchProductsRequest {
             query: "x".repeat(10_000),
             limit: 10,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -198,4 +200,175 @@ async fn grpc_admin_creates_and_updates() {
         "{}",
         status.message()
     );
+}
+
+fn page_of_books() -> proto::ListProductsRequest {
+    proto::ListProductsRequest {
+        kind: proto::ProductKind::Book as i32,
+        limit: 3,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_caller_holding_the_current_answer_is_told_it_is_not_modified() {
+    let (mut client, _server, _db) = client().await;
+    let first = client
+        .list_products(page_of_books())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(first.version, 0);
+    assert!(!first.not_modified);
+    let again = client
+        .list_products(proto::ListProductsRequest {
+            if_version: first.version,
+            ..page_of_books()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.not_modified, "{again:?}");
+    assert!(again.items.is_empty());
+    assert_eq!(again.version, first.version);
+    let stale = client
+        .list_products(proto::ListProductsRequest {
+            if_version: first.version ^ 1,
+            ..page_of_books()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!stale.not_modified);
+    assert_eq!(stale.items, first.items);
+    let categories = client
+        .list_categories(proto::ListCategoriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let unchanged = client
+        .list_categories(proto::ListCategoriesRequest {
+            if_version: categories.version,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(unchanged.not_modified && unchanged.items.is_empty());
+}
+
+#[tokio::test]
+async fn a_write_is_read_back_at_once_and_changes_the_version() {
+    let (mut client, _server, _db) = client().await;
+    let before = client
+        .list_products(page_of_books())
+        .await
+        .unwrap()
+        .into_inner();
+    let product = before.items[0].clone();
+    // Read through the cache first, so a stale entry would show.
+    let cached = client
+        .get_product(proto::GetProductRequest {
+            id: product.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cached.title, product.title);
+    let mut draft = proto::ProductDraft {
+        sku: product.sku.clone(),
+        kind: product.kind,
+        title: format!("{} (revised)", product.title),
+        creators: product.creators.clone(),
+        description: product.description.clone(),
+        category: product.category.clone(),
+        tags: product.tags.clone(),
+        price: product.price.clone(),
+    };
+    if let Some(price) = draft.price.as_mut() {
+        price.amount_minor += 100;
+    }
+    client
+        .update_product(proto::UpdateProductRequest {
+            id: product.id.clone(),
+            product: Some(draft),
+        })
+        .await
+        .unwrap();
+    let read = client
+        .get_product(proto::GetProductRequest {
+            id: product.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(read.title.ends_with("(revised)"), "{read:?}");
+    let after = client
+        .list_products(proto::ListProductsRequest {
+            if_version: before.version,
+            ..page_of_books()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!after.not_modified, "the write moved the version on");
+    assert_ne!(after.version, before.version);
+    assert!(after.items[0].title.ends_with("(revised)"));
+}
+
+#[tokio::test]
+async fn a_write_by_another_instance_reaches_this_ones_cache() {
+    let database = TestDatabase::sqlite();
+    let store = seeded_store(&database).await;
+    let server = TestServer::start(comb_catalog::routes(store)).await;
+    let mut reader = CatalogClient::new(
+        tonic::transport::Endpoint::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    // A second instance on the same database, as `comb scale catalog=2` runs it.
+    let other = comb_catalog::store::CatalogStore::new(
+        comb_kit::storage::Database::connect(&database.url)
+            .await
+            .unwrap(),
+    );
+    let before = reader
+        .list_products(page_of_books())
+        .await
+        .unwrap()
+        .into_inner();
+    let product = &before.items[0];
+    let draft = comb_catalog::domain::ProductDraft::parse(comb_catalog::domain::ProductInput {
+        sku: product.sku.clone(),
+        kind: "book".into(),
+        title: "Written elsewhere".into(),
+        creators: product.creators.clone(),
+        description: product.description.clone(),
+        category: product.category.clone(),
+        tags: product.tags.clone(),
+        price: comb_catalog::domain::Money {
+            amount_minor: 1234,
+            currency: "USD".into(),
+        },
+    })
+    .unwrap();
+    other.update(&product.id, &draft).await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let page = reader
+            .list_products(page_of_books())
+            .await
+            .unwrap()
+            .into_inner();
+        if page.items[0].title == "Written elsewhere" {
+            assert_ne!(page.version, before.version);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other instance's write never reached this one's cache"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

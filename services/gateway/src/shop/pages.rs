@@ -149,6 +149,7 @@ pub(super) async fn browse(
             category: query.category.clone().unwrap_or_default(),
             limit: 24,
             cursor: query.cursor.clone().unwrap_or_default(),
+            ..Default::default()
         })
         .await;
     let found = match found {
@@ -163,7 +164,7 @@ pub(super) async fn browse(
         Err(status) => return unavailable(&state.catalog.problem(&status).detail),
     };
     let categories = catalog_client(&state)
-        .list_categories(catalog::ListCategoriesRequest {})
+        .list_categories(catalog::ListCategoriesRequest::default())
         .await
         .map(|found| found.into_inner().items)
         .unwrap_or_default();
@@ -224,6 +225,7 @@ pub(super) async fn search(
         .search_products(catalog::SearchProductsRequest {
             query: words.clone(),
             limit: 24,
+            ..Default::default()
         })
         .await;
     let found = match found {
