@@ -27,7 +27,8 @@ use http::HeaderValue;
 use http_body_util::{BodyExt, Full};
 use rand::Rng;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+
+use crate::connection::{CallError, Connection};
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -39,11 +40,11 @@ use crate::trace::{grpc_server_error, grpc_status, inject_headers};
 pub enum UpstreamError {
     #[error("no instance addresses for {0}")]
     NoInstances(String),
-    #[error("{service} instance address {url:?} is not a valid URL: {source}")]
+    #[error("{service} instance address {url:?} cannot be called: {source}")]
     BadUrl {
         service: String,
         url: String,
-        source: tonic::transport::Error,
+        source: crate::connection::AddressError,
     },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -83,16 +84,11 @@ impl CallPolicy {
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Discovered {
-    urls: Vec<String>,
-}
-
 /// One instance of the upstream.
 #[derive(Debug)]
 struct Instance {
     url: String,
-    channel: Channel,
+    connection: Connection,
     in_flight: AtomicUsize,
     failures: AtomicU32,
     ejected_until: Mutex<Option<Instant>>,
@@ -148,9 +144,6 @@ pub struct Upstream {
     shared: Arc<Shared>,
 }
 
-/// How often an upstream asks the discovery endpoint for its instances.
-const DISCOVERY_EVERY: Duration = Duration::from_millis(500);
-
 impl Upstream {
     /// The upstream `service` as this instance's settings describe it: its addresses
     /// (`upstream_SERVICE`), the call timeout, and, when `discovery_url` is set (as `comb up`
@@ -170,41 +163,41 @@ impl Upstream {
     ) -> Result<Self, UpstreamError> {
         let upstream = Self::new(service, config.upstream(service)?, call_timeout)?;
         if let Some(url) = config.setting("discovery_url") {
-            upstream.follow(format!("{}/{service}", url.trim_end_matches('/')));
+            upstream.follow(url.trim_end_matches('/'));
         }
         Ok(upstream)
     }
 
-    /// Keeps the instances up to date from `url`, which answers `{"urls": [...]}` with the
-    /// ready instances. While it does not answer, the known instances stay.
-    pub fn follow(&self, url: String) {
-        let upstream = self.clone();
+    /// Keeps the instances up to date from the launcher's discovery at `url`: the ready
+    /// instances of this service, as they change. While it does not answer, or lists none,
+    /// the known instances stay.
+    pub fn follow(&self, url: &str) {
+        let shared = Arc::downgrade(&self.shared);
+        let mut snapshots = crate::discovery::watch(url);
         tokio::spawn(async move {
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap_or_default();
-            let mut last = upstream.urls();
-            loop {
-                tokio::time::sleep(DISCOVERY_EVERY).await;
-                // Stop when nothing holds the upstream but this task.
-                if Arc::strong_count(&upstream.shared) == 1 {
+            let mut last: Option<Vec<String>> = None;
+            // Ends when the upstream is dropped or discovery goes away.
+            while snapshots.changed().await.is_ok() {
+                let Some(shared) = shared.upgrade() else {
                     return;
+                };
+                let upstream = Upstream { shared };
+                let found = snapshots
+                    .borrow_and_update()
+                    .services
+                    .get(upstream.service())
+                    .cloned()
+                    .unwrap_or_default();
+                if found.is_empty() || last.as_ref() == Some(&found) || found == upstream.urls() {
+                    last = Some(found);
+                    continue;
                 }
-                let Ok(response) = client.get(&url).send().await else {
-                    continue;
-                };
-                let Ok(found) = response.json::<Discovered>().await else {
-                    continue;
-                };
-                if !found.urls.is_empty() && found.urls != last {
-                    match upstream.set_urls(&found.urls) {
-                        Ok(()) => {
-                            tracing::info!(upstream = %upstream.service(), instances = ?found.urls, "instances changed");
-                            last = found.urls;
-                        }
-                        Err(error) => tracing::warn!(%error, "discovery gave an unusable address"),
+                match upstream.set_urls(&found) {
+                    Ok(()) => {
+                        tracing::info!(upstream = %upstream.service(), instances = ?found, "instances changed");
+                        last = Some(found);
                     }
+                    Err(error) => tracing::warn!(%error, "discovery gave an unusable address"),
                 }
             }
         });
@@ -314,19 +307,15 @@ impl Upstream {
 
 fn connect(service: &str, url: &str, policy: &CallPolicy) -> Result<Arc<Instance>, UpstreamError> {
     let connect_timeout = policy.call_timeout.min(Duration::from_millis(500));
-    let channel = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| UpstreamError::BadUrl {
+    let connection =
+        Connection::new(url, connect_timeout).map_err(|source| UpstreamError::BadUrl {
             service: service.to_owned(),
             url: url.to_owned(),
             source,
-        })?
-        .connect_timeout(connect_timeout)
-        .timeout(policy.call_timeout)
-        .tcp_nodelay(true)
-        .connect_lazy();
+        })?;
     Ok(Arc::new(Instance {
         url: url.to_owned(),
-        channel,
+        connection,
         in_flight: AtomicUsize::new(0),
         failures: AtomicU32::new(0),
         ejected_until: Mutex::new(None),
@@ -365,12 +354,10 @@ fn connection_refused(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn verdict_of(
-    result: &Result<http::Response<tonic::body::Body>, tonic::transport::Error>,
-) -> Verdict {
+fn verdict_of(result: &Result<http::Response<tonic::body::Body>, CallError>) -> Verdict {
     match result {
         // Nothing listens there: the call never left, so any call may go elsewhere.
-        Err(error) if connection_refused(error) => Verdict::Unreachable,
+        Err(error) if connection_refused(error.as_ref()) => Verdict::Unreachable,
         Err(_) => Verdict::Failed,
         Ok(response) => match grpc_status(response) {
             // RESOURCE_EXHAUSTED: the callee shed the call unread.
@@ -571,16 +558,12 @@ pub struct UpstreamChannel {
     traced: bool,
 }
 
-type CallFuture = Pin<
-    Box<
-        dyn Future<Output = Result<http::Response<tonic::body::Body>, tonic::transport::Error>>
-            + Send,
-    >,
->;
+type CallFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, CallError>> + Send>>;
 
 impl tower::Service<http::Request<tonic::body::Body>> for UpstreamChannel {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
+    type Error = CallError;
     type Future = CallFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -634,7 +617,7 @@ async fn call(
     shared: Arc<Shared>,
     request: http::Request<tonic::body::Body>,
     rpc: &str,
-) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
+) -> Result<http::Response<tonic::body::Body>, CallError> {
     let service = Arc::clone(&shared.service);
     let callers_time = deadline::remaining();
     // Whether the caller's deadline, not the call timeout, bounds this call.
@@ -702,7 +685,7 @@ async fn call(
         };
         tried.insert(instance.url.clone());
         let left = deadline.saturating_duration_since(Instant::now());
-        let body = tonic::body::Body::new(Full::new(Bytes::clone(&kept)));
+        let body = Full::new(Bytes::clone(&kept));
         let mut attempt_request = http::Request::from_parts(clone_parts(&parts), body);
         if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
             attempt_request.headers_mut().insert(GRPC_TIMEOUT, value);
@@ -710,12 +693,7 @@ async fn call(
         instance.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent = {
             let _instance_slot = Slot(&instance.in_flight);
-            let mut channel = instance.channel.clone();
-            tokio::time::timeout(left, async move {
-                tower::ServiceExt::ready(&mut channel).await?;
-                tower::Service::call(&mut channel, attempt_request).await
-            })
-            .await
+            tokio::time::timeout(left, instance.connection.send(attempt_request)).await
         };
         let (result, verdict) = match sent {
             Ok(result) => {
@@ -765,7 +743,12 @@ async fn call(
             outcome.report(matches!(verdict, Verdict::Answered));
         }
         tracing::Span::current().record("attempts", attempt);
-        return result;
+        // A call that never got an answer is the callee being unavailable, whatever broke.
+        return result.map_err(|error| -> CallError {
+            Box::new(tonic::Status::unavailable(format!(
+                "{service} could not be reached: {error}"
+            )))
+        });
     }
 }
 

@@ -14,7 +14,8 @@
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
 //!   graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot take and
 //!   [`faults`] injects latency and errors for chaos experiments;
-//! - [`grpc`] and [`client`]: calls to the instances of another service, balanced, with
+//! - [`grpc`] and [`client`]: calls to the instances of another service ([`discovery`]
+//!   follows them as they come and go; [`connection`] carries the calls), balanced, with
 //!   deadlines that travel ([`deadline`]), retries, ejection, a circuit breaker and load
 //!   shedding;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors;
@@ -26,7 +27,9 @@ pub mod changes;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod deadline;
+pub mod discovery;
 pub mod events;
 pub mod faults;
 pub mod grpc;

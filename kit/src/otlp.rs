@@ -18,13 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
-use prost::Message;
+use opentelemetry_proto::tonic::trace::v1::{span, status};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::trace::{AttributeValue, FinishedSpan, SpanKind};
@@ -242,15 +236,6 @@ impl Exporter {
                 return;
             }
         };
-        let resource = Resource {
-            attributes: self
-                .config
-                .resource
-                .iter()
-                .map(|(key, value)| string_attribute(key, value.clone()))
-                .collect(),
-            ..Resource::default()
-        };
         let mut failures = 0u64;
         loop {
             let mut flushed = None;
@@ -271,7 +256,7 @@ impl Exporter {
                 if batch.is_empty() {
                     break;
                 }
-                let body = encode(&resource, batch);
+                let body = encode(&self.config.resource, &batch);
                 if let Err(why) = self.send(&client, body).await {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(100) {
@@ -321,39 +306,70 @@ impl Exporter {
     }
 }
 
-fn string_attribute(key: &str, value: String) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value)),
-        }),
-        ..KeyValue::default()
+/// Protobuf writing for the few OTLP messages sent: spans are encoded straight from the
+/// layer's records, with no intermediate message structs (an export runs for every batch
+/// of every instance, all the time).
+mod wire {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+
+    pub(super) fn bytes_field(out: &mut Vec<u8>, tag: u32, bytes: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    pub(super) fn varint_field(out: &mut Vec<u8>, tag: u32, value: u64) {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+
+    pub(super) fn fixed64_field(out: &mut Vec<u8>, tag: u32, value: u64) {
+        encode_key(tag, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    pub(super) fn fixed32_field(out: &mut Vec<u8>, tag: u32, value: u32) {
+        encode_key(tag, WireType::ThirtyTwoBit, out);
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// A length-delimited field whose contents `write` appends; the length is filled in
+    /// after, shifting the contents only when it needs more than one byte.
+    pub(super) fn message_field(out: &mut Vec<u8>, tag: u32, write: impl FnOnce(&mut Vec<u8>)) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        let at = out.len();
+        out.push(0);
+        write(out);
+        let len = out.len() - at - 1;
+        let width = encoded_len_varint(len as u64);
+        let mut prefix = Vec::with_capacity(width);
+        encode_varint(len as u64, &mut prefix);
+        out.splice(at..=at, prefix);
     }
 }
 
-/// One OTLP export request, protobuf-encoded.
-pub fn encode(resource: &Resource, batch: Vec<FinishedSpan>) -> Vec<u8> {
-    let spans = batch.into_iter().map(span_to_proto).collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(resource.clone()),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "comb".to_owned(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    ..InstrumentationScope::default()
-                }),
-                spans,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-    .encode_to_vec()
+/// The `KeyValue` of a string attribute, as an OTLP field `tag`.
+fn write_string_attribute(out: &mut Vec<u8>, tag: u32, key: &str, value: &str) {
+    wire::message_field(out, tag, |kv| {
+        wire::bytes_field(kv, 1, key.as_bytes());
+        wire::message_field(kv, 2, |any| wire::bytes_field(any, 1, value.as_bytes()));
+    });
 }
 
-fn span_to_proto(finished: FinishedSpan) -> Span {
-    let record = finished.record;
+fn write_attribute(out: &mut Vec<u8>, key: &str, value: &AttributeValue) {
+    wire::message_field(out, 9, |kv| {
+        wire::bytes_field(kv, 1, key.as_bytes());
+        wire::message_field(kv, 2, |any| match value {
+            AttributeValue::Str(text) => wire::bytes_field(any, 1, text.as_bytes()),
+            AttributeValue::Bool(flag) => wire::varint_field(any, 2, u64::from(*flag)),
+            AttributeValue::Int(number) => wire::varint_field(any, 3, *number as u64),
+            AttributeValue::Float(number) => wire::fixed64_field(any, 4, number.to_bits()),
+        });
+    });
+}
+
+fn write_span(out: &mut Vec<u8>, finished: &FinishedSpan) {
+    let record = &finished.record;
     let kind = match record.kind {
         SpanKind::Internal => span::SpanKind::Internal,
         SpanKind::Server => span::SpanKind::Server,
@@ -361,47 +377,57 @@ fn span_to_proto(finished: FinishedSpan) -> Span {
         SpanKind::Producer => span::SpanKind::Producer,
         SpanKind::Consumer => span::SpanKind::Consumer,
     };
-    Span {
-        trace_id: record.context.trace_id.to_be_bytes().to_vec(),
-        span_id: record.context.span_id.to_be_bytes().to_vec(),
-        parent_span_id: if record.parent_span_id == 0 {
-            Vec::new()
-        } else {
-            record.parent_span_id.to_be_bytes().to_vec()
-        },
+    wire::message_field(out, 2, |span| {
+        wire::bytes_field(span, 1, &record.context.trace_id.to_be_bytes());
+        wire::bytes_field(span, 2, &record.context.span_id.to_be_bytes());
+        if record.parent_span_id != 0 {
+            wire::bytes_field(span, 4, &record.parent_span_id.to_be_bytes());
+        }
+        wire::bytes_field(span, 5, record.name.as_bytes());
+        wire::varint_field(span, 6, kind as u64);
+        wire::fixed64_field(span, 7, record.start_unix_nano);
+        wire::fixed64_field(span, 8, finished.end_unix_nano.max(record.start_unix_nano));
+        for (key, value) in &record.attributes {
+            write_attribute(span, key, value);
+        }
+        if record.error {
+            wire::message_field(span, 15, |status| {
+                wire::varint_field(status, 3, status::StatusCode::Error as u64);
+            });
+        }
         // The W3C trace flags: sampled.
-        flags: u32::from(record.context.sampled),
-        name: record.name.into_owned(),
-        kind: kind as i32,
-        start_time_unix_nano: record.start_unix_nano,
-        end_time_unix_nano: finished.end_unix_nano.max(record.start_unix_nano),
-        attributes: record
-            .attributes
-            .into_iter()
-            .map(|(key, value)| KeyValue {
-                key: key.to_owned(),
-                value: Some(AnyValue {
-                    value: Some(match value {
-                        AttributeValue::Str(text) => any_value::Value::StringValue(text),
-                        AttributeValue::Int(number) => any_value::Value::IntValue(number),
-                        AttributeValue::Float(number) => any_value::Value::DoubleValue(number),
-                        AttributeValue::Bool(flag) => any_value::Value::BoolValue(flag),
-                    }),
-                }),
-                ..KeyValue::default()
-            })
-            .collect(),
-        status: record.error.then(|| Status {
-            code: status::StatusCode::Error as i32,
-            message: String::new(),
-        }),
-        ..Span::default()
-    }
+        wire::fixed32_field(span, 16, u32::from(record.context.sampled));
+    });
+}
+
+/// One OTLP `ExportTraceServiceRequest`, protobuf-encoded: the spans of one resource.
+pub fn encode(resource: &[(String, String)], batch: &[FinishedSpan]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + batch.len() * 320);
+    wire::message_field(&mut out, 1, |resource_spans| {
+        wire::message_field(resource_spans, 1, |attributes| {
+            for (key, value) in resource {
+                write_string_attribute(attributes, 1, key, value);
+            }
+        });
+        wire::message_field(resource_spans, 2, |scope_spans| {
+            wire::message_field(scope_spans, 1, |scope| {
+                wire::bytes_field(scope, 1, b"comb");
+                wire::bytes_field(scope, 2, env!("CARGO_PKG_VERSION").as_bytes());
+            });
+            for finished in batch {
+                write_span(scope_spans, finished);
+            }
+        });
+    });
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
+
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
 
     use super::*;
     use crate::trace::{SpanContext, SpanRecord};
@@ -503,15 +529,14 @@ mod tests {
                 attributes: vec![
                     ("http.route", AttributeValue::Str("/things".into())),
                     ("http.response.status_code", AttributeValue::Int(500)),
+                    // Long enough that its lengths take two bytes.
+                    ("note", AttributeValue::Str("x".repeat(300))),
                 ],
             },
             end_unix_nano: 20,
         };
-        let resource = Resource {
-            attributes: vec![string_attribute("service.name", "catalog".into())],
-            ..Resource::default()
-        };
-        let bytes = encode(&resource, vec![finished]);
+        let resource = [("service.name".to_owned(), "catalog".to_owned())];
+        let bytes = encode(&resource, &[finished]);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_slice()).expect("decodes");
         let span = &decoded.resource_spans[0].scope_spans[0].spans[0];
         assert_eq!(
@@ -524,7 +549,30 @@ mod tests {
             (span.start_time_unix_nano, span.end_time_unix_nano),
             (10, 20)
         );
-        assert_eq!(span.attributes.len(), 2);
+        assert_eq!(span.attributes.len(), 3);
+        assert_eq!(span.name, "GET /things");
+        assert_eq!(span.flags, 1);
+        let value = |index: usize| span.attributes[index].value.clone().and_then(|v| v.value);
+        assert_eq!(
+            value(0),
+            Some(
+                opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                    "/things".into()
+                )
+            )
+        );
+        assert_eq!(
+            value(1),
+            Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(500))
+        );
+        let resource_spans = &decoded.resource_spans[0];
+        let resource = resource_spans.resource.as_ref().expect("a resource");
+        assert_eq!(resource.attributes[0].key, "service.name");
+        let scope = resource_spans.scope_spans[0]
+            .scope
+            .as_ref()
+            .expect("a scope");
+        assert_eq!(scope.name, "comb");
         assert_eq!(
             span.status.as_ref().map(|s| s.code),
             Some(status::StatusCode::Error as i32)

@@ -9,8 +9,9 @@
 //! through [`record_red`] counts towards the RED metrics (rate, errors, duration) labelled
 //! by route (the gRPC method for gRPC calls), method and status.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
@@ -346,6 +347,55 @@ fn describe_red_metrics() {
     );
 }
 
+/// The RED metrics of one route and method: the latency histogram, and a request counter
+/// per status.
+struct RouteMetrics {
+    duration: metrics::Histogram,
+    requests: Vec<(String, metrics::Counter)>,
+}
+
+/// The handles of a route's RED metrics, registered on first use: registering a labelled
+/// metric builds and hashes its labels, which is worth doing once, not per request.
+fn red_handles(route: &str, method: &str, status: &str) -> (metrics::Histogram, metrics::Counter) {
+    type Routes = HashMap<String, HashMap<String, RouteMetrics>>;
+    static ROUTES: OnceLock<Mutex<Routes>> = OnceLock::new();
+    let mut routes = ROUTES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let methods = match routes.get_mut(route) {
+        Some(methods) => methods,
+        None => routes.entry(route.to_owned()).or_default(),
+    };
+    let metrics = match methods.get_mut(method) {
+        Some(metrics) => metrics,
+        None => methods
+            .entry(method.to_owned())
+            .or_insert_with(|| RouteMetrics {
+                duration: metrics::histogram!(
+                    "http_server_request_duration_seconds",
+                    "route" => route.to_owned(),
+                    "method" => method.to_owned(),
+                ),
+                requests: Vec::new(),
+            }),
+    };
+    let counter = match metrics.requests.iter().find(|(known, _)| known == status) {
+        Some((_, counter)) => counter.clone(),
+        None => {
+            let counter = metrics::counter!(
+                "http_server_requests_total",
+                "route" => route.to_owned(),
+                "method" => method.to_owned(),
+                "status" => status.to_owned(),
+            );
+            metrics.requests.push((status.to_owned(), counter.clone()));
+            counter
+        }
+    };
+    (metrics.duration.clone(), counter)
+}
+
 /// The route label of requests no route matched.
 const UNMATCHED: &str = "unmatched";
 /// The gRPC status of a call to a method the service does not have.
@@ -470,19 +520,9 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         Some(code) => code.to_string(),
         None => status.to_string(),
     };
-    metrics::histogram!(
-        "http_server_request_duration_seconds",
-        "route" => route.clone(),
-        "method" => method.clone(),
-    )
-    .record(elapsed.as_secs_f64());
-    metrics::counter!(
-        "http_server_requests_total",
-        "route" => route,
-        "method" => method.clone(),
-        "status" => status_label,
-    )
-    .increment(1);
+    let (duration, requests) = red_handles(&route, &method, &status_label);
+    duration.record(elapsed.as_secs_f64());
+    requests.increment(1);
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     let request_id = request_id.to_str().unwrap_or_default();
     let _entered = span.enter();

@@ -143,6 +143,7 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/status", get(status))
+        .route("/discovery", get(discover_all))
         .route("/discovery/{service}", get(discovery))
         .route("/scale", post(scale))
         .route("/databases", get(list_databases))
@@ -183,6 +184,32 @@ async fn discovery(
 ) -> Json<Discovered> {
     let urls = control.supervisor.discover(&service);
     Json(Discovered { service, urls })
+}
+
+#[derive(Debug, Deserialize)]
+struct DiscoverAfter {
+    #[serde(default)]
+    after: u64,
+}
+
+/// Every service's ready instances, once they differ from version `after` (at once when
+/// they already do); after a long poll with no change, the same version again.
+async fn discover_all(
+    State(control): State<Control>,
+    axum::extract::Query(query): axum::extract::Query<DiscoverAfter>,
+) -> Json<comb_kit::discovery::Snapshot> {
+    let mut snapshots = control.supervisor.discovery();
+    let mut stopping = control.supervisor.stopping();
+    // A stopping launcher answers at once, so its own shutdown never waits on a poll.
+    tokio::select! {
+        _ = tokio::time::timeout(
+            comb_kit::discovery::LONG_POLL,
+            snapshots.wait_for(|snapshot| snapshot.version != query.after),
+        ) => {}
+        _ = stopping.wait_for(|stopping| *stopping) => {}
+    }
+    let snapshot = snapshots.borrow().as_ref().clone();
+    Json(snapshot)
 }
 
 async fn list_databases(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use comb_kit::config::LauncherSettings;
+use comb_kit::discovery::Snapshot;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -98,6 +99,8 @@ pub struct Supervisor {
     stop: watch::Sender<bool>,
     logs: LogSink,
     http: reqwest::Client,
+    /// The ready instances of every service, republished whenever they change.
+    discovery: watch::Sender<Arc<Snapshot>>,
 }
 
 impl Supervisor {
@@ -145,6 +148,7 @@ impl Supervisor {
                 .map(|spec| (spec.service.clone(), spec.clone()))
                 .collect(),
             stop: watch::channel(false).0,
+            discovery: watch::channel(Arc::new(Snapshot::default())).0,
             logs,
             http,
         })
@@ -179,6 +183,11 @@ impl Supervisor {
 
     pub fn is_stopping(&self) -> bool {
         *self.stop.borrow()
+    }
+
+    /// Becomes true when the system is told to stop.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
     }
 
     /// Every instance, in plan order.
@@ -301,6 +310,9 @@ impl Supervisor {
                 }
             }
         }
+        drop(entries);
+        drop(order);
+        self.publish_discovery();
         Ok((added, removed))
     }
 
@@ -320,6 +332,35 @@ impl Supervisor {
         if let Some(entry) = self.entries().get_mut(name) {
             change(&mut entry.runtime);
         }
+        self.publish_discovery();
+    }
+
+    /// The ready instances of every service, as callers discover them.
+    pub fn discovery(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.discovery.subscribe()
+    }
+
+    /// Republishes what callers discover, with a new version, if it changed.
+    fn publish_discovery(&self) {
+        let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for entry in self.entries().values() {
+            if entry.runtime.health == Health::Ready {
+                services
+                    .entry(entry.spec.service.clone())
+                    .or_default()
+                    .push(entry.spec.url());
+            }
+        }
+        self.discovery.send_if_modified(|current| {
+            if current.services == services {
+                return false;
+            }
+            *current = Arc::new(Snapshot {
+                version: current.version + 1,
+                services,
+            });
+            true
+        });
     }
 
     async fn supervise(&self, name: &str) {
@@ -404,6 +445,7 @@ impl Supervisor {
         if *retire.borrow() && !*stop.borrow() {
             self.entries().remove(name);
             lock(&self.order).retain(|kept| kept != name);
+            self.publish_discovery();
             self.logs.launcher(format!("{name} removed"));
         }
     }

@@ -16,8 +16,8 @@ use axum::response::Response;
 
 use crate::GatewayState;
 use crate::openapi::Problem as ProblemDoc;
-use crate::rendered::{Rendered, json};
 use crate::params::{Checks, query, truncate};
+use crate::rendered::{Rendered, json};
 
 /// The longest search text accepted, in characters.
 const MAX_QUERY_CHARS: usize = 200;
@@ -239,10 +239,12 @@ pub async fn list_products(
 
 /// An answer as JSON bytes.
 fn render<T: Serialize>(answer: &T) -> Result<Bytes, Problem> {
-    serde_json::to_vec(answer).map(Bytes::from).map_err(|error| {
-        tracing::error!(%error, "an answer could not be rendered as JSON");
-        Problem::internal()
-    })
+    serde_json::to_vec(answer)
+        .map(Bytes::from)
+        .map_err(|error| {
+            tracing::error!(%error, "an answer could not be rendered as JSON");
+            Problem::internal()
+        })
 }
 
 /// One product.
@@ -419,7 +421,9 @@ pub async fn list_categories(State(state): State<GatewayState>) -> Result<Respon
         items,
         next_cursor: None,
     })?;
-    state.rendered.keep(KEY.to_owned(), response.version, body.clone());
+    state
+        .rendered
+        .keep(KEY.to_owned(), response.version, body.clone());
     Ok(json(body))
 }
 
