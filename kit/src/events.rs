@@ -9,7 +9,8 @@
 //! effect happens once. An event its handler cannot take is retried with backoff, then
 //! parked with the reason, and the events after it flow on.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use comb_contracts::events::v1 as proto;
@@ -239,11 +240,84 @@ pub async fn commit(db: &Database, tx: Transaction<'static, Any>) -> Result<(), 
     Ok(())
 }
 
+/// The outbox events read last, kept so that every consumer of a new event is served it
+/// from memory after the first one read it from the database. Holds every event with a
+/// position in `(after, through]`.
+#[derive(Debug, Default)]
+struct RecentEvents {
+    after: i64,
+    through: i64,
+    events: VecDeque<Event>,
+}
+
+/// Events kept in memory per feed.
+const RECENT_EVENTS: usize = 256;
+
+impl RecentEvents {
+    /// The events after `after`, at most `limit`, if everything up to `known` is here.
+    fn read(&self, after: i64, limit: usize, known: i64) -> Option<Vec<Event>> {
+        if self.events.is_empty() || after < self.after || self.through < known.max(after + 1) {
+            return None;
+        }
+        Some(
+            self.events
+                .iter()
+                .filter(|event| event.seq > after)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Keeps what a read of the database after `after` returned.
+    fn keep(&mut self, after: i64, read: &[Event]) {
+        let Some(last) = read.last() else {
+            return;
+        };
+        if self.events.is_empty() || after != self.through {
+            // Not a continuation of what is kept: start over from this read.
+            self.events.clear();
+            self.after = after;
+        }
+        self.events.extend(read.iter().cloned());
+        self.through = last.seq;
+        while self.events.len() > RECENT_EVENTS {
+            if let Some(dropped) = self.events.pop_front() {
+                self.after = dropped.seq;
+            }
+        }
+    }
+}
+
 /// Serves a service's outbox as a feed.
 #[derive(Debug, Clone)]
 struct Feed {
     db: Database,
     source: String,
+    recent: Arc<Mutex<RecentEvents>>,
+}
+
+impl Feed {
+    /// The events after `after`: from memory when the last read has them, else from the
+    /// database.
+    async fn events_after(&self, after: i64, limit: i64, known: i64) -> Result<Vec<Event>, Status> {
+        let size = usize::try_from(limit).unwrap_or(0);
+        if let Some(events) = self.recent().read(after, size, known) {
+            return Ok(events);
+        }
+        let events = read_outbox(&self.db, &self.source, after, limit)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "reading the outbox failed");
+                Status::unavailable("the outbox cannot be read right now")
+            })?;
+        self.recent().keep(after, &events);
+        Ok(events)
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, RecentEvents> {
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 #[tonic::async_trait]
@@ -257,19 +331,21 @@ impl EventFeed for Feed {
         let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
         let deadline = tokio::time::Instant::now() + wait;
         let mut versions = self.db.watch_data_version();
+        let mut first = true;
         loop {
-            // What this instance knew of the outbox before reading it.
+            // What this instance knows of the outbox. Past the first look, the outbox is
+            // read only when it has moved past the reader: a waiting reader costs nothing.
             let known = versions.borrow_and_update().outbox;
-            let events = read_outbox(&self.db, &self.source, request.after, limit)
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, "reading the outbox failed");
-                    Status::unavailable("the outbox cannot be read right now")
-                })?;
+            let events = if first || known > request.after {
+                self.events_after(request.after, limit, known).await?
+            } else {
+                Vec::new()
+            };
+            first = false;
             let out_of_time = tokio::time::Instant::now() >= deadline;
             if !events.is_empty() || out_of_time {
                 let head = match events.last() {
-                    Some(last) => last.seq.max(versions.borrow().outbox),
+                    Some(last) => last.seq.max(known),
                     None => outbox_head(&self.db).await.map_err(|error| {
                         tracing::error!(%error, "reading the outbox failed");
                         Status::unavailable("the outbox cannot be read right now")
@@ -299,6 +375,7 @@ pub fn feed_routes(router: axum::Router, db: &Database, source: &str) -> axum::R
         EventFeedServer::new(Feed {
             db: db.clone(),
             source: source.to_owned(),
+            recent: Arc::default(),
         }),
     )
 }
@@ -412,30 +489,22 @@ async fn advance(
     Ok(())
 }
 
-async fn already_handled(
-    tx: &mut Transaction<'static, Any>,
-    event_id: &str,
-) -> Result<bool, sqlx::Error> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT event_id FROM inbox WHERE event_id = $1")
-            .bind(event_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(found.is_some())
-}
-
+/// Records `event` as handled, in `tx`; false when it was handled already (a redelivery).
 async fn record_handled(
     tx: &mut Transaction<'static, Any>,
     event: &Event,
     producer: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO inbox (event_id, producer, handled_at_ms) VALUES ($1, $2, $3)")
-        .bind(event.id.as_str())
-        .bind(producer)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query(
+        "INSERT INTO inbox (event_id, producer, handled_at_ms) VALUES ($1, $2, $3)
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(event.id.as_str())
+    .bind(producer)
+    .bind(now_ms())
+    .execute(&mut **tx)
+    .await?;
+    Ok(recorded.rows_affected() == 1)
 }
 
 /// Where a consumer reads events from.
@@ -459,6 +528,8 @@ pub struct Consumer {
     pub attempts: u32,
     /// How long one read waits for new events.
     pub wait: Duration,
+    /// The feed position this consumer has reached, once read from its database.
+    position: Mutex<Option<i64>>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -483,6 +554,7 @@ impl Consumer {
             handler,
             attempts: 5,
             wait: Duration::from_secs(10),
+            position: Mutex::new(None),
         }
     }
 
@@ -502,6 +574,7 @@ impl Consumer {
             handler,
             attempts: 5,
             wait: Duration::from_secs(10),
+            position: Mutex::new(None),
         })
     }
 
@@ -553,9 +626,13 @@ impl Consumer {
                 return Ok(count);
             }
         };
-        let after = position(&self.db, &self.producer)
-            .await
-            .map_err(|error| Status::unavailable(format!("position: {error}")))?;
+        let known = *self.position.lock().unwrap_or_else(PoisonError::into_inner);
+        let after = match known {
+            Some(after) => after,
+            None => position(&self.db, &self.producer)
+                .await
+                .map_err(|error| Status::unavailable(format!("position: {error}")))?,
+        };
         let read = EventFeedClient::new(feed.untraced_channel())
             .read(proto::ReadRequest {
                 after,
@@ -565,14 +642,26 @@ impl Consumer {
             .await?
             .into_inner();
         let count = read.events.len();
-        for envelope in read.events {
-            let seq = envelope.seq;
-            self.deliver(Event::from_proto(envelope)).await;
-            self.record_lag(u64::try_from(read.head - seq).unwrap_or(0));
+        let events: Vec<Event> = read.events.into_iter().map(Event::from_proto).collect();
+        let reached = match events.last() {
+            Some(last) => last.seq,
+            None => after,
+        };
+        self.record_lag(u64::try_from(read.head - reached).unwrap_or(0));
+        if !events.is_empty() {
+            for event in &events {
+                metrics::counter!("comb_events_received_total", "producer" => self.producer.clone(), "type" => event.kind.clone())
+                    .increment(1);
+            }
+            // Usually the whole read commits as one transaction; if any event of it is not
+            // handled at once, each is delivered on its own, with retries and parking.
+            if events.len() == 1 || !self.try_deliver_all(&events).await {
+                for event in events {
+                    self.deliver_counted(event).await;
+                }
+            }
         }
-        if count == 0 {
-            self.record_lag(u64::try_from(read.head - after).unwrap_or(0));
-        }
+        *self.position.lock().unwrap_or_else(PoisonError::into_inner) = Some(reached);
         Ok(count)
     }
 
@@ -588,9 +677,21 @@ impl Consumer {
     async fn deliver(&self, event: Event) {
         metrics::counter!("comb_events_received_total", "producer" => self.producer.clone(), "type" => event.kind.clone())
             .increment(1);
+        self.deliver_counted(event).await;
+    }
+
+    /// Delivers an event already counted as received, in its consumer span when the
+    /// handler wants it.
+    async fn deliver_counted(&self, event: Event) {
         if !self.handler.wants(&event.kind) {
             return self.deliver_untraced(event).await;
         }
+        let span = self.span(&event);
+        self.deliver_untraced(event).instrument(span).await;
+    }
+
+    /// The consumer span of handling `event`, in the trace of the span that published it.
+    fn span(&self, event: &Event) -> tracing::Span {
         let span = tracing::info_span!(
             "event",
             otel.name = %format!("process {}", event.kind),
@@ -602,7 +703,7 @@ impl Consumer {
             event.subject = %event.subject,
         );
         crate::trace::follow(&span, &event.traceparent);
-        self.deliver_untraced(event).instrument(span).await;
+        span
     }
 
     async fn deliver_untraced(&self, event: Event) {
@@ -639,16 +740,46 @@ impl Consumer {
 
     async fn try_deliver(&self, event: &Event) -> Result<(), Delivery> {
         let mut tx = self.db.begin_write().await?;
-        if self.handler.wants(&event.kind) && !already_handled(&mut tx, &event.id).await? {
+        if self.handler.wants(&event.kind) && record_handled(&mut tx, event, &self.producer).await?
+        {
             self.handler
                 .handle(&self.db, &mut tx, event)
                 .await
                 .map_err(Delivery::Handler)?;
-            record_handled(&mut tx, event, &self.producer).await?;
         }
         advance(&mut tx, &self.producer, event.seq).await?;
         commit(&self.db, tx).await?;
         Ok(())
+    }
+
+    /// Handles every event of one read in one transaction, each in its consumer span.
+    /// False (and nothing written) when any of them was not handled at once.
+    async fn try_deliver_all(&self, events: &[Event]) -> bool {
+        let delivered: Result<(), Delivery> = async {
+            let mut tx = self.db.begin_write().await?;
+            for event in events {
+                if !self.handler.wants(&event.kind) {
+                    continue;
+                }
+                let handled = async {
+                    if record_handled(&mut tx, event, &self.producer).await? {
+                        self.handler
+                            .handle(&self.db, &mut tx, event)
+                            .await
+                            .map_err(Delivery::Handler)?;
+                    }
+                    Ok::<(), Delivery>(())
+                };
+                handled.instrument(self.span(event)).await?;
+            }
+            if let Some(last) = events.last() {
+                advance(&mut tx, &self.producer, last.seq).await?;
+            }
+            commit(&self.db, tx).await?;
+            Ok(())
+        }
+        .await;
+        delivered.is_ok()
     }
 
     /// Sets an event aside with its reason and moves past it. Retried until it is

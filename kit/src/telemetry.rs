@@ -444,12 +444,14 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
         .get(REQUEST_ID)
         .filter(|value| value.len() <= MAX_REQUEST_ID && value.to_str().is_ok())
     {
-        Some(id) => id.clone(),
+        Some(id) => Some(id.clone()),
+        // A call between services is named by its trace; it needs no id of its own.
+        None if grpc => None,
         None => {
             let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown"));
             request.headers_mut().insert(REQUEST_ID, id.clone());
-            id
+            Some(id)
         }
     };
     let timeout = request
@@ -478,7 +480,10 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
             http.route = %if grpc { name.as_str() } else { route.as_str() },
             http.response.status_code = Empty,
             rpc.grpc.status_code = Empty,
-            request_id = request_id.to_str().unwrap_or_default(),
+            request_id = request_id
+                .as_ref()
+                .and_then(|id| id.to_str().ok())
+                .unwrap_or_default(),
         );
         follow_headers(&span, request.headers());
         span
@@ -501,13 +506,18 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     if status >= 500 || grpc_code.is_some_and(grpc_server_error) {
         span.record("otel.status_code", "ERROR");
     }
-    let headers = response.headers_mut();
-    if let Some(context) = crate::trace::context(&span)
-        && let Ok(value) = HeaderValue::from_str(&context.traceparent())
-    {
-        headers.insert(TRACERESPONSE, value);
+    // Answers to people and scripts name their trace and request; gRPC callers have both.
+    if !grpc {
+        let headers = response.headers_mut();
+        if let Some(context) = crate::trace::context(&span)
+            && let Ok(value) = HeaderValue::from_str(&context.traceparent())
+        {
+            headers.insert(TRACERESPONSE, value);
+        }
+        if let Some(id) = &request_id {
+            headers.insert(REQUEST_ID, id.clone());
+        }
     }
-    headers.insert(REQUEST_ID, request_id.clone());
 
     let elapsed = started.elapsed();
     // A call to a method this service does not have is labelled like an unknown route.
@@ -524,7 +534,10 @@ pub async fn observe(mut request: Request, next: Next) -> Response {
     duration.record(elapsed.as_secs_f64());
     requests.increment(1);
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
-    let request_id = request_id.to_str().unwrap_or_default();
+    let request_id = request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
     let _entered = span.enter();
     if quiet {
         tracing::debug!(target: "access", %method, %path, status, duration_ms, %request_id, "request");

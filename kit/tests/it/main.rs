@@ -160,11 +160,13 @@ async fn exercise(producer_db: &TestDatabase, consumer_db: &TestDatabase) {
     assert_eq!(effects(&pair.consumer).await, ["one", "two"]);
     assert_eq!(reader.poll_once().await.unwrap(), 0, "nothing new");
 
-    // Redelivery (the position lost, say) changes nothing: the inbox remembers.
+    // Redelivery (the position lost, then the consumer restarted, say) changes nothing:
+    // the inbox remembers.
     sqlx::query("DELETE FROM feed_positions")
         .execute(pair.consumer.pool())
         .await
         .unwrap();
+    let reader = consumer(&pair);
     assert_eq!(reader.poll_once().await.unwrap(), 3);
     assert_eq!(effects(&pair.consumer).await, ["one", "two"]);
 

@@ -38,10 +38,24 @@ impl CartApi {
 
     /// The cart of `owner`, each line priced at the catalog's current price.
     async fn view(&self, owner: &str) -> Result<Response<proto::CartView>, Status> {
+        self.view_knowing(owner, Vec::new()).await
+    }
+
+    /// The same, asking the catalog only for the products not `known` already (a product
+    /// just looked up to check it exists).
+    async fn view_knowing(
+        &self,
+        owner: &str,
+        known: Vec<catalog::Product>,
+    ) -> Result<Response<proto::CartView>, Status> {
         let lines = self.store.lines(owner).await.map_err(store_status)?;
-        let products = self
-            .products(lines.iter().map(|line| line.product_id.clone()).collect())
-            .await?;
+        let unknown: Vec<String> = lines
+            .iter()
+            .filter(|line| !known.iter().any(|product| product.id == line.product_id))
+            .map(|line| line.product_id.clone())
+            .collect();
+        let mut products = known;
+        products.extend(self.products(unknown).await?);
         let mut priced = Vec::with_capacity(lines.len());
         let mut total: Option<catalog::Money> = None;
         for line in lines {
@@ -135,11 +149,8 @@ impl Cart for CartApi {
     ) -> Result<Response<proto::CartView>, Status> {
         let request = request.into_inner();
         check(&request.owner, &request.product_id, request.quantity, 1)?;
-        if self
-            .products(vec![request.product_id.clone()])
-            .await?
-            .is_empty()
-        {
+        let product = self.products(vec![request.product_id.clone()]).await?;
+        if product.is_empty() {
             return Err(invalid_argument(&[FieldError::new(
                 "product_id",
                 "there is no such product",
@@ -155,7 +166,7 @@ impl Cart for CartApi {
             )
             .await
             .map_err(store_status)?;
-        self.view(&request.owner).await
+        self.view_knowing(&request.owner, product).await
     }
 
     async fn set_quantity(
@@ -164,12 +175,12 @@ impl Cart for CartApi {
     ) -> Result<Response<proto::CartView>, Status> {
         let request = request.into_inner();
         check(&request.owner, &request.product_id, request.quantity, 0)?;
-        if request.quantity > 0
-            && self
-                .products(vec![request.product_id.clone()])
-                .await?
-                .is_empty()
-        {
+        let product = if request.quantity > 0 {
+            self.products(vec![request.product_id.clone()]).await?
+        } else {
+            Vec::new()
+        };
+        if request.quantity > 0 && product.is_empty() {
             return Err(invalid_argument(&[FieldError::new(
                 "product_id",
                 "there is no such product",
@@ -185,7 +196,7 @@ impl Cart for CartApi {
             )
             .await
             .map_err(store_status)?;
-        self.view(&request.owner).await
+        self.view_knowing(&request.owner, product).await
     }
 
     async fn remove_item(
@@ -218,7 +229,15 @@ impl Cart for CartApi {
             return Err(invalid_argument(&errors));
         }
         self.store.clear(&owner).await.map_err(store_status)?;
-        self.view(&owner).await
+        // An emptied cart: nothing to read back or price.
+        Ok(Response::new(proto::CartView {
+            owner,
+            lines: Vec::new(),
+            total: Some(catalog::Money {
+                amount_minor: 0,
+                currency: "USD".into(),
+            }),
+        }))
     }
 
     async fn merge(

@@ -37,6 +37,37 @@ impl CatalogApi {
     fn version(&self) -> DataVersion {
         self.store.database().data_version()
     }
+
+    /// The products with these ids, in the order asked (unknown ids left out): those read
+    /// lately from the cache, the rest from the database. Batches carry no rating.
+    async fn products(
+        &self,
+        version: DataVersion,
+        ids: &[String],
+    ) -> Result<Vec<Arc<proto::Product>>, Status> {
+        let (mut found, missing) = self.cache.products(version, ids);
+        if !missing.is_empty() {
+            let read: Vec<Arc<proto::Product>> = self
+                .store
+                .get_many(&missing)
+                .await
+                .map_err(store_status)?
+                .into_iter()
+                .map(|product| Arc::new(product_to_proto(product)))
+                .collect();
+            self.cache.keep_products(version, &read);
+            let mut read: HashMap<&str, &Arc<proto::Product>> = read
+                .iter()
+                .map(|product| (product.id.as_str(), product))
+                .collect();
+            for (id, slot) in ids.iter().zip(found.iter_mut()) {
+                if slot.is_none() {
+                    *slot = read.remove(id.as_str()).cloned();
+                }
+            }
+        }
+        Ok(found.into_iter().flatten().collect())
+    }
 }
 
 #[tonic::async_trait]
@@ -107,32 +138,42 @@ impl Catalog for CatalogApi {
         request: Request<proto::GetProductRequest>,
     ) -> Result<Response<proto::Product>, Status> {
         let id = request.into_inner().id;
-        let version = self.version();
-        if let Some(product) = self.cache.product(version, &id) {
-            return Ok(Response::new((*product).clone()));
+        if !is_product_id(&id) {
+            return Err(Status::not_found(format!(
+                "there is no product with id {id:?}"
+            )));
         }
-        let found = if is_product_id(&id) {
-            self.store.get(&id).await.map_err(store_status)?
-        } else {
-            None
+        let version = self.version();
+        let Some(product) = self
+            .products(version, std::slice::from_ref(&id))
+            .await?
+            .pop()
+        else {
+            return Err(Status::not_found(format!(
+                "there is no product with id {id:?}"
+            )));
         };
-        match found {
-            Some(product) => {
-                let rating = self.store.rating(&product.id).await.map_err(store_status)?;
-                let mut reply = product_to_proto(product);
-                reply.rating = rating.filter(|(count, _)| *count > 0).map(|(count, sum)| {
-                    proto::RatingSummary {
+        let rating = match self.cache.rating(version, &id) {
+            Some(rating) => rating,
+            None => {
+                let rating = self
+                    .store
+                    .rating(&id)
+                    .await
+                    .map_err(store_status)?
+                    .filter(|(count, _)| *count > 0)
+                    .map(|(count, sum)| proto::RatingSummary {
                         average: (sum as f64 / count as f64 * 10.0).round() / 10.0,
                         count: u32::try_from(count).unwrap_or(u32::MAX),
-                    }
-                });
-                self.cache.keep_product(version, Arc::new(reply.clone()));
-                Ok(Response::new(reply))
+                    });
+                self.cache.keep_rating(version, &id, rating);
+                rating
             }
-            None => Err(Status::not_found(format!(
-                "there is no product with id {id:?}"
-            ))),
-        }
+        };
+        Ok(Response::new(proto::Product {
+            rating,
+            ..(*product).clone()
+        }))
     }
 
     async fn get_products(
@@ -147,43 +188,9 @@ impl Catalog for CatalogApi {
             )]));
         }
         let ids: Vec<String> = ids.into_iter().filter(|id| is_product_id(id)).collect();
-        // Products this instance has read lately come from the cache, the rest from the
-        // database; the answer keeps the order asked. Batches carry no rating.
-        let version = self.version();
-        let mut found: Vec<Option<proto::Product>> = ids
-            .iter()
-            .map(|id| {
-                self.cache
-                    .product(version, id)
-                    .map(|product| proto::Product {
-                        rating: None,
-                        ..(*product).clone()
-                    })
-            })
-            .collect();
-        let missing: Vec<String> = ids
-            .iter()
-            .zip(&found)
-            .filter(|(_, hit)| hit.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        if !missing.is_empty() {
-            let mut read: HashMap<String, proto::Product> = self
-                .store
-                .get_many(&missing)
-                .await
-                .map_err(store_status)?
-                .into_iter()
-                .map(|product| (product.id.clone(), product_to_proto(product)))
-                .collect();
-            for (id, slot) in ids.iter().zip(found.iter_mut()) {
-                if slot.is_none() {
-                    *slot = read.remove(id);
-                }
-            }
-        }
+        let products = self.products(self.version(), &ids).await?;
         Ok(Response::new(proto::GetProductsResponse {
-            items: found.into_iter().flatten().collect(),
+            items: products.iter().map(|product| (**product).clone()).collect(),
         }))
     }
 

@@ -30,7 +30,10 @@ struct Entries {
     version: DataVersion,
     lists: HashMap<ListKey, Arc<proto::ListProductsResponse>>,
     searches: HashMap<(String, u32), Arc<proto::SearchProductsResponse>>,
+    /// Products as batches answer them: without their rating.
     products: HashMap<String, Arc<proto::Product>>,
+    /// Each product's rating summary, `None` before its first review.
+    ratings: HashMap<String, Option<proto::RatingSummary>>,
     categories: Option<Arc<proto::ListCategoriesResponse>>,
 }
 
@@ -107,19 +110,54 @@ impl ReadCache {
         }
     }
 
-    pub fn product(&self, version: DataVersion, id: &str) -> Option<Arc<proto::Product>> {
-        self.at(version).products.get(id).cloned()
+    /// Products by id (without rating), and the ids not kept.
+    pub fn products(
+        &self,
+        version: DataVersion,
+        ids: &[String],
+    ) -> (Vec<Option<Arc<proto::Product>>>, Vec<String>) {
+        let entries = self.at(version);
+        let found: Vec<_> = ids
+            .iter()
+            .map(|id| entries.products.get(id).cloned())
+            .collect();
+        let missing = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        (found, missing)
     }
 
-    pub fn keep_product(&self, version: DataVersion, product: Arc<proto::Product>) {
+    pub fn keep_products(&self, version: DataVersion, products: &[Arc<proto::Product>]) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.version == version {
-            bounded_insert(
-                &mut entries.products,
-                MAX_PRODUCTS,
-                product.id.clone(),
-                product,
-            );
+            for product in products {
+                bounded_insert(
+                    &mut entries.products,
+                    MAX_PRODUCTS,
+                    product.id.clone(),
+                    Arc::clone(product),
+                );
+            }
+        }
+    }
+
+    /// A product's rating summary, if kept (`Some(None)`: it has no reviews yet).
+    pub fn rating(&self, version: DataVersion, id: &str) -> Option<Option<proto::RatingSummary>> {
+        self.at(version).ratings.get(id).cloned()
+    }
+
+    pub fn keep_rating(
+        &self,
+        version: DataVersion,
+        id: &str,
+        rating: Option<proto::RatingSummary>,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.version == version {
+            bounded_insert(&mut entries.ratings, MAX_PRODUCTS, id.to_owned(), rating);
         }
     }
 

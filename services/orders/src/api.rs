@@ -320,7 +320,10 @@ impl Orders for OrdersApi {
                     .instrument(saga_span),
             );
             // Answer as soon as the saga is done, or with PENDING when it takes longer.
-            let _ = tokio::time::timeout(self.inline_wait, driving).await;
+            if let Ok(Ok(Some(finished))) = tokio::time::timeout(self.inline_wait, driving).await {
+                // Its shipment, if any, was created just now.
+                return Ok(Response::new(order_to_proto(finished, "created".into())));
+            }
         }
         let current = self
             .store

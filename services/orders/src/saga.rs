@@ -210,23 +210,30 @@ impl Saga {
         lock(&self.cards).insert(order_id.to_owned(), card);
     }
 
-    /// Drives an order's saga until nothing is left to do. Returns at once if this
-    /// instance is driving it already.
-    pub async fn drive(self: Arc<Self>, order_id: String) {
+    /// Drives an order's saga until nothing is left to do, and answers with the order as
+    /// it ended (`None` when another driver has it, or it is gone). Returns at once if
+    /// this instance is driving it already.
+    pub async fn drive(self: Arc<Self>, order_id: String) -> Option<Order> {
         if !lock(&self.driving).insert(order_id.clone()) {
-            return;
+            return None;
         }
         let mut attempt = 0;
+        // The order as this driver last wrote it; read again only when that is unknown.
+        let mut known: Option<Order> = None;
+        let mut finished = None;
         loop {
-            let order = match self.store.get(&order_id).await {
-                Ok(Some(order)) => order,
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::warn!(order = %order_id, %error, "cannot read the order; will retry");
-                    attempt += 1;
-                    tokio::time::sleep(backoff(attempt)).await;
-                    continue;
-                }
+            let order = match known.take() {
+                Some(order) => order,
+                None => match self.store.get(&order_id).await {
+                    Ok(Some(order)) => order,
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::warn!(order = %order_id, %error, "cannot read the order; will retry");
+                        attempt += 1;
+                        tokio::time::sleep(backoff(attempt)).await;
+                        continue;
+                    }
+                },
             };
             let step = order.step;
             let outcome = match step {
@@ -234,7 +241,10 @@ impl Saga {
                 Step::Authorize => self.authorize(order).await,
                 Step::Confirm => self.confirm(order).await,
                 Step::Compensate => self.compensate(order).await,
-                Step::Done => break,
+                Step::Done => {
+                    finished = Some(order);
+                    break;
+                }
             };
             match outcome {
                 Outcome::Advance(next) => {
@@ -260,6 +270,7 @@ impl Saga {
                                     next.step.as_str()
                                 );
                             }
+                            known = Some(*next);
                         }
                         // Another driver moved it on; read it again.
                         Ok(false) => {}
@@ -279,6 +290,7 @@ impl Saga {
         }
         lock(&self.driving).remove(&order_id);
         lock(&self.cards).remove(&order_id);
+        finished
     }
 
     pub fn is_driving(&self, order_id: &str) -> bool {
@@ -407,22 +419,23 @@ impl Saga {
                 return Self::cancel(order, "out_of_stock", true);
             }
         }
-        if order.payment_status != "captured" {
-            let capture = PaymentsClient::new(self.upstreams.payments.channel())
+        // The stock is the buyer's now; the rest does not depend on each other, so it runs
+        // at once.
+        let capture = async {
+            if order.payment_status == "captured" {
+                return Ok(None);
+            }
+            PaymentsClient::new(self.upstreams.payments.channel())
                 .capture(payments::PaymentRef {
                     payment_id: order.id.clone(),
                 })
-                .await;
-            match capture {
-                Ok(_) => order.payment_status = "captured".into(),
-                Err(status) if transient(&status) => return Outcome::Retry,
-                Err(status) => {
-                    tracing::error!(order = %order.id, message = status.message(), "the payment could not be captured");
-                    return Self::cancel(order, "payment_failed", true);
-                }
+                .await
+                .map(|_| Some("captured"))
+        };
+        let ship = async {
+            if !order.tracking_id.is_empty() {
+                return Ok(None);
             }
-        }
-        if order.tracking_id.is_empty() {
             let address = &order.address;
             let request = shipping::CreateShipmentRequest {
                 order_id: order.id.clone(),
@@ -438,23 +451,37 @@ impl Saga {
                 recipient: order.owner.clone(),
                 email: order.email.clone(),
             };
-            match ShippingClient::new(self.upstreams.shipping.channel())
+            ShippingClient::new(self.upstreams.shipping.channel())
                 .create_shipment(request)
                 .await
-            {
-                Ok(reply) => order.tracking_id = reply.into_inner().tracking_id,
-                Err(status) if transient(&status) => return Outcome::Retry,
-                Err(status) => {
-                    // The address was checked at checkout; keep the order, log the anomaly.
-                    tracing::error!(order = %order.id, message = status.message(), "the shipment could not be created");
-                }
+                .map(|reply| Some(reply.into_inner().tracking_id))
+        };
+        let clear = async {
+            CartClient::new(self.upstreams.cart.channel())
+                .clear(cart::ClearRequest {
+                    owner: order.owner.clone(),
+                })
+                .await
+        };
+        let (captured, shipped, cleared) = tokio::join!(capture, ship, clear);
+        match captured {
+            Ok(Some(status)) => order.payment_status = status.into(),
+            Ok(None) => {}
+            Err(status) if transient(&status) => return Outcome::Retry,
+            Err(status) => {
+                tracing::error!(order = %order.id, message = status.message(), "the payment could not be captured");
+                return Self::cancel(order, "payment_failed", true);
             }
         }
-        let cleared = CartClient::new(self.upstreams.cart.channel())
-            .clear(cart::ClearRequest {
-                owner: order.owner.clone(),
-            })
-            .await;
+        match shipped {
+            Ok(Some(tracking_id)) => order.tracking_id = tracking_id,
+            Ok(None) => {}
+            Err(status) if transient(&status) => return Outcome::Retry,
+            Err(status) => {
+                // The address was checked at checkout; keep the order, log the anomaly.
+                tracing::error!(order = %order.id, message = status.message(), "the shipment could not be created");
+            }
+        }
         if let Err(status) = cleared {
             tracing::warn!(order = %order.id, message = status.message(), "the cart could not be emptied after checkout");
         }

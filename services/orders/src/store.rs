@@ -182,10 +182,13 @@ impl OrderStore {
         .execute(&mut *tx)
         .await?;
         let created = result.rows_affected() == 1;
-        if created {
+        if !created {
+            tx.rollback().await?;
+        } else {
             events::publish(&self.db, &mut tx, placed).await?;
+            events::commit(&self.db, tx).await?;
+            return Ok((order.clone(), true));
         }
-        events::commit(&self.db, tx).await?;
         let stored = self
             .by_key(&order.owner, &order.idempotency_key)
             .await?
