@@ -15,6 +15,7 @@ pub mod services;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 /// comb: an online store for books, music and video, built as microservices.
@@ -160,29 +161,33 @@ impl LogLevel {
 /// Parses the command line and runs the command; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    finish(match cli.command {
+        // An instance builds the runtime its configuration asks for.
+        Command::Serve(args) => services::serve(args),
+        Command::Up(args) => block_on(launcher::up(args)),
+        Command::Status(args) => block_on(commands::status(args)),
+        Command::Logs(args) => block_on(commands::logs(args)),
+        Command::Down(args) => block_on(commands::down(args)),
+        Command::Scale(args) => block_on(commands::scale(args)),
+        Command::Load(args) => block_on(load::load(args)),
+        Command::Chaos(args) => block_on(chaos::chaos(args)),
+        Command::Export(args) => block_on(export::export(args)),
+    })
+}
+
+/// Runs a command on a runtime with a thread per core.
+fn block_on(
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("comb: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Up(args) => launcher::up(args).await,
-            Command::Serve(args) => services::serve(args).await,
-            Command::Status(args) => commands::status(args).await,
-            Command::Logs(args) => commands::logs(args).await,
-            Command::Down(args) => commands::down(args).await,
-            Command::Scale(args) => commands::scale(args).await,
-            Command::Load(args) => load::load(args).await,
-            Command::Chaos(args) => chaos::chaos(args).await,
-            Command::Export(args) => export::export(args).await,
-        }
-    });
+        .context("cannot start the async runtime")?
+        .block_on(command)
+}
+
+/// The exit code of a command; errors are printed with their causes.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {

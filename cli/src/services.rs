@@ -98,8 +98,9 @@ pub fn load_topology(
 }
 
 /// `comb serve SERVICE`: one instance, configured by the topology's settings and the
-/// environment.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+/// environment. Its runtime has the instance's `worker_threads`, so it is built here,
+/// once the configuration is known.
+pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let run = runner(&args.service)?;
     let file_settings = match &args.config {
         Some(path) => Topology::load(path)?.settings_for(&args.service),
@@ -112,8 +113,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display()
         )
     })?;
-    run(config)
-        .await
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        threads => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime
+        .block_on(run(config))
         .with_context(|| format!("{} stopped with an error", args.service))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -244,6 +244,10 @@ pub struct ServiceConfig {
     pub max_in_flight: usize,
     /// Whether `PUT /_comb/faults` may inject latency and errors (for `comb chaos`).
     pub fault_injection: bool,
+    /// Threads running the instance's tasks. One by default: on a machine shared by a
+    /// dozen services, one thread per instance keeps every request on one core, with no
+    /// hand-offs between threads; scale out with instances instead.
+    pub worker_threads: usize,
     settings: BTreeMap<String, String>,
 }
 
@@ -321,6 +325,12 @@ impl ServiceConfig {
                 "a deadline of 0 ms fails every call; use at least 1",
             ));
         }
+        let worker_threads: usize = lookup
+            .parse("worker_threads", "a number of threads")?
+            .unwrap_or(1);
+        if !(1..=256).contains(&worker_threads) {
+            return Err(lookup.invalid("worker_threads", "use 1 to 256 threads"));
+        }
         Ok(Self {
             service: service.to_owned(),
             instance,
@@ -339,6 +349,7 @@ impl ServiceConfig {
             fault_injection: lookup
                 .parse("fault_injection", "true or false")?
                 .unwrap_or(false),
+            worker_threads,
             settings,
         })
     }
@@ -524,6 +535,21 @@ mod tests {
         assert_eq!(config.database_url, "sqlite://.comb/catalog-1/catalog.db");
         assert_eq!(config.listen.port(), 0);
         assert_eq!(config.call_timeout, Duration::from_secs(2));
+        assert_eq!(config.worker_threads, 1, "one thread per instance");
+    }
+
+    #[test]
+    fn worker_threads_are_a_small_positive_number() {
+        let config =
+            ServiceConfig::resolve("gateway", BTreeMap::new(), [("COMB_WORKER_THREADS", "4")])
+                .expect("config");
+        assert_eq!(config.worker_threads, 4);
+        for bad in ["0", "many", "100000"] {
+            let error =
+                ServiceConfig::resolve("gateway", BTreeMap::new(), [("COMB_WORKER_THREADS", bad)])
+                    .expect_err("refused");
+            assert!(error.to_string().contains("COMB_WORKER_THREADS"), "{error}");
+        }
     }
 
     #[test]
