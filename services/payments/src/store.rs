@@ -142,8 +142,11 @@ impl PaymentStore {
             if let Some(kind) = kind {
                 self.publish(&mut tx, kind, payment).await?;
             }
+            events::commit(&self.db, tx).await?;
+            // What was written is what is stored.
+            return Ok(payment.clone());
         }
-        events::commit(&self.db, tx).await?;
+        tx.rollback().await?;
         self.get(&payment.payment_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("payment {} vanished", payment.payment_id)))
