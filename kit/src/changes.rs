@@ -1,11 +1,14 @@
 //! How far a service's data has moved on: its [`DataVersion`], made of the newest position
-//! of its outbox and of the positions it has read other services' feeds to. Every change a
-//! comb service makes either publishes an event (its outbox moves) or handles one (a feed
-//! position moves), so the version changes whenever the data does, on every backend.
+//! of its outbox and of the positions it has read other services' feeds to. It moves
+//! whenever the service publishes an event or handles one, on every backend.
 //!
-//! Event feeds wait on it instead of polling for new events, and read caches are
-//! invalidated by it. This instance's own commits are seen at once (the code that commits
-//! calls [`Changes::nudge`], or awaits [`Changes::refresh`] when a reader must see its own
+//! Event feeds wait on it instead of polling for new events. Read caches are invalidated by
+//! it, which is right for data that changes only with an event (the catalog's products,
+//! reviews, recommendations), and wrong for data that does not (a cart, stock held by a
+//! reservation): those are not cached.
+//!
+//! This instance's own commits are seen at once (the code that commits calls
+//! [`Changes::nudge`], or awaits [`Changes::refresh`] when a reader must see its own
 //! write); other instances sharing the database are seen within [`POLL_EVERY`]. Nothing
 //! polls until somebody watches.
 

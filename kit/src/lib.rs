@@ -10,7 +10,8 @@
 //! - [`trace`]: W3C trace context through HTTP, gRPC calls and events, and the spans'
 //!   ids; [`otlp`] exports finished spans;
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
-//!   [`changes`] tells when its data moved on, for event feeds and read caches;
+//!   [`changes`] tells when its data moved on, for event feeds and read caches
+//!   ([`cache`]);
 //! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
 //!   graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot take and
 //!   [`faults`] injects latency and errors for chaos experiments;
@@ -23,6 +24,7 @@
 //! - [`events`]: the transactional outbox, the inbox, and the embedded event feed;
 //! - [`nats`]: the same events relayed through NATS JetStream.
 
+pub mod cache;
 pub mod changes;
 pub mod client;
 pub mod clock;

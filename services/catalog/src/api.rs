@@ -45,7 +45,16 @@ impl CatalogApi {
         version: DataVersion,
         ids: &[String],
     ) -> Result<Vec<Arc<proto::Product>>, Status> {
-        let (mut found, missing) = self.cache.products(version, ids);
+        let mut found: Vec<Option<Arc<proto::Product>>> = ids
+            .iter()
+            .map(|id| self.cache.products.get(version, id))
+            .collect();
+        let missing: Vec<String> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
         if !missing.is_empty() {
             let read: Vec<Arc<proto::Product>> = self
                 .store
@@ -55,7 +64,11 @@ impl CatalogApi {
                 .into_iter()
                 .map(|product| Arc::new(product_to_proto(product)))
                 .collect();
-            self.cache.keep_products(version, &read);
+            for product in &read {
+                self.cache
+                    .products
+                    .keep(version, product.id.clone(), Arc::clone(product));
+            }
             let mut read: HashMap<&str, &Arc<proto::Product>> = read
                 .iter()
                 .map(|product| (product.id.as_str(), product))
@@ -110,7 +123,7 @@ impl Catalog for CatalogApi {
             limit,
             cursor: request.cursor.clone(),
         };
-        if let Some(answer) = self.cache.list(version, &key) {
+        if let Some(answer) = self.cache.lists.get(version, &key) {
             return Ok(Response::new((*answer).clone()));
         }
         let filter = ListFilter {
@@ -129,7 +142,9 @@ impl Catalog for CatalogApi {
             version: version.tag(),
             not_modified: false,
         };
-        self.cache.keep_list(version, key, Arc::new(answer.clone()));
+        self.cache
+            .lists
+            .keep(version, key, Arc::new(answer.clone()));
         Ok(Response::new(answer))
     }
 
@@ -153,7 +168,7 @@ impl Catalog for CatalogApi {
                 "there is no product with id {id:?}"
             )));
         };
-        let rating = match self.cache.rating(version, &id) {
+        let rating = match self.cache.ratings.get(version, &id) {
             Some(rating) => rating,
             None => {
                 let rating = self
@@ -166,7 +181,7 @@ impl Catalog for CatalogApi {
                         average: (sum as f64 / count as f64 * 10.0).round() / 10.0,
                         count: u32::try_from(count).unwrap_or(u32::MAX),
                     });
-                self.cache.keep_rating(version, &id, rating);
+                self.cache.ratings.keep(version, id.clone(), rating);
                 rating
             }
         };
@@ -216,7 +231,7 @@ impl Catalog for CatalogApi {
             }));
         }
         let key = (request.query, limit);
-        if let Some(answer) = self.cache.search(version, &key) {
+        if let Some(answer) = self.cache.searches.get(version, &key) {
             return Ok(Response::new((*answer).clone()));
         }
         let products = self
@@ -230,7 +245,8 @@ impl Catalog for CatalogApi {
             not_modified: false,
         };
         self.cache
-            .keep_search(version, key, Arc::new(answer.clone()));
+            .searches
+            .keep(version, key, Arc::new(answer.clone()));
         Ok(Response::new(answer))
     }
 
@@ -246,7 +262,7 @@ impl Catalog for CatalogApi {
                 ..Default::default()
             }));
         }
-        if let Some(answer) = self.cache.categories(version) {
+        if let Some(answer) = self.cache.categories.get(version, &()) {
             return Ok(Response::new((*answer).clone()));
         }
         let categories = self.store.categories().await.map_err(store_status)?;
@@ -264,7 +280,8 @@ impl Catalog for CatalogApi {
             not_modified: false,
         };
         self.cache
-            .keep_categories(version, Arc::new(answer.clone()));
+            .categories
+            .keep(version, (), Arc::new(answer.clone()));
         Ok(Response::new(answer))
     }
 

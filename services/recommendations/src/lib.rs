@@ -12,6 +12,7 @@ use comb_contracts::recommendations::v1::recommendations_server::{
     Recommendations, RecommendationsServer,
 };
 use comb_kit::ServiceConfig;
+use comb_kit::cache::VersionedCache;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::check_key;
 use comb_kit::storage::{Database, Migration, Migrations};
@@ -101,7 +102,12 @@ impl Handler for CoPurchases {
 #[derive(Debug, Clone)]
 struct RecommendationsApi {
     db: Database,
+    /// Answers while the data version stands (it moves with every order counted).
+    answers: Arc<VersionedCache<(String, u32), Arc<proto::ForProductResponse>>>,
 }
+
+/// Answers kept in memory at once.
+const CACHED_ANSWERS: usize = 4096;
 
 #[tonic::async_trait]
 impl Recommendations for RecommendationsApi {
@@ -115,10 +121,15 @@ impl Recommendations for RecommendationsApi {
             0 => DEFAULT_LIMIT,
             limit => limit.min(MAX_LIMIT),
         };
+        let version = self.db.data_version();
+        let key = (request.product_id, limit);
+        if let Some(answer) = self.answers.get(version, &key) {
+            return Ok(Response::new((*answer).clone()));
+        }
         let rows = sqlx::query(
             "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT CAST($2 AS BIGINT)",
         )
-        .bind(request.product_id.as_str())
+        .bind(key.0.as_str())
         .bind(i64::from(limit))
         .fetch_all(self.db.pool())
         .await
@@ -139,13 +150,18 @@ impl Recommendations for RecommendationsApi {
                 tracing::error!(%error, "a recommendation row cannot be read");
                 Status::internal("recommendations cannot be read")
             })?;
-        Ok(Response::new(proto::ForProductResponse { items }))
+        let answer = proto::ForProductResponse { items };
+        self.answers.keep(version, key, Arc::new(answer.clone()));
+        Ok(Response::new(answer))
     }
 }
 
 pub fn routes(db: Database) -> Router {
     server::add_grpc(
         Router::new(),
-        RecommendationsServer::new(RecommendationsApi { db }),
+        RecommendationsServer::new(RecommendationsApi {
+            db,
+            answers: Arc::new(VersionedCache::new(CACHED_ANSWERS)),
+        }),
     )
 }

@@ -10,6 +10,7 @@ use comb_contracts::events::{self as contract, OrderConfirmed, ReviewPosted};
 use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_server::{Reviews, ReviewsServer};
 use comb_kit::ServiceConfig;
+use comb_kit::cache::VersionedCache;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{invalid_argument, is_key, key_error};
@@ -92,7 +93,13 @@ impl Handler for Purchases {
 #[derive(Debug, Clone)]
 struct ReviewsApi {
     db: Database,
+    /// Each product's reviews, while the data version stands: a product page asks for
+    /// them every time it is shown.
+    lists: Arc<VersionedCache<String, Arc<proto::ListReviewsResponse>>>,
 }
+
+/// Products whose reviews are kept in memory at once.
+const CACHED_PRODUCTS: usize = 4096;
 
 fn internal(error: impl std::fmt::Display) -> Status {
     tracing::error!(%error, "reviews storage failed");
@@ -200,6 +207,10 @@ impl Reviews for ReviewsApi {
             .await
             .map_err(internal)?;
         kit_events::commit(&self.db, tx).await.map_err(internal)?;
+        // The poster's next read (the product page they return to) shows the review.
+        if let Err(error) = self.db.refresh_data_version().await {
+            tracing::warn!(%error, "cannot read the data version after a review; caches catch up at the next poll");
+        }
         tracing::info!(review = %review.id, product = %review.product_id, rating = review.rating, "review posted");
         Ok(Response::new(proto::Review {
             created_at: rfc3339_from_ms(now),
@@ -216,6 +227,10 @@ impl Reviews for ReviewsApi {
             return Ok(Response::new(proto::ListReviewsResponse {
                 items: Vec::new(),
             }));
+        }
+        let version = self.db.data_version();
+        if let Some(answer) = self.lists.get(version, &product_id) {
+            return Ok(Response::new((*answer).clone()));
         }
         let rows = sqlx::query(
             "SELECT id, product_id, author_name, rating, title, body, created_at_ms FROM reviews
@@ -240,7 +255,10 @@ impl Reviews for ReviewsApi {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(internal)?;
-        Ok(Response::new(proto::ListReviewsResponse { items }))
+        let answer = proto::ListReviewsResponse { items };
+        self.lists
+            .keep(version, product_id, Arc::new(answer.clone()));
+        Ok(Response::new(answer))
     }
 }
 
@@ -248,7 +266,10 @@ impl Reviews for ReviewsApi {
 pub fn routes(db: Database) -> Router {
     let api = server::add_grpc(
         Router::new(),
-        ReviewsServer::new(ReviewsApi { db: db.clone() }),
+        ReviewsServer::new(ReviewsApi {
+            db: db.clone(),
+            lists: Arc::new(VersionedCache::new(CACHED_PRODUCTS)),
+        }),
     );
     kit_events::feed_routes(api, &db, "reviews")
 }

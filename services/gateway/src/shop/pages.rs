@@ -93,23 +93,48 @@ fn catalog_client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::Upstrea
 }
 
 /// `GET /`: featured books, music and video.
+///
+/// The featured shelves show catalog data alone, all of one catalog version, so they are
+/// rendered once per version: one conditional read tells whether the shelves held are
+/// current, and only a new version costs the other reads and the rendering.
 pub(super) async fn home(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
+    const SHELVES: &str = "shop:home";
     let visitor = visitor(&state, &headers).await;
-    let mut sections = Vec::new();
-    for (name, kind) in [
+    let held = state.rendered.get(SHELVES);
+    let kinds = [
         ("Books", catalog::ProductKind::Book),
         ("Music", catalog::ProductKind::Music),
         ("Video", catalog::ProductKind::Video),
-    ] {
+    ];
+    let mut sections = Vec::new();
+    let mut version = 0;
+    for (index, (name, kind)) in kinds.into_iter().enumerate() {
         let found = catalog_client(&state)
             .list_products(catalog::ListProductsRequest {
                 kind: kind as i32,
                 limit: 4,
+                if_version: if index == 0 {
+                    held.as_ref().map_or(0, |held| held.version)
+                } else {
+                    0
+                },
                 ..Default::default()
             })
             .await;
         match found {
-            Ok(page) => sections.push((name, kind, page.into_inner().items)),
+            Ok(page) => {
+                let page = page.into_inner();
+                if page.not_modified
+                    && let Some(held) = &held
+                {
+                    let shelves = String::from_utf8_lossy(&held.body).into_owned();
+                    return page_html(&state, &visitor, "Welcome", maud::PreEscaped(shelves)).await;
+                }
+                if index == 0 {
+                    version = page.version;
+                }
+                sections.push((name, kind, page.items));
+            }
             Err(status) => return unavailable(&state.catalog.problem(&status).detail),
         }
     }
@@ -124,7 +149,24 @@ pub(super) async fn home(State(state): State<GatewayState>, headers: HeaderMap) 
             }
         }
     };
+    if version != 0 {
+        state.rendered.keep(
+            SHELVES.to_owned(),
+            version,
+            axum::body::Bytes::from(body.clone().into_string()),
+        );
+    }
     page(&state, &visitor, "Welcome", body).await
+}
+
+/// A page whose body is HTML rendered earlier.
+async fn page_html(
+    state: &GatewayState,
+    visitor: &Visitor,
+    title: &str,
+    body: maud::PreEscaped<String>,
+) -> Response {
+    page(state, visitor, title, html! { (body) }).await
 }
 
 #[derive(Debug, Deserialize)]
