@@ -331,17 +331,16 @@ impl EventFeed for Feed {
         let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
         let deadline = tokio::time::Instant::now() + wait;
         let mut versions = self.db.watch_data_version();
-        let mut first = true;
         loop {
-            // What this instance knows of the outbox. Past the first look, the outbox is
-            // read only when it has moved past the reader: a waiting reader costs nothing.
+            // What this instance knows of the outbox: it is read only when it has moved past
+            // the reader, so a reader that is up to date costs nothing while it waits.
+            // (What another instance commits is known within the version's poll.)
             let known = versions.borrow_and_update().outbox;
-            let events = if first || known > request.after {
+            let events = if known > request.after {
                 self.events_after(request.after, limit, known).await?
             } else {
                 Vec::new()
             };
-            first = false;
             let out_of_time = tokio::time::Instant::now() >= deadline;
             if !events.is_empty() || out_of_time {
                 let head = match events.last() {

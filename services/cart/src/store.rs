@@ -63,6 +63,30 @@ impl CartStore {
         add: bool,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        if add && quantity > 0 {
+            // One statement for the common case: a new line, or more of one, within the
+            // limits. When a limit stops it, the transaction below says which.
+            let added = sqlx::query(
+                "INSERT INTO cart_lines (owner, product_id, quantity, added_at_ms)
+                 SELECT $1, $2, $3, $4
+                 WHERE $3 <= $5 AND ((SELECT COUNT(*) FROM cart_lines WHERE owner = $1) < $6
+                     OR EXISTS (SELECT 1 FROM cart_lines WHERE owner = $1 AND product_id = $2))
+                 ON CONFLICT (owner, product_id) DO UPDATE
+                 SET quantity = cart_lines.quantity + excluded.quantity
+                 WHERE cart_lines.quantity + excluded.quantity <= $5",
+            )
+            .bind(owner)
+            .bind(product_id)
+            .bind(quantity)
+            .bind(now_ms)
+            .bind(MAX_QUANTITY)
+            .bind(MAX_LINES)
+            .execute(self.db.pool())
+            .await?;
+            if added.rows_affected() == 1 {
+                return Ok(());
+            }
+        }
         let mut tx = self.db.begin_write().await?;
         let current: Option<i64> = sqlx::query_scalar(
             "SELECT quantity FROM cart_lines WHERE owner = $1 AND product_id = $2",

@@ -354,30 +354,34 @@ async fn reservation(
     order_id: &str,
     lock_rows: &str,
 ) -> Result<Option<Reservation>, StoreError> {
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT status, expires_at_ms FROM reservations WHERE order_id = $1{lock_rows}"
+    // The reservation and its lines in one read; on PostgreSQL only the reservation's row
+    // is locked (the lines' side of the join may be empty).
+    let lock = if lock_rows.is_empty() {
+        ""
+    } else {
+        " FOR UPDATE OF r"
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT r.status, r.expires_at_ms, l.sku, l.quantity FROM reservations r
+         LEFT JOIN reservation_lines l ON l.order_id = r.order_id
+         WHERE r.order_id = $1 ORDER BY l.sku{lock}"
     )))
     .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?
-    else {
+    .fetch_all(&mut **tx)
+    .await?;
+    let Some(first) = rows.first() else {
         return Ok(None);
     };
-    let status = Status::parse(&row.try_get::<String, _>("status")?)?;
-    let expires_at_ms: i64 = row.try_get("expires_at_ms")?;
-    let lines =
-        sqlx::query("SELECT sku, quantity FROM reservation_lines WHERE order_id = $1 ORDER BY sku")
-            .bind(order_id)
-            .fetch_all(&mut **tx)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(Line {
-                    sku: row.try_get("sku")?,
-                    quantity: row.try_get("quantity")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let status = Status::parse(&first.try_get::<String, _>("status")?)?;
+    let expires_at_ms: i64 = first.try_get("expires_at_ms")?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let sku: Option<String> = row.try_get("sku")?;
+        let quantity: Option<i64> = row.try_get("quantity")?;
+        if let (Some(sku), Some(quantity)) = (sku, quantity) {
+            lines.push(Line { sku, quantity });
+        }
+    }
     Ok(Some(Reservation {
         order_id: order_id.to_owned(),
         status,
