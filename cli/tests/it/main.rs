@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bench;
 mod export;
 mod launcher;
 mod observability;

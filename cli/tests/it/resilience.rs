@@ -105,6 +105,14 @@ async fn killing_instances_under_load_breaks_no_invariant() {
         table.contains("operation") && table.contains("p99.9 ms"),
         "{table}"
     );
+    // Instances killed during the run are named; the CPU of the rest is still counted.
+    let cpu = &summary["cpu"];
+    assert!(cpu["seconds"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(!cpu["restarted"].as_array().unwrap().is_empty(), "{cpu}");
+    assert!(
+        cpu["services"]["gateway"]["seconds"].as_f64().unwrap() > 0.0,
+        "{cpu}"
+    );
     let operations = &summary["operations"];
     for name in ["browse", "search", "product", "checkout"] {
         assert!(
