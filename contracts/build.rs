@@ -18,6 +18,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/recommendations/v1/recommendations.proto",
     "proto/comb/reports/v1/reports.proto",
     "proto/comb/reviews/v1/reviews.proto",
+    "proto/comb/versions/v1/versions.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

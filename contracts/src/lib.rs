@@ -109,3 +109,13 @@ pub mod reviews {
         tonic::include_proto!("comb.reviews.v1");
     }
 }
+
+/// Data versions: how far a service's data has moved on, watched by callers that keep its
+/// answers.
+pub mod versions {
+    /// Version 1 of the data versions protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.versions.v1");
+    }
+}

@@ -19,6 +19,7 @@
 //!   follows them as they come and go; [`connection`] carries the calls), balanced, with
 //!   deadlines that travel ([`deadline`]), retries, ejection, a circuit breaker and load
 //!   shedding;
+//! - [`versions`]: a service's data version, watched by callers that keep its answers;
 //! - [`problem`]: RFC 9457 `application/problem+json` errors;
 //! - [`clock`]: the current time as services store and show it;
 //! - [`events`]: the transactional outbox, the inbox, and the embedded event feed;
@@ -44,6 +45,7 @@ pub mod shutdown;
 pub mod storage;
 pub mod telemetry;
 pub mod trace;
+pub mod versions;
 
 pub use config::{ServiceConfig, Topology};
 pub use problem::Problem;

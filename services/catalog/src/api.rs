@@ -185,10 +185,11 @@ impl Catalog for CatalogApi {
                 rating
             }
         };
-        Ok(Response::new(proto::Product {
+        let product = proto::Product {
             rating,
             ..(*product).clone()
-        }))
+        };
+        Ok(comb_kit::versions::label(product, version))
     }
 
     async fn get_products(
@@ -203,10 +204,12 @@ impl Catalog for CatalogApi {
             )]));
         }
         let ids: Vec<String> = ids.into_iter().filter(|id| is_product_id(id)).collect();
-        let products = self.products(self.version(), &ids).await?;
-        Ok(Response::new(proto::GetProductsResponse {
+        let version = self.version();
+        let products = self.products(version, &ids).await?;
+        let answer = proto::GetProductsResponse {
             items: products.iter().map(|product| (**product).clone()).collect(),
-        }))
+        };
+        Ok(comb_kit::versions::label(answer, version))
     }
 
     async fn search_products(

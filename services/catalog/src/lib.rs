@@ -95,13 +95,10 @@ pub async fn ratings_consumer(
         .await?)
 }
 
-/// The catalog's routes: its gRPC API.
-/// The catalog's gRPC API and the feed of its product events.
+/// The catalog's gRPC API, the feed of its product events, and the watch of its data
+/// version (the gateway keeps its answers while it stands).
 pub fn routes(store: CatalogStore) -> Router {
     let db = store.database().clone();
-    comb_kit::events::feed_routes(
-        server::add_grpc(Router::new(), CatalogServer::new(CatalogApi::new(store))),
-        &db,
-        "catalog",
-    )
+    let api = server::add_grpc(Router::new(), CatalogServer::new(CatalogApi::new(store)));
+    comb_kit::versions::version_routes(comb_kit::events::feed_routes(api, &db, "catalog"), &db)
 }

@@ -90,7 +90,10 @@ pub async fn create_product(
         .create_product(catalog::CreateProductRequest {
             product: Some(draft(input)),
         })
-        .await
+        .await;
+    // Even a failed call may have written: kept answers wait for the version after it.
+    state.watches.catalog.wrote();
+    let created = created
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
     Ok((StatusCode::CREATED, Json(product_from_proto(created)?)))
@@ -123,7 +126,9 @@ pub async fn update_product(
             id: path_id(path)?,
             product: Some(draft(input)),
         })
-        .await
+        .await;
+    state.watches.catalog.wrote();
+    let updated = updated
         .map_err(|status| state.catalog.problem(&status))?
         .into_inner();
     Ok(Json(product_from_proto(updated)?))

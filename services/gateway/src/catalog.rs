@@ -8,8 +8,11 @@ use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use comb_contracts::recommendations::v1 as recommendations;
 use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
+use comb_kit::versions::label_of;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::response::Response;
@@ -212,6 +215,9 @@ pub async fn list_products(
     let kind = kind.map_or(proto::ProductKind::Unspecified, ProductKind::to_proto) as i32;
     let key = format!("products?kind={kind}&category={category}&limit={limit}&cursor={cursor}");
     let held = state.rendered.get(&key);
+    if let Some(current) = current(&state, held.as_ref()) {
+        return Ok(current);
+    }
     let request = proto::ListProductsRequest {
         kind,
         category,
@@ -235,6 +241,12 @@ pub async fn list_products(
     })?;
     state.rendered.keep(key, response.version, body.clone());
     Ok(json(body))
+}
+
+/// The answer held, when it is of the catalog's newest version.
+fn current(state: &GatewayState, held: Option<&Rendered>) -> Option<Response> {
+    held.filter(|held| state.watches.catalog.is_current(held.version))
+        .map(|held| held.clone().into_json())
 }
 
 /// An answer as JSON bytes.
@@ -275,11 +287,9 @@ pub async fn get_product(
         }
         Err(_) => return Err(Problem::not_found("there is no product with that id")),
     };
-    let product = client(&state)
-        .get_product(proto::GetProductRequest { id: id.clone() })
+    let product = product(&state, &id)
         .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+        .map_err(|status| state.catalog.problem(&status))?;
     // The page does not wait long for, nor fail because of, its reviews and
     // recommendations: each has a short deadline of its own, carried into its calls.
     let side_deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
@@ -290,8 +300,11 @@ pub async fn get_product(
         )
     })
     .await;
-    let recommendations = recommendations.ok().and_then(Result::ok);
-    let reviews = reviews.ok().and_then(Result::ok);
+    let recommendations = recommendations
+        .ok()
+        .and_then(Result::ok)
+        .map(|kept| (*kept).clone());
+    let reviews = reviews.ok().and_then(Result::ok).map(|kept| (*kept).clone());
     let mut unavailable = Vec::new();
     if reviews.is_none() {
         unavailable.push("reviews".to_owned());
@@ -300,7 +313,7 @@ pub async fn get_product(
         unavailable.push("recommendations".to_owned());
     }
     Ok(Json(ProductDetail {
-        product: product_from_proto(product)?,
+        product: product_from_proto((*product).clone())?,
         reviews,
         recommendations,
         unavailable,
@@ -357,6 +370,9 @@ pub async fn search_products(
     checks.finish()?;
     let key = format!("search?limit={limit}&q={text}");
     let held = state.rendered.get(&key);
+    if let Some(current) = current(&state, held.as_ref()) {
+        return Ok(current);
+    }
     let response = client(&state)
         .search_products(proto::SearchProductsRequest {
             query: text,
@@ -392,6 +408,9 @@ pub async fn search_products(
 pub async fn list_categories(State(state): State<GatewayState>) -> Result<Response, Problem> {
     const KEY: &str = "categories";
     let held = state.rendered.get(KEY);
+    if let Some(current) = current(&state, held.as_ref()) {
+        return Ok(current);
+    }
     let response = client(&state)
         .list_categories(proto::ListCategoriesRequest {
             if_version: held.as_ref().map_or(0, |held| held.version),
@@ -465,34 +484,83 @@ pub async fn recommendations(
         return Ok(Json(RecommendationList { items: Vec::new() }));
     }
     Ok(Json(RecommendationList {
-        items: bought_with(&state, id).await?,
+        items: (*bought_with(&state, id).await?).clone(),
     }))
 }
 
-/// The products most often bought with `id`, as summaries.
-pub(crate) async fn bought_with(state: &GatewayState, id: String) -> Result<Vec<Product>, Problem> {
+/// The product with this id (and its rating): the one kept while it is current, else the
+/// catalog's.
+pub(crate) async fn product(
+    state: &GatewayState,
+    id: &str,
+) -> Result<Arc<proto::Product>, tonic::Status> {
+    let version = state.watches.catalog.current();
+    if let Some(kept) = state.kept.products.current(id, version) {
+        return Ok(kept);
+    }
+    let found = client(state)
+        .get_product(proto::GetProductRequest { id: id.to_owned() })
+        .await?;
+    let label = label_of(&found);
+    let product = Arc::new(found.into_inner());
+    if label != 0 {
+        state
+            .kept
+            .products
+            .keep(id.to_owned(), label, Arc::clone(&product));
+    }
+    Ok(product)
+}
+
+/// The products most often bought with `id`, as summaries: those kept while both the
+/// recommendations and the catalog are as they were, else asked for.
+pub(crate) async fn bought_with(
+    state: &GatewayState,
+    id: String,
+) -> Result<Arc<Vec<Product>>, Problem> {
+    let versions = (
+        state.watches.recommendations.current(),
+        state.watches.catalog.current(),
+    );
+    if versions.0 != 0
+        && versions.1 != 0
+        && let Some(kept) = state.kept.bought_with.current(&id, versions)
+    {
+        return Ok(kept);
+    }
     let found = RecommendationsClient::new(state.recommendations.channel())
         .for_product(recommendations::ForProductRequest {
-            product_id: id,
+            product_id: id.clone(),
             limit: 5,
         })
         .await
-        .map_err(|status| state.recommendations.problem(&status))?
-        .into_inner();
+        .map_err(|status| state.recommendations.problem(&status))?;
+    let recommendations_label = label_of(&found);
     let ids: Vec<String> = found
+        .into_inner()
         .items
         .into_iter()
         .map(|item| item.product_id)
         .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    let (catalog_label, summaries) = if ids.is_empty() {
+        // Nothing to describe: the answer stands whatever the catalog does.
+        (versions.1, Vec::new())
+    } else {
+        let found = client(state)
+            .get_products(proto::GetProductsRequest { ids })
+            .await
+            .map_err(|status| state.catalog.problem(&status))?;
+        (label_of(&found), products(found.into_inner().items)?)
+    };
+    let summaries = Arc::new(summaries);
+    if recommendations_label != 0 && catalog_label != 0 {
+        state.kept.bought_with.keep(
+            id,
+            (recommendations_label, catalog_label),
+            Arc::clone(&summaries),
+        );
     }
-    let found = client(state)
-        .get_products(proto::GetProductsRequest { ids })
-        .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
-    products(found.items)
+    Ok(summaries)
 }
 
 fn client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod cart;
 pub mod catalog;
+pub mod kept;
 pub mod messages;
 pub mod openapi;
 pub mod orders;
@@ -53,10 +54,15 @@ pub struct GatewayState {
     pub verifier: Arc<Verifier>,
     /// Catalog answers already rendered, kept while the catalog's version stands.
     pub rendered: Arc<rendered::RenderedCache>,
+    /// The data versions of the services whose answers are kept.
+    pub watches: kept::Watches,
+    /// Answers of the catalog, reviews and recommendations, kept while current.
+    pub kept: Arc<kept::Kept>,
 }
 
 impl GatewayState {
-    /// Channels to the upstream instances named in the configuration.
+    /// Channels to the upstream instances named in the configuration, and watches of the
+    /// data versions of those whose answers are kept. Must be called inside a Tokio runtime.
     pub fn connect(config: &ServiceConfig) -> anyhow::Result<Self> {
         let catalog = Upstream::from_config(config, "catalog")?;
         let users = Arc::new(Upstream::from_config(config, "users")?);
@@ -84,6 +90,8 @@ impl GatewayState {
             verifier: Arc::new(Verifier::new(Arc::clone(&users))),
             users,
             rendered: Arc::default(),
+            watches: kept::Watches::start(config)?,
+            kept: Arc::default(),
         })
     }
 }

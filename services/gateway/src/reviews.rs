@@ -7,6 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_client::ReviewsClient;
+use std::sync::Arc;
+
 use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,7 +18,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Review {
     pub id: String,
     pub product_id: String,
@@ -94,13 +96,34 @@ pub async fn list_reviews(
 pub(crate) async fn newest(
     state: &GatewayState,
     product_id: String,
-) -> Result<Vec<Review>, Problem> {
-    let reviews = ReviewsClient::new(state.reviews.channel())
-        .list_reviews(proto::ListReviewsRequest { product_id })
+) -> Result<Arc<Vec<Review>>, Problem> {
+    let version = state.watches.reviews.current();
+    if let Some(kept) = state.kept.reviews.current(&product_id, version) {
+        return Ok(kept);
+    }
+    let found = ReviewsClient::new(state.reviews.channel())
+        .list_reviews(proto::ListReviewsRequest {
+            product_id: product_id.clone(),
+        })
         .await
-        .map_err(|status| state.reviews.problem(&status))?
-        .into_inner();
-    Ok(reviews.items.into_iter().take(5).map(review).collect())
+        .map_err(|status| state.reviews.problem(&status))?;
+    let label = comb_kit::versions::label_of(&found);
+    let newest: Arc<Vec<Review>> = Arc::new(
+        found
+            .into_inner()
+            .items
+            .into_iter()
+            .take(5)
+            .map(review)
+            .collect(),
+    );
+    if label != 0 {
+        state
+            .kept
+            .reviews
+            .keep(product_id, label, Arc::clone(&newest));
+    }
+    Ok(newest)
 }
 
 /// Reviews a product the caller bought.
@@ -135,7 +158,10 @@ pub async fn post_review(
             title: input.title,
             body: input.body,
         })
-        .await
+        .await;
+    // Even a failed call may have written: kept reviews wait for the version after it.
+    state.watches.reviews.wrote();
+    let posted = posted
         .map_err(|status| state.reviews.problem(&status))?
         .into_inner();
     Ok((StatusCode::CREATED, Json(review(posted))))

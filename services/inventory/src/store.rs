@@ -3,7 +3,10 @@
 //! `UPDATE ... WHERE available >= quantity`, so concurrent reservations can never take
 //! more than there is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use comb_contracts::events as contract;
 use comb_kit::events::{self, Event};
@@ -80,11 +83,60 @@ pub struct Reservation {
 #[derive(Debug, Clone)]
 pub struct InventoryStore {
     db: Database,
+    levels: Arc<Levels>,
+}
+
+/// How long a stock level read is kept. Changes made through this instance are seen at
+/// once; changes another instance makes to a shared database within this time (the same
+/// bound as `comb_kit::changes`). A level shown is advice: a reservation always takes stock
+/// in the database.
+const KEEP_LEVELS_FOR: Duration = comb_kit::changes::POLL_EVERY;
+
+/// Stock levels kept at most this many SKUs (past that the cache starts over).
+const MAX_LEVELS: usize = 10_000;
+
+/// Stock levels read lately, with how many stock changes this instance had committed
+/// when each was read: a level is kept only while no change has been committed since.
+#[derive(Debug, Default)]
+struct Levels {
+    changes: AtomicU64,
+    kept: Mutex<HashMap<String, Level>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    changes: u64,
+    read_at: Instant,
+    available: i64,
+}
+
+impl Levels {
+    fn kept(&self) -> MutexGuard<'_, HashMap<String, Level>> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl InventoryStore {
     pub fn new(db: Database) -> Self {
-        Self { db }
+        Self {
+            db,
+            levels: Arc::default(),
+        }
+    }
+
+    /// Commits a transaction that may have changed stock: levels read before it are not
+    /// served again.
+    async fn commit_stock(&self, tx: Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.levels.changes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// The same, for a transaction that published events.
+    async fn commit_stock_and_events(&self, tx: Transaction<'static, Any>) -> Result<(), StoreError> {
+        events::commit(&self.db, tx).await?;
+        self.levels.changes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     pub async fn set_stock(
@@ -104,7 +156,7 @@ impl InventoryStore {
         .execute(&mut *tx)
         .await?;
         announce_level(&self.db, &mut tx, sku).await?;
-        events::commit(&self.db, tx).await?;
+        self.commit_stock_and_events(tx).await?;
         Ok(())
     }
 
@@ -132,14 +184,41 @@ impl InventoryStore {
     pub async fn available(&self, skus: &[String]) -> Result<Vec<Line>, StoreError> {
         let mut levels = Vec::with_capacity(skus.len());
         for sku in skus {
-            let available: Option<i64> =
-                sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
-                    .bind(sku.as_str())
-                    .fetch_optional(self.db.pool())
-                    .await?;
+            let changes = self.levels.changes.load(Ordering::Acquire);
+            let kept = self.levels.kept().get(sku).copied().filter(|level| {
+                level.changes == changes && level.read_at.elapsed() < KEEP_LEVELS_FOR
+            });
+            let quantity = match kept {
+                Some(level) => level.available,
+                None => {
+                    let read_at = Instant::now();
+                    let available: Option<i64> =
+                        sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                            .bind(sku.as_str())
+                            .fetch_optional(self.db.pool())
+                            .await?;
+                    let available = available.unwrap_or(0);
+                    // A change committed meanwhile may or may not be in what was read.
+                    if self.levels.changes.load(Ordering::Acquire) == changes {
+                        let mut kept = self.levels.kept();
+                        if kept.len() >= MAX_LEVELS {
+                            kept.clear();
+                        }
+                        kept.insert(
+                            sku.clone(),
+                            Level {
+                                changes,
+                                read_at,
+                                available,
+                            },
+                        );
+                    }
+                    available
+                }
+            };
             levels.push(Line {
                 sku: sku.clone(),
-                quantity: available.unwrap_or(0),
+                quantity,
             });
         }
         Ok(levels)
@@ -193,7 +272,7 @@ impl InventoryStore {
             .execute(&mut *tx)
             .await?;
         }
-        tx.commit().await?;
+        self.commit_stock(tx).await?;
         Ok(Reservation {
             order_id: order_id.to_owned(),
             status: Status::Reserved,
@@ -223,7 +302,7 @@ impl InventoryStore {
                 for line in &found.lines {
                     announce_level(&self.db, &mut tx, &line.sku).await?;
                 }
-                events::commit(&self.db, tx).await?;
+                self.commit_stock_and_events(tx).await?;
                 Ok(Reservation {
                     status: Status::Committed,
                     ..found
@@ -232,7 +311,7 @@ impl InventoryStore {
             Status::Reserved => {
                 // Due but not swept yet: expire it now rather than commit stale stock.
                 give_back(&mut tx, &found, Status::Expired, now_ms).await?;
-                tx.commit().await?;
+                self.commit_stock(tx).await?;
                 Err(StoreError::NotReserved {
                     order_id: order_id.to_owned(),
                     status: Status::Expired,
@@ -252,7 +331,7 @@ impl InventoryStore {
         let mut tx = self.db.begin_write().await?;
         let Some(found) = reservation(&mut tx, order_id, self.db.lock_rows()).await? else {
             insert_reservation(&mut tx, order_id, Status::Released, now_ms, now_ms).await?;
-            tx.commit().await?;
+            self.commit_stock(tx).await?;
             return Ok(Reservation {
                 order_id: order_id.to_owned(),
                 status: Status::Released,
@@ -268,7 +347,7 @@ impl InventoryStore {
             }),
             Status::Reserved => {
                 give_back(&mut tx, &found, Status::Released, now_ms).await?;
-                tx.commit().await?;
+                self.commit_stock(tx).await?;
                 Ok(Reservation {
                     status: Status::Released,
                     ..found
@@ -296,7 +375,7 @@ impl InventoryStore {
                 && found.expires_at_ms <= now_ms
             {
                 give_back(&mut tx, &found, Status::Expired, now_ms).await?;
-                tx.commit().await?;
+                self.commit_stock(tx).await?;
                 expired += 1;
             }
         }
@@ -331,7 +410,7 @@ impl InventoryStore {
             .await?;
             added += result.rows_affected() as usize;
         }
-        tx.commit().await?;
+        self.commit_stock(tx).await?;
         Ok(added)
     }
 }

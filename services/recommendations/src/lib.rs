@@ -124,7 +124,7 @@ impl Recommendations for RecommendationsApi {
         let version = self.db.data_version();
         let key = (request.product_id, limit);
         if let Some(answer) = self.answers.get(version, &key) {
-            return Ok(Response::new((*answer).clone()));
+            return Ok(comb_kit::versions::label((*answer).clone(), version));
         }
         let rows = sqlx::query(
             "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT CAST($2 AS BIGINT)",
@@ -152,16 +152,18 @@ impl Recommendations for RecommendationsApi {
             })?;
         let answer = proto::ForProductResponse { items };
         self.answers.keep(version, key, Arc::new(answer.clone()));
-        Ok(Response::new(answer))
+        Ok(comb_kit::versions::label(answer, version))
     }
 }
 
+/// The recommendations API and the watch of its data version.
 pub fn routes(db: Database) -> Router {
-    server::add_grpc(
+    let api = server::add_grpc(
         Router::new(),
         RecommendationsServer::new(RecommendationsApi {
-            db,
+            db: db.clone(),
             answers: Arc::new(VersionedCache::new(CACHED_ANSWERS)),
         }),
-    )
+    );
+    comb_kit::versions::version_routes(api, &db)
 }

@@ -230,7 +230,7 @@ impl Reviews for ReviewsApi {
         }
         let version = self.db.data_version();
         if let Some(answer) = self.lists.get(version, &product_id) {
-            return Ok(Response::new((*answer).clone()));
+            return Ok(comb_kit::versions::label((*answer).clone(), version));
         }
         let rows = sqlx::query(
             "SELECT id, product_id, author_name, rating, title, body, created_at_ms FROM reviews
@@ -258,11 +258,11 @@ impl Reviews for ReviewsApi {
         let answer = proto::ListReviewsResponse { items };
         self.lists
             .keep(version, product_id, Arc::new(answer.clone()));
-        Ok(Response::new(answer))
+        Ok(comb_kit::versions::label(answer, version))
     }
 }
 
-/// The reviews API and the feed of ReviewPosted events.
+/// The reviews API, the feed of ReviewPosted events, and the watch of its data version.
 pub fn routes(db: Database) -> Router {
     let api = server::add_grpc(
         Router::new(),
@@ -271,5 +271,5 @@ pub fn routes(db: Database) -> Router {
             lists: Arc::new(VersionedCache::new(CACHED_PRODUCTS)),
         }),
     );
-    kit_events::feed_routes(api, &db, "reviews")
+    comb_kit::versions::version_routes(kit_events::feed_routes(api, &db, "reviews"), &db)
 }

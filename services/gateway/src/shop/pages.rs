@@ -95,12 +95,20 @@ fn catalog_client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::Upstrea
 /// `GET /`: featured books, music and video.
 ///
 /// The featured shelves show catalog data alone, all of one catalog version, so they are
-/// rendered once per version: one conditional read tells whether the shelves held are
-/// current, and only a new version costs the other reads and the rendering.
+/// rendered once per version: while the catalog's version is the one they were rendered
+/// at they are served as they are; else one conditional read tells whether they are
+/// still current, and only a new version costs the other reads and the rendering.
 pub(super) async fn home(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
     const SHELVES: &str = "shop:home";
     let visitor = visitor(&state, &headers).await;
     let held = state.rendered.get(SHELVES);
+    if let Some(held) = held
+        .as_ref()
+        .filter(|held| state.watches.catalog.is_current(held.version))
+    {
+        let shelves = String::from_utf8_lossy(&held.body).into_owned();
+        return page_html(&state, &visitor, "Welcome", maud::PreEscaped(shelves)).await;
+    }
     let kinds = [
         ("Books", catalog::ProductKind::Book),
         ("Music", catalog::ProductKind::Music),
@@ -293,11 +301,8 @@ pub(super) async fn product(
     Query(query): Query<ProductQuery>,
 ) -> Response {
     let visitor = visitor(&state, &headers).await;
-    let found = catalog_client(&state)
-        .get_product(catalog::GetProductRequest { id: id.clone() })
-        .await;
-    let product = match found {
-        Ok(product) => product.into_inner(),
+    let product = match crate::catalog::product(&state, &id).await {
+        Ok(product) => product,
         Err(status)
             if matches!(
                 status.code(),
@@ -373,7 +378,7 @@ pub(super) async fn product(
                 None => p.notice { "Reviews are unavailable right now." },
                 Some(list) if list.is_empty() => p.muted { "No reviews yet." },
                 Some(list) => ul {
-                    @for review in list {
+                    @for review in list.iter() {
                         li { strong { (review.title) } " · " (review.rating) "/5 · " span.muted { (review.author_name) } p { (review.body) } }
                     }
                 },
@@ -405,7 +410,7 @@ pub(super) async fn product(
                 None => p.notice { "Recommendations are unavailable right now." },
                 Some(list) if list.is_empty() => p.muted { "Nothing yet." },
                 Some(list) => ul.grid {
-                    @for other in list {
+                    @for other in list.iter() {
                         li.card { a href={"/shop/products/" (other.id)} { (other.title) } " " span.price { (money(Some(&comb_contracts::catalog::v1::Money { amount_minor: other.price.amount_minor, currency: other.price.currency.clone() }))) } }
                     }
                 },
@@ -484,6 +489,7 @@ pub(super) async fn post_review(
                 body: form.body.trim().to_owned(),
             })
             .await;
+    state.watches.reviews.wrote();
     match posted {
         Ok(_) => back("posted"),
         Err(status) => match status.code() {
