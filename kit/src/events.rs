@@ -326,6 +326,7 @@ impl EventFeed for Feed {
         &self,
         request: Request<proto::ReadRequest>,
     ) -> Result<Response<proto::ReadResponse>, Status> {
+        let draining = crate::server::Draining::of(request.extensions());
         let request = request.into_inner();
         let limit = i64::from(request.limit.clamp(1, MAX_READ));
         let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
@@ -358,11 +359,14 @@ impl EventFeed for Feed {
             // Nothing new: wait until the outbox moves past both the reader and what was
             // known when it was read, or the wait ends.
             let past = known.max(request.after);
-            let _ = tokio::time::timeout_at(
-                deadline,
-                versions.wait_for(|version| version.outbox > past),
-            )
-            .await;
+            tokio::select! {
+                _ = tokio::time::timeout_at(deadline, versions.wait_for(|version| version.outbox > past)) => {}
+                // A draining instance answers what it has, so the read does not hold the
+                // drain until its deadline.
+                () = draining.started() => {
+                    return Ok(Response::new(proto::ReadResponse { events: Vec::new(), head: known }));
+                }
+            }
         }
     }
 }

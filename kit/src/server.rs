@@ -85,6 +85,8 @@ impl Server {
     ) -> Result<(), ServerError> {
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
         let drain_readiness = readiness.clone();
+        let draining = Draining::default();
+        let app = app.layer(axum::Extension(draining.clone()));
         // Small answers leave at once instead of waiting on the client's delayed ACK.
         let listener = axum::serve::ListenerExt::tap_io(self.listener, |stream| {
             if let Err(error) = stream.set_nodelay(true) {
@@ -94,6 +96,7 @@ impl Server {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             stop.await;
             drain_readiness.set(false);
+            draining.start();
             tracing::info!("draining in-flight requests");
             let _ = draining_tx.send(());
         });
@@ -111,6 +114,30 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Whether a server has started draining. Every request a server serves carries its
+/// server's in its extensions, so a long poll can answer when the drain starts instead of
+/// holding it until its deadline.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Draining {
+    fn start(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves when the server starts draining.
+    pub async fn started(&self) {
+        let mut draining = self.0.subscribe();
+        let _ = draining.wait_for(|draining| *draining).await;
+    }
+
+    /// The draining of the server that received a request with these extensions (one that
+    /// never starts for a request served otherwise, as in tests).
+    pub fn of(extensions: &http::Extensions) -> Self {
+        extensions.get::<Self>().cloned().unwrap_or_default()
     }
 }
 

@@ -68,16 +68,22 @@ impl DataVersions for Versions {
         &self,
         request: Request<proto::WatchRequest>,
     ) -> Result<Response<proto::WatchResponse>, Status> {
+        let draining = crate::server::Draining::of(request.extensions());
         let request = request.into_inner();
         let wait = Duration::from_millis(u64::from(request.wait_ms.min(MAX_WAIT_MS)));
         let mut versions = self.db.watch_data_version();
         let after = request.after;
-        let _ = tokio::time::timeout(
-            wait,
-            versions.wait_for(|version| version.tag() != after),
-        )
-        .await;
-        let version = versions.borrow().tag();
+        let changed = async {
+            let _ = tokio::time::timeout(wait, versions.wait_for(|version| version.tag() != after))
+                .await;
+            versions.borrow().tag()
+        };
+        let version = tokio::select! {
+            version = changed => version,
+            // A stopping instance vouches for nothing: its watchers stop serving what they
+            // kept until they learn the version elsewhere.
+            () = draining.started() => 0,
+        };
         Ok(Response::new(proto::WatchResponse { version }))
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod versions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

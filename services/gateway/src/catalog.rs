@@ -304,7 +304,10 @@ pub async fn get_product(
         .ok()
         .and_then(Result::ok)
         .map(|kept| (*kept).clone());
-    let reviews = reviews.ok().and_then(Result::ok).map(|kept| (*kept).clone());
+    let reviews = reviews
+        .ok()
+        .and_then(Result::ok)
+        .map(|kept| (*kept).clone());
     let mut unavailable = Vec::new();
     if reviews.is_none() {
         unavailable.push("reviews".to_owned());

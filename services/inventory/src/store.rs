@@ -133,7 +133,10 @@ impl InventoryStore {
     }
 
     /// The same, for a transaction that published events.
-    async fn commit_stock_and_events(&self, tx: Transaction<'static, Any>) -> Result<(), StoreError> {
+    async fn commit_stock_and_events(
+        &self,
+        tx: Transaction<'static, Any>,
+    ) -> Result<(), StoreError> {
         events::commit(&self.db, tx).await?;
         self.levels.changes.fetch_add(1, Ordering::AcqRel);
         Ok(())

@@ -9,6 +9,7 @@ mod catalog_down;
 mod checkout;
 mod contract;
 mod events;
+mod kept;
 mod matrix;
 mod reviews;
 
