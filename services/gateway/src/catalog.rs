@@ -5,6 +5,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_contracts::inventory::v1 as inventory;
+use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_contracts::recommendations::v1 as recommendations;
 use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
@@ -290,16 +292,18 @@ pub async fn get_product(
     let product = product(&state, &id)
         .await
         .map_err(|status| state.catalog.problem(&status))?;
-    // The page does not wait long for, nor fail because of, its reviews and
+    // The page does not wait long for, nor fail because of, its stock, reviews and
     // recommendations: each has a short deadline of its own, carried into its calls.
     let side_deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
-    let (recommendations, reviews) = comb_kit::deadline::within(side_deadline, async {
+    let (stock, recommendations, reviews) = comb_kit::deadline::within(side_deadline, async {
         tokio::join!(
+            tokio::time::timeout(SIDE_DEADLINE, available(&state, product.sku.clone())),
             tokio::time::timeout(SIDE_DEADLINE, bought_with(&state, id.clone())),
             tokio::time::timeout(SIDE_DEADLINE, crate::reviews::newest(&state, id)),
         )
     })
     .await;
+    let stock = stock.ok().flatten().map(|available| Stock { available });
     let recommendations = recommendations
         .ok()
         .and_then(Result::ok)
@@ -309,6 +313,9 @@ pub async fn get_product(
         .and_then(Result::ok)
         .map(|kept| (*kept).clone());
     let mut unavailable = Vec::new();
+    if stock.is_none() {
+        unavailable.push("stock".to_owned());
+    }
     if reviews.is_none() {
         unavailable.push("reviews".to_owned());
     }
@@ -317,13 +324,31 @@ pub async fn get_product(
     }
     Ok(Json(ProductDetail {
         product: product_from_proto((*product).clone())?,
+        stock,
         reviews,
         recommendations,
         unavailable,
     }))
 }
 
-/// How long a product page waits for its reviews and recommendations.
+/// A product's stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Stock {
+    /// How many can be bought now (held by unfinished checkouts not counted).
+    pub available: i64,
+}
+
+/// How many of `sku` can be bought now; `None` when inventory does not answer.
+pub(crate) async fn available(state: &GatewayState, sku: String) -> Option<i64> {
+    InventoryClient::new(state.inventory.channel())
+        .get_stock(inventory::GetStockRequest { skus: vec![sku] })
+        .await
+        .ok()
+        .and_then(|found| found.into_inner().items.into_iter().next())
+        .map(|level| level.available)
+}
+
+/// How long a product page waits for its stock, reviews and recommendations.
 const SIDE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A product and what is bought with it.
@@ -331,13 +356,15 @@ const SIDE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300)
 pub struct ProductDetail {
     #[serde(flatten)]
     pub product: Product,
+    /// How many can be bought now; null when inventory is unavailable right now.
+    pub stock: Option<Stock>,
     /// Its newest reviews (up to 5); null when reviews are unavailable right now.
     pub reviews: Option<Vec<crate::reviews::Review>>,
     /// Products bought with it, most often first; null when recommendations are
     /// unavailable right now.
     pub recommendations: Option<Vec<Product>>,
     /// The parts of the page missing because their service did not answer in time:
-    /// `reviews`, `recommendations`.
+    /// `stock`, `reviews`, `recommendations`.
     pub unavailable: Vec<String>,
 }
 

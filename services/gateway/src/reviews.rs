@@ -138,7 +138,7 @@ pub(crate) async fn newest(
         (status = 201, description = "The review", body = Review),
         (status = 400, description = "A rating outside 1 to 5, or a text out of bounds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "The caller has not bought this product", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is a guest, or has not bought this product", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The caller has reviewed it already", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -149,6 +149,11 @@ pub async fn post_review(
     JsonBody(input): JsonBody<ReviewInput>,
 ) -> Result<(StatusCode, Json<Review>), Problem> {
     let claims = caller.0;
+    if claims.role == comb_contracts::auth::Role::Guest {
+        return Err(Problem::forbidden(
+            "guests cannot review: sign in (or register) with the account you bought with",
+        ));
+    }
     let posted = ReviewsClient::new(state.reviews.channel())
         .post_review(proto::PostReviewRequest {
             author: claims.sub,

@@ -226,7 +226,8 @@ impl Reports for ReportsApi {
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(internal)?;
         let top_products = sqlx::query(
-            "SELECT product_id, MAX(title) AS title, SUM(quantity) AS quantity, SUM(revenue_minor) AS revenue_minor
+            "SELECT product_id, MAX(title) AS title, CAST(SUM(quantity) AS BIGINT) AS quantity,
+                    CAST(SUM(revenue_minor) AS BIGINT) AS revenue_minor
              FROM product_sales WHERE day >= $1 AND day <= $2
              GROUP BY product_id ORDER BY SUM(quantity) DESC, product_id LIMIT CAST($3 AS BIGINT)",
         )
@@ -248,7 +249,7 @@ impl Reports for ReportsApi {
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(internal)?;
         let cancellations = sqlx::query(
-            "SELECT reason, SUM(orders) AS orders FROM cancellations WHERE day >= $1 AND day <= $2
+            "SELECT reason, CAST(SUM(orders) AS BIGINT) AS orders FROM cancellations WHERE day >= $1 AND day <= $2
              GROUP BY reason ORDER BY reason",
         )
         .bind(from.as_str())

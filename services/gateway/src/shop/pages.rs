@@ -10,8 +10,6 @@ use comb_contracts::cart::v1 as cart;
 use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_contracts::catalog::v1 as catalog;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
-use comb_contracts::inventory::v1 as inventory;
-use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_contracts::notifications::v1 as notifications;
 use comb_contracts::notifications::v1::notifications_client::NotificationsClient;
 use comb_contracts::orders::v1 as orders;
@@ -317,15 +315,7 @@ pub(super) async fn product(
         }
         Err(status) => return unavailable(&state.catalog.problem(&status).detail),
     };
-    let sku = product.sku.clone();
-    let stock = async {
-        InventoryClient::new(state.inventory.channel())
-            .get_stock(inventory::GetStockRequest { skus: vec![sku] })
-            .await
-            .ok()
-            .and_then(|found| found.into_inner().items.into_iter().next())
-            .map(|level| level.available)
-    };
+    let stock = crate::catalog::available(&state, product.sku.clone());
     let reviews = crate::reviews::newest(&state, id.clone());
     let recommendations = crate::catalog::bought_with(&state, id.clone());
     let deadline = tokio::time::Instant::now() + SIDE_DEADLINE;

@@ -40,7 +40,7 @@ pub(crate) async fn admin(system: &System) -> String {
     .await
 }
 
-async fn guest(system: &System) -> String {
+pub(crate) async fn guest(system: &System) -> String {
     token(system.post_json("/api/v1/auth/guest", json!({})).await).await
 }
 

@@ -88,7 +88,11 @@ async fn filters_search_and_categories() {
     );
     assert!(one["reviews"].is_array(), "and its newest reviews: {one}");
     assert_eq!(one["unavailable"], serde_json::json!([]), "{one}");
-    for part in ["recommendations", "reviews", "unavailable"] {
+    assert!(
+        one["stock"]["available"].is_i64(),
+        "and its stock, as shared/api.md promises: {one}"
+    );
+    for part in ["recommendations", "reviews", "unavailable", "stock"] {
         one.as_object_mut().unwrap().remove(part);
     }
     assert_eq!(one, found[0]);

@@ -138,3 +138,35 @@ async fn pages_read_again_cost_the_catalog_nothing_and_changes_are_seen() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_product_answer_carries_its_stock_as_it_is_now() {
+    let system = System::start().await;
+    let (id, _) = products(&system, 1).await.remove(0);
+    let admin = admin(&system).await;
+    let path = format!("/api/v1/products/{id}");
+    for available in [7, 3] {
+        let set = system
+            .http
+            .put(system.url(&format!("/api/v1/admin/stock/{id}")))
+            .bearer_auth(&admin)
+            .json(&json!({ "available": available }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 200);
+        let product = system.json(&path).await;
+        assert_eq!(
+            product["stock"],
+            json!({ "available": available }),
+            "{product}"
+        );
+        assert!(
+            !product["unavailable"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("stock")),
+            "{product}"
+        );
+    }
+}

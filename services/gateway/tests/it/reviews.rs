@@ -121,3 +121,49 @@ async fn only_buyers_review_once_with_a_rating_from_one_to_five_with(options: Op
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+#[tokio::test]
+async fn a_guest_cannot_review_even_what_it_bought() {
+    let system = System::start().await;
+    let items = products(&system, 1).await;
+    let product = items[0].0.as_str();
+    let review = json!({"rating": 5, "title": "Loved it"});
+    let guest = crate::checkout::guest(&system).await;
+    add(&system, &guest, product, 1).await;
+    let placed = checkout(
+        &system,
+        &guest,
+        checkout_body(GOOD_CARD, Some("guest@example.com")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        final_order(&system, &guest, placed).await["status"],
+        "CONFIRMED"
+    );
+    // A customer's later purchase reaching reviews means the guest's has too.
+    let buyer = customer(&system, "after-the-guest@example.com").await;
+    add(&system, &buyer, product, 1).await;
+    let placed = checkout(&system, &buyer, checkout_body(GOOD_CARD, None), None).await;
+    assert_eq!(
+        final_order(&system, &buyer, placed).await["status"],
+        "CONFIRMED"
+    );
+    let started = Instant::now();
+    while post(&system, &buyer, product, review.clone())
+        .await
+        .status()
+        != 201
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the purchase never reached reviews"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused = problem(post(&system, &guest, product, review).await, 403).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("guests"),
+        "{refused}"
+    );
+}
