@@ -224,10 +224,14 @@ async fn a_slow_service_trips_the_breaker_and_recovers() {
     // Slower than the 2 s call deadline.
     let injected = comb.run(&["chaos", "inject", "catalog", "--latency", "3s"]);
     assert!(injected.status.success(), "{}", text(&injected));
+    // Each search is new, so the gateway has nothing kept to answer it with and must ask
+    // the catalog (a list it has read is still served from what it keeps: the catalog's
+    // version has not moved).
+    let search = |n: usize| format!("{gateway}/api/v1/search?q=slowly{n}");
     let mut slow = Vec::new();
-    for _ in 0..6 {
+    for n in 0..6 {
         let http = comb.http.clone();
-        let url = products.clone();
+        let url = search(n);
         slow.push(tokio::spawn(async move {
             http.get(&url).send().await.unwrap().status()
         }));
@@ -237,7 +241,7 @@ async fn a_slow_service_trips_the_breaker_and_recovers() {
     }
     // Open: callers fail fast instead of queueing behind the slow service.
     let started = Instant::now();
-    let failed = comb.http.get(&products).send().await.unwrap();
+    let failed = comb.http.get(search(6)).send().await.unwrap();
     let took = started.elapsed();
     assert_eq!(failed.status(), 503);
     assert!(failed.headers().contains_key("retry-after"));
@@ -268,7 +272,7 @@ async fn a_slow_service_trips_the_breaker_and_recovers() {
         "the catalog answering again",
         Duration::from_secs(15),
         || async {
-            let response = comb.http.get(&products).send().await.ok()?;
+            let response = comb.http.get(search(7)).send().await.ok()?;
             (response.status() == 200).then_some(())
         },
     )

@@ -1,6 +1,8 @@
 //! The sales report answers on every backend: sums over BIGINT columns are NUMERIC on
 //! PostgreSQL, which the report must bring back to integers.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use comb_contracts::reports::v1::SalesRequest;
