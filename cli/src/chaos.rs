@@ -103,6 +103,7 @@ async fn launcher(data_dir: &DataDirArg) -> anyhow::Result<LauncherState> {
 
 pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     let state = launcher(&args.data_dir).await?;
+    let layout = Layout::new(&args.data_dir.data_dir)?;
     match args.action {
         ChaosAction::Kill {
             every,
@@ -121,9 +122,9 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
                 "latency_ms": latency.map_or(0, |l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
                 "error_rate": errors,
             });
-            set_faults(&state, &service, Some(plan)).await
+            set_faults(&state, &layout, &service, Some(plan)).await
         }
-        ChaosAction::Clear { service } => set_faults(&state, &service, None).await,
+        ChaosAction::Clear { service } => set_faults(&state, &layout, &service, None).await,
         ChaosAction::Check { settle, json } => check(&state, settle, json).await,
     }
 }
@@ -179,6 +180,7 @@ async fn kill_loop(
 
 async fn set_faults(
     state: &LauncherState,
+    layout: &Layout,
     service: &str,
     plan: Option<serde_json::Value>,
 ) -> anyhow::Result<ExitCode> {
@@ -191,6 +193,13 @@ async fn set_faults(
     if instances.is_empty() {
         bail!("no instance of {service:?} is running");
     }
+    let token_file = layout.fault_token_file();
+    let token = std::fs::read_to_string(&token_file).with_context(|| {
+        format!(
+            "cannot read the system's fault token {} (written by comb up)",
+            token_file.display()
+        )
+    })?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -203,14 +212,15 @@ async fn set_faults(
         let request = match &plan {
             Some(plan) => client.put(&url).json(plan),
             None => client.delete(&url),
-        };
+        }
+        .header(comb_kit::faults::TOKEN_HEADER, token.trim());
         let response = request
             .send()
             .await
             .with_context(|| format!("{} does not answer", instance.instance))?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             bail!(
-                "{} does not take injected faults (it was started without the fault_injection setting)",
+                "{} does not take injected faults (it was started without the fault_injection setting, e.g. under COMB_FAULT_INJECTION=false)",
                 instance.instance
             );
         }

@@ -1,7 +1,10 @@
 //! Fault injection, for chaos experiments: extra latency and a share of failed requests,
 //! set at runtime on a running instance with `PUT /_comb/faults` (and removed with
-//! `DELETE`). Only instances started with the `fault_injection` setting have it; `comb up`
-//! turns it on, a production deployment leaves it off.
+//! `DELETE`). Only instances started with the `fault_injection` setting and a
+//! `fault_token` have it, and the endpoint answers only a request carrying that token in
+//! [`TOKEN_HEADER`] (anything else is told there is no such route). `comb up` turns it on
+//! with a token of its own for each system (which `comb chaos` reads from the data
+//! directory) unless `COMB_FAULT_INJECTION=false`; a production deployment leaves it off.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -20,6 +23,12 @@ use crate::telemetry::is_grpc;
 
 /// The path of the control endpoint.
 pub const FAULTS_PATH: &str = "/_comb/faults";
+
+/// The header that carries the fault token.
+pub const TOKEN_HEADER: &str = "x-comb-fault-token";
+
+/// The shortest fault token accepted: a guessable one would hand the instance to anyone.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 /// What is injected into every request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -52,11 +61,38 @@ pub fn inject(routes: Router, faults: Faults) -> Router {
     routes.layer(axum::middleware::from_fn_with_state(faults, apply))
 }
 
-/// `GET`, `PUT` and `DELETE` of [`FAULTS_PATH`].
-pub fn control_routes(faults: Faults) -> Router {
+/// `GET`, `PUT` and `DELETE` of [`FAULTS_PATH`], for requests carrying `token`.
+pub fn control_routes(faults: Faults, token: &str) -> Router {
+    let token: Arc<[u8]> = token.as_bytes().into();
     Router::new()
         .route(FAULTS_PATH, get(show).put(replace).delete(remove))
         .with_state(faults)
+        .layer(axum::middleware::from_fn(
+            move |request: Request, next: Next| {
+                let token = Arc::clone(&token);
+                async move {
+                    let presented = request
+                        .headers()
+                        .get(TOKEN_HEADER)
+                        .map_or(&[][..], |value| value.as_bytes());
+                    if !same_secret(presented, &token) {
+                        return Problem::not_found(format!("no route for {FAULTS_PATH}"))
+                            .into_response();
+                    }
+                    next.run(request).await
+                }
+            },
+        ))
+}
+
+/// Compares secrets in a time that does not depend on where they differ.
+fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+    presented.len() == expected.len()
+        && presented
+            .iter()
+            .zip(expected)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 async fn apply(State(faults): State<Faults>, request: Request, next: Next) -> Response {
@@ -127,18 +163,32 @@ mod tests {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 
+    const TOKEN: &str = "0123456789abcdef0123";
+
     fn app(faults: &Faults) -> Router {
         inject(
             Router::new().route("/x", get(|| async { "ok" })),
             faults.clone(),
         )
-        .merge(control_routes(faults.clone()))
+        .merge(control_routes(faults.clone(), TOKEN))
     }
 
     async fn send(app: &Router, method: &str, path: &str, body: &str) -> (u16, String) {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
+        send_with(app, method, path, body, Some(TOKEN)).await
+    }
+
+    async fn send_with(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> (u16, String) {
+        let mut request = http::Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(TOKEN_HEADER, token);
+        }
+        let request = request
             .body(axum::body::Body::from(body.to_owned()))
             .expect("request");
         let response = app.clone().oneshot(request).await.expect("an answer");
@@ -176,6 +226,21 @@ mod tests {
         );
         assert_eq!(send(&app, "DELETE", FAULTS_PATH, "").await.0, 200);
         assert_eq!(send(&app, "GET", "/x", "").await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn without_the_token_there_is_no_fault_endpoint() {
+        let faults = Faults::default();
+        let app = app(&faults);
+        for token in [None, Some(""), Some("0123456789abcdef0124"), Some("0123")] {
+            for method in ["GET", "PUT", "DELETE"] {
+                let (status, _) =
+                    send_with(&app, method, FAULTS_PATH, r#"{"error_rate": 1}"#, token).await;
+                assert_eq!(status, 404, "{method} with {token:?}");
+            }
+        }
+        assert_eq!(faults.plan(), FaultPlan::default(), "nothing was injected");
+        assert_eq!(send_with(&app, "GET", "/x", "", None).await.0, 200);
     }
 
     #[tokio::test]

@@ -145,15 +145,16 @@ impl Draining {
 /// launcher goes away), reporting the bound address in the log and readiness once bound.
 pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerError> {
     let server = Server::bind(config.listen).await?;
-    let faults = config.fault_injection.then(Faults::default);
+    let fault_token = fault_token(config);
+    let faults = fault_token.is_some().then(Faults::default);
     let mut routes = routes;
     if let Some(faults) = &faults {
         routes = crate::faults::inject(routes, faults.clone());
     }
     // The fault control stays reachable however loaded the instance is.
     routes = crate::overload::limit_in_flight(routes, config.max_in_flight);
-    if let Some(faults) = faults {
-        routes = routes.merge(crate::faults::control_routes(faults));
+    if let (Some(faults), Some(token)) = (faults, fault_token) {
+        routes = routes.merge(crate::faults::control_routes(faults, token));
     }
     let readiness = Readiness::default();
     let app = app(routes, readiness.clone());
@@ -167,6 +168,25 @@ pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerE
     let served = server.run(app, readiness, stop, config.drain_timeout).await;
     telemetry::flush_traces().await;
     served
+}
+
+/// The token that unlocks fault injection, when the instance takes faults at all: the
+/// `fault_injection` setting needs a `fault_token` of at least
+/// [`crate::faults::MIN_TOKEN_LEN`] characters, or there is no fault endpoint.
+fn fault_token(config: &ServiceConfig) -> Option<&str> {
+    if !config.fault_injection {
+        return None;
+    }
+    match config.setting("fault_token") {
+        Some(token) if token.len() >= crate::faults::MIN_TOKEN_LEN => Some(token),
+        _ => {
+            tracing::warn!(
+                "fault_injection is on but fault_token (COMB_FAULT_TOKEN) is missing or shorter than {} characters: faults cannot be injected",
+                crate::faults::MIN_TOKEN_LEN
+            );
+            None
+        }
+    }
 }
 
 /// Wraps a service's routes with the kit's endpoints and middleware: `/healthz`

@@ -65,6 +65,12 @@ impl Layout {
         self.root.join("launcher.json")
     }
 
+    /// The running system's fault token (readable by its owner alone): `comb chaos` sends
+    /// it to inject faults.
+    pub fn fault_token_file(&self) -> PathBuf {
+        self.root.join("fault.token")
+    }
+
     /// What a detached launcher prints.
     pub fn launcher_log(&self) -> PathBuf {
         self.root.join("launcher.log")

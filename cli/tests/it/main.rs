@@ -7,6 +7,7 @@
 
 mod bench;
 mod export;
+mod hardening;
 mod launcher;
 mod observability;
 mod resilience;
