@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::http::header;
+use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use comb_kit::grpc::Upstream;
 
@@ -123,6 +123,43 @@ pub fn routes(state: GatewayState) -> Router {
             }),
         )
         .merge(shop)
+        .layer(axum::middleware::from_fn(browser_security))
+}
+
+/// What a browser may do with the gateway's answers: load nothing from elsewhere, run no
+/// inline script, never frame a page, never guess a content type, send no referrer to other
+/// sites; and keep no copy of a personal answer (a storefront page, which shows the
+/// visitor's cart, or an API answer to a signed request).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self'; \
+     script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+async fn browser_security(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let personal = request.headers().contains_key(header::AUTHORIZATION)
+        || request.headers().contains_key(header::COOKIE)
+        || request.uri().path() == "/"
+        || request.uri().path().starts_with("/shop");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if personal && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 fn api_router() -> OpenApiRouter<GatewayState> {

@@ -327,6 +327,7 @@ footer { color:var(--muted); font-size:14px; padding:20px; text-align:center; }
 input[aria-invalid="true"] { border-color:var(--bad); border-width:2px; }
 table { border-collapse:collapse; width:100%; background:#fff; }
 th, td { text-align:left; padding:8px; border-bottom:1px solid var(--line); }
+pre.message { white-space:pre-wrap; font:inherit; }
 .product { display:grid; grid-template-columns:minmax(180px, 300px) 1fr; gap:24px; }
 @media (max-width: 640px) { .product { grid-template-columns:1fr; } header.top { gap:8px; } }
 "#;

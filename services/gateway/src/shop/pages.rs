@@ -682,6 +682,9 @@ pub(super) struct CheckoutForm {
     exp_year: String,
     #[serde(default)]
     cvc: String,
+    /// Made when the form is shown: a form submitted twice places one order.
+    #[serde(default)]
+    checkout_key: String,
 }
 
 const COUNTRIES: &[(&str, &str)] = &[
@@ -728,6 +731,19 @@ struct Quote {
     days: u32,
 }
 
+/// The last four digits of a card number, when it has that many.
+fn last_four(number: &str) -> Option<String> {
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    (digits.len() >= 4).then(|| digits[digits.len() - 4..].iter().collect())
+}
+
+/// A checkout key as the form should carry: one this page made (a UUID), else a new one.
+fn checkout_key(presented: &str) -> String {
+    uuid::Uuid::parse_str(presented.trim())
+        .unwrap_or_else(|_| uuid::Uuid::new_v4())
+        .to_string()
+}
+
 fn checkout_page(
     form: &CheckoutForm,
     errors: &[(String, String)],
@@ -768,6 +784,7 @@ fn checkout_page(
             div.error-box role="alert" { p { "Please correct the marked fields." } }
         }
         form method="post" action="/shop/checkout" novalidate {
+            input type="hidden" name="checkout_key" value=(form.checkout_key);
             fieldset {
                 legend { "Contact" }
                 (field("email", "Email", &form.email, "email", "email", errors))
@@ -790,10 +807,14 @@ fn checkout_page(
             }
             fieldset {
                 legend { "Payment (test card 4242 4242 4242 4242)" }
-                (field("card_number", "Card number", &form.card_number, "text", "cc-number", errors))
+                // A page shown again never carries the card number or its security code.
+                @if let Some(last4) = last_four(&form.card_number) {
+                    p.muted #card-again { "Enter the card ending " (last4) " again." }
+                }
+                (field("card_number", "Card number", "", "text", "cc-number", errors))
                 (field("exp_month", "Expiry month", &form.exp_month, "text", "cc-exp-month", errors))
                 (field("exp_year", "Expiry year", &form.exp_year, "text", "cc-exp-year", errors))
-                (field("cvc", "Security code", &form.cvc, "text", "cc-csc", errors))
+                (field("cvc", "Security code", "", "text", "cc-csc", errors))
             }
             button type="submit" { "Place order" }
         }
@@ -861,6 +882,7 @@ pub(super) async fn checkout_form(
             .as_ref()
             .and_then(|claims| claims.name.clone())
             .unwrap_or_default(),
+        checkout_key: checkout_key(""),
         ..Default::default()
     };
     page(
@@ -881,7 +903,9 @@ pub(super) async fn checkout(
     if let Some(refused) = foreign_post(&headers) {
         return refused;
     }
-    let form = form.map(|Form(form)| form).unwrap_or_default();
+    let mut form = form.map(|Form(form)| form).unwrap_or_default();
+    // The key the form was shown with: a second submission of it is the same order.
+    form.checkout_key = checkout_key(&form.checkout_key);
     let visitor = visitor(&state, &headers).await;
     let Some(owner) = visitor.owner().map(str::to_owned) else {
         return see_other("/shop/cart", None);
@@ -928,7 +952,7 @@ pub(super) async fn checkout(
     let placed = OrdersClient::new(state.orders.channel())
         .place_order(orders::PlaceOrderRequest {
             owner,
-            idempotency_key: uuid::Uuid::new_v4().to_string(),
+            idempotency_key: form.checkout_key.clone(),
             email: form.email.trim().to_owned(),
             shipping_address: Some(shipping::Address {
                 name: form.name.trim().to_owned(),
@@ -1339,7 +1363,7 @@ pub(super) async fn mailbox(State(state): State<GatewayState>, headers: HeaderMa
                     li.card {
                         h2 { (message.subject) }
                         p.muted { (message.created_at) " · to " (message.email) }
-                        pre style="white-space:pre-wrap;font:inherit" { (message.body) }
+                        pre.message { (message.body) }
                     }
                 }
             },

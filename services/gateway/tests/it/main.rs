@@ -12,6 +12,7 @@ mod events;
 mod kept;
 mod matrix;
 mod reviews;
+mod storefront;
 
 use std::collections::BTreeMap;
 
