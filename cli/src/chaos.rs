@@ -91,6 +91,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// The running system's operator token, which `comb up` wrote to the data directory.
+fn operator_token(layout: &Layout) -> anyhow::Result<String> {
+    let file = layout.operator_token_file();
+    let token = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "cannot read the system's operator token {} (written by comb up; run comb as the user who started it)",
+            file.display()
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
 async fn launcher(data_dir: &DataDirArg) -> anyhow::Result<LauncherState> {
     let layout = Layout::new(&data_dir.data_dir)?;
     running_launcher(&layout)?.with_context(|| {
@@ -125,7 +137,7 @@ pub async fn chaos(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             set_faults(&state, &layout, &service, Some(plan)).await
         }
         ChaosAction::Clear { service } => set_faults(&state, &layout, &service, None).await,
-        ChaosAction::Check { settle, json } => check(&state, settle, json).await,
+        ChaosAction::Check { settle, json } => check(&state, &layout, settle, json).await,
     }
 }
 
@@ -193,13 +205,7 @@ async fn set_faults(
     if instances.is_empty() {
         bail!("no instance of {service:?} is running");
     }
-    let token_file = layout.fault_token_file();
-    let token = std::fs::read_to_string(&token_file).with_context(|| {
-        format!(
-            "cannot read the system's fault token {} (written by comb up)",
-            token_file.display()
-        )
-    })?;
+    let token = operator_token(layout)?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -213,7 +219,7 @@ async fn set_faults(
             Some(plan) => client.put(&url).json(plan),
             None => client.delete(&url),
         }
-        .header(comb_kit::faults::TOKEN_HEADER, token.trim());
+        .header(comb_kit::faults::TOKEN_HEADER, token.as_str());
         let response = request
             .send()
             .await
@@ -283,9 +289,15 @@ async fn orders(db: &AnyPool) -> anyhow::Result<Vec<OrderRow>> {
         .collect()
 }
 
-async fn check(state: &LauncherState, settle: Duration, json: bool) -> anyhow::Result<ExitCode> {
+async fn check(
+    state: &LauncherState,
+    layout: &Layout,
+    settle: Duration,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let databases: BTreeMap<String, String> = reqwest::Client::new()
         .get(format!("{}/databases", state.control_url))
+        .header(comb_kit::faults::TOKEN_HEADER, operator_token(layout)?)
         .send()
         .await?
         .error_for_status()?

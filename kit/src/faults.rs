@@ -24,8 +24,8 @@ use crate::telemetry::is_grpc;
 /// The path of the control endpoint.
 pub const FAULTS_PATH: &str = "/_comb/faults";
 
-/// The header that carries the fault token.
-pub const TOKEN_HEADER: &str = "x-comb-fault-token";
+/// The header that carries the fault token (under `comb up`, the system's operator token).
+pub const TOKEN_HEADER: &str = "x-comb-operator-token";
 
 /// The shortest fault token accepted: a guessable one would hand the instance to anyone.
 pub const MIN_TOKEN_LEN: usize = 16;

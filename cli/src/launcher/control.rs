@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, State};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use nix::sys::signal::kill;
@@ -57,6 +58,8 @@ pub struct Control {
     pub services: Arc<[String]>,
     /// Each service's database URL, for `comb chaos check`.
     pub databases: Arc<std::collections::BTreeMap<String, String>>,
+    /// The system's operator token: who presents it sees the databases' passwords.
+    pub operator_token: Option<Arc<str>>,
     pub collector: Collector,
     pub memory: Arc<DashboardMemory>,
     pub http: reqwest::Client,
@@ -137,6 +140,9 @@ pub async fn serve(
         logs_dir: layout.logs_dir(),
         services: services.into(),
         databases: Arc::new(databases),
+        operator_token: std::fs::read_to_string(layout.operator_token_file())
+            .ok()
+            .map(|token| token.trim().into()),
         collector,
         memory: Arc::default(),
         http: reqwest::Client::new(),
@@ -158,7 +164,11 @@ pub async fn serve(
         .route("/mailbox", get(dashboard::mailbox))
         .route("/api/traces", get(dashboard::api_traces))
         .route("/api/traces/{id}", get(dashboard::api_trace))
-        .with_state(control);
+        .with_state(control)
+        .layer(axum::middleware::from_fn_with_state(
+            own_hosts(&state.control_url),
+            only_own_host,
+        ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -212,10 +222,71 @@ async fn discover_all(
     Json(snapshot)
 }
 
+/// Each service's database URL; passwords are shown only to a caller presenting the
+/// system's operator token (`comb chaos check`), never on the dashboard.
 async fn list_databases(
     State(control): State<Control>,
+    headers: axum::http::HeaderMap,
 ) -> Json<std::collections::BTreeMap<String, String>> {
-    Json(control.databases.as_ref().clone())
+    let operator = control.operator_token.as_deref().is_some_and(|token| {
+        headers
+            .get(comb_kit::faults::TOKEN_HEADER)
+            .is_some_and(|presented| presented.as_bytes() == token.as_bytes())
+    });
+    Json(
+        control
+            .databases
+            .iter()
+            .map(|(service, url)| {
+                let url = if operator {
+                    url.clone()
+                } else {
+                    comb_kit::storage::redact(url)
+                };
+                (service.clone(), url)
+            })
+            .collect(),
+    )
+}
+
+/// The `Host` values the control API answers: its own address, by number or as
+/// `localhost`.
+fn own_hosts(url: &str) -> Arc<[String]> {
+    let address = url.trim_start_matches("http://");
+    let port = address.rsplit_once(':').map_or("", |(_, port)| port);
+    vec![
+        address.to_owned(),
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ]
+    .into()
+}
+
+/// Refuses a request addressed to another host: a web page whose name was pointed at this
+/// machine (DNS rebinding) must not read the dashboard or drive the launcher.
+async fn only_own_host(
+    State(hosts): State<Arc<[String]>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let host = request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !hosts.iter().any(|own| *own == host) {
+        return (
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this is comb's launcher, which answers only as {}; open the dashboard at that address",
+                hosts[0]
+            ),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// A request to run a service with so many instances.

@@ -86,7 +86,7 @@ async fn run(
     // and forwards them to the OTLP endpoint the launcher itself was given, if any.
     let launcher_env = |name: &str| std::env::var(name).ok();
     let tracing_env = traces::instance_env(&control_port.url, launcher_env);
-    let fault_token = new_fault_token(layout)?;
+    let operator_token = new_operator_token(layout)?;
     // `COMB_FAULT_INJECTION=false` where comb up runs keeps every instance free of faults.
     let fault_injection_set = std::env::var_os("COMB_FAULT_INJECTION").is_some();
     for instance in &mut plan.instances {
@@ -105,7 +105,7 @@ async fn run(
         }
         instance
             .env
-            .insert("COMB_FAULT_TOKEN".to_owned(), fault_token.clone());
+            .insert("COMB_FAULT_TOKEN".to_owned(), operator_token.clone());
     }
     if let Some(nats_url) = &topology.launcher.nats {
         check_reachable(nats_url).await?;
@@ -482,24 +482,25 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A new secret for this system's fault endpoints, kept where `comb chaos` finds it and
-/// readable by this user alone.
-fn new_fault_token(layout: &Layout) -> anyhow::Result<String> {
+/// A new secret for this system's operator actions (the instances' fault endpoints, the
+/// launcher's unredacted database list), kept where `comb chaos` finds it and readable by
+/// this user alone.
+fn new_operator_token(layout: &Layout) -> anyhow::Result<String> {
     use rand::Rng;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
     let bytes: [u8; 24] = rand::thread_rng().r#gen();
     let token: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    let path = layout.fault_token_file();
+    let path = layout.operator_token_file();
     let _ = std::fs::remove_file(&path);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("cannot write the fault token to {}", path.display()))?;
+        .with_context(|| format!("cannot write the operator token to {}", path.display()))?;
     file.write_all(token.as_bytes())
-        .with_context(|| format!("cannot write the fault token to {}", path.display()))?;
+        .with_context(|| format!("cannot write the operator token to {}", path.display()))?;
     Ok(token)
 }

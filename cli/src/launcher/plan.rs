@@ -65,10 +65,10 @@ impl Layout {
         self.root.join("launcher.json")
     }
 
-    /// The running system's fault token (readable by its owner alone): `comb chaos` sends
-    /// it to inject faults.
-    pub fn fault_token_file(&self) -> PathBuf {
-        self.root.join("fault.token")
+    /// The running system's operator token (readable by its owner alone): `comb chaos`
+    /// sends it to inject faults and to read the databases' full URLs.
+    pub fn operator_token_file(&self) -> PathBuf {
+        self.root.join("operator.token")
     }
 
     /// What a detached launcher prints.

@@ -11,7 +11,7 @@ const FAULTS: &str = "/_comb/faults";
 async fn faults_answer_only_the_systems_token() {
     let comb = Comb::up(&repo_topology());
     let gateway = comb.gateway();
-    let token_file = std::path::Path::new(&comb.data_dir()).join("fault.token");
+    let token_file = std::path::Path::new(&comb.data_dir()).join("operator.token");
     let token = std::fs::read_to_string(&token_file).unwrap();
     assert!(token.len() >= 32, "a token nobody guesses: {token:?}");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
@@ -24,7 +24,7 @@ async fn faults_answer_only_the_systems_token() {
             .put(format!("{gateway}{FAULTS}"))
             .json(&serde_json::json!({"error_rate": 1}));
         if let Some(presented) = presented {
-            put = put.header("x-comb-fault-token", presented);
+            put = put.header("x-comb-operator-token", presented);
         }
         assert_eq!(put.send().await.unwrap().status(), 404, "{presented:?}");
         let get = comb.http.get(format!("{gateway}{FAULTS}")).send().await;
@@ -55,12 +55,13 @@ async fn faults_answer_only_the_systems_token() {
 #[tokio::test]
 async fn comb_fault_injection_false_is_honoured() {
     let comb = Comb::up_with_env(&repo_topology(), &[("COMB_FAULT_INJECTION", "false")]);
-    let token = std::fs::read_to_string(std::path::Path::new(&comb.data_dir()).join("fault.token"))
-        .unwrap();
+    let token =
+        std::fs::read_to_string(std::path::Path::new(&comb.data_dir()).join("operator.token"))
+            .unwrap();
     let put = comb
         .http
         .put(format!("{}{FAULTS}", comb.gateway()))
-        .header("x-comb-fault-token", token.trim())
+        .header("x-comb-operator-token", token.trim())
         .json(&serde_json::json!({"error_rate": 1}))
         .send()
         .await
@@ -73,4 +74,30 @@ async fn comb_fault_injection_false_is_honoured() {
         "{}",
         text(&refused)
     );
+}
+
+#[tokio::test]
+async fn the_dashboard_answers_only_its_own_host() {
+    let comb = Comb::up(&repo_topology());
+    let dashboard = comb.dashboard();
+    let own = comb.http.get(&dashboard).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    // A page on another site whose name now points here (DNS rebinding).
+    let foreign = comb
+        .http
+        .get(&dashboard)
+        .header("host", "attacker.example:8090")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 421);
+    let scale = comb
+        .http
+        .post(format!("{dashboard}/scale"))
+        .header("host", "attacker.example")
+        .json(&serde_json::json!({"service": "catalog", "replicas": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scale.status(), 421);
 }

@@ -297,10 +297,15 @@ impl Comb {
             .ok()
     }
 
-    /// Each service's database URL, as the launcher gave it to the service.
+    /// Each service's database URL, as the launcher gave it to the service (passwords
+    /// included, for the operator).
     pub async fn databases(&self) -> std::collections::BTreeMap<String, String> {
+        let token =
+            std::fs::read_to_string(std::path::Path::new(&self.data_dir()).join("operator.token"))
+                .unwrap();
         self.http
             .get(format!("{}/databases", self.dashboard()))
+            .header("x-comb-operator-token", token.trim())
             .send()
             .await
             .unwrap()

@@ -22,6 +22,26 @@ async fn a_services_role_cannot_open_another_services_database() {
         "a database for every service but the gateway: {databases:?}"
     );
     assert!(!databases.contains_key("gateway"));
+    // Without the operator token the launcher shows no password.
+    let shown: std::collections::BTreeMap<String, String> = comb
+        .http
+        .get(format!("{}/databases", comb.dashboard()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (service, url) in &shown {
+        assert!(url.contains(":***@"), "{service}: {url}");
+        let password = databases[service]
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split_once('@'))
+            .and_then(|(credentials, _)| credentials.split_once(':'))
+            .map(|(_, password)| password)
+            .unwrap();
+        assert!(!url.contains(password), "{service}: {url}");
+    }
 
     // In its own database the catalog's role reads its tables.
     let catalog = PgConnectOptions::from_str(&databases["catalog"]).unwrap();
