@@ -276,7 +276,7 @@ async fn only_own_host(
         .and_then(|host| host.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if !hosts.iter().any(|own| *own == host) {
+    if !hosts.contains(&host) {
         return (
             axum::http::StatusCode::MISDIRECTED_REQUEST,
             format!(

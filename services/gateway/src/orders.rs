@@ -300,15 +300,12 @@ pub async fn get_order(
     let Ok(Path(id)) = path else {
         return Err(Problem::not_found("there is no order with that id"));
     };
-    let owner = if caller.role() == Role::Admin {
-        String::new()
-    } else {
-        caller.0.sub
-    };
+    let any_owner = caller.role() == Role::Admin;
     let order = client(&state)
         .get_order(proto::GetOrderRequest {
             order_id: id,
-            owner,
+            owner: caller.0.sub,
+            any_owner,
         })
         .await
         .map_err(|status| state.orders.problem(&status))?

@@ -1057,6 +1057,7 @@ pub(super) async fn order(
         .get_order(orders::GetOrderRequest {
             order_id: id,
             owner,
+            any_owner: false,
         })
         .await;
     let order = match found {

@@ -655,3 +655,49 @@ async fn business_metrics_move_when_a_checkout_happens() {
         "RED histograms per RPC"
     );
 }
+
+#[tokio::test]
+async fn an_empty_owner_reads_no_order_and_only_an_admin_reads_anyones() {
+    use comb_contracts::orders::v1 as orders;
+    use comb_contracts::orders::v1::orders_client::OrdersClient;
+
+    let system = System::start().await;
+    let buyer = customer(&system, "owner@example.com").await;
+    let items = products(&system, 1).await;
+    add(&system, &buyer, &items[0].0, 1).await;
+    let placed = checkout(&system, &buyer, checkout_body(GOOD_CARD, None), None).await;
+    let order = final_order(&system, &buyer, placed).await;
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    let upstream =
+        comb_kit::client::Upstream::new("orders", &[system.orders.url()], Duration::from_secs(5))
+            .unwrap();
+    let mut client = OrdersClient::new(upstream.channel());
+    let read = |owner: &str, any_owner: bool| orders::GetOrderRequest {
+        order_id: id.clone(),
+        owner: owner.to_owned(),
+        any_owner,
+    };
+    let nobody = client.get_order(read("", false)).await.unwrap_err();
+    assert_eq!(
+        nobody.code(),
+        tonic::Code::NotFound,
+        "an empty owner is nobody"
+    );
+    let stranger = client
+        .get_order(read("someone-else", false))
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::NotFound);
+    assert!(
+        client.get_order(read("", true)).await.is_ok(),
+        "the admin flag"
+    );
+
+    // Through the API: the admin reads it, another customer does not find it.
+    let admin = admin(&system).await;
+    let path = format!("/api/v1/orders/{id}");
+    assert_eq!(system.get_as(&path, &admin).await.status(), 200);
+    let other = customer(&system, "not-the-owner@example.com").await;
+    problem(system.get_as(&path, &other).await, 404).await;
+}
