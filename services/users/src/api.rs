@@ -69,10 +69,9 @@ impl Users for UsersApi {
         if !errors.is_empty() {
             return Err(invalid_argument(&errors));
         }
-        let hash = passwords::hash(request.password).await.map_err(|error| {
-            tracing::error!(%error, "hashing a password failed");
-            Status::internal("registration failed")
-        })?;
+        let hash = passwords::hash(request.password)
+            .await
+            .map_err(hash_status)?;
         let user = User {
             id: uuid::Uuid::now_v7().to_string(),
             email: email.as_str().to_owned(),
@@ -110,7 +109,9 @@ impl Users for UsersApi {
             Some((user, hash)) => (Some(user), Some(hash)),
             None => (None, None),
         };
-        let password_ok = passwords::verify(request.password, hash).await;
+        let password_ok = passwords::verify(request.password, hash)
+            .await
+            .map_err(hash_status)?;
         match user {
             Some(user) if password_ok => Ok(Response::new(self.session(user)?)),
             _ => Err(Status::unauthenticated(BAD_CREDENTIALS)),
@@ -173,6 +174,18 @@ pub fn role_to_proto(role: Role) -> proto::Role {
         Role::Guest => proto::Role::Guest,
         Role::Customer => proto::Role::Customer,
         Role::Admin => proto::Role::Admin,
+    }
+}
+
+/// A hash refused for want of a turn is a moment's unavailability (the caller is told to
+/// retry, and does not retry by itself); any other failure is ours.
+fn hash_status(error: passwords::HashError) -> Status {
+    match error {
+        passwords::HashError::Busy => Status::unavailable(error.to_string()),
+        passwords::HashError::Failed(_) => {
+            tracing::error!(%error, "hashing a password failed");
+            Status::internal("password hashing failed")
+        }
     }
 }
 

@@ -53,6 +53,15 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// Opens the database, loads (or creates) the signing key, and makes sure the admin
 /// account from `admin_email`/`admin_password` exists when they are set.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<UsersApi> {
+    let hashes = match config.setting("password_hashes") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=64).contains(n))
+            .context("setting password_hashes (COMB_PASSWORD_HASHES) must be a number from 1 to 64: how many password hashes run at once")?,
+        None => passwords::DEFAULT_CONCURRENT_HASHES,
+    };
+    passwords::set_concurrency(hashes);
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = UserStore::new(db);
     let seconds = |key: &str, default: u64| -> anyhow::Result<Duration> {
