@@ -244,7 +244,15 @@ impl Orders for OrdersApi {
             })?
             .into_inner();
         let subtotal: i64 = lines.iter().map(|line| line.line_total_minor).sum();
-        let shipping_cost = quote.cost.unwrap_or_default().amount_minor;
+        let quoted = quote.cost.unwrap_or_default();
+        // One currency per order: a price is never added to an amount in another currency.
+        if quoted.currency != currency {
+            return Err(Status::failed_precondition(format!(
+                "shipping is quoted in {} and this cart is priced in {currency}, which cannot be added up: only carts priced in {} can be checked out",
+                quoted.currency, quoted.currency
+            )));
+        }
+        let shipping_cost = quoted.amount_minor;
         let now = now_ms();
         let deadline = i64::try_from(self.saga.timing().deadline.as_millis()).unwrap_or(i64::MAX);
         let order = Order {

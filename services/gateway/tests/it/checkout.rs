@@ -701,3 +701,42 @@ async fn an_empty_owner_reads_no_order_and_only_an_admin_reads_anyones() {
     let other = customer(&system, "not-the-owner@example.com").await;
     problem(system.get_as(&path, &other).await, 404).await;
 }
+
+#[tokio::test]
+async fn a_cart_in_another_currency_than_shipping_is_refused_not_added_up() {
+    let system = System::start().await;
+    let admin = admin(&system).await;
+    let created = system
+        .http
+        .post(system.url("/api/v1/admin/products"))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"sku": "BK-EURO-1", "kind": "book", "title": "Priced in Euros",
+            "creators": ["A. Author"], "category": "non-fiction",
+            "price": {"amount_minor": 1500, "currency": "EUR"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+    let product: Value = created.json().await.unwrap();
+    let id = product["id"].as_str().unwrap().to_owned();
+    let stocked = system
+        .http
+        .put(system.url(&format!("/api/v1/admin/stock/{id}")))
+        .bearer_auth(&admin)
+        .json(&json!({"available": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stocked.status(), 200);
+    let buyer = customer(&system, "euro@example.com").await;
+    add(&system, &buyer, &id, 1).await;
+    let refused = checkout(&system, &buyer, checkout_body(GOOD_CARD, None), None).await;
+    let body = problem(refused, 409).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("EUR") && detail.contains("USD"), "{body}");
+    let orders = system.get_as("/api/v1/orders", &buyer).await;
+    let orders: Value = orders.json().await.unwrap();
+    assert_eq!(orders["items"], json!([]), "no order was placed");
+}
