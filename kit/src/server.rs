@@ -93,6 +93,9 @@ impl Server {
                 tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
             }
         });
+        // Each request knows its peer's address (`ConnectInfo<SocketAddr>`), for limits per
+        // client.
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
             stop.await;
             drain_readiness.set(false);

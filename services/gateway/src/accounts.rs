@@ -1,11 +1,13 @@
 //! Account routes: register, log in, guest tokens, who am I, and the public keys that
 //! verify comb's tokens. Answered by the users service.
 
-use axum::Json;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use comb_contracts::auth::Role;
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
@@ -16,6 +18,7 @@ use utoipa::ToSchema;
 use crate::GatewayState;
 use crate::auth::{Caller, bearer_token};
 use crate::body::JsonBody;
+use crate::limits::Action;
 use crate::openapi::Problem as ProblemDoc;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -115,14 +118,21 @@ fn session(session: proto::Session) -> Result<Session, Problem> {
         (status = 201, description = "The account exists and is signed in", body = Session),
         (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "An account with this email exists; log in instead", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
     State(state): State<GatewayState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<Session>), Problem> {
+    state.limits.check(
+        Action::NewSession,
+        peer.as_ref().map(|Extension(peer)| peer),
+        None,
+    )?;
     let created = users(&state)
         .register(proto::RegisterRequest {
             email: body.email,
@@ -147,14 +157,21 @@ pub async fn register(
         (status = 200, description = "Signed in", body = Session),
         (status = 400, description = "The body is malformed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "The email or password is wrong", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn login(
     State(state): State<GatewayState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Session>, Problem> {
+    state.limits.check(
+        Action::SignIn,
+        peer.as_ref().map(|Extension(peer)| peer),
+        Some(&body.email),
+    )?;
     let signed_in = users(&state)
         .login(proto::LoginRequest {
             email: body.email,
@@ -198,12 +215,19 @@ async fn merge_guest_cart(state: &GatewayState, headers: &HeaderMap, user_id: &s
     tag = "accounts",
     responses(
         (status = 201, description = "A guest token", body = GuestSession),
+        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn guest(
     State(state): State<GatewayState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<(StatusCode, Json<GuestSession>), Problem> {
+    state.limits.check(
+        Action::NewSession,
+        peer.as_ref().map(|Extension(peer)| peer),
+        None,
+    )?;
     let issued = users(&state)
         .issue_guest_token(proto::IssueGuestTokenRequest {})
         .await
@@ -264,6 +288,7 @@ pub struct Jwks {
     tag = "accounts",
     responses(
         (status = 200, description = "The JSON Web Key Set", body = Jwks),
+        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]

@@ -9,6 +9,7 @@ pub mod body;
 pub mod cart;
 pub mod catalog;
 pub mod kept;
+pub mod limits;
 pub mod messages;
 pub mod openapi;
 pub mod orders;
@@ -58,6 +59,8 @@ pub struct GatewayState {
     pub watches: kept::Watches,
     /// Answers of the catalog, reviews and recommendations, kept while current.
     pub kept: Arc<kept::Kept>,
+    /// How often a client or an account may sign in and check out.
+    pub limits: limits::Limits,
 }
 
 impl GatewayState {
@@ -92,6 +95,11 @@ impl GatewayState {
             rendered: Arc::default(),
             watches: kept::Watches::start(config)?,
             kept: Arc::default(),
+            limits: {
+                let limits = limits::Limits::new(limits::LimitSettings::from_config(config)?);
+                limits.forget_idle_every_minute();
+                limits
+            },
         })
     }
 }

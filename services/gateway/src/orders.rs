@@ -175,16 +175,23 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The cart is empty", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "Too many checkouts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "A service checkout needs is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn place_order(
     State(state): State<GatewayState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CheckoutBody>,
 ) -> Result<Response, Problem> {
     let claims = caller.0;
+    state.limits.check(
+        crate::limits::Action::Checkout,
+        peer.as_ref().map(|axum::Extension(peer)| peer),
+        Some(&claims.sub),
+    )?;
     let key = match headers.get(IDEMPOTENCY_KEY) {
         Some(value) => value
             .to_str()

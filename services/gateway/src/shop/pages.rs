@@ -1264,24 +1264,27 @@ fn account_errors(status: &tonic::Status) -> (Vec<(String, String)>, Option<Stri
 /// `POST /shop/login`.
 pub(super) async fn login(
     State(state): State<GatewayState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    sign_in(state, headers, form, false).await
+    sign_in(state, peer, headers, form, false).await
 }
 
 /// `POST /shop/register`.
 pub(super) async fn register(
     State(state): State<GatewayState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    sign_in(state, headers, form, true).await
+    sign_in(state, peer, headers, form, true).await
 }
 
 /// Logs in, or registers then logs in; a refusal shows the form again, marked.
 async fn sign_in(
     state: GatewayState,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
     register: bool,
@@ -1290,6 +1293,29 @@ async fn sign_in(
         return refused;
     }
     let form = form.map(|Form(form)| form).unwrap_or_default();
+    let (action, account) = if register {
+        (crate::limits::Action::NewSession, None)
+    } else {
+        (crate::limits::Action::SignIn, Some(form.email.as_str()))
+    };
+    if let Err(problem) = state.limits.check(
+        action,
+        peer.as_ref().map(|axum::Extension(peer)| peer),
+        account,
+    ) {
+        let mut page = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            &format!("{}.", capitalize(&problem.detail)),
+        );
+        if let Some(after) = problem.retry_after {
+            page.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(after.as_secs()),
+            );
+        }
+        return page;
+    }
     let before = visitor(&state, &headers).await;
     let mut users_client = UsersClient::new(state.users.channel());
     let result = if register {

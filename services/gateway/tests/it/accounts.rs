@@ -282,3 +282,23 @@ async fn known_tokens_verify_while_users_is_down() {
         .await;
     problem(register, 503).await;
 }
+
+#[tokio::test]
+async fn the_twenty_first_wrong_password_in_a_minute_is_refused_with_429() {
+    let system = System::start().await;
+    register(&system, "target@example.com").await;
+    for attempt in 1..=20 {
+        let wrong = login(&system, "target@example.com", "not the password at all").await;
+        assert_eq!(wrong.status(), 401, "attempt {attempt}");
+    }
+    let refused = login(&system, "Target@Example.com", "not the password at all").await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let body = problem(refused, 429).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("account"),
+        "{body}"
+    );
+    // Another account is not locked out by it.
+    let other = login(&system, "someone-else@example.com", "not the password at all").await;
+    assert_eq!(other.status(), 401);
+}
