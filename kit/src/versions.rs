@@ -34,8 +34,11 @@ pub const MAX_WAIT_MS: u32 = 30_000;
 /// How long a watcher's poll waits; its call timeout must be longer.
 pub const WATCH_WAIT: Duration = Duration::from_secs(15);
 
-/// After a failed watch, the wait before the next (nothing kept is served meanwhile).
+/// After a failed watch, the wait before the next, doubling while watches keep failing (an
+/// instance that does not serve versions yet costs a call every few seconds, not a busy
+/// loop); nothing kept is served meanwhile.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
 
 /// Labels an answer with the version of the data it was read from (read before the data,
 /// so the data is at least that new).
@@ -164,6 +167,7 @@ async fn watch(
     mut client: DataVersionsClient<crate::client::UpstreamChannel>,
 ) {
     let wait_ms = u32::try_from(WATCH_WAIT.as_millis()).unwrap_or(MAX_WAIT_MS);
+    let mut retry_after = RETRY_AFTER;
     loop {
         let Some(strong) = watched.upgrade() else {
             return;
@@ -186,7 +190,10 @@ async fn watch(
         }
         drop(strong);
         if failed {
-            tokio::time::sleep(RETRY_AFTER).await;
+            tokio::time::sleep(retry_after).await;
+            retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
+        } else {
+            retry_after = RETRY_AFTER;
         }
     }
 }

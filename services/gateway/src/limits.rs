@@ -213,13 +213,17 @@ impl Limits {
         }
     }
 
-    /// Forgets idle keys every minute for as long as the limits are held.
+    /// Forgets idle keys every minute for as long as anyone else holds the limits.
     pub fn forget_idle_every_minute(&self) {
         let limits = self.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.tick().await;
             loop {
                 every.tick().await;
+                if Arc::strong_count(&limits.sign_ins_by_account) == 1 {
+                    return;
+                }
                 limits.forget_idle();
             }
         });

@@ -299,6 +299,11 @@ async fn the_twenty_first_wrong_password_in_a_minute_is_refused_with_429() {
         "{body}"
     );
     // Another account is not locked out by it.
-    let other = login(&system, "someone-else@example.com", "not the password at all").await;
+    let other = login(
+        &system,
+        "someone-else@example.com",
+        "not the password at all",
+    )
+    .await;
     assert_eq!(other.status(), 401);
 }

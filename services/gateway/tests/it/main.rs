@@ -34,6 +34,9 @@ pub struct Options {
     pub checkout_wait_ms: u64,
     /// Events through NATS JetStream instead of the producers' own feeds.
     pub nats: bool,
+    /// The gateway's checkouts per account a minute, when a test needs more than the
+    /// default.
+    pub checkouts_per_account: Option<u32>,
 }
 
 impl Default for Options {
@@ -42,6 +45,7 @@ impl Default for Options {
             saga_deadline_ms: 20_000,
             checkout_wait_ms: 2_000,
             nats: false,
+            checkouts_per_account: None,
         }
     }
 }
@@ -262,7 +266,7 @@ impl System {
             &[("COMB_UPSTREAM_REVIEWS", reviews.url())],
         );
 
-        let gateway = gateway_for(
+        let gateway = gateway_with(
             &Upstreams {
                 catalog: catalog.url(),
                 users: users.url(),
@@ -275,6 +279,11 @@ impl System {
                 reviews: reviews.url(),
             },
             2_000,
+            &options
+                .checkouts_per_account
+                .map(|n| ("COMB_CHECKOUTS_PER_ACCOUNT", n.to_string()))
+                .into_iter()
+                .collect::<Vec<_>>(),
         )
         .await;
         let mut system = Self {
@@ -523,7 +532,16 @@ impl Upstreams {
 
 /// A gateway in front of these services, with calls failing after `call_timeout_ms`.
 pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestServer {
-    let env = [
+    gateway_with(upstreams, call_timeout_ms, &[]).await
+}
+
+/// The same, with more settings.
+pub async fn gateway_with(
+    upstreams: &Upstreams,
+    call_timeout_ms: u64,
+    extra: &[(&str, String)],
+) -> TestServer {
+    let mut env = vec![
         ("COMB_UPSTREAM_CATALOG", upstreams.catalog.clone()),
         ("COMB_UPSTREAM_USERS", upstreams.users.clone()),
         ("COMB_UPSTREAM_CART", upstreams.cart.clone()),
@@ -541,6 +559,7 @@ pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestSer
         ("COMB_UPSTREAM_REVIEWS", upstreams.reviews.clone()),
         ("COMB_CALL_TIMEOUT_MS", call_timeout_ms.to_string()),
     ];
+    env.extend(extra.iter().cloned());
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();
     let state = GatewayState::connect(&config).unwrap();
     TestServer::start(comb_gateway::routes(state)).await
