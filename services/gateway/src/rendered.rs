@@ -3,12 +3,10 @@
 //! (`if_version`); while the service says nothing changed, the kept bytes are the answer,
 //! and the service sends no data and the gateway decodes and renders none.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-
 use axum::body::Bytes;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use comb_kit::versions::KeptAnswers;
 
 /// Answers kept; past this the cache starts over, so odd queries cannot grow it unbounded.
 const MAX_ANSWERS: usize = 1024;
@@ -33,28 +31,30 @@ pub fn json(body: Bytes) -> Response {
 }
 
 /// Rendered answers by what was asked.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RenderedCache {
-    answers: Mutex<HashMap<String, Rendered>>,
+    answers: KeptAnswers<String, Bytes>,
+}
+
+impl Default for RenderedCache {
+    fn default() -> Self {
+        Self {
+            answers: KeptAnswers::new(MAX_ANSWERS),
+        }
+    }
 }
 
 impl RenderedCache {
     /// The answer kept for `key`, if any.
     pub fn get(&self, key: &str) -> Option<Rendered> {
         self.answers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .cloned()
+            .map(|(version, body)| Rendered { version, body })
     }
 
     /// Keeps an answer rendered from data at `version`.
     pub fn keep(&self, key: String, version: u64, body: Bytes) {
-        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
-        if answers.len() >= MAX_ANSWERS && !answers.contains_key(&key) {
-            answers.clear();
-        }
-        answers.insert(key, Rendered { version, body });
+        self.answers.keep(key, version, body);
     }
 }
 
@@ -72,6 +72,6 @@ mod tests {
         for n in 0..MAX_ANSWERS + 5 {
             cache.keep(format!("k{n}"), 1, Bytes::new());
         }
-        assert!(cache.answers.lock().expect("lock").len() <= MAX_ANSWERS);
+        assert!(cache.answers.len() <= MAX_ANSWERS);
     }
 }
