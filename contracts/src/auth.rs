@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 /// The issuer every comb token names.
 pub const ISSUER: &str = "comb";
 
+/// The audience every comb access token names: the public API (and the storefront) behind
+/// the gateway. A token minted for anything else is refused there.
+pub const AUDIENCE: &str = "comb-api";
+
 /// Who a caller is allowed to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -39,6 +43,14 @@ pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub iss: String,
+    /// [`AUDIENCE`].
+    pub aud: String,
+    /// The token's own id, by which logging out revokes it.
+    pub jti: String,
+    /// The account's session generation when the token was issued: changing an account's
+    /// password or role starts a new generation, and older tokens are refused.
+    #[serde(default, rename = "gen")]
+    pub generation: u64,
     /// Seconds since the epoch.
     pub iat: u64,
     pub exp: u64,

@@ -8,7 +8,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
-use comb_contracts::auth::Role;
+use comb_contracts::auth::{Claims, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
 use comb_kit::Problem;
@@ -241,6 +241,41 @@ pub async fn guest(
             guest_id: issued.guest_id,
         }),
     ))
+}
+
+/// Ends the caller's session: the token is refused from now on, by every gateway.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Logged out: the token is revoked"),
+        (status = 401, description = "No token, or one that is expired, forged, malformed or already logged out", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Accounts are unavailable, so the token is still valid; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout(
+    State(state): State<GatewayState>,
+    caller: Caller,
+) -> Result<StatusCode, Problem> {
+    end_session(&state, &caller.0).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes a verified token with users, and refuses it here at once (other gateways learn
+/// of it from users).
+pub async fn end_session(state: &GatewayState, claims: &Claims) -> Result<(), Problem> {
+    users(state)
+        .revoke_token(proto::RevokeTokenRequest {
+            token_id: claims.jti.clone(),
+            subject: claims.sub.clone(),
+            expires_at: claims.exp,
+        })
+        .await
+        .map_err(|status| state.users.problem(&status))?;
+    state.verifier.revocations().revoked(claims);
+    Ok(())
 }
 
 /// Who the token in `Authorization` belongs to.

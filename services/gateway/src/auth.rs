@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
 use comb_kit::Problem;
@@ -18,6 +18,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::GatewayState;
+use crate::sessions::Revocations;
 
 /// The least time between two key fetches caused by unknown key ids, so a stream of forged
 /// tokens cannot turn into a stream of calls to users.
@@ -31,6 +32,7 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_refresh: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
+    revocations: Arc<Revocations>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -40,16 +42,24 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    pub fn new(users: Arc<Upstream>) -> Self {
+    pub fn new(users: Arc<Upstream>, revocations: Arc<Revocations>) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = LEEWAY_SECS;
         Self {
             users,
             keys: RwLock::new(HashMap::new()),
             last_refresh: tokio::sync::Mutex::new(None),
             validation,
+            revocations,
         }
+    }
+
+    /// The sessions ended before their tokens expire.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// The claims of a valid token, or the problem to answer.
@@ -69,7 +79,7 @@ impl Verifier {
                 })?
             }
         };
-        jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map(|data| data.claims)
             .map_err(|error| {
                 Problem::unauthorized(match error.kind() {
@@ -77,9 +87,18 @@ impl Verifier {
                         "the token has expired; log in again (or get a new guest token)"
                     }
                     ErrorKind::InvalidSignature => "the token's signature is not valid",
+                    ErrorKind::InvalidAudience | ErrorKind::MissingRequiredClaim(_) => {
+                        "the token was not issued for this API; log in again for a new one"
+                    }
                     _ => "the token is not valid; log in again for a new one",
                 })
-            })
+            })?;
+        if self.revocations.refuses(&claims) {
+            return Err(Problem::unauthorized(
+                "this session has ended (logged out, or the account's password or role changed); log in again",
+            ));
+        }
+        Ok(claims)
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {

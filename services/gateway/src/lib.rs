@@ -17,6 +17,7 @@ mod params;
 pub mod rendered;
 pub mod reports;
 pub mod reviews;
+pub mod sessions;
 pub mod shop;
 
 use std::sync::Arc;
@@ -90,7 +91,10 @@ impl GatewayState {
             recommendations: Arc::new(Upstream::from_config(config, "recommendations")?),
             notifications: Arc::new(Upstream::from_config(config, "notifications")?),
             orders: Arc::new(orders),
-            verifier: Arc::new(Verifier::new(Arc::clone(&users))),
+            verifier: Arc::new(Verifier::new(
+                Arc::clone(&users),
+                sessions::Revocations::follow(config)?,
+            )),
             users,
             rendered: Arc::default(),
             watches: kept::Watches::start(config)?,
@@ -181,6 +185,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(accounts::register))
         .routes(routes!(accounts::login))
         .routes(routes!(accounts::guest))
+        .routes(routes!(accounts::logout))
         .routes(routes!(accounts::me))
         .routes(routes!(accounts::jwks))
         .routes(routes!(cart::get_cart))

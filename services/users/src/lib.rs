@@ -27,16 +27,30 @@ use crate::tokens::Tokens;
 use comb_kit::clock::now_rfc3339;
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "users",
-        sql: include_str!("../migrations/sqlite/0001_users.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "users",
-        sql: include_str!("../migrations/postgres/0001_users.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "users",
+            sql: include_str!("../migrations/sqlite/0001_users.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "sessions",
+            sql: include_str!("../migrations/sqlite/0002_sessions.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "users",
+            sql: include_str!("../migrations/postgres/0001_users.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "sessions",
+            sql: include_str!("../migrations/postgres/0002_sessions.sql"),
+        },
+    ],
 };
 
 /// Runs a users instance until it is told to stop.
@@ -102,6 +116,21 @@ async fn ensure_admin(config: &ServiceConfig, store: &UserStore) -> anyhow::Resu
         Email::parse(email).map_err(|message| anyhow::anyhow!("COMB_ADMIN_EMAIL {message}"))?;
     check_password(password, &email)
         .map_err(|message| anyhow::anyhow!("COMB_ADMIN_PASSWORD {message}"))?;
+    // A restart with the same settings changes nothing; a new password or a promoted
+    // account ends every session signed in before.
+    if let Some((user, stored)) = store.find_by_email(email.as_str()).await? {
+        let same_password = passwords::verify(password.to_owned(), Some(stored)).await?;
+        if user.role == Role::Admin && same_password {
+            tracing::info!(email = %user.email, "admin account ready");
+            return Ok(());
+        }
+        let hash = passwords::hash(password.to_owned()).await?;
+        let generation = store
+            .make_admin(&user.id, &hash, comb_kit::clock::now_ms())
+            .await?;
+        tracing::info!(email = %user.email, generation, "admin account changed; its earlier sessions are revoked");
+        return Ok(());
+    }
     let hash = passwords::hash(password.to_owned()).await?;
     let admin = User {
         id: uuid::Uuid::now_v7().to_string(),
@@ -109,8 +138,9 @@ async fn ensure_admin(config: &ServiceConfig, store: &UserStore) -> anyhow::Resu
         name: "Administrator".into(),
         role: Role::Admin,
         created_at: now_rfc3339(),
+        session_generation: 0,
     };
-    store.upsert_admin(&admin, &hash).await?;
+    store.create_admin(&admin, &hash).await?;
     tracing::info!(email = %admin.email, "admin account ready");
     Ok(())
 }

@@ -26,6 +26,20 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub created_at: String,
+    /// Raised whenever the password or role changes; tokens of earlier ones are refused.
+    pub session_generation: u64,
+}
+
+/// A session ended before its token expired, as gateways learn of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub subject: String,
+    /// Empty when every token of `subject` before `sessions_from` is revoked.
+    pub token_id: String,
+    /// Seconds since the epoch; 0 for never.
+    pub expires_at: u64,
+    pub sessions_from: u64,
+    pub revoked_at_ms: i64,
 }
 
 /// A signing key as stored.
@@ -43,7 +57,7 @@ pub struct UserStore {
     db: Database,
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, created_at";
+const USER_COLUMNS: &str = "id, email, name, role, created_at, session_generation";
 
 impl UserStore {
     pub fn new(db: Database) -> Self {
@@ -111,12 +125,12 @@ impl UserStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Makes `user` the admin account: created if its email is new, else given the admin
-    /// role and this password.
-    pub async fn upsert_admin(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
+    /// Creates the admin account (no event: it is configuration, not a registration). A
+    /// replica starting at the same moment may have just created it; that one stands.
+    pub async fn create_admin(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (id, email, name, password_hash, role, created_at) VALUES ($1, $2, $3, $4, 'admin', $5)
-             ON CONFLICT (email) DO UPDATE SET password_hash = excluded.password_hash, role = 'admin'",
+             ON CONFLICT (email) DO NOTHING",
         )
         .bind(user.id.as_str())
         .bind(user.email.as_str())
@@ -126,6 +140,93 @@ impl UserStore {
         .execute(self.db.pool())
         .await?;
         Ok(())
+    }
+
+    /// Gives account `id` the admin role and this password, and starts a new session
+    /// generation, revoking every token issued before; returns the new generation.
+    pub async fn make_admin(
+        &self,
+        id: &str,
+        password_hash: &str,
+        revoked_at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin_write().await?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE users SET password_hash = $1, role = 'admin', session_generation = session_generation + 1
+             WHERE id = $2 RETURNING session_generation",
+        )
+        .bind(password_hash)
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO revocations (subject, token_id, expires_at, sessions_from, revoked_at_ms) VALUES ($1, '', 0, $2, $3)
+             ON CONFLICT (subject, token_id) DO UPDATE SET sessions_from = excluded.sessions_from, revoked_at_ms = excluded.revoked_at_ms",
+        )
+        .bind(id)
+        .bind(generation)
+        .bind(revoked_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(u64::try_from(generation).unwrap_or_default())
+    }
+
+    /// Records that one token is revoked, and forgets revocations of tokens that have
+    /// expired since (they are refused anyway).
+    pub async fn revoke_token(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let expires_at = i64::try_from(revocation.expires_at)
+            .map_err(|_| StoreError::Corrupt("a token expiry beyond 2^63".into()))?;
+        let mut tx = self.db.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO revocations (subject, token_id, expires_at, sessions_from, revoked_at_ms) VALUES ($1, $2, $3, 0, $4)
+             ON CONFLICT (subject, token_id) DO NOTHING",
+        )
+        .bind(revocation.subject.as_str())
+        .bind(revocation.token_id.as_str())
+        .bind(expires_at)
+        .bind(revocation.revoked_at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM revocations WHERE expires_at > 0 AND expires_at < $1")
+            .bind(revocation.revoked_at_ms / 1000)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The revocations recorded after `after_ms` that still matter at `now_secs`, oldest
+    /// first.
+    pub async fn revocations_after(
+        &self,
+        after_ms: i64,
+        now_secs: i64,
+    ) -> Result<Vec<Revocation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT subject, token_id, expires_at, sessions_from, revoked_at_ms FROM revocations
+             WHERE revoked_at_ms > $1 AND (expires_at = 0 OR expires_at >= $2) ORDER BY revoked_at_ms",
+        )
+        .bind(after_ms)
+        .bind(now_secs)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let unsigned = |column: &str| -> Result<u64, StoreError> {
+                    let value: i64 = row.try_get(column)?;
+                    u64::try_from(value)
+                        .map_err(|_| StoreError::Corrupt(format!("revocations.{column} {value}")))
+                };
+                Ok(Revocation {
+                    subject: row.try_get("subject")?,
+                    token_id: row.try_get("token_id")?,
+                    expires_at: unsigned("expires_at")?,
+                    sessions_from: unsigned("sessions_from")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Every signing key, oldest first.
@@ -170,5 +271,7 @@ fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
         name: row.try_get("name")?,
         role,
         created_at: row.try_get("created_at")?,
+        session_generation: u64::try_from(row.try_get::<i64, _>("session_generation")?)
+            .map_err(|_| StoreError::Corrupt("users.session_generation below 0".into()))?,
     })
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use comb_contracts::users::v1 as proto;
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -80,13 +80,14 @@ impl Tokens {
         })
     }
 
-    /// A token for `subject` in `role`.
+    /// A token for `subject` in `role`, of the account's session `generation`.
     pub fn issue(
         &self,
         subject: &str,
         role: Role,
         email: Option<&str>,
         name: Option<&str>,
+        generation: u64,
     ) -> Result<Token, TokenError> {
         let now = OffsetDateTime::now_utc();
         let ttl = if role == Role::Guest {
@@ -101,6 +102,9 @@ impl Tokens {
             email: email.map(str::to_owned),
             name: name.map(str::to_owned),
             iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            jti: uuid::Uuid::new_v4().simple().to_string(),
+            generation,
             iat: now.unix_timestamp().max(0) as u64,
             exp: expires.unix_timestamp().max(0) as u64,
         };

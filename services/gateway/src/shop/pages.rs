@@ -1356,10 +1356,17 @@ async fn sign_in(
     response
 }
 
-/// `POST /shop/logout`.
-pub(super) async fn logout(headers: HeaderMap) -> Response {
+/// `POST /shop/logout`: the session's token is revoked, not only forgotten by the browser.
+pub(super) async fn logout(State(state): State<GatewayState>, headers: HeaderMap) -> Response {
     if let Some(refused) = foreign_post(&headers) {
         return refused;
+    }
+    if let Some(claims) = visitor(&state, &headers).await.claims
+        && let Err(problem) = crate::accounts::end_session(&state, &claims).await
+    {
+        // Forgetting the cookie would only look like signing out while the token lives on.
+        tracing::warn!(detail = %problem.detail, "a storefront sign-out could not revoke its token");
+        return unavailable("Signing out could not be completed, so you are still signed in");
     }
     let mut response = see_other("/", None);
     response

@@ -2,7 +2,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use comb_kit::storage::Database;
 use serde_json::{Value, json};
 
@@ -143,6 +143,9 @@ async fn who_am_i_for_every_kind_of_credential() {
         email: None,
         name: None,
         iss: ISSUER.into(),
+        aud: AUDIENCE.into(),
+        jti: "forged".into(),
+        generation: 0,
         iat: now() - 7200,
         exp,
     };
@@ -150,6 +153,9 @@ async fn who_am_i_for_every_kind_of_credential() {
     let mut foreign_issuer = claims(now() + 3600);
     foreign_issuer.iss = "elsewhere".into();
     let foreign_issuer = forge(&system, &foreign_issuer).await;
+    let mut foreign_audience = claims(now() + 3600);
+    foreign_audience.aud = "another-api".into();
+    let foreign_audience = forge(&system, &foreign_audience).await;
     let (head, rest) = customer.split_once('.').unwrap();
     let (payload, signature) = rest.split_once('.').unwrap();
     let mut flipped = signature.as_bytes().to_vec();
@@ -195,6 +201,12 @@ async fn who_am_i_for_every_kind_of_credential() {
         (
             "foreign issuer",
             Some(format!("Bearer {foreign_issuer}")),
+            401,
+            None,
+        ),
+        (
+            "foreign audience",
+            Some(format!("Bearer {foreign_audience}")),
             401,
             None,
         ),
@@ -306,4 +318,112 @@ async fn the_twenty_first_wrong_password_in_a_minute_is_refused_with_429() {
     )
     .await;
     assert_eq!(other.status(), 401);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_here_and_at_every_other_gateway() {
+    let system = System::start().await;
+    let customer = token_of(login_after_register(&system).await).await;
+    let other_session =
+        token_of(login(&system, "matrix@example.com", "a long enough secret").await).await;
+    // A second gateway in front of the same services, as a replica would be.
+    let replica = crate::gateway_with(&system.upstreams(), 2_000, &[]).await;
+    let me_at = |base: String, token: String| {
+        let http = system.http.clone();
+        async move {
+            http.get(format!("{base}/api/v1/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(me_at(replica.url(), customer.clone()).await.status(), 200);
+
+    let logout = system
+        .http
+        .post(system.url("/api/v1/auth/logout"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let after = me_at(system.gateway.url(), customer.clone()).await;
+    let refused = problem(after, 401).await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("session has ended"),
+        "{refused}"
+    );
+    // The replica hears of it from users, without being told.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = me_at(replica.url(), customer.clone()).await.status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica still accepts a revoked token"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Only that session ended: the account's other token still works.
+    assert_eq!(
+        me_at(system.gateway.url(), other_session.clone())
+            .await
+            .status(),
+        200
+    );
+    // Logging out twice is refused like any ended session; without a token it needs one.
+    let again = system
+        .http
+        .post(system.url("/api/v1/auth/logout"))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    problem(again, 401).await;
+    let anonymous = system
+        .http
+        .post(system.url("/api/v1/auth/logout"))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401).await;
+}
+
+#[tokio::test]
+async fn a_new_gateway_refuses_tokens_revoked_before_it_started() {
+    let system = System::start().await;
+    let guest = token_of(system.post_json("/api/v1/auth/guest", json!({})).await).await;
+    let logout = system
+        .http
+        .post(system.url("/api/v1/auth/logout"))
+        .bearer_auth(&guest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    let later = crate::gateway_with(&system.upstreams(), 2_000, &[]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = system
+            .http
+            .get(format!("{}/api/v1/me", later.url()))
+            .bearer_auth(&guest)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 401 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a gateway started later accepts a revoked token"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -228,6 +228,7 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/auth/register", "post"),
         ("/api/v1/auth/login", "post"),
         ("/api/v1/auth/guest", "post"),
+        ("/api/v1/auth/logout", "post"),
         ("/api/v1/me", "get"),
         ("/.well-known/jwks.json", "get"),
         ("/api/v1/cart", "get"),

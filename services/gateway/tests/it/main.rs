@@ -336,6 +336,21 @@ impl System {
         system
     }
 
+    /// The services behind the gateway, for another gateway in front of them.
+    pub fn upstreams(&self) -> Upstreams {
+        Upstreams {
+            catalog: self.catalog.url(),
+            users: self.users.url(),
+            cart: self.cart.url(),
+            inventory: self.inventory.url(),
+            orders: self.orders.url(),
+            notifications: self.notifications.url(),
+            recommendations: self.recommendations.url(),
+            reports: self.reports.url(),
+            reviews: self.reviews.url(),
+        }
+    }
+
     /// With NATS, starts relaying the producers' outboxes (the embedded feeds need nothing).
     pub fn start_producers(&mut self) {
         if let Transport::Nats(nats) = &self.transport {

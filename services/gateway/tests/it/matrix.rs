@@ -1,6 +1,6 @@
 //! Who may call what: every route against every kind of credential, in one table.
 
-use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -40,6 +40,9 @@ async fn every_route_against_every_credential() {
             email: None,
             name: None,
             iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            jti: "forged".into(),
+            generation: 0,
             iat: now() - 7200,
             exp: now() - 3600,
         },

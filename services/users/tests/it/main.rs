@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use comb_contracts::auth::{Claims, ISSUER, Role};
+use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
 use comb_kit::ServiceConfig;
@@ -54,6 +54,7 @@ async fn verify(client: &mut UsersClient<Channel>, token: &str) -> Claims {
     );
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.set_issuer(&[ISSUER]);
+    validation.set_audience(&[AUDIENCE]);
     let decoding = DecodingKey::from_ed_components(&key.x).unwrap();
     jsonwebtoken::decode::<Claims>(token, &decoding, &validation)
         .unwrap()
@@ -211,4 +212,154 @@ async fn exercise(database: &TestDatabase) {
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn sessions_on_sqlite() {
+    sessions(&TestDatabase::sqlite()).await;
+}
+
+#[tokio::test]
+async fn sessions_on_postgres() {
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    sessions(&database).await;
+}
+
+/// Logging out revokes one token, and watchers hear of it at once; a new admin password
+/// starts a new session generation, while a restart with the same one changes nothing.
+async fn sessions(database: &TestDatabase) {
+    let (mut client, server) = start(database, "first admin secret").await;
+    let login = |password: &str| proto::LoginRequest {
+        email: ADMIN_EMAIL.into(),
+        password: password.into(),
+    };
+    let everything = || proto::WatchRevocationsRequest {
+        after_ms: 0,
+        wait_ms: 0,
+    };
+    let revocations = client
+        .watch_revocations(everything())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(revocations.is_empty(), "{revocations:?}");
+
+    let session = client
+        .register(register("grace@example.com", "compiler pioneer", "Grace"))
+        .await
+        .unwrap()
+        .into_inner();
+    let claims = verify(&mut client, &session.token).await;
+    assert_eq!((claims.aud.as_str(), claims.generation), (AUDIENCE, 0));
+    let other = client
+        .login(proto::LoginRequest {
+            email: "grace@example.com".into(),
+            password: "compiler pioneer".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        verify(&mut client, &other.token).await.jti,
+        claims.jti,
+        "every token has its own id"
+    );
+
+    // A watcher waiting from now is woken by the revocation, long before its wait ends.
+    let mut watcher = client.clone();
+    let waiting = tokio::spawn(async move {
+        watcher
+            .watch_revocations(proto::WatchRevocationsRequest {
+                after_ms: comb_kit::clock::now_ms(),
+                wait_ms: 30_000,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    });
+    client
+        .revoke_token(proto::RevokeTokenRequest {
+            token_id: claims.jti.clone(),
+            subject: claims.sub.clone(),
+            expires_at: claims.exp,
+        })
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("the watch answers when a token is revoked")
+        .unwrap()
+        .unwrap();
+    assert!(
+        heard
+            .items
+            .iter()
+            .any(|item| item.token_id == claims.jti && item.subject == claims.sub),
+        "{heard:?}"
+    );
+    let twice = client
+        .revoke_token(proto::RevokeTokenRequest {
+            token_id: claims.jti.clone(),
+            subject: claims.sub.clone(),
+            expires_at: claims.exp,
+        })
+        .await;
+    assert!(twice.is_ok(), "revoking is idempotent: {twice:?}");
+    let nameless = client
+        .revoke_token(proto::RevokeTokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(nameless.code(), Code::InvalidArgument);
+
+    let first_admin = client
+        .login(login("first admin secret"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verify(&mut client, &first_admin.token).await.generation, 0);
+    let admin_id = first_admin.user.unwrap().id;
+
+    // The same settings again: nothing about the admin's sessions changes.
+    drop(server);
+    let (mut client, server) = start(database, "first admin secret").await;
+    let items = client
+        .watch_revocations(everything())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(
+        !items.iter().any(|item| item.subject == admin_id),
+        "{items:?}"
+    );
+
+    // A new password: tokens of the earlier generation are revoked, new ones carry the next.
+    drop(server);
+    let (mut client, _server) = start(database, "second admin secret").await;
+    let items = client
+        .watch_revocations(everything())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let ended = items
+        .iter()
+        .find(|item| item.subject == admin_id)
+        .expect("the admin's earlier sessions are revoked");
+    assert_eq!(
+        (
+            ended.token_id.as_str(),
+            ended.sessions_from,
+            ended.expires_at
+        ),
+        ("", 1, 0)
+    );
+    let second_admin = client
+        .login(login("second admin secret"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verify(&mut client, &second_admin.token).await.generation, 1);
 }
