@@ -1,13 +1,11 @@
 //! Account routes: register, log in, guest tokens, who am I, and the public keys that
 //! verify comb's tokens. Answered by the users service.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::Json;
+use axum::extract::State;
 use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::{Extension, Json};
 use comb_contracts::auth::{Claims, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
@@ -124,15 +122,11 @@ fn session(session: proto::Session) -> Result<Session, Problem> {
 )]
 pub async fn register(
     State(state): State<GatewayState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<Session>), Problem> {
-    state.limits.check(
-        Action::NewSession,
-        peer.as_ref().map(|Extension(peer)| peer),
-        None,
-    )?;
+    state.limits.check(Action::NewSession, client.0, None)?;
     let created = users(&state)
         .register(proto::RegisterRequest {
             email: body.email,
@@ -163,15 +157,13 @@ pub async fn register(
 )]
 pub async fn login(
     State(state): State<GatewayState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Session>, Problem> {
-    state.limits.check(
-        Action::SignIn,
-        peer.as_ref().map(|Extension(peer)| peer),
-        Some(&body.email),
-    )?;
+    state
+        .limits
+        .check(Action::SignIn, client.0, Some(&body.email))?;
     let signed_in = users(&state)
         .login(proto::LoginRequest {
             email: body.email,
@@ -221,13 +213,9 @@ async fn merge_guest_cart(state: &GatewayState, headers: &HeaderMap, user_id: &s
 )]
 pub async fn guest(
     State(state): State<GatewayState>,
-    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
 ) -> Result<(StatusCode, Json<GuestSession>), Problem> {
-    state.limits.check(
-        Action::NewSession,
-        peer.as_ref().map(|Extension(peer)| peer),
-        None,
-    )?;
+    state.limits.check(Action::NewSession, client.0, None)?;
     let issued = users(&state)
         .issue_guest_token(proto::IssueGuestTokenRequest {})
         .await

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod cart;
 pub mod catalog;
+pub mod forwarded;
 pub mod kept;
 pub mod limits;
 pub mod messages;
@@ -62,6 +63,8 @@ pub struct GatewayState {
     pub kept: Arc<kept::Kept>,
     /// How often a client or an account may sign in and check out.
     pub limits: limits::Limits,
+    /// The proxies whose forwarding headers say who the client is.
+    pub proxies: Arc<forwarded::TrustedProxies>,
 }
 
 impl GatewayState {
@@ -104,6 +107,7 @@ impl GatewayState {
                 limits.forget_idle_every_minute();
                 limits
             },
+            proxies: Arc::new(forwarded::TrustedProxies::from_config(config)?),
         })
     }
 }

@@ -181,7 +181,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 )]
 pub async fn place_order(
     State(state): State<GatewayState>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    address: crate::forwarded::ClientAddress,
     caller: Caller,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CheckoutBody>,
@@ -189,7 +189,7 @@ pub async fn place_order(
     let claims = caller.0;
     state.limits.check(
         crate::limits::Action::Checkout,
-        peer.as_ref().map(|axum::Extension(peer)| peer),
+        address.0,
         Some(&claims.sub),
     )?;
     let key = match headers.get(IDEMPOTENCY_KEY) {

@@ -4,10 +4,12 @@
 //!
 //! A visitor is known by a session cookie holding their token (a guest's until they sign
 //! in). Forms post back to the page's own path and answer with a redirect (303), so a
-//! reload never repeats a purchase. The cookie is `HttpOnly` and `SameSite=Lax`, and every
-//! form post must come from this site (`Origin` checked), so another site cannot post for
-//! a visitor.
+//! reload never repeats a purchase. The cookie is `HttpOnly` and `SameSite=Lax` (and a
+//! `Secure` `__Host-` cookie over HTTPS); every form post must come from this site
+//! (`Origin` checked) and carry the visitor's form token ([`browser`]), so another site
+//! cannot post for a visitor.
 
+mod browser;
 mod pages;
 
 use axum::Router;
@@ -25,7 +27,7 @@ use crate::GatewayState;
 /// The cookie carrying the visitor's token.
 pub const SESSION_COOKIE: &str = "comb_session";
 /// A week, as long as a guest token lives.
-const SESSION_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+pub(crate) const SESSION_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 
 /// The storefront's routes.
 pub fn routes(state: GatewayState) -> Router {
@@ -59,6 +61,10 @@ pub fn routes(state: GatewayState) -> Router {
         // Unknown shop addresses get a page a person can read, not the API's problem+json.
         .route("/shop", get(no_such_page))
         .route("/shop/{*rest}", get(no_such_page))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            browser::guard,
+        ))
         .with_state(state)
 }
 
@@ -70,11 +76,13 @@ async fn no_such_page() -> Response {
     )
 }
 
-/// Who is looking: their verified token, if they have one.
+/// Who is looking: their verified token, if they have one, and the form token their
+/// forms carry.
 #[derive(Debug, Clone, Default)]
 pub struct Visitor {
     pub token: Option<String>,
     pub claims: Option<Claims>,
+    pub form_token: String,
 }
 
 impl Visitor {
@@ -97,28 +105,28 @@ impl Visitor {
 
 /// The session token in a request's cookies.
 fn session_token(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_owned())
-        .filter(|value| !value.is_empty())
+    browser::cookie(headers, SESSION_COOKIE)
 }
 
-/// The visitor of a request; an expired or forged cookie counts as none.
+/// The visitor of a request; an expired, forged or revoked cookie counts as none.
 pub async fn visitor(state: &GatewayState, headers: &HeaderMap) -> Visitor {
+    let form_token = browser::cookie(headers, browser::FORM_TOKEN_COOKIE).unwrap_or_default();
     let Some(token) = session_token(headers) else {
-        return Visitor::default();
+        return Visitor {
+            form_token,
+            ..Visitor::default()
+        };
     };
     match state.verifier.verify(&token).await {
         Ok(claims) => Visitor {
             token: Some(token),
             claims: Some(claims),
+            form_token,
         },
-        Err(_) => Visitor::default(),
+        Err(_) => Visitor {
+            form_token,
+            ..Visitor::default()
+        },
     }
 }
 
@@ -145,6 +153,7 @@ pub async fn shopper(
         Visitor {
             token: Some(guest.token),
             claims: Some(claims),
+            form_token: visitor.form_token,
         },
         cookie,
     ))
@@ -245,6 +254,7 @@ pub fn layout(title: &str, visitor: &Visitor, cart_count: Option<i64>, body: Mar
                         @if let Some(name) = visitor.customer_name() {
                             span.who { "Hello, " (name) }
                             form.inline method="post" action="/shop/logout" {
+                                (browser::form_token_field(&visitor.form_token))
                                 button type="submit" { "Log out" }
                             }
                         } @else {

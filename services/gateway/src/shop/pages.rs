@@ -21,6 +21,7 @@ use comb_contracts::users::v1::users_client::UsersClient;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::browser::form_token_field;
 use super::{
     Visitor, cleared_session_cookie, error_page, foreign_post, layout, money, see_other,
     session_cookie, shopper, unavailable, visitor,
@@ -349,6 +350,7 @@ pub(super) async fn product(
                     }
                 }
                 form method="post" action="/shop/cart/items" {
+                    (form_token_field(&visitor.form_token))
                     input type="hidden" name="product_id" value=(product.id);
                     div.field {
                         label for="quantity" { "Quantity" }
@@ -375,6 +377,7 @@ pub(super) async fn product(
             }
             @if visitor.customer_name().is_some() && reviews.is_some() {
                 form method="post" action={"/shop/products/" (product.id) "/reviews"} {
+                    (form_token_field(&visitor.form_token))
                     h3 { "Review this product" }
                     div.field {
                         label for="review-rating" { "Rating" }
@@ -525,6 +528,7 @@ pub(super) async fn cart(State(state): State<GatewayState>, headers: HeaderMap) 
                             td { (money(line.unit_price.as_ref())) }
                             td {
                                 form.inline method="post" action={"/shop/cart/items/" (line.product_id)} {
+                                    (form_token_field(&visitor.form_token))
                                     label.visually-hidden for={"qty-" (line.product_id)} { "Quantity of " (line.title) }
                                     input id={"qty-" (line.product_id)} type="number" name="quantity" value=(line.quantity) min="0" max="99" size="3";
                                     button.secondary type="submit" { "Update" }
@@ -533,6 +537,7 @@ pub(super) async fn cart(State(state): State<GatewayState>, headers: HeaderMap) 
                             td { (money(line.line_total.as_ref())) }
                             td {
                                 form.inline method="post" action={"/shop/cart/items/" (line.product_id)} {
+                                    (form_token_field(&visitor.form_token))
                                     input type="hidden" name="quantity" value="0";
                                     button.secondary type="submit" aria-label={"Remove " (line.title)} { "Remove" }
                                 }
@@ -745,6 +750,7 @@ fn checkout_key(presented: &str) -> String {
 }
 
 fn checkout_page(
+    form_token: &str,
     form: &CheckoutForm,
     errors: &[(String, String)],
     notice: Option<&str>,
@@ -784,6 +790,7 @@ fn checkout_page(
             div.error-box role="alert" { p { "Please correct the marked fields." } }
         }
         form method="post" action="/shop/checkout" novalidate {
+            (form_token_field(form_token))
             input type="hidden" name="checkout_key" value=(form.checkout_key);
             fieldset {
                 legend { "Contact" }
@@ -889,7 +896,7 @@ pub(super) async fn checkout_form(
         &state,
         &visitor,
         "Check out",
-        checkout_page(&form, &[], None, quote.as_ref()),
+        checkout_page(&visitor.form_token, &form, &[], None, quote.as_ref()),
     )
     .await
 }
@@ -944,7 +951,7 @@ pub(super) async fn checkout(
         errors.push(("exp_year".into(), "Enter the year, e.g. 2030.".into()));
     }
     if !errors.is_empty() {
-        let page_body = checkout_page(&form, &errors, None, None);
+        let page_body = checkout_page(&visitor.form_token, &form, &errors, None, None);
         let mut response = page(&state, &visitor, "Check out", page_body).await;
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return response;
@@ -988,13 +995,15 @@ pub(super) async fn checkout(
                 })
                 .collect();
             let notice = errors.is_empty().then(|| status.message().to_owned());
-            let page_body = checkout_page(&form, &errors, notice.as_deref(), None);
+            let page_body =
+                checkout_page(&visitor.form_token, &form, &errors, notice.as_deref(), None);
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
         }
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
             let page_body = checkout_page(
+                &visitor.form_token,
                 &form,
                 &[],
                 Some(&format!("{}.", capitalize(status.message()))),
@@ -1164,6 +1173,7 @@ pub(super) struct Credentials {
 }
 
 fn account_form(
+    form_token: &str,
     register: bool,
     form: &Credentials,
     errors: &[(String, String)],
@@ -1180,6 +1190,7 @@ fn account_form(
             div.error-box role="alert" { p { (notice) } }
         }
         form method="post" action=(action) novalidate {
+            (form_token_field(form_token))
             @if register {
                 (field("name", "Name", &form.name, "text", "name", errors))
             }
@@ -1202,7 +1213,13 @@ pub(super) async fn login_form(State(state): State<GatewayState>, headers: Heade
         &state,
         &visitor,
         "Log in",
-        account_form(false, &Credentials::default(), &[], None),
+        account_form(
+            &visitor.form_token,
+            false,
+            &Credentials::default(),
+            &[],
+            None,
+        ),
     )
     .await
 }
@@ -1217,7 +1234,13 @@ pub(super) async fn register_form(
         &state,
         &visitor,
         "Register",
-        account_form(true, &Credentials::default(), &[], None),
+        account_form(
+            &visitor.form_token,
+            true,
+            &Credentials::default(),
+            &[],
+            None,
+        ),
     )
     .await
 }
@@ -1264,27 +1287,27 @@ fn account_errors(status: &tonic::Status) -> (Vec<(String, String)>, Option<Stri
 /// `POST /shop/login`.
 pub(super) async fn login(
     State(state): State<GatewayState>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    sign_in(state, peer, headers, form, false).await
+    sign_in(state, client, headers, form, false).await
 }
 
 /// `POST /shop/register`.
 pub(super) async fn register(
     State(state): State<GatewayState>,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
 ) -> Response {
-    sign_in(state, peer, headers, form, true).await
+    sign_in(state, client, headers, form, true).await
 }
 
 /// Logs in, or registers then logs in; a refusal shows the form again, marked.
 async fn sign_in(
     state: GatewayState,
-    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: crate::forwarded::ClientAddress,
     headers: HeaderMap,
     form: Result<Form<Credentials>, FormRejection>,
     register: bool,
@@ -1298,11 +1321,7 @@ async fn sign_in(
     } else {
         (crate::limits::Action::SignIn, Some(form.email.as_str()))
     };
-    if let Err(problem) = state.limits.check(
-        action,
-        peer.as_ref().map(|axum::Extension(peer)| peer),
-        account,
-    ) {
+    if let Err(problem) = state.limits.check(action, client.0, account) {
         let mut page = error_page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many attempts",
@@ -1349,7 +1368,13 @@ async fn sign_in(
         ),
         _ => return unavailable(&state.users.problem(&status).detail),
     };
-    let body = account_form(register, &form, &errors, notice.as_deref());
+    let body = account_form(
+        &before.form_token,
+        register,
+        &form,
+        &errors,
+        notice.as_deref(),
+    );
     let title = if register { "Register" } else { "Log in" };
     let mut response = page(&state, &before, title, body).await;
     *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
