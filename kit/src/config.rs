@@ -242,6 +242,8 @@ pub struct ServiceConfig {
     pub parent_pid: Option<u32>,
     /// Requests served at once before more are refused (503 / RESOURCE_EXHAUSTED).
     pub max_in_flight: usize,
+    /// How long a peer may take over each part of a request.
+    pub timeouts: Timeouts,
     /// Whether `PUT /_comb/faults` may inject latency and errors (for `comb chaos`).
     pub fault_injection: bool,
     /// Threads running the instance's tasks. One by default: on a machine shared by a
@@ -252,6 +254,66 @@ pub struct ServiceConfig {
 }
 
 const ENV_PREFIX: &str = "COMB_";
+
+/// How long a peer may take, on every listener, so a stalled or slow client holds nothing
+/// for long: each has a `*_timeout_ms` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// `header_timeout_ms`: from connecting, or from the previous answer on a kept-alive
+    /// HTTP/1 connection, to the end of the request's headers. It is also HTTP/1's idle
+    /// keep-alive timeout.
+    pub header: Duration,
+    /// `body_timeout_ms`: to receive the whole request body. Bodies are read before the
+    /// request takes one of the instance's `max_in_flight` places.
+    pub body: Duration,
+    /// `request_timeout_ms`: to answer, once the body is in. Longer than the longest long
+    /// poll the kit serves (30 s).
+    pub request: Duration,
+    /// `idle_timeout_ms`: an HTTP/2 connection with nothing sent either way for this long
+    /// is closed (kept-alive calls between services stay open while they are used).
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(30),
+            request: Duration::from_secs(60),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Timeouts {
+    fn from_settings(lookup: &Settings<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let millis = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            let value: Option<u64> = lookup.parse(key, "milliseconds")?;
+            match value {
+                None => Ok(default),
+                Some(0) => {
+                    Err(lookup.invalid(key, "a timeout of 0 ms refuses everything; use at least 1"))
+                }
+                Some(ms) => Ok(Duration::from_millis(ms)),
+            }
+        };
+        let timeouts = Self {
+            header: millis("header_timeout_ms", defaults.header)?,
+            body: millis("body_timeout_ms", defaults.body)?,
+            request: millis("request_timeout_ms", defaults.request)?,
+            idle: millis("idle_timeout_ms", defaults.idle)?,
+        };
+        let longest_poll = Duration::from_millis(u64::from(crate::versions::MAX_WAIT_MS));
+        if timeouts.request <= longest_poll {
+            return Err(lookup.invalid(
+                "request_timeout_ms",
+                "must be longer than 30000: long polls wait up to 30 s",
+            ));
+        }
+        Ok(timeouts)
+    }
+}
 
 impl ServiceConfig {
     /// Resolves an instance's settings: `file_settings` (from the topology) overridden by
@@ -346,6 +408,7 @@ impl ServiceConfig {
             max_in_flight: lookup
                 .parse("max_in_flight", "a number of requests")?
                 .unwrap_or(1024),
+            timeouts: Timeouts::from_settings(&lookup)?,
             fault_injection: lookup
                 .parse("fault_injection", "true or false")?
                 .unwrap_or(false),

@@ -10,15 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::body::HttpBody as _;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tower::ServiceExt;
 
-use crate::config::ServiceConfig;
+use crate::config::{ServiceConfig, Timeouts};
 use crate::faults::Faults;
 use crate::problem::Problem;
 use crate::{shutdown, telemetry};
@@ -54,20 +60,55 @@ impl Readiness {
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
+    timeouts: Timeouts,
+    max_body: usize,
 }
+
+/// Streams one HTTP/2 connection may have open at once: far more than any caller's
+/// concurrency to one instance, few enough that one connection cannot take the instance's
+/// whole `max_in_flight`.
+const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// The largest header block a request may send (HTTP/2 header list; HTTP/1's buffer is
+/// hyper's ~400 KB but at most 100 headers).
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+/// By default, a request body larger than this is refused (413) rather than read; routes
+/// set smaller limits of their own.
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 impl Server {
     pub async fn bind(addr: SocketAddr) -> Result<Self, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        Self::from_listener(listener)
+    }
+
+    /// Serves on a listener bound elsewhere.
+    pub fn from_listener(listener: TcpListener) -> Result<Self, ServerError> {
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
         Ok(Self {
             listener,
             local_addr,
+            timeouts: Timeouts::default(),
+            max_body: MAX_BODY_BYTES,
         })
+    }
+
+    /// The same, with these timeouts instead of the defaults.
+    pub fn with_timeouts(self, timeouts: Timeouts) -> Self {
+        Self { timeouts, ..self }
+    }
+
+    /// The same, reading request bodies of up to `bytes` (16 MiB by default).
+    pub fn with_max_body(self, bytes: usize) -> Self {
+        Self {
+            max_body: bytes,
+            ..self
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -76,6 +117,10 @@ impl Server {
 
     /// Serves `app` until `stop` resolves, then stops accepting, marks the instance not
     /// ready and lets in-flight requests finish for at most `drain_timeout`.
+    ///
+    /// Every connection is bounded by the server's [`Timeouts`]: request headers (and, on
+    /// HTTP/1, the idle time between requests), the request body, the whole answer, and an
+    /// HTTP/2 connection's idle time; HTTP/2 streams and header lists are limited.
     pub async fn run(
         self,
         app: Router,
@@ -83,40 +128,270 @@ impl Server {
         stop: impl Future<Output = ()> + Send + 'static,
         drain_timeout: Duration,
     ) -> Result<(), ServerError> {
-        let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-        let drain_readiness = readiness.clone();
+        let Self {
+            listener,
+            timeouts,
+            max_body,
+            ..
+        } = self;
         let draining = Draining::default();
-        let app = app.layer(axum::Extension(draining.clone()));
-        // Small answers leave at once instead of waiting on the client's delayed ACK.
-        let listener = axum::serve::ListenerExt::tap_io(self.listener, |stream| {
+        let app = app.layer(axum::Extension(draining.clone())).layer(
+            axum::middleware::from_fn_with_state((timeouts, max_body), bound_request),
+        );
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header)
+            .max_headers(MAX_HEADERS);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .max_pending_accept_reset_streams(Some(32))
+            .max_local_error_reset_streams(Some(256));
+        let connections = GracefulShutdown::new();
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut stop => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, or a connection reset before it was
+                    // accepted: the listener itself is fine; pause instead of spinning.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Small answers leave at once instead of waiting on the client's delayed ACK.
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
             }
-        });
-        // Each request knows its peer's address (`ConnectInfo<SocketAddr>`), for limits per
-        // client.
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            stop.await;
-            drain_readiness.set(false);
-            draining.start();
-            tracing::info!("draining in-flight requests");
-            let _ = draining_tx.send(());
-        });
-        let deadline = async move {
-            if draining_rx.await.is_ok() {
-                tokio::time::sleep(drain_timeout).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
+            // Each request knows its peer's address (`ConnectInfo<SocketAddr>`), for
+            // limits per client.
+            let service =
+                app.clone()
+                    .map_request(move |mut request: Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(ConnectInfo(peer));
+                        request
+                    });
+            let (io, activity) = Watched::new(TokioIo::new(stream));
+            let connection = builder
+                .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+                .into_owned();
+            let connection = connections.watch(connection);
+            let idle = timeouts.idle;
+            tokio::spawn(async move {
+                tokio::select! {
+                    served = connection => {
+                        if let Err(error) = served {
+                            tracing::debug!(%error, %peer, "a connection ended with an error");
+                        }
+                    }
+                    () = activity.idle_for(idle) => {
+                        tracing::debug!(%peer, "closing a connection idle for {} s", idle.as_secs());
+                    }
+                }
+            });
+        }
+        drop(listener);
+        readiness.set(false);
+        draining.start();
+        tracing::info!("draining in-flight requests");
         tokio::select! {
-            result = serve => result.map_err(ServerError::Serve),
-            () = deadline => {
+            () = connections.shutdown() => Ok(()),
+            () = tokio::time::sleep(drain_timeout) => {
                 tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "drain deadline passed; closing remaining connections");
                 Ok(())
             }
         }
+    }
+}
+
+/// Reads a request's body within the body timeout before anything else sees the request
+/// (so a slow body holds no `max_in_flight` place), then bounds the answer by the request
+/// timeout.
+async fn bound_request(
+    State((timeouts, max_body)): State<(Timeouts, usize)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let grpc = crate::telemetry::is_grpc(&request);
+    let request = if request.body().is_end_stream() {
+        request
+    } else {
+        let (parts, body) = request.into_parts();
+        match tokio::time::timeout(timeouts.body, axum::body::to_bytes(body, max_body)).await {
+            Ok(Ok(bytes)) => Request::from_parts(parts, axum::body::Body::from(bytes)),
+            Ok(Err(error)) => {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return if too_large {
+                    refuse(grpc, tonic::Code::ResourceExhausted, || {
+                        Problem::payload_too_large(format!(
+                            "the request body is larger than {max_body} bytes"
+                        ))
+                    })
+                } else {
+                    refuse(grpc, tonic::Code::Cancelled, || {
+                        Problem::bad_request("the request body could not be read to its end")
+                    })
+                };
+            }
+            Err(_) => {
+                metrics::counter!("comb_server_timeouts_total", "part" => "body").increment(1);
+                return refuse(grpc, tonic::Code::DeadlineExceeded, || {
+                    Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request-timeout",
+                        "Request Timeout",
+                        format!(
+                            "the request body did not arrive within {} ms; send it at once",
+                            timeouts.body.as_millis()
+                        ),
+                    )
+                });
+            }
+        }
+    };
+    match tokio::time::timeout(timeouts.request, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("comb_server_timeouts_total", "part" => "answer").increment(1);
+            refuse(grpc, tonic::Code::DeadlineExceeded, || {
+                Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "Timeout",
+                    format!(
+                        "no answer within {} ms; retry later",
+                        timeouts.request.as_millis()
+                    ),
+                )
+            })
+        }
+    }
+}
+
+fn refuse(grpc: bool, code: tonic::Code, problem: impl FnOnce() -> Problem) -> Response {
+    if grpc {
+        let problem = problem();
+        return crate::grpc::trailers_only(axum::body::Body::empty(), code, &problem.detail);
+    }
+    problem().into_response()
+}
+
+/// A connection's IO that notes when bytes last moved, so an idle connection can be closed.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+/// When a connection last moved bytes, in milliseconds since it opened.
+struct Activity {
+    opened: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let last = self.last_ms.load(Ordering::Relaxed);
+            let due = self.opened + Duration::from_millis(last.saturating_add(idle_ms));
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T) -> (Self, Arc<Activity>) {
+        let activity = Arc::new(Activity {
+            opened: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        });
+        (
+            Self {
+                inner,
+                activity: Arc::clone(&activity),
+            },
+            activity,
+        )
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            this.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if polled.is_ready() {
+            this.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -147,7 +422,9 @@ impl Draining {
 /// Serves a service's routes on its configured address until SIGTERM/SIGINT (or until its
 /// launcher goes away), reporting the bound address in the log and readiness once bound.
 pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerError> {
-    let server = Server::bind(config.listen).await?;
+    let server = Server::bind(config.listen)
+        .await?
+        .with_timeouts(config.timeouts);
     let fault_token = fault_token(config);
     let faults = fault_token.is_some().then(Faults::default);
     let mut routes = routes;
@@ -421,6 +698,137 @@ mod tests {
         assert!(
             matches!(result, Ok(Ok(Ok(())))),
             "the server stops at the deadline"
+        );
+    }
+
+    /// A server with short timeouts, the held route, a quick route and a route that takes a
+    /// body, limited to one request in flight.
+    async fn strict_server(
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind")
+            .with_timeouts(Timeouts {
+                header: Duration::from_millis(300),
+                body: Duration::from_millis(300),
+                request: Duration::from_millis(500),
+                idle: Duration::from_secs(60),
+            });
+        let addr = server.local_addr();
+        let routes = held_route(entered, release)
+            .route("/quick", get(|| async { "quick" }))
+            .route(
+                "/echo",
+                axum::routing::post(|body: String| async move { body }),
+            );
+        let routes = crate::overload::limit_in_flight(routes, 1);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let readiness = Readiness::default();
+        tokio::spawn(server.run(
+            app(routes, readiness.clone()),
+            readiness,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        (addr, stop)
+    }
+
+    /// What the server sends on a connection until it closes it (bounded, so a server that
+    /// never closes fails the test instead of hanging it).
+    async fn until_closed(stream: &mut TcpStream) -> String {
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection");
+        let _ = read;
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_half_sent_request_is_closed_at_the_header_timeout_while_others_are_served() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (addr, _stop) = strict_server(entered, release).await;
+        let mut half = TcpStream::connect(addr).await.expect("connect");
+        half.write_all(b"GET /quick HTTP/1.1\r\nHost: test\r\n")
+            .await
+            .expect("write");
+        let answer = raw_get(addr, "/quick").await.expect("answer");
+        assert!(answer.ends_with("quick"), "{answer}");
+        let started = std::time::Instant::now();
+        let left = until_closed(&mut half).await;
+        assert!(
+            !left.contains("quick"),
+            "a half-sent request is never served: {left}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "closed at the header timeout"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_idle_kept_alive_connection_is_closed() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (addr, _stop) = strict_server(entered, release).await;
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream
+            .write_all(b"GET /quick HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .expect("write");
+        let answer = until_closed(&mut stream).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("quick"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_slow_body_holds_no_place_and_times_out() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (addr, _stop) = strict_server(entered, release).await;
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+        slow.write_all(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nab")
+            .await
+            .expect("write");
+        // Only one request may be in flight; the trickling body does not count as one.
+        let answer = raw_get(addr, "/quick").await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let refused = until_closed(&mut slow).await;
+        assert!(refused.starts_with("HTTP/1.1 408"), "{refused}");
+        assert!(
+            refused.contains("did not arrive within 300 ms"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_takes_too_long_is_cut_off() {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (addr, _stop) = strict_server(entered, release).await;
+        let answer = raw_get(addr, "/held").await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+        // The request's place is given back: the next one is served.
+        let answer = raw_get(addr, "/quick").await.expect("answer");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_after_nothing_moved_for_the_whole_time() {
+        let (io, activity) = Watched::new(());
+        drop(io);
+        let idle = Duration::from_secs(60);
+        tokio::time::advance(Duration::from_secs(50)).await;
+        activity.touch();
+        let waited = tokio::time::Instant::now();
+        activity.idle_for(idle).await;
+        assert_eq!(
+            waited.elapsed(),
+            Duration::from_secs(60),
+            "counted from the last touch"
         );
     }
 

@@ -115,6 +115,9 @@ impl ControlPort {
     }
 }
 
+/// The largest batch of spans an instance may send at once.
+const TRACES_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
 /// Serves the control API and the dashboard on `port`.
 pub async fn serve(
     port: ControlPort,
@@ -155,7 +158,7 @@ pub async fn serve(
         .route("/databases", get(list_databases))
         .route(
             "/v1/traces",
-            post(traces::receive).layer(DefaultBodyLimit::max(32 * 1024 * 1024)),
+            post(traces::receive).layer(DefaultBodyLimit::max(TRACES_BODY_LIMIT)),
         )
         .route("/", get(dashboard::overview))
         .route("/traces", get(dashboard::traces))
@@ -170,10 +173,20 @@ pub async fn serve(
             only_own_host,
         ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    // The kit's server: the same timeouts as every instance, so a stalled client of the
+    // dashboard holds nothing.
+    let server = comb_kit::server::Server::from_listener(listener)
+        .context("cannot serve the launcher's control port")?
+        .with_max_body(TRACES_BODY_LIMIT);
     let task = tokio::spawn(async move {
-        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.await;
-        });
+        let serving = server.run(
+            app,
+            comb_kit::server::Readiness::default(),
+            async move {
+                let _ = stopped.await;
+            },
+            std::time::Duration::from_secs(2),
+        );
         if let Err(error) = serving.await {
             eprintln!("comb | the control API stopped: {error}");
         }
