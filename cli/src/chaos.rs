@@ -212,7 +212,7 @@ async fn set_faults(
     for instance in instances {
         let url = format!(
             "http://{}{}",
-            instance.address,
+            instance.admin_address,
             comb_kit::faults::FAULTS_PATH
         );
         let request = match &plan {

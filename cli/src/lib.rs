@@ -81,6 +81,19 @@ pub struct UpArgs {
     /// The dashboard's port (0 picks a free one); overrides the topology.
     #[arg(long, value_name = "PORT")]
     pub dashboard_port: Option<u16>,
+    /// Also show the dashboard's pages (read-only) on this address, e.g. 0.0.0.0:8091 to
+    /// share them beyond this machine; needs --dashboard-token.
+    #[arg(long, value_name = "ADDR")]
+    pub dashboard_address: Option<std::net::SocketAddr>,
+    /// The token the shared dashboard asks for (at least 16 characters); prefer the
+    /// environment variable, which other users of the machine cannot read from `ps`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "COMB_DASHBOARD_TOKEN",
+        hide_env_values = true
+    )]
+    pub dashboard_token: Option<String>,
     /// Start in the background and return once every instance is ready.
     #[arg(long)]
     pub detach: bool,

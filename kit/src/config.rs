@@ -225,6 +225,10 @@ pub struct ServiceConfig {
     pub instance: String,
     /// Where the instance serves HTTP and gRPC; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Where the instance serves its operator endpoints (`/metrics`, fault injection,
+    /// readiness), apart from its callers: loopback on a free port unless `admin_listen`
+    /// says otherwise (the pod's network in Kubernetes, where Prometheus scrapes it).
+    pub admin_listen: SocketAddr,
     pub data_dir: PathBuf,
     /// `sqlite://...` or `postgres://...`; by default a SQLite file in the data directory.
     /// `{service}` in the setting stands for the service's name, so one topology-wide
@@ -344,6 +348,9 @@ impl ServiceConfig {
             .map_or_else(|| format!("{service}-1"), str::to_owned);
         let listen = lookup.parse("listen", "an address such as 127.0.0.1:8080")?;
         let listen = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let admin_listen = lookup
+            .parse("admin_listen", "an address such as 127.0.0.1:9090")?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let data_dir = lookup
             .get("data_dir")
             .map_or_else(|| PathBuf::from(".comb").join(&instance), PathBuf::from);
@@ -397,6 +404,7 @@ impl ServiceConfig {
             service: service.to_owned(),
             instance,
             listen,
+            admin_listen,
             data_dir,
             database_url,
             upstreams,

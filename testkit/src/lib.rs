@@ -108,6 +108,8 @@ impl Drop for TestDatabase {
 /// when dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener: `/metrics` and the probes.
+    pub admin_addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     serving: Option<tokio::task::JoinHandle<()>>,
 }
@@ -121,20 +123,37 @@ impl TestServer {
     pub async fn start_on(addr: SocketAddr, routes: Router) -> Self {
         let server = Server::bind(addr).await.expect("bind");
         let addr = server.local_addr();
+        let admin = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let admin_addr = admin.local_addr();
         let readiness = Readiness::default();
         readiness.set(true);
         let (stop, stopped) = oneshot::channel::<()>();
         let app = app(routes, readiness.clone());
+        let admin_app = comb_kit::server::admin_app(readiness.clone(), None);
         let serving = tokio::spawn(async move {
+            let (admin_stop, admin_stopped) = oneshot::channel::<()>();
+            let admin_serving = tokio::spawn(admin.run(
+                admin_app,
+                readiness.clone(),
+                async move {
+                    let _ = admin_stopped.await;
+                },
+                std::time::Duration::from_millis(100),
+            ));
             let stop = async move {
                 let _ = stopped.await;
             };
             let _ = server
                 .run(app, readiness, stop, std::time::Duration::from_secs(1))
                 .await;
+            let _ = admin_stop.send(());
+            let _ = admin_serving.await;
         });
         Self {
             addr,
+            admin_addr,
             stop: Some(stop),
             serving: Some(serving),
         }
@@ -142,6 +161,11 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The admin listener's base URL (`/metrics`).
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
     }
 
     /// Stops serving and waits until it has: the port then refuses connections, and

@@ -93,6 +93,9 @@ pub const POSTGRES_IMAGE: &str = "postgres:17.6";
 pub const NATS_IMAGE: &str = "nats:2.11.9";
 /// Every service listens on this port in a container.
 pub const PORT: u16 = 8080;
+/// Every instance's admin listener (`/metrics`, fault control): the port Prometheus
+/// scrapes, never exposed by a Service.
+pub const ADMIN_PORT: u16 = 9090;
 const POSTGRES_PORT: u16 = 5432;
 const NATS_PORT: u16 = 4222;
 
@@ -184,6 +187,10 @@ fn yaml_documents(header: &str, documents: &[Value]) -> anyhow::Result<String> {
 fn shared_environment(topology: &Topology, options: &ExportOptions) -> Vec<(String, String)> {
     let mut env = vec![
         ("COMB_LISTEN".to_owned(), format!("0.0.0.0:{PORT}")),
+        (
+            "COMB_ADMIN_LISTEN".to_owned(),
+            format!("0.0.0.0:{ADMIN_PORT}"),
+        ),
         ("COMB_DATA_DIR".to_owned(), "/tmp/comb".to_owned()),
         ("COMB_LOG_FORMAT".to_owned(), "json".to_owned()),
         ("COMB_EVENTS_TRANSPORT".to_owned(), "nats".to_owned()),

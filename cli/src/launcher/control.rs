@@ -28,6 +28,9 @@ pub struct LauncherState {
     pub pid: u32,
     pub control_url: String,
     pub gateway_url: Option<String>,
+    /// Where the dashboard's pages are shared read-only (`--dashboard-address`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_dashboard_url: Option<String>,
     pub started_at: String,
 }
 
@@ -118,9 +121,12 @@ impl ControlPort {
 /// The largest batch of spans an instance may send at once.
 const TRACES_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
-/// Serves the control API and the dashboard on `port`.
+/// Serves the control API and the dashboard on `port`, and the dashboard's pages alone on
+/// `shared` when it is given.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     port: ControlPort,
+    shared: Option<super::shared::SharedDashboard>,
     supervisor: Arc<Supervisor>,
     layout: &Layout,
     services: Vec<String>,
@@ -133,6 +139,7 @@ pub async fn serve(
         pid: std::process::id(),
         control_url: url,
         gateway_url,
+        shared_dashboard_url: shared.as_ref().map(|shared| shared.url.clone()),
         started_at: now(),
     };
     let control = Control {
@@ -149,6 +156,13 @@ pub async fn serve(
         collector,
         memory: Arc::default(),
         http: reqwest::Client::new(),
+    };
+    let (shared_stop, shared_stopped) = tokio::sync::oneshot::channel::<()>();
+    let shared_task = match shared {
+        Some(shared) => Some(shared.serve(control.clone(), async move {
+            let _ = shared_stopped.await;
+        })?),
+        None => None,
     };
     let app = Router::new()
         .route("/status", get(status))
@@ -184,11 +198,15 @@ pub async fn serve(
             comb_kit::server::Readiness::default(),
             async move {
                 let _ = stopped.await;
+                let _ = shared_stop.send(());
             },
             std::time::Duration::from_secs(2),
         );
         if let Err(error) = serving.await {
             eprintln!("comb | the control API stopped: {error}");
+        }
+        if let Some(shared) = shared_task {
+            let _ = shared.await;
         }
     });
     Ok(ControlServer { state, stop, task })

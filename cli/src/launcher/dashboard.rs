@@ -293,7 +293,7 @@ pub async fn overview(State(control): State<Control>) -> Html<String> {
     for instance in instances.iter().filter(|i| i.health == Health::Ready) {
         let client = control.http.clone();
         let name = instance.instance.clone();
-        let address = instance.address.clone();
+        let address = instance.admin_address.clone();
         scrapes.spawn(async move { (name, scrape(&client, &address).await) });
     }
     let mut figures: HashMap<String, Red> = HashMap::new();

@@ -6,6 +6,7 @@ pub mod control;
 pub mod dashboard;
 pub mod logs;
 pub mod plan;
+pub mod shared;
 pub mod supervisor;
 pub mod traces;
 
@@ -72,6 +73,13 @@ async fn run(
             .unwrap_or(topology.launcher.dashboard_port),
     )
     .await?;
+    let shared_dashboard = match args.dashboard_address {
+        Some(address) => {
+            Some(shared::SharedDashboard::bind(address, args.dashboard_token.as_deref()).await?)
+        }
+        None => None,
+    };
+    let shared_url = shared_dashboard.as_ref().map(|shared| shared.url.clone());
     let mut plan = plan::plan(
         topology,
         &PlanInputs {
@@ -154,6 +162,7 @@ async fn run(
     }
     let control = control::serve(
         control_port,
+        shared_dashboard,
         supervisor.clone(),
         layout,
         topology.services.keys().cloned().collect(),
@@ -163,6 +172,11 @@ async fn run(
     )
     .await?;
     control::write_state(layout, &control.state)?;
+    if let Some(url) = shared_url {
+        logs.launcher(format!(
+            "dashboard shared read-only at {url}/ (open it with ?token=YOUR_TOKEN)"
+        ));
+    }
     let mut instances = supervisor.start();
     logs.launcher(format!(
         "starting {} instances of {} services from {}",
@@ -409,6 +423,13 @@ async fn detach(
     }
     if let Some(port) = args.dashboard_port {
         command.arg("--dashboard-port").arg(port.to_string());
+    }
+    if let Some(address) = args.dashboard_address {
+        command.arg("--dashboard-address").arg(address.to_string());
+    }
+    // The token travels in the environment, not on the command line.
+    if let Some(token) = &args.dashboard_token {
+        command.env("COMB_DASHBOARD_TOKEN", token);
     }
     for (flag, value) in [
         ("--postgres", &args.postgres),

@@ -19,6 +19,8 @@ pub struct InstanceSpec {
     /// `SERVICE-N`, N counting from 1.
     pub instance: String,
     pub addr: SocketAddr,
+    /// The admin listener: `/metrics` and fault control, for the launcher and operators.
+    pub admin_addr: SocketAddr,
     /// Arguments after the comb binary.
     pub args: Vec<String>,
     /// Environment set for the process (on top of the launcher's own).
@@ -118,6 +120,7 @@ pub struct PlanInputs<'a> {
 /// Assigns every instance a port and wires each service to the instances it calls.
 pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan> {
     let mut addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
+    let mut admin_addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
     // Every chosen port stays bound until all are chosen, so no two instances share one.
     let mut held = Vec::new();
     for (service, spec) in &topology.services {
@@ -138,6 +141,14 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 (service.clone(), index),
                 SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             );
+            let admin = free_port()?;
+            admin_addrs.insert(
+                (service.clone(), index),
+                admin
+                    .local_addr()
+                    .context("cannot find a free local port")?,
+            );
+            held.push(admin);
         }
     }
     drop(held);
@@ -154,9 +165,11 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
         for index in 1..=spec.replicas {
             let instance = format!("{service}-{index}");
             let addr = addrs[&(service.clone(), index)];
+            let admin_addr = admin_addrs[&(service.clone(), index)];
             let mut env = BTreeMap::new();
             env.insert(env_name("instance"), instance.clone());
             env.insert(env_name("listen"), addr.to_string());
+            env.insert(env_name("admin_listen"), admin_addr.to_string());
             env.insert(
                 env_name("data_dir"),
                 inputs.layout.instance_dir(&instance).display().to_string(),
@@ -184,6 +197,7 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 service: service.clone(),
                 instance,
                 addr,
+                admin_addr,
                 args,
                 env,
             });
@@ -205,11 +219,16 @@ pub fn instance_like(
     let addr = listener
         .local_addr()
         .context("cannot find a free local port")?;
-    drop(listener);
+    let admin_listener = free_port()?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .context("cannot find a free local port")?;
+    drop((listener, admin_listener));
     let instance = format!("{}-{index}", template.service);
     let mut env = template.env.clone();
     env.insert(env_name("instance"), instance.clone());
     env.insert(env_name("listen"), addr.to_string());
+    env.insert(env_name("admin_listen"), admin_addr.to_string());
     env.insert(
         env_name("data_dir"),
         layout.instance_dir(&instance).display().to_string(),
@@ -218,20 +237,21 @@ pub fn instance_like(
         service: template.service.clone(),
         instance,
         addr,
+        admin_addr,
         args: template.args.clone(),
         env,
     })
 }
 
-/// The instances as Prometheus file-based service discovery targets, one group per
-/// instance labelled with its service and instance name.
+/// The instances' admin listeners as Prometheus file-based service discovery targets, one
+/// group per instance labelled with its service and instance name.
 pub fn prometheus_targets(instances: &[InstanceSpec]) -> serde_json::Value {
     serde_json::Value::Array(
         instances
             .iter()
             .map(|instance| {
                 serde_json::json!({
-                    "targets": [instance.addr.to_string()],
+                    "targets": [instance.admin_addr.to_string()],
                     "labels": {"job": "comb", "service": instance.service, "comb_instance": instance.instance},
                 })
             })

@@ -52,6 +52,9 @@ pub struct InstanceStatus {
     pub instance: String,
     pub pid: Option<u32>,
     pub address: String,
+    /// The admin listener (`/metrics`, fault control); empty from a launcher before it.
+    #[serde(default)]
+    pub admin_address: String,
     pub health: Health,
     pub restarts: u32,
     /// Seconds since the current process started.
@@ -202,6 +205,7 @@ impl Supervisor {
                 instance: entry.spec.instance.clone(),
                 pid: entry.runtime.pid,
                 address: entry.spec.addr.to_string(),
+                admin_address: entry.spec.admin_addr.to_string(),
                 health: entry.runtime.health,
                 restarts: entry.runtime.restarts,
                 uptime_secs: entry
@@ -454,6 +458,8 @@ impl Supervisor {
         let mut command = Command::new(&self.exe);
         command
             .args(&spec.args)
+            // The shared dashboard's token is the launcher's alone.
+            .env_remove("COMB_DASHBOARD_TOKEN")
             .envs(&spec.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -228,6 +228,33 @@ fn kubernetes_manifests_validate_and_keep_their_promises() {
             service == "gateway",
             "{service}: only the edge is open"
         );
+        // The admin port (metrics) is Prometheus's alone, and no Service exposes it.
+        for rule in rules {
+            let ports: Vec<u64> = rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|port| port["port"].as_u64().unwrap())
+                .collect();
+            let from_monitoring = rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+                == "monitoring";
+            assert_eq!(
+                ports,
+                [if from_monitoring { 9090 } else { 8080 }],
+                "{service}: {rule}"
+            );
+        }
+        let template = &find(&documents, "Deployment", service).unwrap()["spec"]["template"];
+        assert_eq!(
+            template["metadata"]["annotations"]["prometheus.io/port"],
+            "9090"
+        );
+        let container_ports = &template["spec"]["containers"][0]["ports"];
+        assert_eq!(container_ports[1]["name"], "metrics", "{service}");
+        assert_eq!(container_ports[1]["containerPort"], 9090, "{service}");
+        let exposed = &find(&documents, "Service", service).unwrap()["spec"]["ports"];
+        assert_eq!(exposed.as_array().unwrap().len(), 1, "{service}: {exposed}");
+        assert_eq!(exposed[0]["port"], 8080, "{service}");
     }
     let namespace = find(&documents, "Namespace", "comb").unwrap();
     assert_eq!(

@@ -37,6 +37,21 @@ async fn faults_answer_only_the_systems_token() {
         .await
         .unwrap();
     assert_eq!(products.status(), 200, "no fault was injected");
+    // Nor metrics: they are on each instance's admin listener, on loopback.
+    let metrics = comb.http.get(format!("{gateway}/metrics")).send().await;
+    assert_eq!(metrics.unwrap().status(), 404);
+    let instances = comb.status()["instances"].as_array().unwrap().clone();
+    for instance in &instances {
+        let admin = instance["admin_address"].as_str().unwrap();
+        assert!(admin.starts_with("127.0.0.1:"), "{instance}");
+        assert_ne!(admin, instance["address"].as_str().unwrap(), "{instance}");
+        let metrics = comb
+            .http
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await;
+        assert_eq!(metrics.unwrap().status(), 200, "{instance}");
+    }
 
     // The operator, through comb chaos, with the system's token.
     let injected = comb.run(&["chaos", "inject", "gateway", "--errors", "1"]);
@@ -100,4 +115,100 @@ async fn the_dashboard_answers_only_its_own_host() {
         .await
         .unwrap();
     assert_eq!(scale.status(), 421);
+}
+
+#[tokio::test]
+async fn the_shared_dashboard_shows_pages_only_with_its_token() {
+    let token = "shared-dashboard-token-0123456789";
+    let comb = Comb::up_with(
+        &repo_topology(),
+        &["--dashboard-address", "127.0.0.1:0"],
+        &[("COMB_DASHBOARD_TOKEN", token)],
+    );
+    let shared = comb.launcher_state()["shared_dashboard_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(shared, comb.dashboard(), "a listener of its own");
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (what, request) in [
+        ("no token", no_redirects.get(format!("{shared}/"))),
+        (
+            "a wrong token",
+            no_redirects
+                .get(format!("{shared}/"))
+                .bearer_auth("x".repeat(33)),
+        ),
+        (
+            "a wrong link",
+            no_redirects.get(format!("{shared}/traces?token=guess")),
+        ),
+    ] {
+        assert_eq!(request.send().await.unwrap().status(), 401, "{what}");
+    }
+    let bearer = no_redirects
+        .get(format!("{shared}/traces"))
+        .bearer_auth(token);
+    assert_eq!(bearer.send().await.unwrap().status(), 200);
+    // A link with the token: the token moves into a cookie and out of the address.
+    let link = no_redirects
+        .get(format!("{shared}/logs?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(link.status(), 303);
+    assert_eq!(link.headers()["location"], "/logs");
+    let cookie = link.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let page = no_redirects
+        .get(format!("{shared}/logs"))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    // Nothing that changes the system or shows its secrets is shared, token or not.
+    for path in ["/status", "/databases", "/discovery"] {
+        let response = no_redirects
+            .get(format!("{shared}{path}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let scale = no_redirects
+        .post(format!("{shared}/scale"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"service": "catalog", "replicas": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert!(scale.status().is_client_error(), "{}", scale.status());
+}
+
+#[test]
+fn a_shared_dashboard_without_a_token_is_refused() {
+    let comb = Comb::unstarted();
+    let refused = comb.run(&[
+        "up",
+        "--dashboard-address",
+        "0.0.0.0:0",
+        "--gateway-port",
+        "0",
+        "--dashboard-port",
+        "0",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("--dashboard-token"),
+        "{}",
+        text(&refused)
+    );
 }

@@ -79,7 +79,7 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
         assert!(
             groups
                 .iter()
-                .any(|group| group["targets"][0] == instance["address"]
+                .any(|group| group["targets"][0] == instance["admin_address"]
                     && group["labels"]["service"] == instance["service"]
                     && group["labels"]["comb_instance"] == instance["instance"]),
             "{instance} is a target: {targets}"

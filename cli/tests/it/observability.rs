@@ -405,7 +405,7 @@ async fn prometheus_scrapes_every_instance_and_sees_business_metrics() {
     let instances = comb.status()["instances"].as_array().unwrap().clone();
     let mut expositions = HashMap::new();
     for instance in &instances {
-        let address = instance["address"].as_str().unwrap();
+        let address = instance["admin_address"].as_str().unwrap();
         let body = comb
             .http
             .get(format!("http://{address}/metrics"))
@@ -438,7 +438,7 @@ async fn prometheus_scrapes_every_instance_and_sees_business_metrics() {
         let address = instances
             .iter()
             .find(|i| i["service"] == "notifications")
-            .unwrap()["address"]
+            .unwrap()["admin_address"]
             .as_str()
             .unwrap()
             .to_owned();

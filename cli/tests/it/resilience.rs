@@ -61,12 +61,21 @@ async fn served(comb: &Comb, address: &str) -> f64 {
 }
 
 fn addresses(comb: &Comb, service: &str) -> Vec<String> {
+    addresses_of(comb, service, "address")
+}
+
+/// The admin listeners (`/metrics`) of a service's instances.
+fn admin_addresses(comb: &Comb, service: &str) -> Vec<String> {
+    addresses_of(comb, service, "admin_address")
+}
+
+fn addresses_of(comb: &Comb, service: &str, which: &str) -> Vec<String> {
     comb.status()["instances"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|i| i["service"] == service)
-        .map(|i| i["address"].as_str().unwrap().to_owned())
+        .map(|i| i[which].as_str().unwrap().to_owned())
         .collect()
 }
 
@@ -173,7 +182,7 @@ async fn scaling_catalog_under_load_spreads_calls_over_every_instance() {
     );
     let scaled = comb.run(&["scale", "catalog=3"]);
     assert!(scaled.status.success(), "{}", text(&scaled));
-    let catalogs = addresses(&comb, "catalog");
+    let catalogs = admin_addresses(&comb, "catalog");
     assert_eq!(catalogs.len(), 3);
     let targets =
         std::fs::read_to_string(comb.dir.path().join("data/prometheus/targets.json")).unwrap();
@@ -251,10 +260,10 @@ async fn a_slow_service_trips_the_breaker_and_recovers() {
         "{problem}"
     );
     assert!(took < Duration::from_millis(1_000), "took {took:?}");
-    let gateway_address = addresses(&comb, "gateway").remove(0);
+    let gateway_admin = admin_addresses(&comb, "gateway").remove(0);
     let metrics = comb
         .http
-        .get(format!("http://{gateway_address}/metrics"))
+        .get(format!("http://{gateway_admin}/metrics"))
         .send()
         .await
         .unwrap()

@@ -153,6 +153,17 @@ impl Comb {
         Self::start(topology, &[], env, None)
     }
 
+    /// The same, with these arguments to `comb up` as well.
+    pub fn up_with(topology: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start(topology, args, env, None)
+    }
+
+    /// The launcher's state file, as JSON.
+    pub fn launcher_state(&self) -> Value {
+        let state = std::fs::read_to_string(self.dir.path().join("data/launcher.json")).unwrap();
+        serde_json::from_str(&state).unwrap()
+    }
+
     /// `prefix` is known before `comb up` runs, so a failed start still drops what it made.
     fn start(
         topology: &Path,

@@ -603,7 +603,7 @@ async fn business_metrics_move_when_a_checkout_happens() {
     let scrape = || async {
         system
             .http
-            .get(format!("{}/metrics", system.orders.url()))
+            .get(format!("{}/metrics", system.orders.admin_url()))
             .send()
             .await
             .unwrap()

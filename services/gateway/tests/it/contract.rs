@@ -302,7 +302,17 @@ async fn openapi_document_describes_every_route_that_is_served() {
 async fn metrics_count_requests_per_route() {
     let system = System::start().await;
     system.json("/api/v1/categories").await;
-    let text = system.get("/metrics").await.text().await.unwrap();
+    let public = system.get("/metrics").await;
+    assert_eq!(public.status(), 404, "no metrics on the public port");
+    let text = system
+        .http
+        .get(format!("{}/metrics", system.gateway.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         text.lines()
             .any(|line| line.starts_with("http_server_requests_total")
@@ -312,7 +322,7 @@ async fn metrics_count_requests_per_route() {
     );
     let catalog_metrics = system
         .http
-        .get(format!("{}/metrics", system.catalog.url()))
+        .get(format!("{}/metrics", system.catalog.admin_url()))
         .send()
         .await
         .unwrap()

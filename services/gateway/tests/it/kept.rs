@@ -15,7 +15,7 @@ use crate::checkout::{admin, products};
 async fn catalog_calls(system: &System, method: &str) -> u64 {
     let text = system
         .http
-        .get(format!("{}/metrics", system.catalog.url()))
+        .get(format!("{}/metrics", system.catalog.admin_url()))
         .send()
         .await
         .unwrap()
