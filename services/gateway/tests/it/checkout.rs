@@ -205,7 +205,23 @@ pub(crate) async fn payment(system: &System, order_id: &str) -> Option<payments:
 
 #[tokio::test]
 async fn a_customer_checks_out_and_everything_follows() {
-    let system = System::start().await;
+    a_customer_checks_out_and_everything_follows_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn a_customer_checks_out_and_everything_follows_on_postgres_over_nats() {
+    if crate::nats_reachable().await {
+        a_customer_checks_out_and_everything_follows_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_customer_checks_out_and_everything_follows_with(options: Options) {
+    let system = System::start_with(options).await;
     let token = customer(&system, "happy@example.com").await;
     let relogged = system
         .post_json(
@@ -326,7 +342,23 @@ async fn a_guest_checks_out_with_an_email() {
 
 #[tokio::test]
 async fn a_declined_card_cancels_and_gives_the_stock_back() {
-    let system = System::start().await;
+    a_declined_card_cancels_and_gives_the_stock_back_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn a_declined_card_cancels_and_gives_the_stock_back_on_postgres_over_nats() {
+    if crate::nats_reachable().await {
+        a_declined_card_cancels_and_gives_the_stock_back_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_declined_card_cancels_and_gives_the_stock_back_with(options: Options) {
+    let system = System::start_with(options).await;
     let token = customer(&system, "declined@example.com").await;
     let items = products(&system, 1).await;
     let before = stock(&system, &items[0].1).await;
@@ -357,7 +389,23 @@ async fn a_declined_card_cancels_and_gives_the_stock_back() {
 
 #[tokio::test]
 async fn out_of_stock_cancels_before_any_payment() {
-    let system = System::start().await;
+    out_of_stock_cancels_before_any_payment_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn out_of_stock_cancels_before_any_payment_on_postgres_over_nats() {
+    if crate::nats_reachable().await {
+        out_of_stock_cancels_before_any_payment_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn out_of_stock_cancels_before_any_payment_with(options: Options) {
+    let system = System::start_with(options).await;
     let token = customer(&system, "short@example.com").await;
     let items = products(&system, 1).await;
     set_stock(&system, &items[0].1, 1).await;
@@ -428,7 +476,23 @@ async fn the_same_idempotency_key_is_the_same_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_shoppers_racing_for_ten_never_oversell() {
-    let system = std::sync::Arc::new(System::start().await);
+    fifty_shoppers_racing_for_ten_never_oversell_with(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_shoppers_racing_for_ten_never_oversell_on_postgres_over_nats() {
+    if crate::nats_reachable().await {
+        fifty_shoppers_racing_for_ten_never_oversell_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn fifty_shoppers_racing_for_ten_never_oversell_with(options: Options) {
+    let system = std::sync::Arc::new(System::start_with(options).await);
     let items = products(&system, 1).await;
     let (product_id, sku) = items[0].clone();
     set_stock(&system, &sku, 10).await;

@@ -63,10 +63,11 @@ async fn a_welcome_and_a_confirmation_arrive_after_checkout() {
 }
 
 #[tokio::test]
-async fn a_welcome_and_a_confirmation_arrive_after_checkout_over_nats() {
+async fn a_welcome_and_a_confirmation_arrive_after_checkout_on_postgres_over_nats() {
     if nats_reachable().await {
         a_welcome_and_a_confirmation_arrive_after_checkout_with(Options {
             nats: true,
+            postgres: true,
             ..Options::default()
         })
         .await;
@@ -135,10 +136,12 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_over_nats() {
+async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_on_postgres_over_nats()
+ {
     if nats_reachable().await {
         a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_once_with(Options {
             nats: true,
+            postgres: true,
             checkouts_per_account: Some(1_000),
             ..Options::default()
         })
@@ -235,10 +238,12 @@ async fn an_event_committed_before_its_producer_died_is_delivered_after_the_rest
 }
 
 #[tokio::test]
-async fn an_event_committed_before_its_producer_died_is_delivered_after_the_restart_over_nats() {
+async fn an_event_committed_before_its_producer_died_is_delivered_after_the_restart_on_postgres_over_nats()
+ {
     if nats_reachable().await {
         an_event_committed_before_its_producer_died_is_delivered_after_the_restart_with(Options {
             nats: true,
+            postgres: true,
             ..Options::default()
         })
         .await;
@@ -291,10 +296,11 @@ async fn products_bought_together_are_recommended() {
 }
 
 #[tokio::test]
-async fn products_bought_together_are_recommended_over_nats() {
+async fn products_bought_together_are_recommended_on_postgres_over_nats() {
     if nats_reachable().await {
         products_bought_together_are_recommended_with(Options {
             nats: true,
+            postgres: true,
             ..Options::default()
         })
         .await;
@@ -382,10 +388,12 @@ async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures()
 }
 
 #[tokio::test]
-async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_over_nats() {
+async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_on_postgres_over_nats()
+ {
     if nats_reachable().await {
         reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_with(Options {
             nats: true,
+            postgres: true,
             ..Options::default()
         })
         .await;

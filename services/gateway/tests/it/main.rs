@@ -34,6 +34,9 @@ pub struct Options {
     pub checkout_wait_ms: u64,
     /// Events through NATS JetStream instead of the producers' own feeds.
     pub nats: bool,
+    /// Every service on a PostgreSQL database of its own instead of SQLite (SQLite, with a
+    /// note, where no server answers outside CI).
+    pub postgres: bool,
     /// The gateway's checkouts per account a minute, when a test needs more than the
     /// default.
     pub checkouts_per_account: Option<u32>,
@@ -45,6 +48,7 @@ impl Default for Options {
             saga_deadline_ms: 20_000,
             checkout_wait_ms: 2_000,
             nats: false,
+            postgres: false,
             checkouts_per_account: None,
         }
     }
@@ -90,6 +94,17 @@ pub struct System {
     _databases: Vec<TestDatabase>,
 }
 
+/// A new database for one service, of the kind the options ask for.
+async fn database(options: &Options) -> TestDatabase {
+    if options.postgres {
+        if let Some(database) = TestDatabase::postgres().await {
+            return database;
+        }
+        eprintln!("this PostgreSQL variant runs on SQLite here");
+    }
+    TestDatabase::sqlite()
+}
+
 fn config(service: &str, database: &TestDatabase, extra: &[(&str, String)]) -> ServiceConfig {
     let mut env = vec![("COMB_DATABASE_URL".to_owned(), database.url.clone())];
     env.extend(
@@ -123,7 +138,10 @@ impl System {
             None => Transport::Embedded,
         };
         let mut producers = Vec::new();
-        let databases: Vec<TestDatabase> = (0..4).map(|_| TestDatabase::sqlite()).collect();
+        let mut databases = Vec::new();
+        for _ in 0..4 {
+            databases.push(database(&options).await);
+        }
         let store = comb_catalog::open_store(&config("catalog", &databases[0], &[]))
             .await
             .unwrap();
@@ -131,7 +149,7 @@ impl System {
         producers.push((store.database().clone(), "catalog"));
         let catalog = TestServer::start(comb_catalog::routes(store)).await;
 
-        let users_database = TestDatabase::sqlite();
+        let users_database = database(&options).await;
         let admin = [
             ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
@@ -152,7 +170,7 @@ impl System {
         ))
         .await;
 
-        let inventory_database = TestDatabase::sqlite();
+        let inventory_database = database(&options).await;
         let inventory_config = config(
             "inventory",
             &inventory_database,
@@ -167,7 +185,7 @@ impl System {
         let inventory =
             TestServer::start(comb_inventory::routes(inventory_api, &inventory_store)).await;
 
-        let payments_database = TestDatabase::sqlite();
+        let payments_database = database(&options).await;
         let payments_config = config("payments", &payments_database, &[]);
         let payments_api = comb_payments::open(&payments_config).await.unwrap();
         producers.push((payments_api.store().database().clone(), "payments"));
@@ -215,7 +233,7 @@ impl System {
             std::time::Duration::from_secs(15),
         ));
 
-        let notifications_db = TestDatabase::sqlite();
+        let notifications_db = database(&options).await;
         let notifications_config = config(
             "notifications",
             &notifications_db,
@@ -230,7 +248,7 @@ impl System {
             .unwrap();
         let notifications =
             TestServer::start(comb_notifications::routes(notifications_database.clone())).await;
-        let recommendations_db = TestDatabase::sqlite();
+        let recommendations_db = database(&options).await;
         let recommendations_config = config(
             "recommendations",
             &recommendations_db,
@@ -243,7 +261,7 @@ impl System {
             recommendations_database.clone(),
         ))
         .await;
-        let reports_db = TestDatabase::sqlite();
+        let reports_db = database(&options).await;
         let reports_config = config(
             "reports",
             &reports_db,
@@ -251,7 +269,7 @@ impl System {
         );
         let reports_database = comb_reports::open(&reports_config).await.unwrap();
         let reports = TestServer::start(comb_reports::routes(reports_database.clone())).await;
-        let reviews_db = TestDatabase::sqlite();
+        let reviews_db = database(&options).await;
         let reviews_config = config(
             "reviews",
             &reviews_db,

@@ -25,10 +25,11 @@ async fn only_buyers_review_once_with_a_rating_from_one_to_five() {
 }
 
 #[tokio::test]
-async fn only_buyers_review_once_with_a_rating_from_one_to_five_over_nats() {
+async fn only_buyers_review_once_with_a_rating_from_one_to_five_on_postgres_over_nats() {
     if nats_reachable().await {
         only_buyers_review_once_with_a_rating_from_one_to_five_with(Options {
             nats: true,
+            postgres: true,
             ..Options::default()
         })
         .await;
