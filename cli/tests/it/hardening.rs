@@ -212,3 +212,64 @@ fn a_shared_dashboard_without_a_token_is_refused() {
         text(&refused)
     );
 }
+
+/// The most memory a process has held (its resident high-water mark), in bytes.
+fn peak_memory(pid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_logins_hash_within_the_bound_and_the_memory_limit() {
+    let comb = Comb::up(&repo_topology());
+    let gateway = comb.gateway();
+    let users = comb.instance("users-1");
+    let pid = users["pid"].as_u64().unwrap();
+    let mut logins = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let http = comb.http.clone();
+        let url = format!("{gateway}/api/v1/auth/login");
+        logins.spawn(async move {
+            // 64 accounts: no per-account limit is reached, every login is a full hash.
+            http.post(url)
+                .json(&serde_json::json!({"email": format!("nobody{n}@example.com"), "password": "a password nobody has"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = logins.join_next().await {
+        *statuses.entry(status.unwrap()).or_insert(0) += 1;
+    }
+    assert!(
+        statuses.keys().all(|status| [401, 503].contains(status)),
+        "wrong passwords, or a moment's refusal: {statuses:?}"
+    );
+    let admin = users["admin_address"].as_str().unwrap();
+    let metrics = comb
+        .http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let most: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("comb_password_hashes_most_at_once "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no comb_password_hashes_most_at_once in {metrics}"));
+    assert_eq!(most, 2.0, "the default bound, and reached");
+    // The Kubernetes export gives users 256 MiB; argon2 takes 19 MiB a hash.
+    let peak = peak_memory(pid);
+    assert!(peak < 256 * 1024 * 1024, "users peaked at {} MiB", peak / (1024 * 1024));
+}

@@ -62,7 +62,8 @@ impl Hashing {
             return Err(HashError::Busy);
         };
         let running = self.running.fetch_add(1, Ordering::AcqRel) + 1;
-        self.most.fetch_max(running, Ordering::AcqRel);
+        let most = self.most.fetch_max(running, Ordering::AcqRel).max(running);
+        metrics::gauge!("comb_password_hashes_most_at_once").set(most as f64);
         let done = tokio::task::spawn_blocking(work).await;
         self.running.fetch_sub(1, Ordering::AcqRel);
         drop(turn);
