@@ -35,15 +35,22 @@ fn percent_encode(text: &str) -> String {
 }
 
 /// Maps a failed gRPC call to `service` onto the problem a REST caller should see: the
-/// callee's own verdicts (not found, invalid) pass through, its absence becomes 503.
+/// callee's own verdicts (not found, invalid) pass through, its absence becomes 503. A
+/// callee's refusal of a well-formed request is 422 (400 is for requests the caller itself
+/// could not read).
 pub fn problem_from_status(service: &str, status: &Status) -> Problem {
     match status.code() {
         Code::NotFound => Problem::not_found(status.message().to_owned()),
         Code::Unauthenticated => Problem::unauthorized(status.message().to_owned()),
         Code::PermissionDenied => Problem::forbidden(status.message().to_owned()),
         Code::InvalidArgument | Code::OutOfRange => match field_errors(status) {
-            Some(errors) => Problem::invalid(errors),
-            None => Problem::bad_request(status.message().to_owned()),
+            Some(errors) => Problem::unprocessable(errors),
+            None => Problem::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid request",
+                status.message().to_owned(),
+            ),
         },
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => {
             Problem::conflict(status.message().to_owned())
@@ -158,10 +165,14 @@ mod tests {
     fn statuses_map_to_problems() {
         let cases = [
             (Status::not_found("no product x"), StatusCode::NOT_FOUND),
-            (Status::invalid_argument("bad"), StatusCode::BAD_REQUEST),
+            // A callee's refusal of a request the caller could read: 422.
+            (
+                Status::invalid_argument("bad"),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
             (
                 invalid_argument(&[FieldError::new("limit", "too big")]),
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
             ),
             (Status::already_exists("dup"), StatusCode::CONFLICT),
             (Status::unauthenticated("who?"), StatusCode::UNAUTHORIZED),

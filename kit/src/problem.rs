@@ -88,6 +88,16 @@ impl Problem {
         }
     }
 
+    /// 422 with the fields at fault: the request is well formed (it matches the documented
+    /// schema) but the service that owns the data refused it by a rule of its own (a card
+    /// number's checksum, a product that does not exist, a password too easy to guess).
+    pub fn unprocessable(errors: Vec<FieldError>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY.as_u16(),
+            ..Self::invalid(errors)
+        }
+    }
+
     /// 400 for a single field.
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         Self::invalid(vec![FieldError::new(field, message)])

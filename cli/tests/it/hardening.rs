@@ -271,5 +271,47 @@ async fn sixty_four_concurrent_logins_hash_within_the_bound_and_the_memory_limit
     assert_eq!(most, 2.0, "the default bound, and reached");
     // The Kubernetes export gives users 256 MiB; argon2 takes 19 MiB a hash.
     let peak = peak_memory(pid);
-    assert!(peak < 256 * 1024 * 1024, "users peaked at {} MiB", peak / (1024 * 1024));
+    assert!(
+        peak < 256 * 1024 * 1024,
+        "users peaked at {} MiB",
+        peak / (1024 * 1024)
+    );
+}
+
+/// The API as its own OpenAPI document describes it, fuzzed by Schemathesis as a customer,
+/// a guest and the admin (`scripts/fuzz-api`): no 5xx, every answer documented, every
+/// schema-valid request accepted and every invalid one refused.
+#[test]
+fn the_api_keeps_its_openapi_contract_under_fuzzing() {
+    let installed = ["schemathesis", "st"].iter().any(|tool| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    });
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Schemathesis is required on CI (.ci/run installs it)"
+        );
+        eprintln!(
+            "skipped: scripts/fuzz-api needs schemathesis (python3 -m pip install schemathesis)"
+        );
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/fuzz-api");
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).env("COMB", env!("CARGO_BIN_EXE_comb"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("COMB_") || name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.output().unwrap();
+    let printed = text(&output);
+    assert!(output.status.success(), "{printed}");
+    assert!(
+        printed.contains("4 of 4 runs found nothing"),
+        "every caller's run happened: {printed}"
+    );
 }

@@ -22,15 +22,27 @@ use crate::openapi::Problem as ProblemDoc;
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterBody {
     /// Your email address; it is your login.
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]{1,63}(\.[^@\s.\x00-\x1f\x7f-\x9f]{1,63})+$",
+        example = "ada@example.com"
+    )]
     pub email: String,
-    /// 8 to 128 characters, not a common one.
+    /// 8 to 128 characters; not a common password, not one character repeated, not your
+    /// email address (refused with 422).
+    #[schema(min_length = 8, max_length = 128, example = "correct horse battery")]
     pub password: String,
+    /// 1 to 100 characters, not only spaces, no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
     pub name: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginBody {
+    #[schema(example = "ada@example.com")]
     pub email: String,
+    #[schema(example = "correct horse battery")]
     pub password: String,
 }
 

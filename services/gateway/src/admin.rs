@@ -35,6 +35,7 @@ pub struct ProductInput {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StockInput {
     /// How many can be sold from now on.
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub available: i64,
 }
 
@@ -113,6 +114,7 @@ pub async fn create_product(
         (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Another product has this SKU", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
 pub async fn update_product(

@@ -169,3 +169,52 @@ mod tests {
         assert!(problem.errors.is_empty());
     }
 }
+
+/// Reads a whole number also when the JSON writes it with a fraction of zero (`5.0`), as
+/// JSON Schema counts that an integer: for `#[serde(deserialize_with = "whole_number")]`.
+pub fn whole_number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    // Beyond 2^53 a float no longer holds every whole number exactly.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|value| value.fract() == 0.0 && value.abs() <= EXACT)
+            .map(|value| value as i64)
+    });
+    whole
+        .and_then(|value| T::try_from(value).ok())
+        .ok_or_else(|| D::Error::custom(format!("must be a whole number in range, got {number}")))
+}
+
+#[cfg(test)]
+mod whole_number_tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Quantity {
+        #[serde(deserialize_with = "whole_number")]
+        n: u32,
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_with_a_zero_fraction_and_nothing_else() {
+        let read = |json: &str| serde_json::from_str::<Quantity>(json).map(|q| q.n);
+        assert_eq!(read(r#"{"n": 5}"#).ok(), Some(5));
+        assert_eq!(read(r#"{"n": 5.0}"#).ok(), Some(5));
+        for refused in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": -1}"#,
+            r#"{"n": "5"}"#,
+            r#"{"n": 1e300}"#,
+        ] {
+            assert!(read(refused).is_err(), "{refused}");
+        }
+    }
+}

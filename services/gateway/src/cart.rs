@@ -35,14 +35,20 @@ pub struct CartBody {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddItemBody {
+    /// A product's id (a product that does not exist is refused with 422).
+    #[schema(min_length = 1, max_length = 64)]
     pub product_id: String,
-    /// 1 to 99; added to what the cart already holds.
+    /// 1 to 99; added to what the cart already holds (at most 99 of a product in all).
+    #[schema(minimum = 1, maximum = 99)]
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub quantity: i64,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SetQuantityBody {
     /// 0 to 99; 0 removes the line.
+    #[schema(minimum = 0, maximum = 99)]
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub quantity: i64,
 }
 

@@ -30,6 +30,7 @@ const MAX_QUERY_CHARS: usize = 200;
 /// An amount of money in integer minor units (cents for USD).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Money {
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub amount_minor: i64,
     /// ISO 4217 code.
     pub currency: String,
@@ -143,11 +144,14 @@ pub struct ListProductsParams {
     #[param(value_type = Option<ProductKind>)]
     kind: Option<String>,
     /// Only products in this category (a slug from /api/v1/categories).
+    #[param(max_length = 64, pattern = r"^[a-z0-9-]*$")]
     category: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (one this API did not issue is refused with
+    /// 422).
+    #[param(max_length = 256)]
     cursor: Option<String>,
 }
 
@@ -156,6 +160,7 @@ pub struct ListProductsParams {
 pub struct SearchParams {
     /// Words to find in titles, creators, descriptions and tags (1 to 200 characters);
     /// each word matches as a prefix, and every word must match.
+    #[param(required = true, value_type = String, min_length = 1, max_length = 200)]
     q: Option<String>,
     /// How many results, 1 to 100 (default 20).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
@@ -389,8 +394,13 @@ pub async fn search_products(
     let limit = checks.limit(params.limit.as_deref());
     let text = params.q.unwrap_or_default();
     let length = text.trim().chars().count();
-    if length == 0 {
+    if text.is_empty() {
         checks.fail("q", "is required: the words to search for");
+    } else if length == 0 {
+        // Present but only spaces: the shape is right, there is just nothing to find.
+        return Err(Problem::unprocessable(vec![
+            comb_kit::problem::FieldError::new("q", "has no words to search for, only spaces"),
+        ]));
     } else if length > MAX_QUERY_CHARS {
         checks.fail(
             "q",

@@ -124,7 +124,9 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 /// so a route cannot be served without being described.
 pub fn routes(state: GatewayState) -> Router {
     let shop = shop::routes(state.clone());
-    let (router, document) = api_router().with_state(state).split_for_parts();
+    let (router, mut document) = api_router().with_state(state).split_for_parts();
+    openapi::declare_shared_problems(&mut document);
+    openapi::link_created_resources(&mut document);
     let router = router.layer(DefaultBodyLimit::max(body::MAX_BODY_BYTES));
     let document = Bytes::from(document.to_json().unwrap_or_else(|error| {
         tracing::error!(%error, "the OpenAPI document cannot be serialised");
@@ -207,5 +209,8 @@ fn api_router() -> OpenApiRouter<GatewayState> {
 
 /// The OpenAPI document of the public API.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut document = api_router().into_openapi();
+    openapi::declare_shared_problems(&mut document);
+    openapi::link_created_resources(&mut document);
+    document
 }

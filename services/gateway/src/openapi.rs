@@ -63,3 +63,161 @@ pub struct FieldError {
     pub field: String,
     pub message: String,
 }
+
+/// Declares, once for every operation, the problems any of them may answer with, so no
+/// operation can answer with one its description leaves out:
+/// - 400 when the gateway cannot read the request (parameters or body of the wrong shape),
+/// - 415 when a body is not sent as JSON,
+/// - 422 when the request has the documented shape but the service that owns the data
+///   refuses it by a rule of its own (a card number's checksum, an unknown product),
+/// - 503 when the service behind the route is unavailable.
+///
+/// An operation's own description of one of these wins.
+pub fn declare_shared_problems(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+
+    let problem = |description: &str| -> RefOr<utoipa::openapi::Response> {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build(),
+        )
+    };
+    let declare = |operation: &mut Operation| {
+        let takes_body = operation.request_body.is_some();
+        let responses = &mut operation.responses.responses;
+        let mut add = |status: &str, description: &str| {
+            responses
+                .entry(status.to_owned())
+                .or_insert_with(|| problem(description));
+        };
+        if takes_body {
+            add(
+                "400",
+                "The body cannot be read: not JSON, a field missing or of the wrong type",
+            );
+            add("415", "The body is not sent as application/json");
+        }
+        if takes_body || !operation.parameters.as_ref().is_none_or(Vec::is_empty) {
+            add(
+                "422",
+                "The request has the documented shape but breaks a rule of the service that owns the data; `errors` names each field",
+            );
+        }
+        add(
+            "503",
+            "The service behind this route is unavailable; retry after Retry-After seconds",
+        );
+    };
+    for item in document.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            declare(operation);
+        }
+    }
+}
+
+/// Links from what an operation creates to the operations that read or change it, so a
+/// client (or a stateful test) can follow them: a placed order to the order, a cart line
+/// to changing it, a new product to reading it and setting its stock.
+pub fn link_created_resources(document: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+
+    // From the answers of `POST path` with these statuses, link `name` to an operation,
+    // filling its `parameter` with `value` (a runtime expression).
+    type Link = (
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static str,
+    );
+    let links: &[Link] = &[
+        (
+            "/api/v1/orders",
+            &["201", "202"],
+            "GetOrder",
+            "get_order",
+            "id",
+            "$response.body#/id",
+        ),
+        (
+            "/api/v1/cart/items",
+            &["200"],
+            "SetQuantity",
+            "set_quantity",
+            "product_id",
+            "$request.body#/product_id",
+        ),
+        (
+            "/api/v1/cart/items",
+            &["200"],
+            "RemoveItem",
+            "remove_item",
+            "product_id",
+            "$request.body#/product_id",
+        ),
+        (
+            "/api/v1/admin/products",
+            &["201"],
+            "GetProduct",
+            "get_product",
+            "id",
+            "$response.body#/id",
+        ),
+        (
+            "/api/v1/admin/products",
+            &["201"],
+            "UpdateProduct",
+            "update_product",
+            "id",
+            "$response.body#/id",
+        ),
+        (
+            "/api/v1/admin/products",
+            &["201"],
+            "SetStock",
+            "set_stock",
+            "product_id",
+            "$response.body#/id",
+        ),
+    ];
+    for (path, statuses, name, operation_id, parameter, value) in links {
+        let Some(post) = document
+            .paths
+            .paths
+            .get_mut(*path)
+            .and_then(|item| item.post.as_mut())
+        else {
+            continue;
+        };
+        for status in *statuses {
+            if let Some(RefOr::T(response)) = post.responses.responses.get_mut(*status) {
+                response.links.insert(
+                    (*name).to_owned(),
+                    RefOr::T(
+                        LinkBuilder::new()
+                            .operation_id(*operation_id)
+                            .parameter(*parameter, *value)
+                            .build(),
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -23,12 +23,18 @@ use crate::openapi::Problem as ProblemDoc;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ShippingAddress {
+    #[schema(min_length = 1, max_length = 100, example = "Ada Lovelace")]
     pub name: String,
+    #[schema(min_length = 1, max_length = 200, example = "12 St James's Square")]
     pub line1: String,
+    #[schema(max_length = 200)]
     pub line2: Option<String>,
+    #[schema(min_length = 1, max_length = 100, example = "London")]
     pub city: String,
+    #[schema(min_length = 1, max_length = 16, example = "SW1Y 4JH")]
     pub postal_code: String,
-    /// ISO 3166-1 alpha-2, e.g. US.
+    /// ISO 3166-1 alpha-2, e.g. US (a country shipping does not serve is refused with 422).
+    #[schema(min_length = 2, max_length = 2, example = "GB")]
     pub country: String,
 }
 
@@ -36,9 +42,24 @@ pub struct ShippingAddress {
 /// 4000000000000119 fails as a processor error.
 #[derive(Deserialize, ToSchema)]
 pub struct PaymentCard {
+    /// 12 to 19 digits, spaces and dashes allowed (a number failing its checksum is
+    /// refused with 422).
+    #[schema(
+        min_length = 12,
+        pattern = r"^[0-9 -]+$",
+        example = "4242 4242 4242 4242"
+    )]
     pub card_number: String,
+    /// 1 to 12.
+    #[schema(minimum = 1, maximum = 12, example = 12)]
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub exp_month: u32,
+    /// 2000 to 2200 (an expired card is refused with 422).
+    #[schema(minimum = 2000, maximum = 2200, example = 2030)]
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub exp_year: u32,
+    /// 3 or 4 digits.
+    #[schema(pattern = r"^[0-9]{3,4}$", example = "123")]
     pub cvc: String,
 }
 
@@ -51,7 +72,12 @@ impl std::fmt::Debug for PaymentCard {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CheckoutBody {
-    /// Where the confirmation goes; required for guests, the account's email otherwise.
+    /// Where the confirmation goes; required for guests (refused with 422 without it), the
+    /// account's email otherwise.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]{1,63}(\.[^@\s.\x00-\x1f\x7f-\x9f]{1,63})+$"
+    )]
     pub email: Option<String>,
     pub shipping_address: ShippingAddress,
     pub payment: PaymentCard,
@@ -167,7 +193,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     path = "/api/v1/orders",
     tag = "orders",
     security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "The same key from the same caller answers with the same order; up to 128 visible characters")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]([ -~]{0,126}[!-~])?$", description = "The same key from the same caller answers with the same order; up to 128 visible characters")),
     request_body = CheckoutBody,
     responses(
         (status = 201, description = "The order, already CONFIRMED or CANCELLED", body = OrderBody),
@@ -210,10 +236,12 @@ pub async fn place_order(
         (Some(email), _) => email,
         (None, Some(email)) => email,
         (None, None) => {
-            return Err(Problem::invalid_field(
-                "email",
-                "is required for a guest checkout: where should the confirmation go?",
-            ));
+            return Err(Problem::unprocessable(vec![
+                comb_kit::problem::FieldError::new(
+                    "email",
+                    "is required for a guest checkout: where should the confirmation go?",
+                ),
+            ]));
         }
     };
     let address = body.shipping_address;

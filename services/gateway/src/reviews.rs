@@ -39,11 +39,15 @@ pub struct ReviewList {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ReviewInput {
     /// 1 to 5.
+    #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "crate::body::whole_number")]
     pub rating: i32,
-    /// 1 to 120 characters.
+    /// 1 to 120 characters (not only spaces).
+    #[schema(min_length = 1, max_length = 120)]
     pub title: String,
     /// Up to 4000 characters.
     #[serde(default)]
+    #[schema(max_length = 4000)]
     pub body: String,
 }
 

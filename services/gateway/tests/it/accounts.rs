@@ -98,7 +98,8 @@ async fn register_log_in_and_ask_who_i_am() {
             json!({"email": "nope", "password": "123", "name": ""}),
         )
         .await;
-    let body = problem(invalid, 400).await;
+    // Well-formed JSON the users service refuses: 422, with every field at fault.
+    let body = problem(invalid, 422).await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()

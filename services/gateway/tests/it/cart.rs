@@ -79,15 +79,29 @@ async fn each_caller_has_a_cart_of_their_own() {
         .unwrap();
     assert!(removed["items"].as_array().unwrap().is_empty());
 
-    for (body, field) in [
+    // 400 when the gateway cannot read the body; 422 when the cart refuses what it says.
+    for (body, field, status) in [
         (
             json!({"product_id": "00000000-0000-7000-8000-000000000000", "quantity": 1}),
             "product_id",
+            422,
         ),
-        (json!({"product_id": ids[0], "quantity": 0}), "quantity"),
-        (json!({"product_id": ids[0], "quantity": 1000}), "quantity"),
-        (json!({"product_id": ids[0], "quantity": "two"}), "quantity"),
-        (json!({"quantity": 1}), "product_id"),
+        (
+            json!({"product_id": ids[0], "quantity": 0}),
+            "quantity",
+            422,
+        ),
+        (
+            json!({"product_id": ids[0], "quantity": 1000}),
+            "quantity",
+            422,
+        ),
+        (
+            json!({"product_id": ids[0], "quantity": "two"}),
+            "quantity",
+            400,
+        ),
+        (json!({"quantity": 1}), "product_id", 400),
     ] {
         let refused = system
             .send_as(
@@ -97,7 +111,7 @@ async fn each_caller_has_a_cart_of_their_own() {
                 Some(body.clone()),
             )
             .await;
-        let problem = problem(refused, 400).await;
+        let problem = problem(refused, status).await;
         assert_eq!(problem["errors"][0]["field"], field, "{body} → {problem}");
     }
     let unauthenticated = system

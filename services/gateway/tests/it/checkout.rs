@@ -324,7 +324,7 @@ async fn a_guest_checks_out_with_an_email() {
     let items = products(&system, 1).await;
     add(&system, &token, &items[0].0, 1).await;
     let refused = checkout(&system, &token, checkout_body(GOOD_CARD, None), None).await;
-    let body = problem(refused, 400).await;
+    let body = problem(refused, 422).await;
     assert_eq!(body["errors"][0]["field"], "email");
     let placed = checkout(
         &system,
@@ -608,7 +608,7 @@ async fn checkout_refuses_what_it_cannot_use() {
 
     let mut bad_card = checkout_body("4242424242424241", None);
     bad_card["payment"]["cvc"] = json!("12");
-    let body = problem(checkout(&system, &token, bad_card, None).await, 400).await;
+    let body = problem(checkout(&system, &token, bad_card, None).await, 422).await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -620,7 +620,7 @@ async fn checkout_refuses_what_it_cannot_use() {
     let mut bad_address = checkout_body(GOOD_CARD, None);
     bad_address["shipping_address"]["city"] = json!("");
     bad_address["shipping_address"]["country"] = json!("Narnia");
-    let body = problem(checkout(&system, &token, bad_address, None).await, 400).await;
+    let body = problem(checkout(&system, &token, bad_address, None).await, 422).await;
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()

@@ -130,9 +130,10 @@ async fn bad_input_gets_a_problem_that_names_the_field() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert_eq!(fields, ["limit", "kind"], "every bad field at once");
+    // What the catalog refuses is 422; what the gateway cannot read (above) is 400.
     let body = problem(
         system.get("/api/v1/products?cursor=not-a-cursor").await,
-        400,
+        422,
     )
     .await;
     assert_eq!(
@@ -245,6 +246,10 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/admin/reports/sales", "get"),
         ("/api/v1/admin/reports/sales.csv", "get"),
     ];
+    // What a checkout creates links to where it can be read.
+    let placed = &paths["/api/v1/orders"]["post"]["responses"]["202"]["links"]["GetOrder"];
+    assert_eq!(placed["operationId"], "get_order");
+    assert_eq!(placed["parameters"]["id"], "$response.body#/id");
     let described: HashSet<&str> = paths.keys().map(String::as_str).collect();
     assert_eq!(
         described,
@@ -262,6 +267,14 @@ async fn openapi_document_describes_every_route_that_is_served() {
             responses.contains_key("503") || responses.contains_key("401"),
             "{method} {path} documents how it fails"
         );
+        if operation.get("requestBody").is_some() {
+            for status in ["400", "415", "422"] {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} documents {status}"
+                );
+            }
+        }
         // Each described route is really served: a served route never says "no route".
         let real = system.url(
             &path

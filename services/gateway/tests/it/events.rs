@@ -489,7 +489,7 @@ async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_w
     let bad = system
         .get_as("/api/v1/admin/reports/sales?from=yesterday", &admin)
         .await;
-    let body = crate::problem(bad, 400).await;
+    let body = crate::problem(bad, 422).await;
     assert_eq!(body["errors"][0]["field"], "from");
     let customer_view = system.get_as("/api/v1/admin/reports/sales", &token).await;
     crate::problem(customer_view, 403).await;

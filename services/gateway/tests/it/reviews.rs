@@ -82,14 +82,14 @@ async fn only_buyers_review_once_with_a_rating_from_one_to_five_with(options: Op
                 json!({"rating": rating, "title": "x"}),
             )
             .await,
-            400,
+            422,
         )
         .await;
         assert_eq!(body["errors"][0]["field"], "rating");
     }
     let untitled = problem(
         post(&system, &buyer, product, json!({"rating": 3, "title": ""})).await,
-        400,
+        422,
     )
     .await;
     assert_eq!(untitled["errors"][0]["field"], "title");
