@@ -315,3 +315,38 @@ fn the_api_keeps_its_openapi_contract_under_fuzzing() {
         "every caller's run happened: {printed}"
     );
 }
+
+#[tokio::test]
+async fn a_half_sent_request_to_the_gateway_is_closed_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let comb = Comb::up_with_env(&repo_topology(), &[("COMB_HEADER_TIMEOUT_MS", "500")]);
+    let gateway = comb.gateway();
+    let address = gateway.trim_start_matches("http://").to_owned();
+    let mut half = tokio::net::TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /api/v1/categories HTTP/1.1\r\nHost: shop\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Meanwhile whole requests are served.
+    for _ in 0..3 {
+        let served = comb
+            .http
+            .get(format!("{gateway}/api/v1/categories"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200);
+    }
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        half.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(closed.is_ok(), "the gateway closes a connection that never finishes its headers");
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "and never serves it"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
