@@ -343,7 +343,10 @@ async fn a_half_sent_request_to_the_gateway_is_closed_at_the_header_timeout() {
         half.read_to_end(&mut answer),
     )
     .await;
-    assert!(closed.is_ok(), "the gateway closes a connection that never finishes its headers");
+    assert!(
+        closed.is_ok(),
+        "the gateway closes a connection that never finishes its headers"
+    );
     assert!(
         !String::from_utf8_lossy(&answer).contains("200 OK"),
         "and never serves it"

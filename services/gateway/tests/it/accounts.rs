@@ -428,3 +428,50 @@ async fn a_new_gateway_refuses_tokens_revoked_before_it_started() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_new_admin_password_ends_the_admins_earlier_sessions() {
+    let system = System::start().await;
+    let before = token_of(login(&system, ADMIN_EMAIL, ADMIN_PASSWORD).await).await;
+    let me = |token: String| {
+        let http = system.http.clone();
+        let url = system.url("/api/v1/me");
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(me(before.clone()).await, 200);
+    // Users starts again with another admin password (a second instance on the same
+    // database, as a rolling restart would).
+    let new_password = "a brand new admin password";
+    let restarted = crate::config(
+        "users",
+        &system.users_database,
+        &[
+            ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("COMB_ADMIN_PASSWORD", new_password.to_owned()),
+        ],
+    );
+    comb_users::open(&restarted).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while me(before.clone()).await != 401 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a token from before the new password still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let old = login(&system, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(old.status(), 401, "the old password is gone");
+    let after = token_of(login(&system, ADMIN_EMAIL, new_password).await).await;
+    assert_eq!(
+        me(after).await,
+        200,
+        "a session of the new generation works"
+    );
+}
