@@ -295,6 +295,9 @@ struct Feed {
     db: Database,
     source: String,
     recent: Arc<Mutex<RecentEvents>>,
+    /// Held while the outbox is read: the readers one commit wakes together wait for the
+    /// first one's read and are served what it kept, instead of each reading the outbox.
+    reading: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Feed {
@@ -305,6 +308,12 @@ impl Feed {
         if let Some(events) = self.recent().read(after, size, known) {
             return Ok(events);
         }
+        let _reading = self.reading.lock().await;
+        if let Some(events) = self.recent().read(after, size, known) {
+            return Ok(events);
+        }
+        metrics::counter!("comb_feed_outbox_reads_total", "feed" => self.source.clone())
+            .increment(1);
         let events = read_outbox(&self.db, &self.source, after, limit)
             .await
             .map_err(|error| {
@@ -379,6 +388,7 @@ pub fn feed_routes(router: axum::Router, db: &Database, source: &str) -> axum::R
             db: db.clone(),
             source: source.to_owned(),
             recent: Arc::default(),
+            reading: Arc::default(),
         }),
     )
 }

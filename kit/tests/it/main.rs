@@ -205,6 +205,58 @@ async fn a_running_consumer_picks_up_new_events_by_long_poll() {
     running.abort();
 }
 
+#[tokio::test]
+async fn readers_woken_by_one_commit_read_the_outbox_once() {
+    use comb_contracts::events::v1 as proto;
+    use comb_contracts::events::v1::event_feed_client::EventFeedClient;
+    let producer_db = TestDatabase::sqlite();
+    let producer = Database::connect(&producer_db.url).await.unwrap();
+    producer.migrate(&NO_MIGRATIONS).await.unwrap();
+    // A feed name of its own: the counter is the process's, shared with other tests.
+    let source = "single-flight-feed";
+    let server = TestServer::start(events::feed_routes(Router::new(), &producer, source)).await;
+    let feed = Upstream::new(source, &[server.url()], Duration::from_secs(10)).unwrap();
+    let mut readers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let mut client = EventFeedClient::new(feed.untraced_channel());
+        readers.spawn(async move {
+            client
+                .read(proto::ReadRequest {
+                    after: 0,
+                    limit: 10,
+                    wait_ms: 8_000,
+                })
+                .await
+                .map(|answer| answer.into_inner().events.len())
+        });
+    }
+    // Every reader is waiting once the feed has answered a later read that found nothing.
+    let mut probe = EventFeedClient::new(feed.untraced_channel());
+    probe
+        .read(proto::ReadRequest {
+            after: 0,
+            limit: 10,
+            wait_ms: 1,
+        })
+        .await
+        .unwrap();
+    let mut tx = producer.begin_write().await.unwrap();
+    let event = Event::new(source, "test.a", "subject-1", &json!({"note": "one"})).unwrap();
+    events::publish(&producer, &mut tx, &event).await.unwrap();
+    events::commit(&producer, tx).await.unwrap();
+    while let Some(read) = readers.join_next().await {
+        assert_eq!(read.unwrap().unwrap(), 1, "every reader gets the event");
+    }
+    let metrics = comb_kit::telemetry::render_metrics();
+    let reads: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("comb_feed_outbox_reads_total") && line.contains(source))
+        .and_then(|line| line.rsplit_once(' '))
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no outbox reads counted: {metrics}"));
+    assert_eq!(reads, 1.0, "one read of the outbox served all eight");
+}
+
 /// JetStream for a test, under a prefix of its own; `None` (with the reason printed) when
 /// no server answers outside CI.
 async fn nats_or_skip() -> Option<(comb_kit::nats::Nats, String)> {

@@ -264,10 +264,15 @@ impl OrderStore {
         if result.rows_affected() != 1 {
             return Ok(false);
         }
-        if let Some(event) = event {
-            events::publish(&self.db, &mut tx, event).await?;
+        match event {
+            Some(event) => {
+                events::publish(&self.db, &mut tx, event).await?;
+                events::commit(&self.db, tx).await?;
+            }
+            // A step that publishes nothing leaves the data version as it was: no need to
+            // have it read again.
+            None => tx.commit().await?,
         }
-        events::commit(&self.db, tx).await?;
         Ok(true)
     }
 
