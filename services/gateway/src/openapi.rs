@@ -130,90 +130,98 @@ pub fn declare_shared_problems(document: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Links from what an operation creates to the operations that read or change it, so a
-/// client (or a stateful test) can follow them: a placed order to the order, a cart line
-/// to changing it, a new product to reading it and setting its stock.
+/// Links from what an operation creates or lists to the operations that read or change
+/// it, so a client (or a stateful test) can follow them: a placed order, or the first of
+/// the caller's orders, to the order; a cart line to changing it; a new or listed product
+/// to reading it (and, for a new one, to changing it and setting its stock).
 pub fn link_created_resources(document: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
 
-    // From the answers of `POST path` with these statuses, link `name` to an operation,
-    // filling its `parameter` with `value` (a runtime expression).
-    type Link = (
-        &'static str,
-        &'static [&'static str],
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static str,
-    );
-    let links: &[Link] = &[
-        (
-            "/api/v1/orders",
-            &["201", "202"],
-            "GetOrder",
-            "get_order",
-            "id",
-            "$response.body#/id",
-        ),
-        (
-            "/api/v1/cart/items",
-            &["200"],
+    /// From the answers of `METHOD path` with these statuses, link `name` to an operation,
+    /// filling its `parameter` with `value` (a runtime expression).
+    struct Link {
+        post: bool,
+        path: &'static str,
+        statuses: &'static [&'static str],
+        name: &'static str,
+        operation_id: &'static str,
+        parameter: &'static str,
+        value: &'static str,
+    }
+    let from = |post: bool, path: &'static str, statuses: &'static [&'static str]| {
+        move |name: &'static str,
+              operation_id: &'static str,
+              parameter: &'static str,
+              value: &'static str| Link {
+            post,
+            path,
+            statuses,
+            name,
+            operation_id,
+            parameter,
+            value,
+        }
+    };
+    let placed = from(true, "/api/v1/orders", &["201", "202"]);
+    let listed_orders = from(false, "/api/v1/orders", &["200"]);
+    let cart_line = from(true, "/api/v1/cart/items", &["200"]);
+    let created_product = from(true, "/api/v1/admin/products", &["201"]);
+    let listed_products = from(false, "/api/v1/products", &["200"]);
+    let links = [
+        placed("GetOrder", "get_order", "id", "$response.body#/id"),
+        listed_orders("GetOrder", "get_order", "id", "$response.body#/items/0/id"),
+        cart_line(
             "SetQuantity",
             "set_quantity",
             "product_id",
             "$request.body#/product_id",
         ),
-        (
-            "/api/v1/cart/items",
-            &["200"],
+        cart_line(
             "RemoveItem",
             "remove_item",
             "product_id",
             "$request.body#/product_id",
         ),
-        (
-            "/api/v1/admin/products",
-            &["201"],
-            "GetProduct",
-            "get_product",
-            "id",
-            "$response.body#/id",
-        ),
-        (
-            "/api/v1/admin/products",
-            &["201"],
+        created_product("GetProduct", "get_product", "id", "$response.body#/id"),
+        created_product(
             "UpdateProduct",
             "update_product",
             "id",
             "$response.body#/id",
         ),
-        (
-            "/api/v1/admin/products",
-            &["201"],
-            "SetStock",
-            "set_stock",
-            "product_id",
-            "$response.body#/id",
+        created_product("SetStock", "set_stock", "product_id", "$response.body#/id"),
+        listed_products(
+            "GetProduct",
+            "get_product",
+            "id",
+            "$response.body#/items/0/id",
+        ),
+        listed_products(
+            "ListReviews",
+            "list_reviews",
+            "id",
+            "$response.body#/items/0/id",
         ),
     ];
-    for (path, statuses, name, operation_id, parameter, value) in links {
-        let Some(post) = document
-            .paths
-            .paths
-            .get_mut(*path)
-            .and_then(|item| item.post.as_mut())
-        else {
+    for link in links {
+        let Some(operation) = document.paths.paths.get_mut(link.path).and_then(|item| {
+            if link.post {
+                item.post.as_mut()
+            } else {
+                item.get.as_mut()
+            }
+        }) else {
             continue;
         };
-        for status in *statuses {
-            if let Some(RefOr::T(response)) = post.responses.responses.get_mut(*status) {
+        for status in link.statuses {
+            if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) {
                 response.links.insert(
-                    (*name).to_owned(),
+                    link.name.to_owned(),
                     RefOr::T(
                         LinkBuilder::new()
-                            .operation_id(*operation_id)
-                            .parameter(*parameter, *value)
+                            .operation_id(link.operation_id)
+                            .parameter(link.parameter, link.value)
                             .build(),
                     ),
                 );
