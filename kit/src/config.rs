@@ -248,6 +248,10 @@ pub struct ServiceConfig {
     pub max_in_flight: usize,
     /// How long a peer may take over each part of a request.
     pub timeouts: Timeouts,
+    /// The largest request body the instance reads (`max_body_bytes`, 16 MiB by default);
+    /// bodies are read before a request takes an in-flight place, so this bounds what one
+    /// request can make the instance hold.
+    pub max_body_bytes: usize,
     /// Whether `PUT /_comb/faults` may inject latency and errors (for `comb chaos`).
     pub fault_injection: bool,
     /// Threads running the instance's tasks. One by default: on a machine shared by a
@@ -417,6 +421,9 @@ impl ServiceConfig {
                 .parse("max_in_flight", "a number of requests")?
                 .unwrap_or(1024),
             timeouts: Timeouts::from_settings(&lookup)?,
+            max_body_bytes: lookup
+                .parse("max_body_bytes", "a number of bytes")?
+                .unwrap_or(16 * 1024 * 1024),
             fault_injection: lookup
                 .parse("fault_injection", "true or false")?
                 .unwrap_or(false),

@@ -427,7 +427,8 @@ impl Draining {
 pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerError> {
     let server = Server::bind(config.listen)
         .await?
-        .with_timeouts(config.timeouts);
+        .with_timeouts(config.timeouts)
+        .with_max_body(config.max_body_bytes);
     let admin = Server::bind(config.admin_listen)
         .await?
         .with_timeouts(config.timeouts);
@@ -836,6 +837,38 @@ mod tests {
             refused.contains("did not arrive within 300 ms"),
             "{refused}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_the_instance_reads_is_refused_unread() {
+        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind")
+            .with_max_body(1024);
+        let addr = server.local_addr();
+        let routes = Router::new().route(
+            "/echo",
+            axum::routing::post(|body: String| async move { body }),
+        );
+        let readiness = Readiness::default();
+        let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(
+            app(routes, readiness.clone()),
+            readiness,
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let body = "x".repeat(4096);
+        let request = format!(
+            "POST /echo HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let answer = until_closed(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
 
     #[tokio::test]

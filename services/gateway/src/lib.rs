@@ -113,7 +113,9 @@ impl GatewayState {
 }
 
 /// Runs a gateway instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+pub async fn run(mut config: ServiceConfig) -> anyhow::Result<()> {
+    // The public edge reads no body larger than its routes take.
+    config.max_body_bytes = config.max_body_bytes.min(body::MAX_BODY_BYTES);
     telemetry::init(&config)?;
     let state = GatewayState::connect(&config)?;
     server::serve(&config, routes(state)).await?;
