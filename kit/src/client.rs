@@ -506,8 +506,18 @@ impl Shared {
 }
 
 /// A trailers-only gRPC answer made here, for a call refused before it left.
-fn refusal(code: tonic::Code, message: &str) -> http::Response<tonic::body::Body> {
-    crate::grpc::trailers_only(tonic::body::Body::empty(), code, message)
+/// A call refused here, never sent, saying why in [`crate::grpc::REFUSED_HEADER`].
+fn refusal(
+    code: tonic::Code,
+    why: &'static str,
+    message: &str,
+) -> http::Response<tonic::body::Body> {
+    let mut response = crate::grpc::trailers_only(tonic::body::Body::empty(), code, message);
+    response.headers_mut().insert(
+        crate::grpc::REFUSED_HEADER,
+        http::HeaderValue::from_static(why),
+    );
+    response
 }
 
 /// Reports a call's outcome to the breaker exactly once, even when the caller drops the
@@ -630,6 +640,7 @@ async fn call(
         shared.rejected("deadline");
         return Ok(refusal(
             tonic::Code::DeadlineExceeded,
+            crate::grpc::REFUSED_DEADLINE,
             &format!("no time left to call {service}"),
         ));
     }
@@ -638,6 +649,7 @@ async fn call(
         shared.rejected("overloaded");
         return Ok(refusal(
             tonic::Code::ResourceExhausted,
+            crate::grpc::REFUSED_OVERLOADED,
             &format!("too many calls to {service} in flight"),
         ));
     }
@@ -645,6 +657,7 @@ async fn call(
         shared.rejected("breaker_open");
         return Ok(refusal(
             tonic::Code::Unavailable,
+            crate::grpc::REFUSED_CIRCUIT_OPEN,
             &format!("{service} is failing; calls to it are paused for a moment (circuit open)"),
         ));
     };
@@ -666,6 +679,7 @@ async fn call(
             outcome.report(false);
             return Ok(refusal(
                 tonic::Code::Internal,
+                crate::grpc::REFUSED_UNREADABLE,
                 "the request body could not be read",
             ));
         }
@@ -680,6 +694,7 @@ async fn call(
             outcome.report(false);
             return Ok(refusal(
                 tonic::Code::Unavailable,
+                crate::grpc::REFUSED_NO_INSTANCE,
                 &format!("no instance of {service} left to try"),
             ));
         };
@@ -703,6 +718,7 @@ async fn call(
             Err(_) => (
                 Ok(refusal(
                     tonic::Code::DeadlineExceeded,
+                    crate::grpc::REFUSED_DEADLINE,
                     &format!("{service} did not answer in time"),
                 )),
                 if caller_limited {
@@ -905,9 +921,14 @@ mod tests {
 
     #[test]
     fn refusals_are_grpc_statuses() {
-        let response = refusal(tonic::Code::Unavailable, "circuit open: 100%");
+        let response = refusal(
+            tonic::Code::Unavailable,
+            crate::grpc::REFUSED_CIRCUIT_OPEN,
+            "paused: 100%",
+        );
         assert_eq!(grpc_status(&response), Some(14));
-        assert_eq!(response.headers()["grpc-message"], "circuit open: 100%25");
+        assert_eq!(response.headers()["grpc-message"], "paused: 100%25");
+        assert_eq!(response.headers()["comb-refused"], "circuit-open");
         assert!(
             comb_contracts::RETRY_SAFE_METHODS.contains(&"/comb.catalog.v1.Catalog/ListProducts")
         );

@@ -10,6 +10,28 @@ pub use crate::client::{BreakerState, CallPolicy, Upstream, UpstreamChannel, Ups
 
 /// A gRPC answer with no message, only a status ("trailers-only"): what a server or a
 /// client says when it refuses a call before doing any work.
+/// The metadata key with which a caller's own channel says why it refused a call without
+/// sending it: [`REFUSED_CIRCUIT_OPEN`] or [`REFUSED_OVERLOADED`].
+pub const REFUSED_HEADER: &str = "comb-refused";
+/// The upstream keeps failing, so calls to it are paused (its breaker is open).
+pub const REFUSED_CIRCUIT_OPEN: &str = "circuit-open";
+/// Too many calls to the upstream are in flight from this caller.
+pub const REFUSED_OVERLOADED: &str = "overloaded";
+/// The caller's deadline left no time for the call, or the upstream did not answer in it.
+pub const REFUSED_DEADLINE: &str = "deadline";
+/// No instance of the upstream was left to try.
+pub const REFUSED_NO_INSTANCE: &str = "no-instance";
+/// The call's own request could not be read.
+pub const REFUSED_UNREADABLE: &str = "unreadable";
+
+/// Why the caller's own channel refused a call, if it did.
+pub fn refused_because(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(REFUSED_HEADER)
+        .and_then(|value| value.to_str().ok())
+}
+
 pub fn trailers_only<B>(body: B, code: Code, message: &str) -> http::Response<B> {
     let mut response = http::Response::new(body);
     let headers = response.headers_mut();
@@ -146,7 +168,7 @@ pub fn field_errors(status: &Status) -> Option<Vec<FieldError>> {
 }
 
 fn describe_unavailable(status: &Status) -> &'static str {
-    if status.message().contains("circuit open") {
+    if refused_because(status) == Some(REFUSED_CIRCUIT_OPEN) {
         return "it keeps failing, so calls to it are paused for a moment";
     }
     match status.code() {

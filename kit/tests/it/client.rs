@@ -114,5 +114,12 @@ async fn calls_to_a_dead_service_open_its_breaker() {
         .read(ReadRequest::default())
         .await
         .expect_err("fails fast");
-    assert!(status.message().contains("circuit open"), "{status:?}");
+    assert_eq!(
+        comb_kit::grpc::refused_because(&status),
+        Some(comb_kit::grpc::REFUSED_CIRCUIT_OPEN),
+        "{status:?}"
+    );
+    // The REST answer says so in words, without the gateway reading the message.
+    let problem = comb_kit::grpc::problem_from_status("producer", &status);
+    assert!(problem.detail.contains("paused"), "{}", problem.detail);
 }

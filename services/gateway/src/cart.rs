@@ -56,23 +56,26 @@ pub(crate) fn client(state: &GatewayState) -> CartClient<comb_kit::grpc::Upstrea
     CartClient::new(state.cart.channel())
 }
 
-/// The JSON form of a cart.
-pub(crate) fn cart_body(view: proto::CartView) -> CartBody {
-    CartBody {
+/// The JSON form of a cart; 502 when the cart answered without an amount.
+pub(crate) fn cart_body(view: proto::CartView) -> Result<CartBody, Problem> {
+    let money = |value| Money::from_proto("cart", value);
+    Ok(CartBody {
         items: view
             .lines
             .into_iter()
-            .map(|line| CartItem {
-                product_id: line.product_id,
-                sku: line.sku,
-                title: line.title,
-                quantity: line.quantity,
-                unit_price: Money::from_proto(line.unit_price),
-                line_total: Money::from_proto(line.line_total),
+            .map(|line| {
+                Ok(CartItem {
+                    product_id: line.product_id,
+                    sku: line.sku,
+                    title: line.title,
+                    quantity: line.quantity,
+                    unit_price: money(line.unit_price)?,
+                    line_total: money(line.line_total)?,
+                })
             })
-            .collect(),
-        total: Money::from_proto(view.total),
-    }
+            .collect::<Result<_, Problem>>()?,
+        total: money(view.total)?,
+    })
 }
 
 fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
@@ -103,7 +106,7 @@ pub async fn get_cart(
         .await
         .map_err(|status| state.cart.problem(&status))?
         .into_inner();
-    Ok(Json(cart_body(view)))
+    Ok(Json(cart_body(view)?))
 }
 
 /// Adds a product to the caller's cart.
@@ -134,7 +137,7 @@ pub async fn add_item(
         .await
         .map_err(|status| state.cart.problem(&status))?
         .into_inner();
-    Ok(Json(cart_body(view)))
+    Ok(Json(cart_body(view)?))
 }
 
 /// Sets how many of a product the caller's cart holds; 0 removes it.
@@ -167,7 +170,7 @@ pub async fn set_quantity(
         .await
         .map_err(|status| state.cart.problem(&status))?
         .into_inner();
-    Ok(Json(cart_body(view)))
+    Ok(Json(cart_body(view)?))
 }
 
 /// Removes a product from the caller's cart.
@@ -196,5 +199,5 @@ pub async fn remove_item(
         .await
         .map_err(|status| state.cart.problem(&status))?
         .into_inner();
-    Ok(Json(cart_body(view)))
+    Ok(Json(cart_body(view)?))
 }

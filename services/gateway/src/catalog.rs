@@ -37,13 +37,19 @@ pub struct Money {
 }
 
 impl Money {
-    /// The JSON form of a wire amount (zero when the wire left it out).
-    pub(crate) fn from_proto(value: Option<proto::Money>) -> Self {
-        let value = value.unwrap_or_default();
-        Self {
+    /// The JSON form of a wire amount from `service`. An answer without one is refused, not
+    /// shown as zero: a missing price is not a free one.
+    pub(crate) fn from_proto(service: &str, value: Option<proto::Money>) -> Result<Self, Problem> {
+        let value = value.ok_or_else(|| {
+            tracing::error!(upstream = service, "an answer without an amount");
+            Problem::bad_gateway(format!(
+                "the {service} service answered without an amount; it has been logged, please retry"
+            ))
+        })?;
+        Ok(Self {
             amount_minor: value.amount_minor,
             currency: value.currency,
-        }
+        })
     }
 }
 

@@ -140,13 +140,22 @@ pub struct OrderList {
     pub next_cursor: Option<String>,
 }
 
-fn order_body(order: proto::Order) -> OrderBody {
+/// The JSON form of an order; 502 when orders answered with a status this gateway does not
+/// know or without an amount (never shown as PENDING or as zero).
+fn order_body(order: proto::Order) -> Result<OrderBody, Problem> {
     let status = match proto::OrderStatus::try_from(order.status) {
+        Ok(proto::OrderStatus::Pending) => OrderStatus::Pending,
         Ok(proto::OrderStatus::Confirmed) => OrderStatus::Confirmed,
         Ok(proto::OrderStatus::Cancelled) => OrderStatus::Cancelled,
-        _ => OrderStatus::Pending,
+        Ok(proto::OrderStatus::Unspecified) | Err(_) => {
+            tracing::error!(upstream = "orders", status = order.status, order = %order.id, "an order in a status the gateway does not know");
+            return Err(Problem::bad_gateway(
+                "the orders service answered with an order status this gateway does not know; it has been logged, please retry",
+            ));
+        }
     };
-    OrderBody {
+    let money = |value| Money::from_proto("orders", value);
+    Ok(OrderBody {
         id: order.id,
         status,
         cancel_reason: Some(order.cancel_reason).filter(|reason| !reason.is_empty()),
@@ -154,18 +163,20 @@ fn order_body(order: proto::Order) -> OrderBody {
         items: order
             .lines
             .into_iter()
-            .map(|line| OrderItem {
-                product_id: line.product_id,
-                sku: line.sku,
-                title: line.title,
-                quantity: line.quantity,
-                unit_price: Money::from_proto(line.unit_price),
-                line_total: Money::from_proto(line.line_total),
+            .map(|line| {
+                Ok(OrderItem {
+                    product_id: line.product_id,
+                    sku: line.sku,
+                    title: line.title,
+                    quantity: line.quantity,
+                    unit_price: money(line.unit_price)?,
+                    line_total: money(line.line_total)?,
+                })
             })
-            .collect(),
-        subtotal: Money::from_proto(order.subtotal),
-        shipping: Money::from_proto(order.shipping),
-        total: Money::from_proto(order.total),
+            .collect::<Result<_, Problem>>()?,
+        subtotal: money(order.subtotal)?,
+        shipping: money(order.shipping)?,
+        total: money(order.total)?,
         payment: PaymentSummary {
             last4: order.payment_last4,
             status: order.payment_status,
@@ -177,7 +188,7 @@ fn order_body(order: proto::Order) -> OrderBody {
                 status: order.shipment_status,
             }),
         created_at: order.created_at,
-    }
+    })
 }
 
 fn client(state: &GatewayState) -> OrdersClient<comb_kit::grpc::UpstreamChannel> {
@@ -269,7 +280,7 @@ pub async fn place_order(
         .await
         .map_err(|status| state.orders.problem(&status))?
         .into_inner();
-    let body = order_body(order);
+    let body = order_body(order)?;
     let status = if body.status == OrderStatus::Pending {
         StatusCode::ACCEPTED
     } else {
@@ -308,7 +319,11 @@ pub async fn list_orders(
         .map_err(|status| state.orders.problem(&status))?
         .into_inner();
     Ok(Json(OrderList {
-        items: orders.items.into_iter().map(order_body).collect(),
+        items: orders
+            .items
+            .into_iter()
+            .map(order_body)
+            .collect::<Result<_, _>>()?,
         next_cursor: None,
     }))
 }
@@ -345,5 +360,49 @@ pub async fn get_order(
         .await
         .map_err(|status| state.orders.problem(&status))?
         .into_inner();
-    Ok(Json(order_body(order)))
+    Ok(Json(order_body(order)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(amount_minor: i64) -> Option<comb_contracts::catalog::v1::Money> {
+        Some(comb_contracts::catalog::v1::Money {
+            amount_minor,
+            currency: "USD".into(),
+        })
+    }
+
+    fn order(status: proto::OrderStatus) -> proto::Order {
+        proto::Order {
+            id: "o-1".into(),
+            status: status as i32,
+            subtotal: usd(1000),
+            shipping: usd(500),
+            total: usd(1500),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_order_is_shown_only_in_a_status_and_with_amounts_the_gateway_knows() {
+        let shown = order_body(order(proto::OrderStatus::Confirmed)).map(|body| body.status);
+        assert_eq!(shown.ok(), Some(OrderStatus::Confirmed));
+        let unknown = order_body(proto::Order {
+            status: 42,
+            ..order(proto::OrderStatus::Pending)
+        });
+        assert_eq!(
+            unknown.map(|_| ()).map_err(|p| p.status_code()),
+            Err(StatusCode::BAD_GATEWAY)
+        );
+        let unspecified = order_body(order(proto::OrderStatus::Unspecified));
+        assert!(unspecified.is_err(), "never shown as PENDING");
+        let free = order_body(proto::Order {
+            total: None,
+            ..order(proto::OrderStatus::Pending)
+        });
+        assert!(free.is_err(), "a missing total is not zero");
+    }
 }
