@@ -1025,11 +1025,14 @@ fn capitalize(text: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The status as a person reads it; one the storefront does not know is said to be
+/// unknown, never shown as pending.
 fn status_text(order: &orders::Order) -> (&'static str, &'static str) {
     match orders::OrderStatus::try_from(order.status) {
+        Ok(orders::OrderStatus::Pending) => ("PENDING", "muted"),
         Ok(orders::OrderStatus::Confirmed) => ("CONFIRMED", "ok"),
         Ok(orders::OrderStatus::Cancelled) => ("CANCELLED", "bad"),
-        _ => ("PENDING", "muted"),
+        Ok(orders::OrderStatus::Unspecified) | Err(_) => ("UNKNOWN", "muted"),
     }
 }
 
