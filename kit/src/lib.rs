@@ -12,9 +12,10 @@
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
 //!   [`changes`] tells when its data moved on, for event feeds and read caches
 //!   ([`cache`]);
-//! - [`server`]: one port serving HTTP and gRPC, `/healthz`, `/readyz`, `/metrics`, and a
-//!   graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot take and
-//!   [`faults`] injects latency and errors for chaos experiments;
+//! - [`server`]: one port serving HTTP and gRPC with the `/healthz` and `/readyz` probes,
+//!   a second, admin port for operators (`/metrics`, fault control), timeouts on every
+//!   connection, and a graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot
+//!   take and [`faults`] injects latency and errors for chaos experiments;
 //! - [`grpc`] and [`client`]: calls to the instances of another service ([`discovery`]
 //!   follows them as they come and go; [`connection`] carries the calls), balanced, with
 //!   deadlines that travel ([`deadline`]), retries, ejection, a circuit breaker and load
