@@ -109,7 +109,14 @@ pub(super) async fn guard(
         body
     };
     let mut response = next.run(Request::from_parts(parts, body)).await;
-    if let Some(token) = issued
+    // Only a page hands out the token it embeds: a stylesheet or cover fetched alongside
+    // a first page must not set a different one.
+    let is_page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if let Some(token) = issued.filter(|_| is_page)
         && let Ok(value) = HeaderValue::from_str(&format!(
             "{FORM_TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={SESSION_MAX_AGE_SECS}"
         ))
