@@ -85,8 +85,9 @@ pub fn control_routes(faults: Faults, token: &str) -> Router {
         ))
 }
 
-/// Compares secrets in a time that does not depend on where they differ.
-fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
+/// Compares secrets in a time that does not depend on where they differ (every operator
+/// secret comb checks goes through here).
+pub fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
     presented.len() == expected.len()
         && presented
             .iter()

@@ -174,13 +174,7 @@ pub async fn serve(
             "/v1/traces",
             post(traces::receive).layer(DefaultBodyLimit::max(TRACES_BODY_LIMIT)),
         )
-        .route("/", get(dashboard::overview))
-        .route("/traces", get(dashboard::traces))
-        .route("/traces/{id}", get(dashboard::trace))
-        .route("/logs", get(dashboard::logs))
-        .route("/mailbox", get(dashboard::mailbox))
-        .route("/api/traces", get(dashboard::api_traces))
-        .route("/api/traces/{id}", get(dashboard::api_trace))
+        .merge(dashboard::pages())
         .with_state(control)
         .layer(axum::middleware::from_fn_with_state(
             own_hosts(&state.control_url),
@@ -262,7 +256,9 @@ async fn list_databases(
     let operator = control.operator_token.as_deref().is_some_and(|token| {
         headers
             .get(comb_kit::faults::TOKEN_HEADER)
-            .is_some_and(|presented| presented.as_bytes() == token.as_bytes())
+            .is_some_and(|presented| {
+                comb_kit::faults::same_secret(presented.as_bytes(), token.as_bytes())
+            })
     });
     Json(
         control

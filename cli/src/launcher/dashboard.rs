@@ -286,6 +286,20 @@ fn time_of(unix_nano: u64) -> String {
         .unwrap_or_default()
 }
 
+/// The dashboard's pages and their JSON: read-only, served on the control port and, when
+/// shared, on the shared dashboard's.
+pub fn pages() -> axum::Router<Control> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/", get(overview))
+        .route("/traces", get(traces))
+        .route("/traces/{id}", get(trace))
+        .route("/logs", get(logs))
+        .route("/mailbox", get(mailbox))
+        .route("/api/traces", get(api_traces))
+        .route("/api/traces/{id}", get(api_trace))
+}
+
 /// `GET /`: every instance with its health, restarts and RED figures.
 pub async fn overview(State(control): State<Control>) -> Html<String> {
     let instances = control.supervisor.status();

@@ -11,12 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::net::TcpListener;
 
 use super::control::Control;
@@ -68,14 +66,7 @@ impl SharedDashboard {
         control: Control,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let app = Router::new()
-            .route("/", get(dashboard::overview))
-            .route("/traces", get(dashboard::traces))
-            .route("/traces/{id}", get(dashboard::trace))
-            .route("/logs", get(dashboard::logs))
-            .route("/mailbox", get(dashboard::mailbox))
-            .route("/api/traces", get(dashboard::api_traces))
-            .route("/api/traces/{id}", get(dashboard::api_trace))
+        let app = dashboard::pages()
             .with_state(control)
             .layer(axum::middleware::from_fn_with_state(self.token, with_token));
         let server = comb_kit::server::Server::from_listener(self.listener)
@@ -155,14 +146,8 @@ fn presented(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Equal, in a time that does not depend on where they differ.
 fn same(presented: &str, token: &str) -> bool {
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
-            == 0
+    comb_kit::faults::same_secret(presented.as_bytes(), token.as_bytes())
 }
 
 #[cfg(test)]
