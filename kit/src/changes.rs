@@ -16,8 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use tokio::sync::{Notify, watch};
+
+use crate::storage::{DbError, Engine, query_as};
 
 /// How often a watched database is asked for its version, for changes other instances
 /// made.
@@ -66,14 +67,14 @@ const VERSION_QUERY: &str = "SELECT (SELECT COALESCE(MAX(seq), 0) FROM outbox), 
 
 impl Changes {
     /// The newest version seen, starting the watcher if nobody watched yet.
-    pub fn current(self: &Arc<Self>, pool: &AnyPool) -> DataVersion {
-        self.start(pool);
+    pub fn current(self: &Arc<Self>, engine: &Engine) -> DataVersion {
+        self.start(engine);
         *self.current.borrow()
     }
 
     /// A receiver of every new version, starting the watcher if nobody watched yet.
-    pub fn subscribe(self: &Arc<Self>, pool: &AnyPool) -> watch::Receiver<DataVersion> {
-        self.start(pool);
+    pub fn subscribe(self: &Arc<Self>, engine: &Engine) -> watch::Receiver<DataVersion> {
+        self.start(engine);
         self.current.subscribe()
     }
 
@@ -85,8 +86,8 @@ impl Changes {
     }
 
     /// Reads the version now, so what was just committed is seen by the next reader.
-    pub async fn refresh(&self, pool: &AnyPool) -> Result<DataVersion, sqlx::Error> {
-        let version = read(pool).await?;
+    pub async fn refresh(&self, engine: &Engine) -> Result<DataVersion, DbError> {
+        let version = read(engine).await?;
         self.publish(version);
         Ok(version)
     }
@@ -104,32 +105,31 @@ impl Changes {
         });
     }
 
-    fn start(self: &Arc<Self>, pool: &AnyPool) {
+    fn start(self: &Arc<Self>, engine: &Engine) {
         if self.watching.swap(true, Ordering::AcqRel) {
             return;
         }
         let changes = Arc::downgrade(self);
-        let pool = pool.clone();
-        tokio::spawn(watch_version(changes, pool));
+        tokio::spawn(watch_version(changes, engine.clone()));
     }
 }
 
-async fn read(pool: &AnyPool) -> Result<DataVersion, sqlx::Error> {
-    let (outbox, consumed): (i64, i64) = sqlx::query_as(VERSION_QUERY).fetch_one(pool).await?;
+async fn read(engine: &Engine) -> Result<DataVersion, DbError> {
+    let (outbox, consumed): (i64, i64) = query_as(VERSION_QUERY).fetch_one(engine).await?;
     Ok(DataVersion { outbox, consumed })
 }
 
 /// Reads the version when nudged and every [`POLL_EVERY`], for as long as the database is
 /// open and somebody holds it.
-async fn watch_version(changes: Weak<Changes>, pool: AnyPool) {
+async fn watch_version(changes: Weak<Changes>, engine: Engine) {
     loop {
         let Some(strong) = changes.upgrade() else {
             return;
         };
-        if pool.is_closed() {
+        if engine.is_closed() {
             return;
         }
-        match read(&pool).await {
+        match read(&engine).await {
             Ok(version) => strong.publish(version),
             Err(error) => tracing::debug!(%error, "cannot read the data version; will retry"),
         }

@@ -447,6 +447,12 @@ impl ServiceConfig {
         }
     }
 
+    /// A service-specific duration in whole milliseconds (`0` allowed), `default` when unset.
+    pub fn millis(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let value: Option<u64> = Settings(&self.settings).parse(key, "milliseconds")?;
+        Ok(value.map_or(default, Duration::from_millis))
+    }
+
     /// The base URLs of the instances of `service`, or an error naming the setting to set.
     pub fn upstream(&self, service: &str) -> Result<&[String], ConfigError> {
         match self.upstreams.get(service) {
@@ -628,6 +634,44 @@ mod tests {
                     .expect_err("refused");
             assert!(error.to_string().contains("COMB_WORKER_THREADS"), "{error}");
         }
+    }
+
+    #[test]
+    fn millisecond_settings_default_parse_and_name_the_variable_when_wrong() {
+        let default = Duration::from_millis(25);
+        let unset = ServiceConfig::resolve(
+            "reports",
+            BTreeMap::new(),
+            std::iter::empty::<(&str, &str)>(),
+        )
+        .expect("config");
+        assert_eq!(
+            unset.millis("events_batch_wait_ms", default).ok(),
+            Some(default)
+        );
+        let set = ServiceConfig::resolve(
+            "reports",
+            BTreeMap::new(),
+            [("COMB_EVENTS_BATCH_WAIT_MS", "0")],
+        )
+        .expect("config");
+        assert_eq!(
+            set.millis("events_batch_wait_ms", default).ok(),
+            Some(Duration::ZERO)
+        );
+        let wrong = ServiceConfig::resolve(
+            "reports",
+            BTreeMap::new(),
+            [("COMB_EVENTS_BATCH_WAIT_MS", "soon")],
+        )
+        .expect("config");
+        let error = wrong
+            .millis("events_batch_wait_ms", default)
+            .expect_err("refused");
+        assert!(
+            error.to_string().contains("COMB_EVENTS_BATCH_WAIT_MS"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,14 +18,13 @@ use comb_contracts::events::v1::event_feed_client::EventFeedClient;
 use comb_contracts::events::v1::event_feed_server::{EventFeed, EventFeedServer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::clock::{now_ms, now_rfc3339};
 use crate::grpc::Upstream;
 use crate::server::add_grpc;
-use crate::storage::{Backend, Database};
+use crate::storage::{Backend, Database, sql};
 
 /// Why an event could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -166,18 +165,18 @@ const OUTBOX_LOCK: i64 = 0x636f_6d62;
 /// the transaction commits.
 pub async fn publish(
     db: &Database,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     event: &Event,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sql::DbError> {
     if db.backend() == Backend::Postgres {
         // Held until commit: outbox rows commit in seq order, so a feed reader that has
         // seen seq N can never later find a smaller seq appear.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        sql::query("SELECT pg_advisory_xact_lock($1)")
             .bind(OUTBOX_LOCK)
             .execute(&mut **tx)
             .await?;
     }
-    sqlx::query(
+    sql::query(
         "INSERT INTO outbox (id, type, subject, time, traceparent, data) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(event.id.as_str())
@@ -197,13 +196,13 @@ pub async fn read_outbox(
     source: &str,
     after: i64,
     limit: i64,
-) -> Result<Vec<Event>, sqlx::Error> {
-    let rows = sqlx::query(
+) -> Result<Vec<Event>, sql::DbError> {
+    let rows = sql::query(
         "SELECT seq, id, type, subject, time, traceparent, data FROM outbox WHERE seq > $1 ORDER BY seq LIMIT CAST($2 AS BIGINT)",
     )
     .bind(after)
     .bind(limit)
-    .fetch_all(db.pool())
+    .fetch_all(db)
     .await?;
     rows.iter()
         .map(|row| {
@@ -225,16 +224,16 @@ const MAX_READ: u32 = 500;
 const MAX_WAIT_MS: u32 = 30_000;
 
 /// The position of the newest event in the outbox (0 when empty).
-async fn outbox_head(db: &Database) -> Result<i64, sqlx::Error> {
-    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM outbox")
-        .fetch_one(db.pool())
+async fn outbox_head(db: &Database) -> Result<i64, sql::DbError> {
+    let head: Option<i64> = sql::query_scalar("SELECT MAX(seq) FROM outbox")
+        .fetch_one(db)
         .await?;
     Ok(head.unwrap_or(0))
 }
 
 /// Commits a transaction that published events, and tells the service's feed and caches
 /// at once (instead of at their next look).
-pub async fn commit(db: &Database, tx: Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+pub async fn commit(db: &Database, tx: sql::Transaction) -> Result<(), sql::DbError> {
     tx.commit().await?;
     db.changed();
     Ok(())
@@ -404,8 +403,8 @@ pub enum HandlerError {
     Retry(String),
 }
 
-impl From<sqlx::Error> for HandlerError {
-    fn from(error: sqlx::Error) -> Self {
+impl From<sql::DbError> for HandlerError {
+    fn from(error: sql::DbError) -> Self {
         Self::Retry(error.to_string())
     }
 }
@@ -420,11 +419,11 @@ impl From<EventError> for HandlerError {
 #[derive(Debug)]
 enum Delivery {
     Handler(HandlerError),
-    Storage(sqlx::Error),
+    Storage(sql::DbError),
 }
 
-impl From<sqlx::Error> for Delivery {
-    fn from(error: sqlx::Error) -> Self {
+impl From<sql::DbError> for Delivery {
+    fn from(error: sql::DbError) -> Self {
         Self::Storage(error)
     }
 }
@@ -439,7 +438,7 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(
         &self,
         db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError>;
 }
@@ -454,9 +453,9 @@ pub struct ParkedEvent {
 }
 
 /// The events this service has parked, oldest first.
-pub async fn parked(db: &Database) -> Result<Vec<ParkedEvent>, sqlx::Error> {
-    let rows = sqlx::query("SELECT event_id, producer, type, reason FROM parked_events ORDER BY parked_at_ms, event_id")
-        .fetch_all(db.pool())
+pub async fn parked(db: &Database) -> Result<Vec<ParkedEvent>, sql::DbError> {
+    let rows = sql::query("SELECT event_id, producer, type, reason FROM parked_events ORDER BY parked_at_ms, event_id")
+        .fetch_all(db)
         .await?;
     rows.iter()
         .map(|row| {
@@ -471,27 +470,23 @@ pub async fn parked(db: &Database) -> Result<Vec<ParkedEvent>, sqlx::Error> {
 }
 
 /// The position this service has read a producer's feed to.
-pub async fn position(db: &Database, producer: &str) -> Result<i64, sqlx::Error> {
-    let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM feed_positions WHERE producer = $1")
+pub async fn position(db: &Database, producer: &str) -> Result<i64, sql::DbError> {
+    let seq: Option<i64> = sql::query_scalar("SELECT seq FROM feed_positions WHERE producer = $1")
         .bind(producer)
-        .fetch_optional(db.pool())
+        .fetch_optional(db)
         .await?;
     Ok(seq.unwrap_or(0))
 }
 
 /// Stores a position outside any other transaction (the NATS relay's).
-pub async fn set_position(db: &Database, key: &str, seq: i64) -> Result<(), sqlx::Error> {
+pub async fn set_position(db: &Database, key: &str, seq: i64) -> Result<(), sql::DbError> {
     let mut tx = db.begin_write().await?;
     advance(&mut tx, key, seq).await?;
     tx.commit().await
 }
 
-async fn advance(
-    tx: &mut Transaction<'static, Any>,
-    producer: &str,
-    seq: i64,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+async fn advance(tx: &mut sql::Transaction, producer: &str, seq: i64) -> Result<(), sql::DbError> {
+    sql::query(
         "INSERT INTO feed_positions (producer, seq) VALUES ($1, $2)
          ON CONFLICT (producer) DO UPDATE SET seq = excluded.seq WHERE feed_positions.seq < excluded.seq",
     )
@@ -504,11 +499,11 @@ async fn advance(
 
 /// Records `event` as handled, in `tx`; false when it was handled already (a redelivery).
 async fn record_handled(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     event: &Event,
     producer: &str,
-) -> Result<bool, sqlx::Error> {
-    let recorded = sqlx::query(
+) -> Result<bool, sql::DbError> {
+    let recorded = sql::query(
         "INSERT INTO inbox (event_id, producer, handled_at_ms) VALUES ($1, $2, $3)
          ON CONFLICT (event_id) DO NOTHING",
     )
@@ -541,6 +536,11 @@ pub struct Consumer {
     pub attempts: u32,
     /// How long one read waits for new events.
     pub wait: Duration,
+    /// How long to let events gather after a read that found some, before reading again
+    /// (`events_batch_wait_ms`). Under load the next read then takes many events in one
+    /// transaction instead of one each; a first event after a quiet spell still arrives
+    /// at once, because the read waiting for it answers as soon as it is written.
+    pub batch_wait: Duration,
     /// The feed position this consumer has reached, once read from its database.
     position: Mutex<Option<i64>>,
 }
@@ -552,6 +552,13 @@ impl std::fmt::Debug for Consumer {
             .finish_non_exhaustive()
     }
 }
+
+/// The most events one read of a feed or stream takes.
+const READ_LIMIT: usize = 100;
+
+/// What `events_batch_wait_ms` is unless set: at a few hundred orders a second each read
+/// then takes several orders' events, and an event waits at most this long behind another.
+pub const BATCH_WAIT: Duration = Duration::from_millis(25);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6)).min(2_000))
@@ -567,6 +574,7 @@ impl Consumer {
             handler,
             attempts: 5,
             wait: Duration::from_secs(10),
+            batch_wait: Duration::ZERO,
             position: Mutex::new(None),
         }
     }
@@ -587,6 +595,7 @@ impl Consumer {
             handler,
             attempts: 5,
             wait: Duration::from_secs(10),
+            batch_wait: Duration::ZERO,
             position: Mutex::new(None),
         })
     }
@@ -596,7 +605,12 @@ impl Consumer {
         let mut failures = 0;
         loop {
             match self.poll_once().await {
-                Ok(_) => failures = 0,
+                Ok(count) => {
+                    failures = 0;
+                    if count > 0 && count < READ_LIMIT && !self.batch_wait.is_zero() {
+                        tokio::time::sleep(self.batch_wait).await;
+                    }
+                }
                 Err(error) => {
                     failures += 1;
                     if failures == 1 || failures % 20 == 0 {
@@ -613,7 +627,7 @@ impl Consumer {
         let feed = match &self.source {
             Source::Feed(feed) => feed,
             Source::Nats(consumer) => {
-                let mut batch = crate::nats::batch(consumer, 100, self.wait)
+                let mut batch = crate::nats::batch(consumer, READ_LIMIT, self.wait)
                     .await
                     .map_err(|error| Status::unavailable(error.to_string()))?;
                 let mut count = 0;
@@ -649,7 +663,7 @@ impl Consumer {
         let read = EventFeedClient::new(feed.untraced_channel())
             .read(proto::ReadRequest {
                 after,
-                limit: 100,
+                limit: READ_LIMIT as u32,
                 wait_ms: u32::try_from(self.wait.as_millis()).unwrap_or(MAX_WAIT_MS),
             })
             .await?
@@ -803,9 +817,9 @@ impl Consumer {
         tracing::warn!(event = %event.id, kind = %event.kind, producer = %self.producer, %reason, "event parked");
         let mut attempt = 0;
         loop {
-            let parked: Result<(), sqlx::Error> = async {
+            let parked: Result<(), sql::DbError> = async {
                 let mut tx = self.db.begin_write().await?;
-                sqlx::query(
+                sql::query(
                     "INSERT INTO parked_events (event_id, producer, type, reason, envelope, parked_at_ms)
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (event_id) DO NOTHING",
                 )
@@ -891,18 +905,20 @@ impl Transport {
         producer: &str,
         handler: Arc<dyn Handler>,
     ) -> Result<Consumer, TransportError> {
-        match self {
+        let mut consumer = match self {
             Self::Embedded => {
                 let feed = Upstream::from_config_with_timeout(
                     config,
                     producer,
                     config.call_timeout.max(LONG_POLL),
                 )?;
-                Ok(Consumer::new(db.clone(), Arc::new(feed), handler))
+                Consumer::new(db.clone(), Arc::new(feed), handler)
             }
             Self::Nats(nats) => {
-                Ok(Consumer::nats(db.clone(), nats, producer, &config.service, handler).await?)
+                Consumer::nats(db.clone(), nats, producer, &config.service, handler).await?
             }
-        }
+        };
+        consumer.batch_wait = config.millis("events_batch_wait_ms", BATCH_WAIT)?;
+        Ok(consumer)
     }
 }

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, consumer::pull, stream};
 use futures_util::StreamExt;
 
 use crate::events::{Event, EventError};
-use crate::storage::Database;
+use crate::storage::{Database, sql};
 
 /// Why the NATS transport failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +19,7 @@ pub enum NatsError {
     #[error("JetStream refused: {0}")]
     JetStream(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
     #[error(transparent)]
     Event(#[from] EventError),
 }

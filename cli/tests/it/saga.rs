@@ -7,9 +7,9 @@ use comb_kit::storage::Database;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use sqlx::Row;
 
 use crate::{Comb, eventually, repo_topology, trace_id};
+use comb_kit::storage::sql;
 
 fn signal(pid: u64, signal: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
@@ -22,15 +22,15 @@ async fn ledgers(comb: &Comb, ids: &[String]) -> Vec<(String, Option<String>, Op
     let payments = Database::connect(&databases["payments"]).await.unwrap();
     let mut rows = Vec::new();
     for id in ids {
-        let reservation = sqlx::query("SELECT status FROM reservations WHERE order_id = $1")
+        let reservation = sql::query("SELECT status FROM reservations WHERE order_id = $1")
             .bind(id.as_str())
-            .fetch_optional(inventory.pool())
+            .fetch_optional(&inventory)
             .await
             .unwrap()
             .map(|row| row.try_get::<String, _>("status").unwrap());
-        let payment = sqlx::query("SELECT status FROM payments WHERE payment_id = $1")
+        let payment = sql::query("SELECT status FROM payments WHERE payment_id = $1")
             .bind(id.as_str())
-            .fetch_optional(payments.pool())
+            .fetch_optional(&payments)
             .await
             .unwrap()
             .map(|row| row.try_get::<String, _>("status").unwrap());

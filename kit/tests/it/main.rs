@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use comb_kit::events::{self, Consumer, Event, Handler, HandlerError};
 use comb_kit::grpc::Upstream;
+use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_testkit::{TestDatabase, TestServer};
 use serde_json::{Value, json};
-use sqlx::{Any, Transaction};
 
 const CONSUMER_MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {
@@ -47,7 +47,7 @@ impl Handler for Recorder {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let data: Value = event.data()?;
@@ -56,7 +56,7 @@ impl Handler for Recorder {
                 "this event can never be handled".into(),
             ));
         }
-        sqlx::query("INSERT INTO effects (event_id, note) VALUES ($1, $2)")
+        sql::query("INSERT INTO effects (event_id, note) VALUES ($1, $2)")
             .bind(event.id.as_str())
             .bind(data["note"].as_str().unwrap_or_default())
             .execute(&mut **tx)
@@ -78,8 +78,8 @@ async fn publish(db: &Database, kind: &str, data: Value, commit: bool) -> Event 
 }
 
 async fn effects(db: &Database) -> Vec<String> {
-    sqlx::query_scalar("SELECT note FROM effects ORDER BY note")
-        .fetch_all(db.pool())
+    sql::query_scalar("SELECT note FROM effects ORDER BY note")
+        .fetch_all(db)
         .await
         .unwrap()
 }
@@ -163,8 +163,8 @@ async fn exercise(producer_db: &TestDatabase, consumer_db: &TestDatabase) {
 
     // Redelivery (the position lost, then the consumer restarted, say) changes nothing:
     // the inbox remembers.
-    sqlx::query("DELETE FROM feed_positions")
-        .execute(pair.consumer.pool())
+    sql::query("DELETE FROM feed_positions")
+        .execute(&pair.consumer)
         .await
         .unwrap();
     let reader = consumer(&pair);
@@ -299,8 +299,8 @@ async fn events_flow_once_through_nats_jetstream() {
     );
     // A relay that dies after publishing but before storing its position publishes again:
     // JetStream keeps one copy of each (message id = event id).
-    sqlx::query("DELETE FROM feed_positions")
-        .execute(producer.pool())
+    sql::query("DELETE FROM feed_positions")
+        .execute(&producer)
         .await
         .unwrap();
     assert_eq!(nats.relay_once(&producer, "producer").await.unwrap(), 3);

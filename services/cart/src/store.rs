@@ -1,7 +1,6 @@
 //! Cart lines in the service's own database.
 
-use comb_kit::storage::Database;
-use sqlx::Row;
+use comb_kit::storage::{Database, sql};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +10,7 @@ pub enum StoreError {
     #[error("at most {0} different products in a cart")]
     TooManyLines(i64),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 /// One product in a cart.
@@ -38,11 +37,11 @@ impl CartStore {
 
     /// A cart's lines, oldest first.
     pub async fn lines(&self, owner: &str) -> Result<Vec<Line>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT product_id, quantity FROM cart_lines WHERE owner = $1 ORDER BY added_at_ms, product_id",
         )
         .bind(owner)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|row| {
@@ -66,7 +65,7 @@ impl CartStore {
         if add && quantity > 0 {
             // One statement for the common case: a new line, or more of one, within the
             // limits. When a limit stops it, the transaction below says which.
-            let added = sqlx::query(
+            let added = sql::query(
                 "INSERT INTO cart_lines (owner, product_id, quantity, added_at_ms)
                  SELECT $1, $2, $3, $4
                  WHERE $3 <= $5 AND ((SELECT COUNT(*) FROM cart_lines WHERE owner = $1) < $6
@@ -81,14 +80,14 @@ impl CartStore {
             .bind(now_ms)
             .bind(MAX_QUANTITY)
             .bind(MAX_LINES)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
             if added.rows_affected() == 1 {
                 return Ok(());
             }
         }
         let mut tx = self.db.begin_write().await?;
-        let current: Option<i64> = sqlx::query_scalar(
+        let current: Option<i64> = sql::query_scalar(
             "SELECT quantity FROM cart_lines WHERE owner = $1 AND product_id = $2",
         )
         .bind(owner)
@@ -107,27 +106,27 @@ impl CartStore {
             });
         }
         if would == 0 {
-            sqlx::query("DELETE FROM cart_lines WHERE owner = $1 AND product_id = $2")
+            sql::query("DELETE FROM cart_lines WHERE owner = $1 AND product_id = $2")
                 .bind(owner)
                 .bind(product_id)
                 .execute(&mut *tx)
                 .await?;
         } else if current.is_some() {
-            sqlx::query("UPDATE cart_lines SET quantity = $3 WHERE owner = $1 AND product_id = $2")
+            sql::query("UPDATE cart_lines SET quantity = $3 WHERE owner = $1 AND product_id = $2")
                 .bind(owner)
                 .bind(product_id)
                 .bind(would)
                 .execute(&mut *tx)
                 .await?;
         } else {
-            let lines: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cart_lines WHERE owner = $1")
+            let lines: i64 = sql::query_scalar("SELECT COUNT(*) FROM cart_lines WHERE owner = $1")
                 .bind(owner)
                 .fetch_one(&mut *tx)
                 .await?;
             if lines >= MAX_LINES {
                 return Err(StoreError::TooManyLines(MAX_LINES));
             }
-            sqlx::query("INSERT INTO cart_lines (owner, product_id, quantity, added_at_ms) VALUES ($1, $2, $3, $4)")
+            sql::query("INSERT INTO cart_lines (owner, product_id, quantity, added_at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(owner)
                 .bind(product_id)
                 .bind(would)
@@ -140,9 +139,9 @@ impl CartStore {
     }
 
     pub async fn clear(&self, owner: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM cart_lines WHERE owner = $1")
+        sql::query("DELETE FROM cart_lines WHERE owner = $1")
             .bind(owner)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
         Ok(())
     }
@@ -154,14 +153,14 @@ impl CartStore {
             return Ok(());
         }
         let mut tx = self.db.begin_write().await?;
-        let moving = sqlx::query("SELECT product_id, quantity FROM cart_lines WHERE owner = $1")
+        let moving = sql::query("SELECT product_id, quantity FROM cart_lines WHERE owner = $1")
             .bind(from)
             .fetch_all(&mut *tx)
             .await?;
         for row in &moving {
             let product_id: String = row.try_get("product_id")?;
             let quantity: i64 = row.try_get("quantity")?;
-            sqlx::query(
+            sql::query(
                 "INSERT INTO cart_lines (owner, product_id, quantity, added_at_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (owner, product_id) DO UPDATE
                  SET quantity = CASE WHEN cart_lines.quantity + excluded.quantity > $5 THEN $5
@@ -175,7 +174,7 @@ impl CartStore {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("DELETE FROM cart_lines WHERE owner = $1")
+        sql::query("DELETE FROM cart_lines WHERE owner = $1")
             .bind(from)
             .execute(&mut *tx)
             .await?;

@@ -3,8 +3,7 @@
 
 use comb_contracts::events::{self as contract, ReviewPosted};
 use comb_kit::events::{Event, Handler, HandlerError};
-use comb_kit::storage::Database;
-use sqlx::{Any, Transaction};
+use comb_kit::storage::{Database, sql};
 
 /// Adds each posted review to its product's summary.
 #[derive(Debug)]
@@ -19,7 +18,7 @@ impl Handler for Ratings {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let review: ReviewPosted = event.data()?;
@@ -29,7 +28,7 @@ impl Handler for Ratings {
                 review.rating
             )));
         }
-        sqlx::query(
+        sql::query(
             "INSERT INTO product_ratings (product_id, reviews, rating_sum) VALUES ($1, 1, $2)
              ON CONFLICT (product_id) DO UPDATE SET reviews = product_ratings.reviews + 1,
              rating_sum = product_ratings.rating_sum + excluded.rating_sum",

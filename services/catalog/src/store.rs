@@ -4,12 +4,8 @@
 use comb_contracts::events as contract;
 use comb_kit::clock::now_rfc3339;
 use comb_kit::events::{self, Event};
-use comb_kit::storage::{Backend, Database};
+use comb_kit::storage::{Backend, Database, sql};
 use serde::Deserialize;
-use sqlx::Any;
-use sqlx::Row;
-use sqlx::any::{AnyArguments, AnyRow};
-use sqlx::query::Query;
 
 use crate::domain::{
     Category, Cursor, ListFilter, Page, Product, ProductDraft, ProductInput, ProductKind,
@@ -32,7 +28,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 /// Products and categories.
@@ -80,9 +76,9 @@ impl CatalogStore {
     /// A product's reviews count and rating sum, once it has any.
     pub async fn rating(&self, id: &str) -> Result<Option<(i64, i64)>, StoreError> {
         let row =
-            sqlx::query("SELECT reviews, rating_sum FROM product_ratings WHERE product_id = $1")
+            sql::query("SELECT reviews, rating_sum FROM product_ratings WHERE product_id = $1")
                 .bind(id)
-                .fetch_optional(self.db.pool())
+                .fetch_optional(&self.db)
                 .await?;
         Ok(match row {
             Some(row) => Some((row.try_get("reviews")?, row.try_get("rating_sum")?)),
@@ -98,7 +94,7 @@ impl CatalogStore {
             .as_ref()
             .map(Cursor::last_id)
             .unwrap_or_default();
-        let rows = sqlx::query(concat!(
+        let rows = sql::query(concat!(
             "SELECT ",
             product_columns!(),
             " FROM products WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR category = $2) AND id > $3",
@@ -108,7 +104,7 @@ impl CatalogStore {
         .bind(category)
         .bind(after)
         .bind(i64::from(filter.limit) + 1)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         let mut items = rows
             .iter()
@@ -124,13 +120,13 @@ impl CatalogStore {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Product>, StoreError> {
-        let row = sqlx::query(concat!(
+        let row = sql::query(concat!(
             "SELECT ",
             product_columns!(),
             " FROM products WHERE id = $1"
         ))
         .bind(id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?;
         row.as_ref().map(product_from_row).transpose()
     }
@@ -149,11 +145,11 @@ impl CatalogStore {
             "SELECT {} FROM products WHERE id IN ({placeholders})",
             product_columns!()
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sql::query(sql);
         for id in ids {
             query = query.bind(id.as_str());
         }
-        let rows = query.fetch_all(self.db.pool()).await?;
+        let rows = query.fetch_all(&self.db).await?;
         let found = rows
             .iter()
             .map(product_from_row)
@@ -176,7 +172,7 @@ impl CatalogStore {
         let rows = match self.db.backend() {
             // bm25 weights follow the column order: title, creators, description, tags.
             Backend::Sqlite => {
-                sqlx::query(concat!(
+                sql::query(concat!(
                     "WITH hits AS (SELECT rowid AS hit, bm25(products_fts, 10.0, 5.0, 1.0, 3.0) AS score",
                     " FROM products_fts WHERE products_fts MATCH $1 ORDER BY score LIMIT CAST($2 AS BIGINT))",
                     " SELECT ",
@@ -186,7 +182,7 @@ impl CatalogStore {
                 .bind(query.to_fts5())
             }
             Backend::Postgres => {
-                sqlx::query(concat!(
+                sql::query(concat!(
                     "SELECT ",
                     product_columns!(),
                     " FROM products, to_tsquery('english', $1) AS q WHERE search @@ q",
@@ -196,18 +192,18 @@ impl CatalogStore {
             }
         }
         .bind(i64::from(limit))
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(product_from_row).collect()
     }
 
     pub async fn categories(&self) -> Result<Vec<Category>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT c.slug, c.name, c.kind, COUNT(p.id) AS product_count
              FROM categories c LEFT JOIN products p ON p.category = c.slug
              GROUP BY c.slug, c.name, c.kind ORDER BY c.kind, c.name",
         )
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|row| {
@@ -256,10 +252,10 @@ impl CatalogStore {
     ) -> Result<Option<Product>, StoreError> {
         self.check_category(draft).await?;
         let mut tx = self.db.begin_write().await?;
-        let old_price: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        let old_price: Option<i64> = sql::query_scalar(format!(
             "SELECT price_minor FROM products WHERE id = $1{}",
             self.db.lock_rows()
-        )))
+        ))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -301,11 +297,10 @@ impl CatalogStore {
     }
 
     async fn check_category(&self, draft: &ProductDraft) -> Result<(), StoreError> {
-        let kind: Option<String> =
-            sqlx::query_scalar("SELECT kind FROM categories WHERE slug = $1")
-                .bind(draft.category.as_str())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let kind: Option<String> = sql::query_scalar("SELECT kind FROM categories WHERE slug = $1")
+            .bind(draft.category.as_str())
+            .fetch_optional(&self.db)
+            .await?;
         let kind = kind.ok_or_else(|| StoreError::UnknownCategory(draft.category.clone()))?;
         let category_kind = parse_kind(&kind)?;
         if category_kind != draft.kind {
@@ -321,15 +316,15 @@ impl CatalogStore {
     /// Loads the seed catalog into an empty database; a database with products is left
     /// alone. Returns how many products were added.
     pub async fn seed_if_empty(&self, seed: &Seed) -> Result<usize, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM products")
-            .fetch_one(self.db.pool())
+        let count: i64 = sql::query_scalar("SELECT COUNT(*) FROM products")
+            .fetch_one(&self.db)
             .await?;
         if count > 0 {
             return Ok(0);
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         for category in &seed.categories {
-            sqlx::query("INSERT INTO categories (slug, name, kind) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING")
+            sql::query("INSERT INTO categories (slug, name, kind) VALUES ($1, $2, $3) ON CONFLICT (slug) DO NOTHING")
                 .bind(category.slug.as_str())
                 .bind(category.name.as_str())
                 .bind(category.kind.as_str())
@@ -403,8 +398,8 @@ fn bind_product<'q>(
     id: &'q str,
     draft: &'q ProductDraft,
     time: &'q str,
-) -> Query<'q, Any, AnyArguments> {
-    sqlx::query(sql)
+) -> sql::Query<'static> {
+    sql::query(sql)
         .bind(id)
         .bind(draft.sku.as_str())
         .bind(draft.kind.as_str())
@@ -433,7 +428,7 @@ fn changed(id: &str, draft: &ProductDraft) -> contract::ProductChanged {
 /// Writes an event about a product to the outbox, in the caller's transaction.
 async fn publish(
     db: &Database,
-    tx: &mut sqlx::Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     kind: &str,
     data: &impl serde::Serialize,
 ) -> Result<(), StoreError> {
@@ -447,11 +442,9 @@ fn to_json(values: &[String]) -> String {
     serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned())
 }
 
-fn sku_conflict(error: sqlx::Error, sku: &str) -> StoreError {
+fn sku_conflict(error: sql::DbError, sku: &str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::DuplicateSku(sku.to_owned())
-        }
+        error if error.is_unique_violation() => StoreError::DuplicateSku(sku.to_owned()),
         _ => StoreError::Database(error),
     }
 }
@@ -460,7 +453,7 @@ fn parse_kind(text: &str) -> Result<ProductKind, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
-fn product_from_row(row: &AnyRow) -> Result<Product, StoreError> {
+fn product_from_row(row: &sql::Row) -> Result<Product, StoreError> {
     let list = |column: &str| -> Result<Vec<String>, StoreError> {
         let text: String = row.try_get(column)?;
         serde_json::from_str(&text)

@@ -18,12 +18,12 @@ use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::{Any, Transaction};
 
 use comb_kit::clock::now_ms;
 
 use crate::api::InventoryApi;
 use crate::store::{InventoryStore, Seed};
+use comb_kit::storage::sql;
 
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {
@@ -131,7 +131,7 @@ impl Handler for NewProducts {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let product: contract::ProductChanged = event.data()?;

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use comb_contracts::events as contract;
 use comb_kit::events::{self, Event};
-use comb_kit::storage::Database;
+use comb_kit::storage::{Database, sql};
 use serde::Deserialize;
-use sqlx::{Any, Row, Transaction};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +25,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 /// Where a reservation is in its life.
@@ -126,17 +125,14 @@ impl InventoryStore {
 
     /// Commits a transaction that may have changed stock: levels read before it are not
     /// served again.
-    async fn commit_stock(&self, tx: Transaction<'static, Any>) -> Result<(), sqlx::Error> {
+    async fn commit_stock(&self, tx: sql::Transaction) -> Result<(), sql::DbError> {
         tx.commit().await?;
         self.levels.changes.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
     /// The same, for a transaction that published events.
-    async fn commit_stock_and_events(
-        &self,
-        tx: Transaction<'static, Any>,
-    ) -> Result<(), StoreError> {
+    async fn commit_stock_and_events(&self, tx: sql::Transaction) -> Result<(), StoreError> {
         events::commit(&self.db, tx).await?;
         self.levels.changes.fetch_add(1, Ordering::AcqRel);
         Ok(())
@@ -149,7 +145,7 @@ impl InventoryStore {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, $2, $3)
              ON CONFLICT (sku) DO UPDATE SET available = excluded.available, updated_at_ms = excluded.updated_at_ms",
         )
@@ -166,11 +162,11 @@ impl InventoryStore {
     /// Adds a SKU with nothing to sell yet (a new product); an existing one is left alone.
     pub async fn add_sku(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         sku: &str,
         now_ms: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, 0, $2) ON CONFLICT (sku) DO NOTHING")
+    ) -> Result<(), sql::DbError> {
+        sql::query("INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, 0, $2) ON CONFLICT (sku) DO NOTHING")
             .bind(sku)
             .bind(now_ms)
             .execute(&mut **tx)
@@ -196,9 +192,9 @@ impl InventoryStore {
                 None => {
                     let read_at = Instant::now();
                     let available: Option<i64> =
-                        sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+                        sql::query_scalar("SELECT available FROM stock WHERE sku = $1")
                             .bind(sku.as_str())
-                            .fetch_optional(self.db.pool())
+                            .fetch_optional(&self.db)
                             .await?;
                     let available = available.unwrap_or(0);
                     // A change committed meanwhile may or may not be in what was read.
@@ -248,7 +244,7 @@ impl InventoryStore {
         }
         let mut short = Vec::new();
         for (sku, quantity) in &merged {
-            let taken = sqlx::query(
+            let taken = sql::query(
                 "UPDATE stock SET available = available - $2, updated_at_ms = $3 WHERE sku = $1 AND available >= $2",
             )
             .bind(*sku)
@@ -266,7 +262,7 @@ impl InventoryStore {
         }
         insert_reservation(&mut tx, order_id, Status::Reserved, now_ms, expires_at_ms).await?;
         for (sku, quantity) in &merged {
-            sqlx::query(
+            sql::query(
                 "INSERT INTO reservation_lines (order_id, sku, quantity) VALUES ($1, $2, $3)",
             )
             .bind(order_id)
@@ -362,12 +358,12 @@ impl InventoryStore {
     /// Expires reservations held past their time, giving their stock back. Returns how
     /// many expired.
     pub async fn expire_due(&self, now_ms: i64, batch: i64) -> Result<usize, StoreError> {
-        let due: Vec<String> = sqlx::query_scalar(
+        let due: Vec<String> = sql::query_scalar(
             "SELECT order_id FROM reservations WHERE status = 'reserved' AND expires_at_ms <= $1 LIMIT CAST($2 AS BIGINT)",
         )
         .bind(now_ms)
         .bind(batch)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         let mut expired = 0;
         for order_id in due {
@@ -386,7 +382,7 @@ impl InventoryStore {
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Option<Reservation>, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let found = reservation(&mut tx, order_id, "").await?;
         tx.commit().await?;
         Ok(found)
@@ -394,8 +390,8 @@ impl InventoryStore {
 
     /// Loads the bundled stock list into an empty stock table; returns the SKUs added.
     pub async fn seed_if_empty(&self, seed: &Seed, now_ms: i64) -> Result<usize, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock")
-            .fetch_one(self.db.pool())
+        let count: i64 = sql::query_scalar("SELECT COUNT(*) FROM stock")
+            .fetch_one(&self.db)
             .await?;
         if count > 0 {
             return Ok(0);
@@ -403,7 +399,7 @@ impl InventoryStore {
         let mut tx = self.db.begin_write().await?;
         let mut added = 0;
         for (sku, available) in &seed.stock {
-            let result = sqlx::query(
+            let result = sql::query(
                 "INSERT INTO stock (sku, available, updated_at_ms) VALUES ($1, $2, $3) ON CONFLICT (sku) DO NOTHING",
             )
             .bind(sku.as_str())
@@ -432,7 +428,7 @@ impl Seed {
 }
 
 async fn reservation(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     order_id: &str,
     lock_rows: &str,
 ) -> Result<Option<Reservation>, StoreError> {
@@ -443,11 +439,11 @@ async fn reservation(
     } else {
         " FOR UPDATE OF r"
     };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sql::query(format!(
         "SELECT r.status, r.expires_at_ms, l.sku, l.quantity FROM reservations r
          LEFT JOIN reservation_lines l ON l.order_id = r.order_id
          WHERE r.order_id = $1 ORDER BY l.sku{lock}"
-    )))
+    ))
     .bind(order_id)
     .fetch_all(&mut **tx)
     .await?;
@@ -478,10 +474,10 @@ pub const LOW_STOCK: i64 = 3;
 /// Publishes a SKU's level (StockChanged), and LowStock when it is low, in `tx`.
 async fn announce_level(
     db: &Database,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     sku: &str,
 ) -> Result<(), StoreError> {
-    let available: i64 = sqlx::query_scalar("SELECT available FROM stock WHERE sku = $1")
+    let available: i64 = sql::query_scalar("SELECT available FROM stock WHERE sku = $1")
         .bind(sku)
         .fetch_one(&mut **tx)
         .await?;
@@ -502,13 +498,13 @@ async fn announce_level(
 }
 
 async fn insert_reservation(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     order_id: &str,
     status: Status,
     now_ms: i64,
     expires_at_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sql::query(
         "INSERT INTO reservations (order_id, status, expires_at_ms, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $4)",
     )
     .bind(order_id)
@@ -521,12 +517,12 @@ async fn insert_reservation(
 }
 
 async fn set_status(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     order_id: &str,
     status: Status,
     now_ms: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE reservations SET status = $2, updated_at_ms = $3 WHERE order_id = $1")
+    sql::query("UPDATE reservations SET status = $2, updated_at_ms = $3 WHERE order_id = $1")
         .bind(order_id)
         .bind(status.as_str())
         .bind(now_ms)
@@ -537,13 +533,13 @@ async fn set_status(
 
 /// Returns a reservation's quantities to stock and closes it with `status`.
 async fn give_back(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     found: &Reservation,
     status: Status,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     for line in &found.lines {
-        sqlx::query(
+        sql::query(
             "UPDATE stock SET available = available + $2, updated_at_ms = $3 WHERE sku = $1",
         )
         .bind(line.sku.as_str())

@@ -19,10 +19,10 @@ use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
 
 use crate::render::Rendered;
+use comb_kit::storage::sql;
 
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {
@@ -92,7 +92,7 @@ impl Handler for Mailbox {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let (recipient, email, message) = match event.kind.as_str() {
@@ -140,13 +140,13 @@ impl Handler for Mailbox {
 }
 
 async fn deliver(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut sql::Transaction,
     event_id: &str,
     recipient: &str,
     email: &str,
     message: &Rendered,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), sql::DbError> {
+    sql::query(
         "INSERT INTO messages (id, event_id, recipient, email, kind, subject, body, created_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (event_id) DO NOTHING",
     )
@@ -178,12 +178,12 @@ impl Notifications for MailboxApi {
     ) -> Result<Response<proto::ListMessagesResponse>, Status> {
         let recipient = request.into_inner().recipient;
         check_key("recipient", &recipient)?;
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT id, recipient, kind, email, subject, body, created_at_ms FROM messages WHERE recipient = $1
              ORDER BY created_at_ms DESC, id DESC LIMIT 500",
         )
         .bind(recipient.as_str())
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await;
         messages(rows)
     }
@@ -202,12 +202,12 @@ impl Notifications for MailboxApi {
                 )]));
             }
         };
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT id, recipient, kind, email, subject, body, created_at_ms FROM messages
              ORDER BY created_at_ms DESC, id DESC LIMIT CAST($1 AS BIGINT)",
         )
         .bind(i64::from(limit))
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await;
         messages(rows)
     }
@@ -215,7 +215,7 @@ impl Notifications for MailboxApi {
 
 /// Mailbox rows as messages.
 fn messages(
-    rows: Result<Vec<sqlx::any::AnyRow>, sqlx::Error>,
+    rows: Result<Vec<sql::Row>, sql::DbError>,
 ) -> Result<Response<proto::ListMessagesResponse>, Status> {
     let rows = rows.map_err(|error| {
         tracing::error!(%error, "reading the mailbox failed");
@@ -234,7 +234,7 @@ fn messages(
                 created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
+        .collect::<Result<_, sql::DbError>>()
         .map_err(|error| {
             tracing::error!(%error, "a mailbox row cannot be read");
             Status::internal("the mailbox cannot be read")

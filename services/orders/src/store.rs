@@ -1,17 +1,15 @@
 //! Orders and their saga state in the service's own database.
 
 use comb_kit::events::{self, Event};
-use comb_kit::storage::Database;
+use comb_kit::storage::{Database, sql};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 /// Where an order's saga stands.
@@ -153,10 +151,10 @@ impl OrderStore {
         placed: &Event,
     ) -> Result<(Order, bool), StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let result = sql::query(format!(
             "INSERT INTO orders ({COLUMNS}, updated_at_ms, traceparent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
              $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20, $21) ON CONFLICT (owner, idempotency_key) DO NOTHING"
-        )))
+        ))
         .bind(order.id.as_str())
         .bind(order.owner.as_str())
         .bind(order.idempotency_key.as_str())
@@ -201,34 +199,32 @@ impl OrderStore {
         owner: &str,
         idempotency_key: &str,
     ) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sql::query(format!(
             "SELECT {COLUMNS} FROM orders WHERE owner = $1 AND idempotency_key = $2"
-        )))
+        ))
         .bind(owner)
         .bind(idempotency_key)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = sql::query(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
     /// The owner's orders, newest first.
     pub async fn list(&self, owner: &str, limit: i64) -> Result<Vec<Order>, StoreError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = sql::query(format!(
             "SELECT {COLUMNS} FROM orders WHERE owner = $1 ORDER BY created_at_ms DESC, id DESC LIMIT CAST($2 AS BIGINT)"
-        )))
+        ))
         .bind(owner)
         .bind(limit)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -245,7 +241,7 @@ impl OrderStore {
         event: Option<&Event>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let result = sqlx::query(
+        let result = sql::query(
             "UPDATE orders SET status = $2, step = $3, cancel_reason = $4, payment_status = $5, tracking_id = $6,
              release_pending = $7, void_pending = $8, updated_at_ms = $9 WHERE id = $1 AND step = $10",
         )
@@ -283,10 +279,10 @@ impl OrderStore {
 
     /// Marks a saga as being driven now, so other instances leave it alone.
     pub async fn touch(&self, id: &str, now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE orders SET updated_at_ms = $2 WHERE id = $1")
+        sql::query("UPDATE orders SET updated_at_ms = $2 WHERE id = $1")
             .bind(id)
             .bind(now_ms)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
         Ok(())
     }
@@ -298,11 +294,11 @@ impl OrderStore {
         &self,
         idle_since_ms: i64,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = sqlx::query_as(
+        let rows = sql::query_as(
             "SELECT id, traceparent FROM orders WHERE step <> 'done' AND updated_at_ms <= $1 ORDER BY created_at_ms LIMIT 500",
         )
         .bind(idle_since_ms)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         Ok(rows)
     }
@@ -312,7 +308,7 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
-fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
+fn order_from_row(row: &sql::Row) -> Result<Order, StoreError> {
     let lines: String = row.try_get("lines")?;
     let address: String = row.try_get("address")?;
     Ok(Order {

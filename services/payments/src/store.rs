@@ -2,9 +2,7 @@
 
 use comb_contracts::events as contract;
 use comb_kit::events::{self, Event};
-use comb_kit::storage::Database;
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use comb_kit::storage::{Database, sql};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,7 +17,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +87,7 @@ impl PaymentStore {
 
     async fn publish(
         &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut sql::Transaction,
         kind: &str,
         payment: &Payment,
     ) -> Result<(), StoreError> {
@@ -107,11 +105,11 @@ impl PaymentStore {
     }
 
     pub async fn get(&self, payment_id: &str) -> Result<Option<Payment>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sql::query(format!(
             "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
-        )))
+        ))
         .bind(payment_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?;
         row.as_ref().map(payment_from_row).transpose()
     }
@@ -120,7 +118,7 @@ impl PaymentStore {
     /// payment stored under that id.
     pub async fn record(&self, payment: &Payment, now_ms: i64) -> Result<Payment, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let inserted = sqlx::query(
+        let inserted = sql::query(
             "INSERT INTO payments (payment_id, status, amount_minor, currency, last4, decline_reason, created_at_ms, updated_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $7) ON CONFLICT (payment_id) DO NOTHING",
         )
@@ -163,10 +161,10 @@ impl PaymentStore {
         now_ms: i64,
     ) -> Result<Payment, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sql::query(format!(
             "SELECT {COLUMNS} FROM payments WHERE payment_id = $1{}",
             self.db.lock_rows()
-        )))
+        ))
         .bind(payment_id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -185,7 +183,7 @@ impl PaymentStore {
                 wanted,
             });
         }
-        sqlx::query("UPDATE payments SET status = $2, updated_at_ms = $3 WHERE payment_id = $1")
+        sql::query("UPDATE payments SET status = $2, updated_at_ms = $3 WHERE payment_id = $1")
             .bind(payment_id)
             .bind(to.as_str())
             .bind(now_ms)
@@ -203,7 +201,7 @@ impl PaymentStore {
     }
 }
 
-fn payment_from_row(row: &AnyRow) -> Result<Payment, StoreError> {
+fn payment_from_row(row: &sql::Row) -> Result<Payment, StoreError> {
     Ok(Payment {
         payment_id: row.try_get("payment_id")?,
         status: Status::parse(&row.try_get::<String, _>("status")?)?,

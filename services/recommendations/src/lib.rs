@@ -15,9 +15,9 @@ use comb_kit::ServiceConfig;
 use comb_kit::cache::VersionedCache;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::check_key;
+use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
 
 pub const MIGRATIONS: Migrations = Migrations {
@@ -74,7 +74,7 @@ impl Handler for CoPurchases {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let order: OrderConfirmed = event.data()?;
@@ -85,7 +85,7 @@ impl Handler for CoPurchases {
             .collect();
         for product in &products {
             for other in products.iter().filter(|other| *other != product) {
-                sqlx::query(
+                sql::query(
                     "INSERT INTO co_purchases (product_id, other_id, together) VALUES ($1, $2, 1)
                      ON CONFLICT (product_id, other_id) DO UPDATE SET together = co_purchases.together + 1",
                 )
@@ -126,12 +126,12 @@ impl Recommendations for RecommendationsApi {
         if let Some(answer) = self.answers.get(version, &key) {
             return Ok(comb_kit::versions::label((*answer).clone(), version));
         }
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT other_id, together FROM co_purchases WHERE product_id = $1 ORDER BY together DESC, other_id LIMIT CAST($2 AS BIGINT)",
         )
         .bind(key.0.as_str())
         .bind(i64::from(limit))
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await
         .map_err(|error| {
             tracing::error!(%error, "reading recommendations failed");
@@ -145,7 +145,7 @@ impl Recommendations for RecommendationsApi {
                     together: row.try_get("together")?,
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
+            .collect::<Result<_, sql::DbError>>()
             .map_err(|error| {
                 tracing::error!(%error, "a recommendation row cannot be read");
                 Status::internal("recommendations cannot be read")

@@ -12,9 +12,9 @@ use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::invalid_argument;
 use comb_kit::problem::FieldError;
+use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
 
 pub const MIGRATIONS: Migrations = Migrations {
@@ -70,11 +70,11 @@ impl Handler for Figures {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         apply(tx, &event.kind, &event.data).await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO archive (event_id, producer, seq, type, data) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(event.id.as_str())
@@ -108,18 +108,14 @@ fn is_day(text: &str) -> bool {
 }
 
 /// Adds one event to the figures.
-async fn apply(
-    tx: &mut Transaction<'static, Any>,
-    kind: &str,
-    data: &str,
-) -> Result<(), HandlerError> {
+async fn apply(tx: &mut sql::Transaction, kind: &str, data: &str) -> Result<(), HandlerError> {
     let unreadable =
         |error: serde_json::Error| HandlerError::Poison(format!("{kind} data: {error}"));
     match kind {
         contract::ORDER_CONFIRMED => {
             let order: OrderConfirmed = serde_json::from_str(data).map_err(unreadable)?;
             let day = day_of(&order.placed_at)?;
-            sqlx::query(
+            sql::query(
                 "INSERT INTO day_sales (day, orders, revenue_minor) VALUES ($1, 1, $2)
                  ON CONFLICT (day) DO UPDATE SET orders = day_sales.orders + 1,
                  revenue_minor = day_sales.revenue_minor + excluded.revenue_minor",
@@ -129,7 +125,7 @@ async fn apply(
             .execute(&mut **tx)
             .await?;
             for line in &order.lines {
-                sqlx::query(
+                sql::query(
                     "INSERT INTO product_sales (day, product_id, title, quantity, revenue_minor) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (day, product_id) DO UPDATE SET quantity = product_sales.quantity + excluded.quantity,
                      revenue_minor = product_sales.revenue_minor + excluded.revenue_minor, title = excluded.title",
@@ -146,7 +142,7 @@ async fn apply(
         contract::ORDER_CANCELLED => {
             let order: OrderCancelled = serde_json::from_str(data).map_err(unreadable)?;
             let day = day_of(&order.placed_at)?;
-            sqlx::query(
+            sql::query(
                 "INSERT INTO cancellations (day, reason, orders) VALUES ($1, $2, 1)
                  ON CONFLICT (day, reason) DO UPDATE SET orders = cancellations.orders + 1",
             )
@@ -207,12 +203,12 @@ impl Reports for ReportsApi {
         } else {
             request.to
         };
-        let days = sqlx::query(
+        let days = sql::query(
             "SELECT day, orders, revenue_minor FROM day_sales WHERE day >= $1 AND day <= $2 ORDER BY day",
         )
         .bind(from.as_str())
         .bind(to.as_str())
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await
         .map_err(internal)?
         .iter()
@@ -223,9 +219,9 @@ impl Reports for ReportsApi {
                 revenue_minor: row.try_get("revenue_minor")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .collect::<Result<Vec<_>, sql::DbError>>()
         .map_err(internal)?;
-        let top_products = sqlx::query(
+        let top_products = sql::query(
             "SELECT product_id, MAX(title) AS title, CAST(SUM(quantity) AS BIGINT) AS quantity,
                     CAST(SUM(revenue_minor) AS BIGINT) AS revenue_minor
              FROM product_sales WHERE day >= $1 AND day <= $2
@@ -234,7 +230,7 @@ impl Reports for ReportsApi {
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(TOP_PRODUCTS)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await
         .map_err(internal)?
         .iter()
@@ -246,15 +242,15 @@ impl Reports for ReportsApi {
                 revenue_minor: row.try_get("revenue_minor")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .collect::<Result<Vec<_>, sql::DbError>>()
         .map_err(internal)?;
-        let cancellations = sqlx::query(
+        let cancellations = sql::query(
             "SELECT reason, CAST(SUM(orders) AS BIGINT) AS orders FROM cancellations WHERE day >= $1 AND day <= $2
              GROUP BY reason ORDER BY reason",
         )
         .bind(from.as_str())
         .bind(to.as_str())
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await
         .map_err(internal)?
         .iter()
@@ -264,7 +260,7 @@ impl Reports for ReportsApi {
                 count: row.try_get("orders")?,
             })
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .collect::<Result<Vec<_>, sql::DbError>>()
         .map_err(internal)?;
         Ok(Response::new(proto::SalesReport {
             days,
@@ -288,11 +284,11 @@ impl Reports for ReportsApi {
 pub async fn rebuild(db: &Database) -> Result<i64, HandlerError> {
     let mut tx = db.begin_write().await?;
     for table in ["day_sales", "product_sales", "cancellations"] {
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+        sql::query(format!("DELETE FROM {table}"))
             .execute(&mut *tx)
             .await?;
     }
-    let archived = sqlx::query("SELECT type, data FROM archive ORDER BY producer, seq")
+    let archived = sql::query("SELECT type, data FROM archive ORDER BY producer, seq")
         .fetch_all(&mut *tx)
         .await?;
     for row in &archived {

@@ -15,9 +15,9 @@ use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
+use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::{Any, Row, Transaction};
 use tonic::{Request, Response, Status};
 
 pub const MIGRATIONS: Migrations = Migrations {
@@ -75,12 +75,12 @@ impl Handler for Purchases {
     async fn handle(
         &self,
         _db: &Database,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut sql::Transaction,
         event: &Event,
     ) -> Result<(), HandlerError> {
         let order: OrderConfirmed = event.data()?;
         for line in &order.lines {
-            sqlx::query("INSERT INTO purchases (owner, product_id) VALUES ($1, $2) ON CONFLICT (owner, product_id) DO NOTHING")
+            sql::query("INSERT INTO purchases (owner, product_id) VALUES ($1, $2) ON CONFLICT (owner, product_id) DO NOTHING")
                 .bind(order.owner.as_str())
                 .bind(line.product_id.as_str())
                 .execute(&mut **tx)
@@ -147,7 +147,7 @@ impl Reviews for ReviewsApi {
         }
         let mut tx = self.db.begin_write().await.map_err(internal)?;
         let bought: Option<String> =
-            sqlx::query_scalar("SELECT owner FROM purchases WHERE owner = $1 AND product_id = $2")
+            sql::query_scalar("SELECT owner FROM purchases WHERE owner = $1 AND product_id = $2")
                 .bind(request.author.as_str())
                 .bind(request.product_id.as_str())
                 .fetch_optional(&mut *tx)
@@ -171,7 +171,7 @@ impl Reviews for ReviewsApi {
             created_at: String::new(),
         };
         let now = now_ms();
-        let inserted = sqlx::query(
+        let inserted = sql::query(
             "INSERT INTO reviews (id, product_id, author, author_name, rating, title, body, created_at_ms)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (product_id, author) DO NOTHING",
         )
@@ -232,12 +232,12 @@ impl Reviews for ReviewsApi {
         if let Some(answer) = self.lists.get(version, &product_id) {
             return Ok(comb_kit::versions::label((*answer).clone(), version));
         }
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT id, product_id, author_name, rating, title, body, created_at_ms FROM reviews
              WHERE product_id = $1 ORDER BY created_at_ms DESC, id DESC LIMIT 200",
         )
         .bind(product_id.as_str())
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await
         .map_err(internal)?;
         let items = rows
@@ -253,7 +253,7 @@ impl Reviews for ReviewsApi {
                     created_at: rfc3339_from_ms(row.try_get("created_at_ms")?),
                 })
             })
-            .collect::<Result<_, sqlx::Error>>()
+            .collect::<Result<_, sql::DbError>>()
             .map_err(internal)?;
         let answer = proto::ListReviewsResponse { items };
         self.lists

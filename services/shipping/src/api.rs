@@ -7,10 +7,10 @@ use comb_kit::clock::now_ms;
 use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
 use comb_kit::storage::Database;
-use sqlx::Row;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Address, AddressInput, Clock, Progress, quote};
+use comb_kit::storage::sql;
 
 /// The most items one shipment carries.
 pub const MAX_ITEMS: u32 = 10_000;
@@ -35,11 +35,11 @@ impl ShippingApi {
     }
 
     async fn find(&self, order_id: &str) -> Result<Option<proto::Shipment>, Status> {
-        let row = sqlx::query(
+        let row = sql::query(
             "SELECT tracking_id, cost_minor, currency, created_at_ms FROM shipments WHERE order_id = $1",
         )
         .bind(order_id)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await
         .map_err(storage_failed)?;
         let Some(row) = row else {
@@ -64,7 +64,7 @@ impl ShippingApi {
     }
 }
 
-fn storage_failed(error: sqlx::Error) -> Status {
+fn storage_failed(error: sql::DbError) -> Status {
     tracing::error!(%error, "shipping storage failed");
     Status::internal("shipping storage failed")
 }
@@ -126,7 +126,7 @@ impl Shipping for ShippingApi {
             "CMB{}",
             &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
         );
-        let inserted = sqlx::query(
+        let inserted = sql::query(
             "INSERT INTO shipments (order_id, tracking_id, name, line1, line2, city, postal_code, country, item_count,
              cost_minor, currency, created_at_ms, recipient, email)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'USD', $11, $12, $13) ON CONFLICT (order_id) DO NOTHING",

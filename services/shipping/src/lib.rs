@@ -14,10 +14,10 @@ use comb_kit::clock::now_ms;
 use comb_kit::events::{self, Event, Transport};
 use comb_kit::storage::{Database, Migration, Migrations};
 use comb_kit::{server, telemetry};
-use sqlx::Row;
 
 use crate::api::ShippingApi;
 use crate::domain::Clock;
+use comb_kit::storage::sql;
 
 pub const MIGRATIONS: Migrations = Migrations {
     sqlite: &[
@@ -105,7 +105,7 @@ pub async fn announce_shipments(db: Database, clock: Clock) {
 
 /// Publishes ShipmentShipped, then ShipmentDelivered, for every shipment whose clock says
 /// so and that has not been announced yet.
-pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error> {
+pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sql::DbError> {
     let now = now_ms();
     let stages = [
         (
@@ -120,12 +120,12 @@ pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error
         ),
     ];
     for (flag, after_ms, kind) in stages {
-        let due = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let due = sql::query(format!(
             "SELECT order_id, tracking_id, recipient, email FROM shipments
              WHERE {flag} = 0 AND created_at_ms <= $1 ORDER BY created_at_ms LIMIT 100"
-        )))
+        ))
         .bind(now.saturating_sub(after_ms))
-        .fetch_all(db.pool())
+        .fetch_all(db)
         .await?;
         for row in due {
             let shipment = ShipmentShipped {
@@ -135,9 +135,9 @@ pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error
                 email: row.try_get("email")?,
             };
             let mut tx = db.begin_write().await?;
-            let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let marked = sql::query(format!(
                 "UPDATE shipments SET {flag} = 1 WHERE order_id = $1 AND {flag} = 0"
-            )))
+            ))
             .bind(shipment.order_id.as_str())
             .execute(&mut *tx)
             .await?;
@@ -153,10 +153,10 @@ pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sqlx::Error
 /// Writes a shipment event to the outbox in the caller's transaction.
 pub(crate) async fn publish(
     db: &Database,
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sql::Transaction,
     kind: &str,
     shipment: &ShipmentShipped,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), sql::DbError> {
     match Event::new("shipping", kind, &shipment.order_id, shipment) {
         Ok(event) => events::publish(db, tx, &event).await,
         Err(error) => {

@@ -3,9 +3,7 @@
 use comb_contracts::auth::Role;
 use comb_contracts::events;
 use comb_kit::events::{self as kit_events, Event};
-use comb_kit::storage::Database;
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use comb_kit::storage::{Database, sql};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -15,7 +13,7 @@ pub enum StoreError {
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] sql::DbError),
 }
 
 /// An account.
@@ -78,7 +76,7 @@ impl UserStore {
         )
         .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO users (id, email, name, password_hash, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(user.id.as_str())
@@ -90,7 +88,7 @@ impl UserStore {
         .execute(&mut *tx)
         .await
         .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::EmailTaken,
+            error if error.is_unique_violation() => StoreError::EmailTaken,
             _ => StoreError::Database(error),
         })?;
         kit_events::publish(&self.db, &mut tx, &registered).await?;
@@ -105,30 +103,28 @@ impl UserStore {
 
     /// The account with this (normalised) email and its password hash.
     pub async fn find_by_email(&self, email: &str) -> Result<Option<(User, String)>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let row = sql::query(format!(
             "SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = $1"
-        )))
+        ))
         .bind(email)
-        .fetch_optional(self.db.pool())
+        .fetch_optional(&self.db)
         .await?;
         row.map(|row| Ok((user_from_row(&row)?, row.try_get("password_hash")?)))
             .transpose()
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
-        )))
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await?;
+        let row = sql::query(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.db)
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     /// Creates the admin account (no event: it is configuration, not a registration). A
     /// replica starting at the same moment may have just created it; that one stands.
     pub async fn create_admin(&self, user: &User, password_hash: &str) -> Result<(), StoreError> {
-        sqlx::query(
+        sql::query(
             "INSERT INTO users (id, email, name, password_hash, role, created_at) VALUES ($1, $2, $3, $4, 'admin', $5)
              ON CONFLICT (email) DO NOTHING",
         )
@@ -137,7 +133,7 @@ impl UserStore {
         .bind(user.name.as_str())
         .bind(password_hash)
         .bind(user.created_at.as_str())
-        .execute(self.db.pool())
+        .execute(&self.db)
         .await?;
         Ok(())
     }
@@ -151,7 +147,7 @@ impl UserStore {
         revoked_at_ms: i64,
     ) -> Result<u64, StoreError> {
         let mut tx = self.db.begin_write().await?;
-        let generation: i64 = sqlx::query_scalar(
+        let generation: i64 = sql::query_scalar(
             "UPDATE users SET password_hash = $1, role = 'admin', session_generation = session_generation + 1
              WHERE id = $2 RETURNING session_generation",
         )
@@ -159,7 +155,7 @@ impl UserStore {
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO revocations (subject, token_id, expires_at, sessions_from, revoked_at_ms) VALUES ($1, '', 0, $2, $3)
              ON CONFLICT (subject, token_id) DO UPDATE SET sessions_from = excluded.sessions_from, revoked_at_ms = excluded.revoked_at_ms",
         )
@@ -178,7 +174,7 @@ impl UserStore {
         let expires_at = i64::try_from(revocation.expires_at)
             .map_err(|_| StoreError::Corrupt("a token expiry beyond 2^63".into()))?;
         let mut tx = self.db.begin_write().await?;
-        sqlx::query(
+        sql::query(
             "INSERT INTO revocations (subject, token_id, expires_at, sessions_from, revoked_at_ms) VALUES ($1, $2, $3, 0, $4)
              ON CONFLICT (subject, token_id) DO NOTHING",
         )
@@ -188,7 +184,7 @@ impl UserStore {
         .bind(revocation.revoked_at_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM revocations WHERE expires_at > 0 AND expires_at < $1")
+        sql::query("DELETE FROM revocations WHERE expires_at > 0 AND expires_at < $1")
             .bind(revocation.revoked_at_ms / 1000)
             .execute(&mut *tx)
             .await?;
@@ -203,13 +199,13 @@ impl UserStore {
         after_ms: i64,
         now_secs: i64,
     ) -> Result<Vec<Revocation>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT subject, token_id, expires_at, sessions_from, revoked_at_ms FROM revocations
              WHERE revoked_at_ms > $1 AND (expires_at = 0 OR expires_at >= $2) ORDER BY revoked_at_ms",
         )
         .bind(after_ms)
         .bind(now_secs)
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|row| {
@@ -231,10 +227,10 @@ impl UserStore {
 
     /// Every signing key, oldest first.
     pub async fn keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT kid, private_key, public_key FROM signing_keys ORDER BY created_at, kid",
         )
-        .fetch_all(self.db.pool())
+        .fetch_all(&self.db)
         .await?;
         rows.iter()
             .map(|row| {
@@ -248,18 +244,18 @@ impl UserStore {
     }
 
     pub async fn add_key(&self, key: &StoredKey, created_at: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO signing_keys (kid, private_key, public_key, created_at) VALUES ($1, $2, $3, $4)")
+        sql::query("INSERT INTO signing_keys (kid, private_key, public_key, created_at) VALUES ($1, $2, $3, $4)")
             .bind(key.kid.as_str())
             .bind(key.private_key.as_str())
             .bind(key.public_key.as_str())
             .bind(created_at)
-            .execute(self.db.pool())
+            .execute(&self.db)
             .await?;
         Ok(())
     }
 }
 
-fn user_from_row(row: &AnyRow) -> Result<User, StoreError> {
+fn user_from_row(row: &sql::Row) -> Result<User, StoreError> {
     let role = match row.try_get::<String, _>("role")?.as_str() {
         "customer" => Role::Customer,
         "admin" => Role::Admin,

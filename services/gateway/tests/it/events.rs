@@ -9,6 +9,7 @@ use crate::checkout::{
     GOOD_CARD, add, admin, checkout, checkout_body, customer, final_order, products, set_stock,
 };
 use crate::{Options, System, nats_reachable};
+use comb_kit::storage::sql;
 
 async fn messages(system: &System, token: &str) -> Vec<Value> {
     let list: Value = system
@@ -515,8 +516,8 @@ async fn a_new_product_gets_a_stock_line_from_its_event() {
     let started = Instant::now();
     loop {
         let line: Option<i64> =
-            sqlx::query_scalar("SELECT available FROM stock WHERE sku = 'BK-8888'")
-                .fetch_optional(inventory.pool())
+            sql::query_scalar("SELECT available FROM stock WHERE sku = 'BK-8888'")
+                .fetch_optional(&inventory)
                 .await
                 .unwrap();
         if let Some(available) = line {

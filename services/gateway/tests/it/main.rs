@@ -20,6 +20,7 @@ use comb_gateway::GatewayState;
 use comb_kit::ServiceConfig;
 use comb_kit::events::Transport;
 use comb_kit::storage::Database;
+use comb_kit::storage::sql;
 use comb_testkit::{TestDatabase, TestServer};
 
 pub const ADMIN_EMAIL: &str = "admin@comb.example";
@@ -384,8 +385,8 @@ impl System {
     /// reaches them again: positions with the embedded feeds, durable consumers with NATS.
     pub async fn forget_positions(&mut self) {
         for db in [&self.notifications_database, &self.reports_database] {
-            sqlx::query("DELETE FROM feed_positions")
-                .execute(db.pool())
+            sql::query("DELETE FROM feed_positions")
+                .execute(db)
                 .await
                 .unwrap();
         }

@@ -9,8 +9,8 @@ use comb_contracts::payments::v1 as proto;
 use comb_contracts::payments::v1::payments_client::PaymentsClient;
 use comb_kit::ServiceConfig;
 use comb_kit::storage::Database;
+use comb_kit::storage::sql;
 use comb_testkit::{TestDatabase, TestServer};
-use sqlx::Row;
 use tonic::Code;
 
 fn authorize(payment_id: &str, number: &str) -> proto::AuthorizeRequest {
@@ -257,8 +257,8 @@ async fn exercise(database: &TestDatabase) {
     );
 
     // Only the last four digits are ever kept.
-    let rows = sqlx::query("SELECT payment_id, last4, decline_reason, status FROM payments")
-        .fetch_all(db.pool())
+    let rows = sql::query("SELECT payment_id, last4, decline_reason, status FROM payments")
+        .fetch_all(&db)
         .await
         .unwrap();
     for row in rows {

@@ -9,6 +9,7 @@ use comb_contracts::reports::v1::SalesRequest;
 use comb_contracts::reports::v1::reports_client::ReportsClient;
 use comb_kit::grpc::Upstream;
 use comb_kit::storage::Database;
+use comb_kit::storage::sql;
 use comb_testkit::{TestDatabase, TestServer};
 
 async fn report_sums_sales(database: &TestDatabase) {
@@ -23,7 +24,7 @@ async fn report_sums_sales(database: &TestDatabase) {
         "INSERT INTO cancellations (day, reason, orders) VALUES
             ('2026-11-01', 'out_of_stock', 1), ('2026-11-02', 'out_of_stock', 2)",
     ] {
-        sqlx::query(statement).execute(db.pool()).await.unwrap();
+        sql::query(statement).execute(&db).await.unwrap();
     }
     let server = TestServer::start(comb_reports::routes(db)).await;
     let upstream = Upstream::new("reports", &[server.url()], Duration::from_secs(5)).unwrap();

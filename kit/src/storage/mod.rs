@@ -2,14 +2,19 @@
 //! data directory) or PostgreSQL (a database of its own), and its own migrations, which
 //! run on start.
 //!
-//! One store implementation serves both backends: queries run through sqlx's `Any` driver
-//! with `$1`-style parameters, which SQLite and PostgreSQL both accept, and a service
-//! branches on [`Database::backend`] only where the SQL really differs (full-text search,
-//! upserts, locking).
+//! One store implementation serves both backends: statements ([`sql`]) are written with
+//! `$1`-style parameters, which SQLite and PostgreSQL both accept, and a service branches
+//! on [`Database::backend`] only where the SQL really differs (full-text search, upserts,
+//! locking). SQLite runs on the calling thread ([`sqlite`]); PostgreSQL through sqlx's
+//! typed driver. Migrations run through sqlx's migrator on both.
 //!
 //! A `LIMIT` takes its parameter as `LIMIT CAST($n AS BIGINT)`: SQLite plans a statement
 //! whose `LIMIT` is a bare parameter for the value bound, so it prepares it again on every
 //! run (the cost of the whole query again).
+
+mod postgres;
+pub mod sql;
+pub mod sqlite;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -17,15 +22,18 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor, SqlSafeStr};
+use sqlx::{ConnectOptions, Connection, SqlSafeStr};
 use tokio::sync::watch;
 
 use crate::changes::{Changes, DataVersion};
+pub use sql::{
+    Connection as TransactionConnection, DbError, Decode, Done, Encode, Executor, FromRow, Row,
+    Transaction, Value, query, query_as, query_scalar,
+};
 
 /// Why storage could not be opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,8 @@ pub enum StorageError {
     },
     #[error("cannot open the database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
+    #[error("cannot open the database {url}: {source}")]
+    Open { url: String, source: DbError },
     #[error(
         "cannot create the PostgreSQL database {database}: {source}; create it, or connect as a role allowed to"
     )]
@@ -82,10 +92,27 @@ pub struct Migrations {
     pub postgres: &'static [Migration],
 }
 
-/// A connected pool to the service's own database.
+/// What runs statements: SQLite's two connections, or a PostgreSQL pool.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub enum Engine {
+    Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(PgPool),
+}
+
+impl Engine {
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Self::Sqlite(engine) => engine.is_closed(),
+            Self::Postgres(pool) => pool.is_closed(),
+        }
+    }
+}
+
+/// A handle to the service's own database; clones share its connections.
 #[derive(Debug, Clone)]
 pub struct Database {
-    pool: AnyPool,
+    engine: Engine,
     /// How far the data has moved on; shared by every clone of this handle.
     changes: Arc<Changes>,
     backend: Backend,
@@ -100,27 +127,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// services' transactions are short, so a few connections keep up with 2 cores.
 const POSTGRES_POOL: u32 = 5;
 
-/// Connections each instance holds to its SQLite file. Few on purpose: every commit on
-/// one connection makes the others drop their page cache and read the pages again, and
-/// writers on several connections wait on each other's lock; one instance's requests
-/// queue for two connections at a lower cost (a checkout took 20% less CPU than with
-/// eight). Two rather than one, so a read is never stuck behind a long write.
-const SQLITE_POOL: u32 = 2;
-
-/// Set on every SQLite connection: concurrent readers beside one writer (WAL), durable at
-/// checkpoints, writers wait for each other instead of failing, references enforced.
-const SQLITE_PRAGMAS: &[&str] = &[
-    "PRAGMA journal_mode = WAL",
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA foreign_keys = ON",
-];
-
 impl Database {
     /// Opens the database at `url`, creating the SQLite file (and its directory) or the
     /// PostgreSQL database when it does not exist yet.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
-        sqlx::any::install_default_drivers();
         if url.starts_with("sqlite:") {
             Self::connect_sqlite(url).await
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -146,29 +156,19 @@ impl Database {
                 source,
             })?;
         }
-        let create_url = if url.contains("mode=") {
-            url.to_owned()
-        } else if url.contains('?') {
-            format!("{url}&mode=rwc")
-        } else {
-            format!("{url}?mode=rwc")
-        };
-        let pool = PoolOptions::<sqlx::Any>::new()
-            .max_connections(SQLITE_POOL)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .after_connect(|connection, _| {
-                Box::pin(async move {
-                    for pragma in SQLITE_PRAGMAS {
-                        connection.execute(*pragma).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&create_url)
-            .await
-            .map_err(connect_error)?;
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(sqlite::BUSY_TIMEOUT);
+        // Creates the file (in WAL mode, which the file keeps) before the engine opens it.
+        let created = options.connect().await.map_err(connect_error)?;
+        let _ = created.close().await;
+        let engine = sqlite::Sqlite::open(&file).map_err(|source| StorageError::Open {
+            url: url.to_owned(),
+            source: source.into(),
+        })?;
         Ok(Self {
-            pool,
+            engine: Engine::Sqlite(Arc::new(engine)),
             changes: Arc::default(),
             backend: Backend::Sqlite,
             url: url.to_owned(),
@@ -189,14 +189,14 @@ impl Database {
             Err(error) if is_missing_database(&error) => create_postgres_database(&options).await?,
             Err(error) => return Err(connect_error(error)),
         }
-        let pool = PoolOptions::<sqlx::Any>::new()
+        let pool = PoolOptions::<sqlx::Postgres>::new()
             .max_connections(POSTGRES_POOL)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(connect_error)?;
         Ok(Self {
-            pool,
+            engine: Engine::Postgres(pool),
             changes: Arc::default(),
             backend: Backend::Postgres,
             url: url.to_owned(),
@@ -208,19 +208,19 @@ impl Database {
         self.backend
     }
 
-    /// The pool, for queries.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// What runs this database's statements.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// The newest version of the data this instance knows of (see [`crate::changes`]).
     pub fn data_version(&self) -> DataVersion {
-        self.changes.current(&self.pool)
+        self.changes.current(&self.engine)
     }
 
     /// Every new version of the data, as it is seen.
     pub fn watch_data_version(&self) -> watch::Receiver<DataVersion> {
-        self.changes.subscribe(&self.pool)
+        self.changes.subscribe(&self.engine)
     }
 
     /// Tells the version's watcher that this instance just committed a change, so feed
@@ -230,8 +230,8 @@ impl Database {
     }
 
     /// Reads the version now: after a write its writer's next read must see.
-    pub async fn refresh_data_version(&self) -> Result<DataVersion, sqlx::Error> {
-        self.changes.refresh(&self.pool).await
+    pub async fn refresh_data_version(&self) -> Result<DataVersion, DbError> {
+        self.changes.refresh(&self.engine).await
     }
 
     /// Opens the database at `url` and brings its schema up to date: what every service
@@ -263,8 +263,34 @@ impl Database {
         };
         let mut kit_migrator = migrator(kit);
         kit_migrator.dangerous_set_table_name("_comb_kit_migrations");
-        kit_migrator.run(&self.pool).await.map_err(migrate_error)?;
-        migrator(list).run(&self.pool).await.map_err(migrate_error)
+        let service_migrator = migrator(list);
+        match &self.engine {
+            Engine::Postgres(pool) => {
+                kit_migrator.run(pool).await.map_err(migrate_error)?;
+                service_migrator.run(pool).await.map_err(migrate_error)
+            }
+            // sqlx migrates on a connection of its own, closed when done; the engine's
+            // connections see the new schema at their next statement.
+            Engine::Sqlite(_) => {
+                let file = self.sqlite_file.clone().unwrap_or_default();
+                let options = SqliteConnectOptions::new()
+                    .filename(file)
+                    .busy_timeout(sqlite::BUSY_TIMEOUT);
+                let pool = PoolOptions::<sqlx::Sqlite>::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await
+                    .map_err(|source| {
+                        migrate_error(sqlx::migrate::MigrateError::Execute(source))
+                    })?;
+                let mut migrated = kit_migrator.run(&pool).await;
+                if migrated.is_ok() {
+                    migrated = service_migrator.run(&pool).await;
+                }
+                pool.close().await;
+                migrated.map_err(migrate_error)
+            }
+        }
     }
 
     async fn lock_sqlite_file(&self) -> Result<Option<std::fs::File>, StorageError> {
@@ -305,16 +331,26 @@ impl Database {
     /// A transaction that will write. On SQLite it takes the write lock at once
     /// (`BEGIN IMMEDIATE`): two transactions that read and then write would otherwise
     /// both fail with "database is locked" instead of waiting their turn.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+    pub async fn begin_write(&self) -> Result<Transaction, DbError> {
+        let connection = match &self.engine {
+            Engine::Sqlite(engine) => sql::Connection::Sqlite(engine.begin().await?),
+            Engine::Postgres(pool) => sql::Connection::Postgres(Box::new(pool.begin().await?)),
+        };
+        Ok(Transaction::new(connection))
     }
 
-    /// Closes every connection, waiting for those in use.
+    /// A transaction. On SQLite every transaction is a write transaction
+    /// ([`Database::begin_write`]): reads outside one never wait.
+    pub async fn begin(&self) -> Result<Transaction, DbError> {
+        self.begin_write().await
+    }
+
+    /// Closes the database, waiting for what is in use; later statements fail.
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.engine {
+            Engine::Sqlite(engine) => engine.close().await,
+            Engine::Postgres(pool) => pool.close().await,
+        }
     }
 }
 
@@ -323,12 +359,12 @@ const KIT_MIGRATIONS: Migrations = Migrations {
     sqlite: &[Migration {
         version: 1,
         description: "events",
-        sql: include_str!("../migrations/sqlite/0001_events.sql"),
+        sql: include_str!("../../migrations/sqlite/0001_events.sql"),
     }],
     postgres: &[Migration {
         version: 1,
         description: "events",
-        sql: include_str!("../migrations/postgres/0001_events.sql"),
+        sql: include_str!("../../migrations/postgres/0001_events.sql"),
     }],
 };
 
@@ -436,13 +472,13 @@ mod tests {
             .migrate(&MIGRATIONS)
             .await
             .expect("migrating again is a no-op");
-        sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+        query("INSERT INTO notes (body) VALUES ($1)")
             .bind("hello")
-            .execute(database.pool())
+            .execute(&database)
             .await
             .expect("insert into migrated table");
-        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(database.pool())
+        let (mode,): (String,) = query_as("PRAGMA journal_mode")
+            .fetch_one(&database)
             .await
             .expect("journal mode");
         assert_eq!(mode, "wal");
