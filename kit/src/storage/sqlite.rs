@@ -28,9 +28,13 @@ const STATEMENT_CACHE: usize = 128;
 
 /// Set on both connections: concurrent readers beside one writer (WAL), durable at
 /// checkpoints (a killed process loses nothing; a power cut may lose the last
-/// transactions), references enforced.
-const PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+/// transactions), references enforced; pages read through a memory map rather than a
+/// `pread` each (a connection's page cache is dropped whenever the other connection
+/// commits), and the WAL checkpointed every 4,000 pages rather than 1,000 (a checkpoint
+/// writes and syncs every page it copies, so fewer of them copy a page changed many times
+/// once).
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 4000;";
 
 /// The two connections of an instance to its SQLite file.
 pub struct Sqlite {
