@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use comb_kit::storage::{Database, sql};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::seq::SliceRandom;
 use serde::Deserialize;
-use sqlx::{AnyPool, Row};
 
 use crate::DataDirArg;
 use crate::launcher::control::{LauncherState, fetch_status, running_launcher};
@@ -259,20 +259,17 @@ struct OrderRow {
     lines: Vec<OrderLine>,
 }
 
-async fn pool(databases: &BTreeMap<String, String>, service: &str) -> anyhow::Result<AnyPool> {
+async fn pool(databases: &BTreeMap<String, String>, service: &str) -> anyhow::Result<Database> {
     let url = databases
         .get(service)
         .with_context(|| format!("the launcher names no database for {service}"))?;
-    sqlx::any::install_default_drivers();
-    sqlx::any::AnyPoolOptions::new()
-        .max_connections(2)
-        .connect(url)
+    Database::connect(url)
         .await
         .with_context(|| format!("cannot open {service}'s database {url}"))
 }
 
-async fn orders(db: &AnyPool) -> anyhow::Result<Vec<OrderRow>> {
-    let rows = sqlx::query("SELECT id, status, step, total_minor, lines FROM orders")
+async fn orders(db: &Database) -> anyhow::Result<Vec<OrderRow>> {
+    let rows = sql::query("SELECT id, status, step, total_minor, lines FROM orders")
         .fetch_all(db)
         .await?;
     rows.iter()
@@ -347,11 +344,11 @@ async fn check(
 }
 
 async fn verdicts(
-    orders_db: &AnyPool,
-    payments_db: &AnyPool,
-    inventory_db: &AnyPool,
-    notifications_db: &AnyPool,
-    reports_db: &AnyPool,
+    orders_db: &Database,
+    payments_db: &Database,
+    inventory_db: &Database,
+    notifications_db: &Database,
+    reports_db: &Database,
 ) -> anyhow::Result<Vec<Verdict>> {
     let orders = orders(orders_db).await?;
     let confirmed = orders.iter().filter(|o| o.status == "CONFIRMED").count();
@@ -374,7 +371,7 @@ async fn verdicts(
         ),
     });
 
-    let payment_rows = sqlx::query("SELECT payment_id, status, amount_minor FROM payments")
+    let payment_rows = sql::query("SELECT payment_id, status, amount_minor FROM payments")
         .fetch_all(payments_db)
         .await?;
     let mut payments: HashMap<String, (String, i64)> = HashMap::new();
@@ -419,14 +416,14 @@ async fn verdicts(
         ),
     });
 
-    let reservation_rows = sqlx::query("SELECT order_id, status FROM reservations")
+    let reservation_rows = sql::query("SELECT order_id, status FROM reservations")
         .fetch_all(inventory_db)
         .await?;
     let mut reservations: HashMap<String, String> = HashMap::new();
     for row in &reservation_rows {
         reservations.insert(row.try_get("order_id")?, row.try_get("status")?);
     }
-    let line_rows = sqlx::query("SELECT order_id, sku, quantity FROM reservation_lines")
+    let line_rows = sql::query("SELECT order_id, sku, quantity FROM reservation_lines")
         .fetch_all(inventory_db)
         .await?;
     let mut reserved_lines: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
@@ -436,7 +433,7 @@ async fn verdicts(
             .or_default()
             .insert(row.try_get("sku")?, row.try_get("quantity")?);
     }
-    let negative: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock WHERE available < 0")
+    let negative: i64 = sql::query_scalar("SELECT COUNT(*) FROM stock WHERE available < 0")
         .fetch_one(inventory_db)
         .await?;
     let mut stock_problems = Vec::new();
@@ -480,7 +477,7 @@ async fn verdicts(
     // Each confirmed order published one confirmation event (in the step's transaction);
     // its effect must be in notifications and in reports exactly once, by event id.
     let published =
-        sqlx::query("SELECT id, subject FROM outbox WHERE type = 'comb.order.confirmed'")
+        sql::query("SELECT id, subject FROM outbox WHERE type = 'comb.order.confirmed'")
             .fetch_all(orders_db)
             .await?;
     let mut confirmation_of: HashMap<String, String> = HashMap::new();
@@ -514,7 +511,7 @@ async fn verdicts(
         }
     }
     let sales: i64 =
-        sqlx::query_scalar("SELECT CAST(COALESCE(SUM(orders), 0) AS BIGINT) FROM day_sales")
+        sql::query_scalar("SELECT CAST(COALESCE(SUM(orders), 0) AS BIGINT) FROM day_sales")
             .fetch_one(reports_db)
             .await?;
     let expected = i64::try_from(confirmed).unwrap_or(i64::MAX);
@@ -535,9 +532,9 @@ async fn verdicts(
 }
 
 /// How many rows name each event id.
-async fn event_counts(db: &AnyPool, query: &'static str) -> anyhow::Result<HashMap<String, i64>> {
+async fn event_counts(db: &Database, query: &'static str) -> anyhow::Result<HashMap<String, i64>> {
     let mut counts = HashMap::new();
-    for row in sqlx::query(query).fetch_all(db).await? {
+    for row in sql::query(query).fetch_all(db).await? {
         *counts
             .entry(row.try_get::<String, _>("event_id")?)
             .or_insert(0) += 1;

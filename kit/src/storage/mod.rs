@@ -17,7 +17,7 @@ pub mod sql;
 pub mod sqlite;
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +25,6 @@ use std::time::Duration;
 use sqlx::migrate::{Migration as SqlxMigration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqlSafeStr};
 use tokio::sync::watch;
 
@@ -62,6 +61,11 @@ pub enum StorageError {
     Lock {
         path: String,
         source: std::io::Error,
+    },
+    #[error("migrating the database {url} failed: {source}")]
+    MigrateSqlite {
+        url: String,
+        source: sqlite::MigrateError,
     },
     #[error("migrating the database {url} failed: {source}")]
     Migrate {
@@ -132,7 +136,7 @@ impl Database {
     /// PostgreSQL database when it does not exist yet.
     pub async fn connect(url: &str) -> Result<Self, StorageError> {
         if url.starts_with("sqlite:") {
-            Self::connect_sqlite(url).await
+            Self::connect_sqlite(url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Self::connect_postgres(url).await
         } else {
@@ -140,14 +144,9 @@ impl Database {
         }
     }
 
-    async fn connect_sqlite(url: &str) -> Result<Self, StorageError> {
-        let connect_error = |source| StorageError::Connect {
-            url: url.to_owned(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str(url).map_err(connect_error)?;
-        let file = PathBuf::from(options.get_filename());
-        if let Some(parent) = Path::new(options.get_filename())
+    fn connect_sqlite(url: &str) -> Result<Self, StorageError> {
+        let file = sqlite_path(url).ok_or_else(|| StorageError::UnsupportedUrl(url.to_owned()))?;
+        if let Some(parent) = file
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
         {
@@ -156,13 +155,6 @@ impl Database {
                 source,
             })?;
         }
-        let options = options
-            .create_if_missing(true)
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(sqlite::BUSY_TIMEOUT);
-        // Creates the file (in WAL mode, which the file keeps) before the engine opens it.
-        let created = options.connect().await.map_err(connect_error)?;
-        let _ = created.close().await;
         let engine = sqlite::Sqlite::open(&file).map_err(|source| StorageError::Open {
             url: url.to_owned(),
             source: source.into(),
@@ -246,8 +238,7 @@ impl Database {
     /// feed positions), then the service's migrations for this backend.
     ///
     /// Replicas starting together migrate one at a time: PostgreSQL through sqlx's advisory
-    /// lock, SQLite (where sqlx takes none) through an exclusive lock on a file beside the
-    /// database.
+    /// lock, SQLite through an exclusive lock on a file beside the database.
     pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
         let (kit, list, _lock) = match self.backend {
             Backend::Sqlite => (
@@ -261,34 +252,26 @@ impl Database {
             url: redact(&self.url),
             source,
         };
-        let mut kit_migrator = migrator(kit);
-        kit_migrator.dangerous_set_table_name("_comb_kit_migrations");
-        let service_migrator = migrator(list);
         match &self.engine {
             Engine::Postgres(pool) => {
+                let mut kit_migrator = migrator(kit);
+                kit_migrator.dangerous_set_table_name(KIT_MIGRATIONS_TABLE);
                 kit_migrator.run(pool).await.map_err(migrate_error)?;
-                service_migrator.run(pool).await.map_err(migrate_error)
+                migrator(list).run(pool).await.map_err(migrate_error)
             }
-            // sqlx migrates on a connection of its own, closed when done; the engine's
-            // connections see the new schema at their next statement.
-            Engine::Sqlite(_) => {
-                let file = self.sqlite_file.clone().unwrap_or_default();
-                let options = SqliteConnectOptions::new()
-                    .filename(file)
-                    .busy_timeout(sqlite::BUSY_TIMEOUT);
-                let pool = PoolOptions::<sqlx::Sqlite>::new()
-                    .max_connections(1)
-                    .connect_with(options)
+            Engine::Sqlite(engine) => {
+                let sqlite_error = |source| StorageError::MigrateSqlite {
+                    url: self.url.clone(),
+                    source,
+                };
+                engine
+                    .migrate(KIT_MIGRATIONS_TABLE, kit)
                     .await
-                    .map_err(|source| {
-                        migrate_error(sqlx::migrate::MigrateError::Execute(source))
-                    })?;
-                let mut migrated = kit_migrator.run(&pool).await;
-                if migrated.is_ok() {
-                    migrated = service_migrator.run(&pool).await;
-                }
-                pool.close().await;
-                migrated.map_err(migrate_error)
+                    .map_err(sqlite_error)?;
+                engine
+                    .migrate("_sqlx_migrations", list)
+                    .await
+                    .map_err(sqlite_error)
             }
         }
     }
@@ -352,6 +335,19 @@ impl Database {
             Engine::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+/// Where the kit's own migrations are recorded (the service's are in sqlx's usual table).
+const KIT_MIGRATIONS_TABLE: &str = "_comb_kit_migrations";
+
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names; anything after `?` is ignored.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    // Each connection to an in-memory database would have a database of its own.
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| PathBuf::from(path))
 }
 
 /// The kit's own tables, in every service's database.
@@ -511,6 +507,71 @@ mod tests {
         while let Some(result) = starting.join_next().await {
             result.expect("task").expect("every replica starts");
         }
+    }
+
+    #[test]
+    fn sqlite_urls_name_their_file() {
+        assert_eq!(
+            sqlite_path("sqlite://data/a.db"),
+            Some(PathBuf::from("data/a.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///abs/a.db?mode=rwc"),
+            Some(PathBuf::from("/abs/a.db"))
+        );
+        assert_eq!(sqlite_path("sqlite:a.db"), Some(PathBuf::from("a.db")));
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("sqlite://"), None);
+    }
+
+    #[tokio::test]
+    async fn a_migration_changed_after_it_was_applied_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = crate::config::sqlite_url(&dir.path().join("changed.db"));
+        Database::open(&url, &MIGRATIONS)
+            .await
+            .expect("first start");
+        const CHANGED: Migrations = Migrations {
+            sqlite: &[Migration {
+                version: 1,
+                description: "notes",
+                sql: "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+            }],
+            postgres: &[],
+        };
+        let error = Database::open(&url, &CHANGED).await.expect_err("refused");
+        assert!(error.to_string().contains("migration 1"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_migration_leaves_nothing_half_done() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = crate::config::sqlite_url(&dir.path().join("failing.db"));
+        const FAILING: Migrations = Migrations {
+            sqlite: &[Migration {
+                version: 1,
+                description: "half",
+                sql: "CREATE TABLE half (id INTEGER PRIMARY KEY); INSERT INTO nowhere VALUES (1);",
+            }],
+            postgres: &[],
+        };
+        let error = Database::open(&url, &FAILING).await.expect_err("fails");
+        assert!(
+            error.to_string().contains("migration 1 (half) failed"),
+            "{error}"
+        );
+        let database = Database::open(&url, &MIGRATIONS)
+            .await
+            .expect("a fixed migration runs");
+        let tables: Vec<String> =
+            query_scalar("SELECT name FROM sqlite_master WHERE name = 'half'")
+                .fetch_all(&database)
+                .await
+                .expect("tables");
+        assert!(
+            tables.is_empty(),
+            "the failed migration's table is gone: {tables:?}"
+        );
     }
 
     #[tokio::test]
