@@ -461,7 +461,15 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let layout = Layout::new(&args.data_dir.data_dir)?;
     let local = running_launcher(&layout)?;
-    let local_gateway = local.as_ref().and_then(|state| state.gateway_url.clone());
+    // The control API knows the gateway's address as soon as the gateway reported it.
+    let local_gateway = match &local {
+        Some(state) => fetch_status(state)
+            .await
+            .ok()
+            .and_then(|status| status.gateway_url)
+            .or_else(|| state.gateway_url.clone()),
+        None => None,
+    };
     let gateway = match &args.gateway {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => local_gateway

@@ -121,6 +121,8 @@ struct Shared {
     service: Arc<str>,
     policy: CallPolicy,
     instances: RwLock<Arc<Vec<Arc<Instance>>>>,
+    /// Told whenever the instances change, for calls waiting for a first one.
+    instances_changed: tokio::sync::Notify,
     in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
     /// Retry tokens, in tenths: each call adds two, each retry takes ten.
@@ -161,10 +163,15 @@ impl Upstream {
         service: &str,
         call_timeout: Duration,
     ) -> Result<Self, UpstreamError> {
-        let upstream = Self::new(service, config.upstream(service)?, call_timeout)?;
-        if let Some(url) = config.setting("discovery_url") {
-            upstream.follow(url.trim_end_matches('/'));
-        }
+        let urls = config.upstream(service)?;
+        let policy = CallPolicy::new(call_timeout);
+        let Some(discovery) = config.setting("discovery_url") else {
+            return Self::with_policy(service, urls, policy);
+        };
+        // With discovery, the instances may all be learnt from it: until then a call
+        // finds no instance and fails at once.
+        let upstream = Self::with_instances(service, urls, policy)?;
+        upstream.follow(discovery.trim_end_matches('/'));
         Ok(upstream)
     }
 
@@ -221,6 +228,14 @@ impl Upstream {
         if urls.is_empty() {
             return Err(UpstreamError::NoInstances(service.to_owned()));
         }
+        Self::with_instances(service, urls, policy)
+    }
+
+    fn with_instances(
+        service: &str,
+        urls: &[String],
+        policy: CallPolicy,
+    ) -> Result<Self, UpstreamError> {
         let instances = urls
             .iter()
             .map(|url| connect(service, url, &policy))
@@ -230,6 +245,7 @@ impl Upstream {
                 service: service.into(),
                 policy,
                 instances: RwLock::new(Arc::new(instances)),
+                instances_changed: tokio::sync::Notify::new(),
                 in_flight: AtomicUsize::new(0),
                 breaker: Mutex::new(Breaker {
                     state: BreakerState::Closed,
@@ -273,6 +289,7 @@ impl Upstream {
             .instances
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.shared.instances_changed.notify_waiters();
         Ok(())
     }
 
@@ -377,6 +394,27 @@ impl Shared {
                 .read()
                 .unwrap_or_else(PoisonError::into_inner),
         )
+    }
+
+    /// An instance for a call made before any was known (a caller started before the
+    /// service it calls reported where it listens): waits for discovery to name one, at
+    /// most until the call's deadline.
+    async fn first_instance(&self, deadline: Instant) -> Option<Arc<Instance>> {
+        loop {
+            let changed = self.instances_changed.notified();
+            tokio::pin!(changed);
+            // Registered before looking, so a change in between is not missed.
+            changed.as_mut().enable();
+            if let Some(instance) = self.pick(&HashSet::new()) {
+                return Some(instance);
+            }
+            if !self.snapshot().is_empty() {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// Power of two choices among healthy instances not tried yet for this call.
@@ -688,10 +726,19 @@ async fn call(
     let mut tried = HashSet::new();
     let mut attempt = 0;
     let mut next = shared.pick(&tried);
+    if next.is_none() {
+        next = shared.first_instance(deadline).await;
+    }
     loop {
         attempt += 1;
         let Some(instance) = next.take() else {
-            outcome.report(false);
+            if tried.is_empty() {
+                // None known yet (discovery has not named one in time): that says
+                // nothing of the instances' health, so the breaker does not count it.
+                outcome.neutral();
+            } else {
+                outcome.report(false);
+            }
             return Ok(refusal(
                 tonic::Code::Unavailable,
                 crate::grpc::REFUSED_NO_INSTANCE,
@@ -917,6 +964,61 @@ mod tests {
         upstream.set_urls(&[]).expect("ignored");
         assert_eq!(upstream.urls().len(), 2);
         assert!(upstream.set_urls(&["not a url".to_owned()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_call_made_before_discovery_names_an_instance_waits_for_one() {
+        use comb_contracts::versions::v1::{WatchRequest, data_versions_client};
+        let config = crate::ServiceConfig::resolve(
+            "gateway",
+            std::collections::BTreeMap::new(),
+            [
+                ("COMB_UPSTREAM_CATALOG", ""),
+                // Nothing answers here: discovery names no instance.
+                ("COMB_DISCOVERY_URL", "http://127.0.0.1:9"),
+                ("COMB_CALL_TIMEOUT_MS", "100"),
+            ],
+        )
+        .expect("config");
+        let upstream = Upstream::from_config(&config, "catalog").expect("upstream");
+        assert!(upstream.urls().is_empty());
+        let watch = || WatchRequest {
+            after: 0,
+            wait_ms: 0,
+        };
+        let mut client = data_versions_client::DataVersionsClient::new(upstream.channel());
+        for _ in 0..10 {
+            let refused = client
+                .watch(watch())
+                .await
+                .expect_err("no instance to call");
+            assert_eq!(refused.code(), tonic::Code::Unavailable);
+            assert!(refused.message().contains("no instance"), "{refused:?}");
+        }
+        assert_eq!(
+            upstream.breaker(),
+            BreakerState::Closed,
+            "no instance yet says nothing of the instances' health"
+        );
+
+        // A call waiting for its first instance goes to it as soon as it is named.
+        let patient =
+            Upstream::from_config_with_timeout(&config, "catalog", Duration::from_secs(30))
+                .expect("upstream");
+        let mut client = data_versions_client::DataVersionsClient::new(patient.channel());
+        let call = tokio::spawn(async move { client.watch(watch()).await });
+        let instance = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", instance.local_addr().expect("addr"));
+        tokio::task::yield_now().await;
+        patient.set_urls(&[url]).expect("discovered");
+        let accepted = tokio::time::timeout(Duration::from_secs(10), instance.accept()).await;
+        assert!(
+            accepted.is_ok(),
+            "the waiting call connected to the new instance"
+        );
+        call.abort();
     }
 
     #[test]

@@ -234,8 +234,13 @@ pub struct ServiceConfig {
     /// `{service}` in the setting stands for the service's name, so one topology-wide
     /// setting gives each service a database of its own.
     pub database_url: String,
-    /// Base URLs of the instances of each service this one calls.
+    /// Base URLs of the instances of each service this one calls. An empty list (the
+    /// setting present, with no address) names a service called whose instances come from
+    /// discovery alone, as under `comb up`, where they bind ports of their own choosing.
     pub upstreams: BTreeMap<String, Vec<String>>,
+    /// Where the instance writes the addresses it bound, once it listens, for its launcher
+    /// (which gives port 0 and learns the port chosen from this file).
+    pub address_file: Option<PathBuf>,
     pub log_filter: String,
     pub log_format: LogFormat,
     /// How long in-flight requests may take to finish after SIGTERM.
@@ -412,6 +417,10 @@ impl ServiceConfig {
             data_dir,
             database_url,
             upstreams,
+            address_file: lookup
+                .get("address_file")
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
             log_filter: lookup.get("log").unwrap_or("info").to_owned(),
             log_format,
             drain_timeout: Duration::from_millis(drain_ms),
@@ -453,10 +462,19 @@ impl ServiceConfig {
         Ok(value.map_or(default, Duration::from_millis))
     }
 
+    /// Whether this instance calls `service` (its `upstream_SERVICE` setting is present,
+    /// even with no address because discovery will give them).
+    pub fn calls(&self, service: &str) -> bool {
+        self.upstreams.contains_key(service)
+    }
+
     /// The base URLs of the instances of `service`, or an error naming the setting to set.
+    /// An empty list is an answer only when the instances come from discovery
+    /// (`discovery_url`).
     pub fn upstream(&self, service: &str) -> Result<&[String], ConfigError> {
+        let discovered = self.setting("discovery_url").is_some();
         match self.upstreams.get(service) {
-            Some(urls) if !urls.is_empty() => Ok(urls),
+            Some(urls) if !urls.is_empty() || discovered => Ok(urls),
             _ => {
                 let key = format!("upstream_{}", service.replace('-', "_"));
                 Err(ConfigError::Invalid {
@@ -679,6 +697,36 @@ mod tests {
         let env = [("COMB_DATABASE_URL", "postgres://comb@db/comb_{service}")];
         let config = ServiceConfig::resolve("catalog", BTreeMap::new(), env).expect("config");
         assert_eq!(config.database_url, "postgres://comb@db/comb_catalog");
+    }
+
+    #[test]
+    fn an_upstream_without_addresses_is_followed_through_discovery_alone() {
+        let empty = [("COMB_UPSTREAM_CATALOG", "")];
+        let alone = ServiceConfig::resolve("gateway", BTreeMap::new(), empty).expect("config");
+        assert!(alone.calls("catalog"));
+        assert!(!alone.calls("orders"));
+        let error = alone
+            .upstream("catalog")
+            .expect_err("no address, no discovery");
+        assert!(
+            error.to_string().contains("COMB_UPSTREAM_CATALOG"),
+            "{error}"
+        );
+
+        let discovered = ServiceConfig::resolve(
+            "gateway",
+            BTreeMap::new(),
+            [
+                ("COMB_UPSTREAM_CATALOG", ""),
+                ("COMB_DISCOVERY_URL", "http://127.0.0.1:9/discovery"),
+            ],
+        )
+        .expect("config");
+        assert_eq!(
+            discovered.upstream("catalog").expect("discovered"),
+            [] as [String; 0]
+        );
+        assert!(discovered.upstream("orders").is_err(), "not called at all");
     }
 
     #[test]

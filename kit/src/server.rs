@@ -40,6 +40,45 @@ pub enum ServerError {
     },
     #[error("the server stopped with an error: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "cannot write the bound addresses to {path}: {source}; check that its directory exists and is writable"
+    )]
+    Report {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The addresses an instance bound, as it reports them to its launcher in its
+/// `address_file`: the launcher gives port 0, the instance binds a free port and writes
+/// it here, and the launcher publishes it. No port is chosen by one process and bound by
+/// another, so no other program can take it in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BoundAddresses {
+    /// Where callers reach the instance (HTTP and gRPC).
+    pub listen: SocketAddr,
+    /// The operator endpoints (probes, `/metrics`, fault control).
+    pub admin: SocketAddr,
+}
+
+impl BoundAddresses {
+    /// Writes the file whole, then renames it into place, so a reader never sees half.
+    pub fn write(&self, path: &std::path::Path) -> Result<(), ServerError> {
+        let report = |source| ServerError::Report {
+            path: path.to_owned(),
+            source,
+        };
+        let partial = path.with_extension("partial");
+        let text = serde_json::to_string(self).map_err(|error| report(error.into()))?;
+        std::fs::write(&partial, text).map_err(report)?;
+        std::fs::rename(&partial, path).map_err(report)
+    }
+
+    /// What an instance reported in `path`, if it has.
+    pub fn read(path: &std::path::Path) -> Option<Self> {
+        let text = std::fs::read(path).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
 }
 
 /// Whether the instance should receive traffic: false while starting and while draining.
@@ -446,6 +485,13 @@ pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerE
         faults.zip(fault_token.map(str::to_owned)),
     );
     tracing::info!(addr = %server.local_addr(), admin_addr = %admin.local_addr(), "listening");
+    if let Some(path) = &config.address_file {
+        BoundAddresses {
+            listen: server.local_addr(),
+            admin: admin.local_addr(),
+        }
+        .write(path)?;
+    }
     readiness.set(true);
     let parent_pid = config.parent_pid;
     let stop = async move {

@@ -367,7 +367,7 @@ async fn scale(
 async fn status(State(control): State<Control>) -> Json<SystemStatus> {
     Json(SystemStatus {
         launcher_pid: control.state.pid,
-        gateway_url: control.state.gateway_url.clone(),
+        gateway_url: control.supervisor.gateway_url(),
         data_dir: control.data_dir.clone(),
         started_at: control.state.started_at.clone(),
         ready: control.supervisor.all_ready() && !control.supervisor.is_stopping(),

@@ -329,7 +329,7 @@ pub async fn overview(State(control): State<Control>) -> Html<String> {
             h1 { "Services" }
             p.muted {
                 (ready) " of " (instances.len()) " instances ready"
-                @if let Some(url) = &control.state.gateway_url {
+                @if let Some(url) = &control.supervisor.gateway_url() {
                     " · gateway " a href=(url) { (url) }
                 }
                 " · data in " (control.data_dir)

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use comb_kit::Topology;
 use comb_kit::shutdown::StopSignals;
 
-use self::control::{ControlPort, LauncherState, fetch_status, running_launcher};
+use self::control::{ControlPort, LauncherState, SystemStatus, fetch_status, running_launcher};
 use self::logs::LogSink;
 use self::plan::{Layout, Plan, PlanInputs};
 use self::supervisor::{Health, Supervisor};
@@ -156,7 +156,13 @@ async fn run(
     let exe =
         std::env::current_exe().context("cannot find the comb binary to start services with")?;
     let (logs, log_writer) = LogSink::start(layout, !args.quiet)?;
-    let supervisor = Supervisor::new(exe, &plan, topology.launcher.clone(), logs.clone());
+    let supervisor = Supervisor::new(
+        exe,
+        layout.clone(),
+        &plan,
+        topology.launcher.clone(),
+        logs.clone(),
+    );
     if let Some(target) = &forward {
         logs.launcher(format!("forwarding spans to {}", target.url()));
     }
@@ -196,8 +202,15 @@ async fn run(
     let mut code = ExitCode::SUCCESS;
     match outcome {
         Some(true) => {
+            // The gateway's address is known now, had it to be chosen.
+            let state = LauncherState {
+                gateway_url: supervisor.gateway_url(),
+                ..control.state.clone()
+            };
+            control::write_state(layout, &state)?;
             print_banner(
                 &plan,
+                state.gateway_url.as_deref(),
                 &control.state.control_url,
                 &layout.root,
                 started.elapsed(),
@@ -384,14 +397,21 @@ fn backends_line(launcher: &comb_kit::config::LauncherSettings) -> String {
     format!("data: {databases}; events: {events}")
 }
 
-fn print_banner(plan: &Plan, dashboard: &str, data_dir: &Path, took: Duration, logs: &LogSink) {
+fn print_banner(
+    plan: &Plan,
+    gateway_url: Option<&str>,
+    dashboard: &str,
+    data_dir: &Path,
+    took: Duration,
+    logs: &LogSink,
+) {
     logs.launcher(format!(
         "comb is up: {} instances ready in {:.2} s (data in {})",
         plan.instances.len(),
         took.as_secs_f64(),
         data_dir.display()
     ));
-    if let Some(url) = plan.gateway_url() {
+    if let Some(url) = gateway_url {
         logs.launcher(format!("gateway: {url}   try: curl {url}/api/v1/products"));
     }
     logs.launcher(format!("dashboard: {dashboard}/"));
@@ -466,7 +486,7 @@ async fn detach(
             && let Ok(status) = fetch_status(&state).await
             && status.ready
         {
-            print_detached(&state, status.instances.len(), started.elapsed(), layout);
+            print_detached(&state, &status, started.elapsed(), layout);
             return Ok(ExitCode::SUCCESS);
         }
         if started.elapsed() > deadline {
@@ -482,13 +502,14 @@ async fn detach(
     }
 }
 
-fn print_detached(state: &LauncherState, instances: usize, took: Duration, layout: &Layout) {
+fn print_detached(state: &LauncherState, status: &SystemStatus, took: Duration, layout: &Layout) {
     println!(
-        "comb is up in the background: {instances} instances ready in {:.2} s (launcher pid {})",
+        "comb is up in the background: {} instances ready in {:.2} s (launcher pid {})",
+        status.instances.len(),
         took.as_secs_f64(),
         state.pid
     );
-    if let Some(url) = &state.gateway_url {
+    if let Some(url) = &status.gateway_url {
         println!("gateway: {url}   try: curl {url}/api/v1/products");
     }
     println!("dashboard: {}/", state.control_url);

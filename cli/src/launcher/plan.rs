@@ -1,5 +1,6 @@
-//! From topology to processes: which instances to start, on which ports, with which
-//! settings, and how they find each other.
+//! From topology to processes: which instances to start, with which settings, and how
+//! they find each other. Instances bind ports of their own choosing (port 0) and report
+//! them (`address_file`); only the gateway's public port is given.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -18,9 +19,13 @@ pub struct InstanceSpec {
     pub service: String,
     /// `SERVICE-N`, N counting from 1.
     pub instance: String,
+    /// Where the instance serves callers: port 0 until it has reported the port it bound.
     pub addr: SocketAddr,
-    /// The admin listener: `/metrics` and fault control, for the launcher and operators.
+    /// The admin listener: `/metrics` and fault control, for the launcher and operators;
+    /// port 0 until reported.
     pub admin_addr: SocketAddr,
+    /// Where the instance reports the addresses it bound.
+    pub address_file: PathBuf,
     /// Arguments after the comb binary.
     pub args: Vec<String>,
     /// Environment set for the process (on top of the launcher's own).
@@ -31,6 +36,11 @@ impl InstanceSpec {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Whether the instance's addresses are known (it reported them, or was given them).
+    pub fn is_addressed(&self) -> bool {
+        self.addr.port() != 0 && self.admin_addr.port() != 0
+    }
 }
 
 /// Every instance of the system, in topology order.
@@ -40,11 +50,11 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The public URL of the API, when the topology has a gateway.
+    /// The public URL of the API, when the topology has a gateway given its port.
     pub fn gateway_url(&self) -> Option<String> {
         self.instances
             .iter()
-            .find(|instance| instance.service == GATEWAY)
+            .find(|instance| instance.service == GATEWAY && instance.is_addressed())
             .map(InstanceSpec::url)
     }
 }
@@ -117,63 +127,26 @@ pub struct PlanInputs<'a> {
     pub database_url_in_env: bool,
 }
 
-/// Assigns every instance a port and wires each service to the instances it calls.
+/// Gives every instance its settings and wires each service to the instances it calls.
+/// Every instance binds a free port of its own choosing (port 0), except the gateway's
+/// first, which gets the public port when one is set; callers learn the others' addresses
+/// from discovery, as the instances report them.
 pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan> {
-    let mut addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
-    let mut admin_addrs: BTreeMap<(String, u32), SocketAddr> = BTreeMap::new();
-    // Every chosen port stays bound until all are chosen, so no two instances share one.
-    let mut held = Vec::new();
-    for (service, spec) in &topology.services {
-        for index in 1..=spec.replicas {
-            let port = if service == GATEWAY && index == 1 && inputs.gateway_port != 0 {
-                ensure_free(inputs.gateway_port)?;
-                inputs.gateway_port
-            } else {
-                let listener = free_port()?;
-                let port = listener
-                    .local_addr()
-                    .context("cannot find a free local port")?
-                    .port();
-                held.push(listener);
-                port
-            };
-            addrs.insert(
-                (service.clone(), index),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            );
-            let admin = free_port()?;
-            admin_addrs.insert(
-                (service.clone(), index),
-                admin
-                    .local_addr()
-                    .context("cannot find a free local port")?,
-            );
-            held.push(admin);
-        }
-    }
-    drop(held);
-    let urls_of = |service: &str| -> String {
-        addrs
-            .iter()
-            .filter(|((name, _), _)| name == service)
-            .map(|(_, addr)| format!("http://{addr}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
+    let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut instances = Vec::new();
     for (service, spec) in &topology.services {
         for index in 1..=spec.replicas {
             let instance = format!("{service}-{index}");
-            let addr = addrs[&(service.clone(), index)];
-            let admin_addr = admin_addrs[&(service.clone(), index)];
+            let addr = if service == GATEWAY && index == 1 && inputs.gateway_port != 0 {
+                ensure_free(inputs.gateway_port)?;
+                SocketAddr::from((Ipv4Addr::LOCALHOST, inputs.gateway_port))
+            } else {
+                any_port
+            };
+            let instance_dir = inputs.layout.instance_dir(&instance);
             let mut env = BTreeMap::new();
             env.insert(env_name("instance"), instance.clone());
-            env.insert(env_name("listen"), addr.to_string());
-            env.insert(env_name("admin_listen"), admin_addr.to_string());
-            env.insert(
-                env_name("data_dir"),
-                inputs.layout.instance_dir(&instance).display().to_string(),
-            );
+            env.insert(env_name("data_dir"), instance_dir.display().to_string());
             env.insert(env_name("parent_pid"), inputs.launcher_pid.to_string());
             let database_in_topology = topology.settings_for(service).contains_key("database_url");
             if !database_in_topology && !inputs.database_url_in_env {
@@ -183,9 +156,10 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 );
             }
             for callee in &spec.calls {
+                // No address: the callee's instances come from discovery once they report.
                 env.insert(
                     env_name(&format!("upstream_{}", callee.replace('-', "_"))),
-                    urls_of(callee),
+                    String::new(),
                 );
             }
             let mut args = vec!["serve".to_owned(), service.clone()];
@@ -193,14 +167,19 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 args.push("--config".to_owned());
                 args.push(path.display().to_string());
             }
-            instances.push(InstanceSpec {
-                service: service.clone(),
-                instance,
+            instances.push(addressed(
+                InstanceSpec {
+                    service: service.clone(),
+                    instance,
+                    addr,
+                    admin_addr: any_port,
+                    address_file: instance_dir.join("addresses.json"),
+                    args,
+                    env,
+                },
                 addr,
-                admin_addr,
-                args,
-                env,
-            });
+                any_port,
+            ));
         }
     }
     // The gateway first: it is what a person waits for.
@@ -208,39 +187,41 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
     Ok(Plan { instances })
 }
 
-/// Another instance of `template`'s service, number `index`, on a free port: what
-/// `comb scale` starts.
-pub fn instance_like(
-    template: &InstanceSpec,
-    index: u32,
-    layout: &Layout,
-) -> anyhow::Result<InstanceSpec> {
-    let listener = free_port()?;
-    let addr = listener
-        .local_addr()
-        .context("cannot find a free local port")?;
-    let admin_listener = free_port()?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .context("cannot find a free local port")?;
-    drop((listener, admin_listener));
+/// `spec` told to listen on `addr` and `admin_addr` (port 0: a free port of its choosing).
+pub fn addressed(mut spec: InstanceSpec, addr: SocketAddr, admin_addr: SocketAddr) -> InstanceSpec {
+    spec.addr = addr;
+    spec.admin_addr = admin_addr;
+    spec.env.insert(env_name("listen"), addr.to_string());
+    spec.env
+        .insert(env_name("admin_listen"), admin_addr.to_string());
+    spec.env.insert(
+        env_name("address_file"),
+        spec.address_file.display().to_string(),
+    );
+    spec
+}
+
+/// Another instance of `template`'s service, number `index`: what `comb scale` starts.
+pub fn instance_like(template: &InstanceSpec, index: u32, layout: &Layout) -> InstanceSpec {
     let instance = format!("{}-{index}", template.service);
+    let instance_dir = layout.instance_dir(&instance);
     let mut env = template.env.clone();
     env.insert(env_name("instance"), instance.clone());
-    env.insert(env_name("listen"), addr.to_string());
-    env.insert(env_name("admin_listen"), admin_addr.to_string());
-    env.insert(
-        env_name("data_dir"),
-        layout.instance_dir(&instance).display().to_string(),
-    );
-    Ok(InstanceSpec {
-        service: template.service.clone(),
-        instance,
-        addr,
-        admin_addr,
-        args: template.args.clone(),
-        env,
-    })
+    env.insert(env_name("data_dir"), instance_dir.display().to_string());
+    let any_port = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    addressed(
+        InstanceSpec {
+            service: template.service.clone(),
+            instance,
+            addr: any_port,
+            admin_addr: any_port,
+            address_file: instance_dir.join("addresses.json"),
+            args: template.args.clone(),
+            env,
+        },
+        any_port,
+        any_port,
+    )
 }
 
 /// The instances' admin listeners as Prometheus file-based service discovery targets, one
@@ -249,6 +230,7 @@ pub fn prometheus_targets(instances: &[InstanceSpec]) -> serde_json::Value {
     serde_json::Value::Array(
         instances
             .iter()
+            .filter(|instance| instance.is_addressed())
             .map(|instance| {
                 serde_json::json!({
                     "targets": [instance.admin_addr.to_string()],
@@ -257,10 +239,6 @@ pub fn prometheus_targets(instances: &[InstanceSpec]) -> serde_json::Value {
             })
             .collect(),
     )
-}
-
-fn free_port() -> anyhow::Result<TcpListener> {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")
 }
 
 fn ensure_free(port: u16) -> anyhow::Result<()> {
@@ -299,23 +277,49 @@ mod tests {
     }
 
     #[test]
-    fn every_replica_gets_its_own_port_and_callers_know_them_all() {
+    fn instances_choose_their_ports_and_callers_learn_them_from_discovery() {
         let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
         let plan = plan(&topology(), &inputs(&layout)).expect("plan");
         let names: Vec<&str> = plan.instances.iter().map(|i| i.instance.as_str()).collect();
         assert_eq!(names, ["gateway-1", "catalog-1", "catalog-2"]);
-        let ports: std::collections::HashSet<u16> =
-            plan.instances.iter().map(|i| i.addr.port()).collect();
-        assert_eq!(ports.len(), 3, "distinct ports");
+        for instance in &plan.instances {
+            assert_eq!(instance.env["COMB_LISTEN"], "127.0.0.1:0", "{instance:?}");
+            assert_eq!(instance.env["COMB_ADMIN_LISTEN"], "127.0.0.1:0");
+            assert!(!instance.is_addressed());
+        }
         let gateway = &plan.instances[0];
-        let catalog_urls = format!("{},{}", plan.instances[1].url(), plan.instances[2].url());
-        assert_eq!(gateway.env["COMB_UPSTREAM_CATALOG"], catalog_urls);
+        assert_eq!(gateway.env["COMB_UPSTREAM_CATALOG"], "", "from discovery");
+        assert_eq!(
+            gateway.env["COMB_ADDRESS_FILE"],
+            "/tmp/comb-plan/instances/gateway-1/addresses.json"
+        );
         assert_eq!(gateway.env["COMB_PARENT_PID"], "42");
         assert_eq!(gateway.args, ["serve", "gateway"]);
         assert!(
             !plan.instances[1].env.contains_key("COMB_UPSTREAM_GATEWAY"),
             "only declared calls are wired"
         );
+        assert_eq!(
+            prometheus_targets(&plan.instances),
+            serde_json::json!([]),
+            "nothing to scrape before an instance reports where"
+        );
+    }
+
+    #[test]
+    fn the_gateway_gets_the_public_port_it_is_given() {
+        let free = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = free.local_addr().expect("addr").port();
+        drop(free);
+        let layout = Layout::new(Path::new("/tmp/comb-plan")).expect("layout");
+        let mut inputs = inputs(&layout);
+        inputs.gateway_port = port;
+        let plan = plan(&topology(), &inputs).expect("plan");
+        assert_eq!(
+            plan.instances[0].env["COMB_LISTEN"],
+            format!("127.0.0.1:{port}")
+        );
+        assert_eq!(plan.instances[1].env["COMB_LISTEN"], "127.0.0.1:0");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use comb_kit::config::LauncherSettings;
 use comb_kit::discovery::Snapshot;
+use comb_kit::server::BoundAddresses;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::logs::LogSink;
-use super::plan::{InstanceSpec, Plan};
+use super::plan::{self, GATEWAY, InstanceSpec, Layout, Plan};
 
 /// How long a stopped instance may drain before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -73,11 +74,31 @@ struct Runtime {
     restarts: u32,
     started: Option<Instant>,
     last_exit: Option<String>,
+    /// The current process has reported the addresses it bound.
+    reported: bool,
+}
+
+impl Runtime {
+    fn new() -> Self {
+        Self {
+            pid: None,
+            health: Health::Starting,
+            restarts: 0,
+            started: None,
+            last_exit: None,
+            reported: false,
+        }
+    }
 }
 
 #[derive(Debug)]
 struct Entry {
+    /// What the instance is started with; its addresses are the ones it last reported,
+    /// given again on a restart so that it keeps them.
     spec: InstanceSpec,
+    /// The addresses the plan gave (port 0: any), used again when a start fails before
+    /// the instance reported, in case the port it had was taken meanwhile.
+    planned: (std::net::SocketAddr, std::net::SocketAddr),
     runtime: Runtime,
     /// Set to stop this instance alone (a scale-down).
     retire: watch::Sender<bool>,
@@ -91,6 +112,7 @@ const LEAVE_DISCOVERY: Duration = Duration::from_millis(1_500);
 #[derive(Debug)]
 pub struct Supervisor {
     exe: PathBuf,
+    layout: Layout,
     settings: LauncherSettings,
     entries: Mutex<BTreeMap<String, Entry>>,
     order: Mutex<Vec<String>>,
@@ -106,28 +128,29 @@ pub struct Supervisor {
     discovery: watch::Sender<Arc<Snapshot>>,
 }
 
+impl Entry {
+    fn new(spec: InstanceSpec) -> Self {
+        Self {
+            planned: (spec.addr, spec.admin_addr),
+            spec,
+            runtime: Runtime::new(),
+            retire: watch::channel(false).0,
+        }
+    }
+}
+
 impl Supervisor {
-    pub fn new(exe: PathBuf, plan: &Plan, settings: LauncherSettings, logs: LogSink) -> Arc<Self> {
+    pub fn new(
+        exe: PathBuf,
+        layout: Layout,
+        plan: &Plan,
+        settings: LauncherSettings,
+        logs: LogSink,
+    ) -> Arc<Self> {
         let entries = plan
             .instances
             .iter()
-            .map(|spec| {
-                let runtime = Runtime {
-                    pid: None,
-                    health: Health::Starting,
-                    restarts: 0,
-                    started: None,
-                    last_exit: None,
-                };
-                (
-                    spec.instance.clone(),
-                    Entry {
-                        spec: spec.clone(),
-                        runtime,
-                        retire: watch::channel(false).0,
-                    },
-                )
-            })
+            .map(|spec| (spec.instance.clone(), Entry::new(spec.clone())))
             .collect();
         let http = reqwest::Client::builder()
             .timeout(PROBE_TIMEOUT)
@@ -135,6 +158,7 @@ impl Supervisor {
             .unwrap_or_else(|_| reqwest::Client::new());
         Arc::new(Self {
             exe,
+            layout,
             settings,
             entries: Mutex::new(entries),
             order: Mutex::new(
@@ -247,7 +271,7 @@ impl Supervisor {
         self: &Arc<Self>,
         service: &str,
         replicas: u32,
-        make: impl Fn(&InstanceSpec, u32) -> anyhow::Result<InstanceSpec>,
+        make: impl Fn(&InstanceSpec, u32) -> InstanceSpec,
     ) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         if self.is_stopping() {
             anyhow::bail!("comb is stopping");
@@ -279,22 +303,9 @@ impl Supervisor {
                 .unwrap_or(0);
             for _ in current.len()..wanted {
                 next += 1;
-                let spec = make(&template, next)?;
+                let spec = make(&template, next);
                 let name = spec.instance.clone();
-                entries.insert(
-                    name.clone(),
-                    Entry {
-                        spec,
-                        runtime: Runtime {
-                            pid: None,
-                            health: Health::Starting,
-                            restarts: 0,
-                            started: None,
-                            last_exit: None,
-                        },
-                        retire: watch::channel(false).0,
-                    },
-                );
+                entries.insert(name.clone(), Entry::new(spec));
                 order.push(name.clone());
                 let supervisor = Arc::clone(self);
                 let supervised = name.clone();
@@ -368,10 +379,10 @@ impl Supervisor {
     }
 
     async fn supervise(&self, name: &str) {
-        let Some((spec, retire)) = self
+        let Some(retire) = self
             .entries()
             .get(name)
-            .map(|entry| (entry.spec.clone(), entry.retire.subscribe()))
+            .map(|entry| entry.retire.subscribe())
         else {
             return;
         };
@@ -386,6 +397,9 @@ impl Supervisor {
                 break;
             }
             let started = Instant::now();
+            let Some(spec) = self.entries().get(name).map(|entry| entry.spec.clone()) else {
+                return;
+            };
             let exit = match self.spawn(&spec) {
                 Ok(mut child) => {
                     let pid = child.id();
@@ -393,6 +407,7 @@ impl Supervisor {
                         runtime.pid = pid;
                         runtime.health = Health::Starting;
                         runtime.started = Some(started);
+                        runtime.reported = false;
                     });
                     tokio::select! {
                         status = child.wait() => describe_exit(status),
@@ -426,6 +441,7 @@ impl Supervisor {
                 });
                 break;
             }
+            self.forget_unreported_addresses(name);
             let wait = backoff.after_crash(started.elapsed());
             self.logs.launcher(format!(
                 "{name} {exit}; restarting in {} ms",
@@ -454,7 +470,58 @@ impl Supervisor {
         }
     }
 
+    /// After a process that ended before reporting its addresses (perhaps because the
+    /// port it was given again had been taken), the next one is given the plan's.
+    fn forget_unreported_addresses(&self, name: &str) {
+        if let Some(entry) = self.entries().get_mut(name)
+            && !entry.runtime.reported
+        {
+            let (addr, admin_addr) = entry.planned;
+            entry.spec = plan::addressed(entry.spec.clone(), addr, admin_addr);
+        }
+    }
+
+    /// Learns the addresses that starting instances bound, from the files they write.
+    fn read_reported_addresses(&self) {
+        let mut learnt = false;
+        for entry in self.entries().values_mut() {
+            if entry.runtime.pid.is_none() || entry.runtime.reported {
+                continue;
+            }
+            if let Some(bound) = BoundAddresses::read(&entry.spec.address_file) {
+                entry.spec = plan::addressed(entry.spec.clone(), bound.listen, bound.admin);
+                entry.runtime.reported = true;
+                learnt = true;
+            }
+        }
+        if learnt && let Err(error) = super::write_prometheus_targets(&self.layout, &self.specs()) {
+            self.logs.launcher(format!(
+                "the Prometheus discovery file could not be rewritten: {error:#}"
+            ));
+        }
+    }
+
+    /// The public URL of the API, once the first gateway instance's address is known.
+    pub fn gateway_url(&self) -> Option<String> {
+        let order = lock(&self.order).clone();
+        let entries = self.entries();
+        order
+            .iter()
+            .filter_map(|name| entries.get(name))
+            .find(|entry| entry.spec.service == GATEWAY && entry.spec.is_addressed())
+            .map(|entry| entry.spec.url())
+    }
+
     fn spawn(&self, spec: &InstanceSpec) -> std::io::Result<Child> {
+        // A file left by an earlier process must not pass for this one's report.
+        match std::fs::remove_file(&spec.address_file) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        if let Some(dir) = spec.address_file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut command = Command::new(&self.exe);
         command
             .args(&spec.args)
@@ -517,10 +584,11 @@ impl Supervisor {
     async fn probe_readiness(&self) {
         let mut stop = self.stop.subscribe();
         loop {
+            self.read_reported_addresses();
             let targets: Vec<(String, String)> = self
                 .entries()
                 .values()
-                .filter(|entry| entry.runtime.pid.is_some())
+                .filter(|entry| entry.runtime.pid.is_some() && entry.runtime.reported)
                 .map(|entry| {
                     (
                         entry.spec.instance.clone(),

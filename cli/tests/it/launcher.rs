@@ -209,6 +209,72 @@ async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
 }
 
 #[tokio::test]
+async fn instances_report_the_ports_they_bound_and_keep_them_unless_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let topology = std::fs::read_to_string(repo_topology())
+        .unwrap()
+        .replace("restart_backoff_ms = 250", "restart_backoff_ms = 1500");
+    let path = dir.path().join("comb.toml");
+    std::fs::write(&path, topology).unwrap();
+    let comb = Comb::up(&path);
+    let catalog = comb.instance("catalog-1");
+    let address = catalog["address"].as_str().unwrap().to_owned();
+    let admin_address = catalog["admin_address"].as_str().unwrap().to_owned();
+    // What the instance wrote once it listened is what the launcher publishes.
+    let reported: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(&comb.data_dir()).join("instances/catalog-1/addresses.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(reported["listen"], address.as_str());
+    assert_eq!(reported["admin"], admin_address.as_str());
+    assert!(!address.ends_with(":0") && !admin_address.ends_with(":0"));
+
+    // A restart is given the port it had.
+    signal(catalog["pid"].as_u64().unwrap(), Signal::SIGKILL);
+    let back = eventually("catalog-1 ready again", Duration::from_secs(30), || async {
+        let catalog = comb.instance("catalog-1");
+        (catalog["restarts"] == 1 && catalog["health"] == "ready").then_some(catalog)
+    })
+    .await;
+    assert_eq!(back["address"], address.as_str(), "{back}");
+
+    // Once another program holds that port, the instance binds another one and callers
+    // are told so.
+    signal(back["pid"].as_u64().unwrap(), Signal::SIGKILL);
+    let squatter = eventually("the old port free", Duration::from_secs(5), || async {
+        std::net::TcpListener::bind(&address).ok()
+    })
+    .await;
+    let moved = eventually(
+        "catalog-1 ready elsewhere",
+        Duration::from_secs(30),
+        || async {
+            let catalog = comb.instance("catalog-1");
+            (catalog["health"] == "ready" && catalog["address"] != address.as_str())
+                .then_some(catalog)
+        },
+    )
+    .await;
+    assert!(
+        moved["last_exit"].as_str().unwrap().contains("exited"),
+        "the start given the taken port failed: {moved}"
+    );
+    eventually(
+        "products through the gateway",
+        Duration::from_secs(10),
+        || async {
+            let response = comb.get("/api/v1/products").await?;
+            (response.status() == 200).then_some(())
+        },
+    )
+    .await;
+    drop(squatter);
+}
+
+#[tokio::test]
 async fn instances_stop_when_their_launcher_is_killed() {
     let comb = Comb::up(&repo_topology());
     let status = comb.status();

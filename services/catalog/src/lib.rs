@@ -56,7 +56,7 @@ pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let transport = Transport::from_config(&config).await?;
     transport.start_producer(store.database(), "catalog");
-    if config.upstreams.contains_key("reviews") || matches!(transport, Transport::Nats(_)) {
+    if config.calls("reviews") || matches!(transport, Transport::Nats(_)) {
         tokio::spawn(ratings_consumer(&config, &store, &transport).await?.run());
     } else {
         tracing::info!("no reviews service configured: products carry no rating summary");

@@ -87,9 +87,10 @@ impl GatewayState {
             inventory: Arc::new(inventory),
             reports: Arc::new(Upstream::from_config(config, "reports")?),
             reviews: Arc::new(Upstream::from_config(config, "reviews")?),
-            shipping: match config.upstream("shipping") {
-                Ok(_) => Some(Arc::new(Upstream::from_config(config, "shipping")?)),
-                Err(_) => None,
+            shipping: if config.calls("shipping") {
+                Some(Arc::new(Upstream::from_config(config, "shipping")?))
+            } else {
+                None
             },
             recommendations: Arc::new(Upstream::from_config(config, "recommendations")?),
             notifications: Arc::new(Upstream::from_config(config, "notifications")?),

@@ -269,11 +269,14 @@ async fn sessions(database: &TestDatabase) {
     );
 
     // A watcher waiting from now is woken by the revocation, long before its wait ends.
+    // "Now" is read before the revocation is sent (and a millisecond back, since the two
+    // may share one), not whenever the watcher's task first runs.
+    let after_ms = comb_kit::clock::now_ms() - 1;
     let mut watcher = client.clone();
     let waiting = tokio::spawn(async move {
         watcher
             .watch_revocations(proto::WatchRevocationsRequest {
-                after_ms: comb_kit::clock::now_ms(),
+                after_ms,
                 wait_ms: 30_000,
             })
             .await
