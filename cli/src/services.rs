@@ -7,30 +7,33 @@ use std::pin::Pin;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use comb_kit::service::Service;
 use comb_kit::{ServiceConfig, Topology};
 
 use crate::ServeArgs;
 
-type RunFn = fn(ServiceConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+type BuildFn = fn(ServiceConfig) -> Pin<Box<dyn Future<Output = anyhow::Result<Service>> + Send>>;
 
 /// Every service comb can run, by name.
-pub const SERVICES: &[(&str, RunFn)] = &[
-    ("cart", |config| Box::pin(comb_cart::run(config))),
-    ("catalog", |config| Box::pin(comb_catalog::run(config))),
-    ("gateway", |config| Box::pin(comb_gateway::run(config))),
-    ("inventory", |config| Box::pin(comb_inventory::run(config))),
+pub const SERVICES: &[(&str, BuildFn)] = &[
+    ("cart", |config| Box::pin(comb_cart::build(config))),
+    ("catalog", |config| Box::pin(comb_catalog::build(config))),
+    ("gateway", |config| Box::pin(comb_gateway::build(config))),
+    ("inventory", |config| {
+        Box::pin(comb_inventory::build(config))
+    }),
     ("notifications", |config| {
-        Box::pin(comb_notifications::run(config))
+        Box::pin(comb_notifications::build(config))
     }),
-    ("orders", |config| Box::pin(comb_orders::run(config))),
-    ("payments", |config| Box::pin(comb_payments::run(config))),
+    ("orders", |config| Box::pin(comb_orders::build(config))),
+    ("payments", |config| Box::pin(comb_payments::build(config))),
     ("recommendations", |config| {
-        Box::pin(comb_recommendations::run(config))
+        Box::pin(comb_recommendations::build(config))
     }),
-    ("reports", |config| Box::pin(comb_reports::run(config))),
-    ("reviews", |config| Box::pin(comb_reviews::run(config))),
-    ("shipping", |config| Box::pin(comb_shipping::run(config))),
-    ("users", |config| Box::pin(comb_users::run(config))),
+    ("reports", |config| Box::pin(comb_reports::build(config))),
+    ("reviews", |config| Box::pin(comb_reviews::build(config))),
+    ("shipping", |config| Box::pin(comb_shipping::build(config))),
+    ("users", |config| Box::pin(comb_users::build(config))),
 ];
 
 /// The services that keep no data of their own (the gateway only calls the others): they
@@ -47,11 +50,11 @@ pub fn known() -> Vec<&'static str> {
     SERVICES.iter().map(|(name, _)| *name).collect()
 }
 
-fn runner(service: &str) -> anyhow::Result<RunFn> {
+fn builder(service: &str) -> anyhow::Result<BuildFn> {
     SERVICES
         .iter()
         .find(|(name, _)| *name == service)
-        .map(|(_, run)| *run)
+        .map(|(_, build)| *build)
         .with_context(|| {
             format!(
                 "there is no service {service:?}; comb runs {}",
@@ -101,7 +104,7 @@ pub fn load_topology(
 /// environment. Its runtime has the instance's `worker_threads`, so it is built here,
 /// once the configuration is known.
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let run = runner(&args.service)?;
+    let build = builder(&args.service)?;
     let file_settings = match &args.config {
         Some(path) => Topology::load(path)?.settings_for(&args.service),
         None => BTreeMap::new(),
@@ -124,7 +127,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     .context("cannot start the async runtime")?;
     runtime
-        .block_on(run(config))
+        .block_on(comb_kit::service::run(config, build))
         .with_context(|| format!("{} stopped with an error", args.service))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -137,13 +140,13 @@ mod tests {
     fn the_built_in_topology_is_valid_and_runnable() {
         let topology = Topology::parse(DEFAULT_TOPOLOGY).expect("built-in topology");
         for service in topology.services.keys() {
-            assert!(runner(service).is_ok(), "comb cannot run {service}");
+            assert!(builder(service).is_ok(), "comb cannot run {service}");
         }
     }
 
     #[test]
     fn unknown_services_are_named_with_the_known_ones() {
-        let error = runner("nope").expect_err("unknown");
+        let error = builder("nope").expect_err("unknown");
         assert!(
             error
                 .to_string()

@@ -446,13 +446,45 @@ impl ServiceConfig {
         self.settings.get(key).map(String::as_str)
     }
 
-    /// A service-specific flag: `true`/`false`/`1`/`0`, `default` when unset.
+    /// A service-specific flag: `true`/`false`, `on`/`off`, `yes`/`no` or `1`/`0`;
+    /// `default` when unset.
     pub fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.setting(key) {
             None => Ok(default),
-            Some("true" | "1" | "yes") => Ok(true),
-            Some("false" | "0" | "no") => Ok(false),
+            Some("true" | "1" | "yes" | "on") => Ok(true),
+            Some("false" | "0" | "no" | "off") => Ok(false),
             Some(_) => Err(Settings(&self.settings).invalid(key, "use true or false")),
+        }
+    }
+
+    /// A service-specific duration in whole seconds, `default` when unset.
+    pub fn seconds(&self, key: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let value: Option<u64> = Settings(&self.settings).parse(key, "seconds")?;
+        Ok(value.map_or(default, Duration::from_secs))
+    }
+
+    /// A service-specific whole number within `range` (`what` says what it counts, for
+    /// the error), `default` when unset.
+    pub fn number<T>(
+        &self,
+        key: &str,
+        range: std::ops::RangeInclusive<T>,
+        what: &str,
+        default: T,
+    ) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display,
+    {
+        let expected = format!(
+            "a number of {what} from {} to {}",
+            range.start(),
+            range.end()
+        );
+        let settings = Settings(&self.settings);
+        match settings.parse::<T>(key, &expected)? {
+            None => Ok(default),
+            Some(value) if range.contains(&value) => Ok(value),
+            Some(_) => Err(settings.invalid(key, &format!("use {expected}"))),
         }
     }
 
@@ -690,6 +722,49 @@ mod tests {
             error.to_string().contains("COMB_EVENTS_BATCH_WAIT_MS"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn typed_service_settings_name_the_setting_when_refused() {
+        let config = ServiceConfig::resolve(
+            "users",
+            BTreeMap::new(),
+            [
+                ("COMB_PASSWORD_HASHES", "65"),
+                ("COMB_TOKEN_TTL_SECS", "60"),
+                ("COMB_RATE_LIMITS", "off"),
+                ("COMB_GUEST_TOKEN_TTL_SECS", "a week"),
+            ],
+        )
+        .expect("config");
+        let refused = config
+            .number("password_hashes", 1..=64usize, "hashes", 4)
+            .expect_err("out of range");
+        let text = refused.to_string();
+        assert!(
+            text.contains("COMB_PASSWORD_HASHES") && text.contains("from 1 to 64"),
+            "{text}"
+        );
+        assert_eq!(
+            config
+                .number("sessions", 1..=10u32, "sessions", 3)
+                .expect("unset"),
+            3
+        );
+        assert_eq!(
+            config
+                .seconds("token_ttl_secs", Duration::ZERO)
+                .expect("set"),
+            Duration::from_secs(60)
+        );
+        let refused = config
+            .seconds("guest_token_ttl_secs", Duration::ZERO)
+            .expect_err("not a number");
+        assert!(
+            refused.to_string().contains("COMB_GUEST_TOKEN_TTL_SECS"),
+            "{refused}"
+        );
+        assert!(!config.flag("rate_limits", true).expect("on or off"));
     }
 
     #[test]

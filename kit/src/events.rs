@@ -889,11 +889,16 @@ impl Transport {
         }
     }
 
-    /// Starts what a producer needs besides its feed route: with NATS, the relay of its
-    /// outbox to JetStream.
-    pub fn start_producer(&self, db: &Database, producer: &str) {
-        if let Self::Nats(nats) = self {
-            tokio::spawn(nats.as_ref().clone().relay(db.clone(), producer.to_owned()));
+    /// What a producer runs besides its feed route: with NATS, the relay of its outbox to
+    /// JetStream (the embedded transport needs nothing).
+    pub fn relay(
+        &self,
+        db: &Database,
+        producer: &str,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        match self {
+            Self::Nats(nats) => Some(nats.as_ref().clone().relay(db.clone(), producer.to_owned())),
+            Self::Embedded => None,
         }
     }
 

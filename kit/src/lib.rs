@@ -1,7 +1,9 @@
 //! The comb service kit: everything a comb service needs besides its own domain.
 //!
-//! A service's entry point reads as config → telemetry → storage → state → routes → serve,
-//! and each step is one module here:
+//! A service crate's `build` reads as config → storage → state → routes and background
+//! tasks, and returns a [`service::Service`]; [`service::run`] does telemetry, serving,
+//! the drain and stopping the tasks the same way for every service. Each step is one
+//! module here:
 //! - [`config`]: the topology file (`comb.toml`) and a service instance's settings, with
 //!   environment overrides;
 //! - [`telemetry`]: JSON log lines carrying service, instance and trace, OpenTelemetry
@@ -42,6 +44,7 @@ pub mod otlp;
 pub mod overload;
 pub mod problem;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

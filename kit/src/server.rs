@@ -511,7 +511,6 @@ pub async fn serve(config: &ServiceConfig, routes: Router) -> Result<(), ServerE
     let served = server.run(app, readiness, stop, config.drain_timeout).await;
     let _ = admin_stop.send(());
     let _ = admin_serving.await;
-    telemetry::flush_traces().await;
     served
 }
 

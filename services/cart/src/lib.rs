@@ -11,8 +11,9 @@ use axum::Router;
 use comb_contracts::cart::v1::cart_server::CartServer;
 use comb_kit::ServiceConfig;
 use comb_kit::grpc::Upstream;
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 
 use crate::api::CartApi;
 use crate::store::CartStore;
@@ -30,12 +31,10 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// Runs a cart instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A cart instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let api = open(&config).await?;
-    server::serve(&config, routes(api)).await?;
-    Ok(())
+    Ok(Service::new(routes(api)))
 }
 
 /// Opens (and migrates) the database and the channel to the catalog.

@@ -15,8 +15,9 @@ use std::sync::Arc;
 
 use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Transport};
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 
 use crate::api::CatalogApi;
 use crate::ratings::Ratings;
@@ -50,20 +51,19 @@ pub const MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-/// Runs a catalog instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A catalog instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let store = open_store(&config).await?;
     let transport = Transport::from_config(&config).await?;
-    transport.start_producer(store.database(), "catalog");
+    let mut service =
+        Service::new(routes(store.clone())).producing(&transport, store.database(), "catalog");
     if config.calls("reviews") || matches!(transport, Transport::Nats(_)) {
-        tokio::spawn(ratings_consumer(&config, &store, &transport).await?.run());
+        let ratings = ratings_consumer(&config, &store, &transport).await?;
+        service = service.task("ratings consumer", ratings.run());
     } else {
         tracing::info!("no reviews service configured: products carry no rating summary");
     }
-    let routes = routes(store.clone());
-    server::serve(&config, routes).await?;
-    Ok(())
+    Ok(service)
 }
 
 /// Opens (and migrates) the catalog's database and, unless the `seed` setting is false,

@@ -31,7 +31,8 @@ use axum::routing::get;
 use comb_kit::grpc::Upstream;
 
 use crate::auth::Verifier;
-use comb_kit::{ServiceConfig, server, telemetry};
+use comb_kit::ServiceConfig;
+use comb_kit::service::Service;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -113,14 +114,11 @@ impl GatewayState {
     }
 }
 
-/// Runs a gateway instance until it is told to stop.
-pub async fn run(mut config: ServiceConfig) -> anyhow::Result<()> {
-    // The public edge reads no body larger than its routes take.
-    config.max_body_bytes = config.max_body_bytes.min(body::MAX_BODY_BYTES);
-    telemetry::init(&config)?;
+/// The gateway's routes over its upstreams; the public edge reads no body larger than its
+/// routes take.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let state = GatewayState::connect(&config)?;
-    server::serve(&config, routes(state)).await?;
-    Ok(())
+    Ok(Service::new(routes(state)).max_body_bytes(body::MAX_BODY_BYTES))
 }
 
 /// The public API and its OpenAPI document, which is generated from the same route list,

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use comb_contracts::events as contract;
 use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 
 use comb_kit::clock::now_ms;
 
@@ -38,33 +39,22 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// Runs an inventory instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// An inventory instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
+    let sweep_every = config.millis("reservation_sweep_ms", Duration::from_secs(1))?;
+    let ttl = config.seconds("reservation_ttl_secs", Duration::from_secs(15 * 60))?;
     let store = open_store(&config).await?;
     let transport = Transport::from_config(&config).await?;
-    transport.start_producer(store.database(), "inventory");
-    tokio::spawn(new_products(&config, &store, &transport).await?.run());
-    let sweep_every = Duration::from_millis(setting(&config, "reservation_sweep_ms", 1_000)?);
-    tokio::spawn(expire_reservations(store.clone(), sweep_every));
-    let ttl = Duration::from_secs(setting(&config, "reservation_ttl_secs", 15 * 60)?);
-    server::serve(
-        &config,
-        routes(InventoryApi::new(store.clone(), ttl), &store),
+    let new_products = new_products(&config, &store, &transport).await?;
+    Ok(
+        Service::new(routes(InventoryApi::new(store.clone(), ttl), &store))
+            .producing(&transport, store.database(), "inventory")
+            .task("new products consumer", new_products.run())
+            .task(
+                "reservation expiry",
+                expire_reservations(store.clone(), sweep_every),
+            ),
     )
-    .await?;
-    Ok(())
-}
-
-fn setting(config: &ServiceConfig, key: &str, default: u64) -> anyhow::Result<u64> {
-    config.setting(key).map_or(Ok(default), |text| {
-        text.parse().with_context(|| {
-            format!(
-                "setting {key} (COMB_{}) must be a whole number",
-                key.to_uppercase()
-            )
-        })
-    })
 }
 
 /// Opens (and migrates) the database and, unless `seed` is false, loads the bundled stock

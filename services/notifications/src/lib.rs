@@ -17,8 +17,9 @@ use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 use tonic::{Request, Response, Status};
 
 use crate::render::Rendered;
@@ -40,16 +41,16 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// The feeds notifications reads.
 pub const PRODUCERS: &[&str] = &["orders", "shipping", "users"];
 
-/// Runs a notifications instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A notifications instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let db = open(&config).await?;
     let transport = Transport::from_config(&config).await?;
-    for consumer in consumers(&config, &db, &transport).await? {
-        tokio::spawn(consumer.run());
-    }
-    server::serve(&config, routes(db)).await?;
-    Ok(())
+    let consumers = consumers(&config, &db, &transport).await?;
+    Ok(consumers
+        .into_iter()
+        .fold(Service::new(routes(db)), |service, consumer| {
+            service.task("event consumer", consumer.run())
+        }))
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {

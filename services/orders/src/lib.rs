@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
-use anyhow::Context;
 use axum::Router;
 use comb_contracts::orders::v1::orders_server::OrdersServer;
 use comb_kit::ServiceConfig;
 use comb_kit::events::Transport;
 use comb_kit::grpc::Upstream;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{events, server, telemetry};
+use comb_kit::{events, server};
 
 use crate::api::OrdersApi;
 use comb_kit::clock::now_ms;
@@ -55,32 +55,18 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// How often an instance looks for abandoned sagas.
 const RESUME_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs an orders instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
-    let (api, saga, store) = open(&config).await?;
-    Transport::from_config(&config)
-        .await?
-        .start_producer(store.database(), "orders");
-    let routes = routes(api, &store);
+/// An orders instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     // A saga untouched this long is taken as abandoned (its instance died) and resumed.
-    let abandoned_after = duration(&config, "saga_abandoned_after_ms", 15_000)?;
-    tokio::spawn(resume_sagas(store, saga, abandoned_after));
-    server::serve(&config, routes).await?;
-    Ok(())
-}
-
-fn duration(config: &ServiceConfig, key: &str, default_ms: u64) -> anyhow::Result<Duration> {
-    let millis = match config.setting(key) {
-        Some(text) => text.parse::<u64>().with_context(|| {
-            format!(
-                "setting {key} (COMB_{}) must be a whole number of milliseconds",
-                key.to_uppercase()
-            )
-        })?,
-        None => default_ms,
-    };
-    Ok(Duration::from_millis(millis))
+    let abandoned_after = config.millis("saga_abandoned_after_ms", Duration::from_secs(15))?;
+    let (api, saga, store) = open(&config).await?;
+    let transport = Transport::from_config(&config).await?;
+    Ok(Service::new(routes(api, &store))
+        .producing(&transport, store.database(), "orders")
+        .task(
+            "saga resumption",
+            resume_sagas(store, saga, abandoned_after),
+        ))
 }
 
 /// Opens the database and the channels to the services the saga calls.
@@ -97,11 +83,11 @@ pub async fn open(config: &ServiceConfig) -> anyhow::Result<(OrdersApi, Arc<Saga
         shipping: upstream("shipping")?,
     };
     let timing = Timing {
-        deadline: duration(config, "saga_deadline_ms", 30_000)?,
-        reservation_margin: duration(config, "reservation_margin_ms", 300_000)?,
+        deadline: config.millis("saga_deadline_ms", Duration::from_secs(30))?,
+        reservation_margin: config.millis("reservation_margin_ms", Duration::from_secs(300))?,
     };
     let saga = Saga::new(store.clone(), upstreams.clone(), timing);
-    let inline_wait = duration(config, "checkout_wait_ms", 2_000)?;
+    let inline_wait = config.millis("checkout_wait_ms", Duration::from_secs(2))?;
     let api = OrdersApi::new(store.clone(), Arc::clone(&saga), upstreams, inline_wait);
     Ok((api, saga, store))
 }

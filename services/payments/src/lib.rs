@@ -9,8 +9,9 @@ use axum::Router;
 use comb_contracts::payments::v1::payments_server::PaymentsServer;
 use comb_kit::ServiceConfig;
 use comb_kit::events::{self, Transport};
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 
 use crate::api::PaymentsApi;
 use crate::store::PaymentStore;
@@ -28,15 +29,12 @@ pub const MIGRATIONS: Migrations = Migrations {
     }],
 };
 
-/// Runs a payments instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A payments instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let api = open(&config).await?;
-    Transport::from_config(&config)
-        .await?
-        .start_producer(api.store().database(), "payments");
-    server::serve(&config, routes(api)).await?;
-    Ok(())
+    let transport = Transport::from_config(&config).await?;
+    let db = api.store().database().clone();
+    Ok(Service::new(routes(api)).producing(&transport, &db, "payments"))
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<PaymentsApi> {

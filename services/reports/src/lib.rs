@@ -12,9 +12,10 @@ use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::invalid_argument;
 use comb_kit::problem::FieldError;
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 use tonic::{Request, Response, Status};
 
 pub const MIGRATIONS: Migrations = Migrations {
@@ -32,14 +33,12 @@ pub const MIGRATIONS: Migrations = Migrations {
 
 const TOP_PRODUCTS: i64 = 10;
 
-/// Runs a reports instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A reports instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let db = open(&config).await?;
     let transport = Transport::from_config(&config).await?;
-    tokio::spawn(consumer(&config, &db, &transport).await?.run());
-    server::serve(&config, routes(db)).await?;
-    Ok(())
+    let consumer = consumer(&config, &db, &transport).await?;
+    Ok(Service::new(routes(db)).task("event consumer", consumer.run()))
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {

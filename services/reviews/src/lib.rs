@@ -15,9 +15,10 @@ use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::sql;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 use tonic::{Request, Response, Status};
 
 pub const MIGRATIONS: Migrations = Migrations {
@@ -36,15 +37,14 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub const MAX_TITLE_CHARS: usize = 120;
 pub const MAX_BODY_CHARS: usize = 4_000;
 
-/// Runs a reviews instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A reviews instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let db = open(&config).await?;
     let transport = Transport::from_config(&config).await?;
-    transport.start_producer(&db, "reviews");
-    tokio::spawn(consumer(&config, &db, &transport).await?.run());
-    server::serve(&config, routes(db)).await?;
-    Ok(())
+    let consumer = consumer(&config, &db, &transport).await?;
+    Ok(Service::new(routes(db.clone()))
+        .producing(&transport, &db, "reviews")
+        .task("orders consumer", consumer.run()))
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {

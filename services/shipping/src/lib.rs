@@ -5,15 +5,15 @@
 pub mod api;
 pub mod domain;
 
-use anyhow::Context;
 use axum::Router;
 use comb_contracts::events::{self as contract, ShipmentShipped};
 use comb_contracts::shipping::v1::shipping_server::ShippingServer;
 use comb_kit::ServiceConfig;
 use comb_kit::clock::now_ms;
 use comb_kit::events::{self, Event, Transport};
+use comb_kit::server;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{server, telemetry};
 
 use crate::api::ShippingApi;
 use crate::domain::Clock;
@@ -56,31 +56,22 @@ pub const MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-/// Runs a shipping instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A shipping instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let api = open(&config).await?;
-    Transport::from_config(&config)
-        .await?
-        .start_producer(api.database(), "shipping");
-    tokio::spawn(announce_shipments(api.database().clone(), api.clock()));
-    server::serve(&config, routes(api)).await?;
-    Ok(())
+    let transport = Transport::from_config(&config).await?;
+    let db = api.database().clone();
+    let announcing = announce_shipments(db.clone(), api.clock());
+    Ok(Service::new(routes(api))
+        .producing(&transport, &db, "shipping")
+        .task("shipment announcements", announcing))
 }
 
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<ShippingApi> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let millis = |key: &str, default_secs: u64| -> anyhow::Result<i64> {
-        let secs: u64 = match config.setting(key) {
-            Some(text) => text.parse().with_context(|| {
-                format!(
-                    "setting {key} (COMB_{}) must be a whole number of seconds",
-                    key.to_uppercase()
-                )
-            })?,
-            None => default_secs,
-        };
-        Ok(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+        let after = config.seconds(key, std::time::Duration::from_secs(default_secs))?;
+        Ok(i64::try_from(after.as_millis()).unwrap_or(i64::MAX))
     };
     let clock = Clock {
         ship_after_ms: millis("ship_after_secs", 60)?,

@@ -17,8 +17,9 @@ use comb_contracts::auth::Role;
 use comb_contracts::users::v1::users_server::UsersServer;
 use comb_kit::ServiceConfig;
 use comb_kit::events::Transport;
+use comb_kit::service::Service;
 use comb_kit::storage::{Database, Migration, Migrations};
-use comb_kit::{events, server, telemetry};
+use comb_kit::{events, server};
 
 use crate::api::UsersApi;
 use crate::domain::{Email, check_password};
@@ -53,47 +54,31 @@ pub const MIGRATIONS: Migrations = Migrations {
     ],
 };
 
-/// Runs a users instance until it is told to stop.
-pub async fn run(config: ServiceConfig) -> anyhow::Result<()> {
-    telemetry::init(&config)?;
+/// A users instance, for `comb_kit::service::run`.
+pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let api = open(&config).await?;
-    Transport::from_config(&config)
-        .await?
-        .start_producer(api.store().database(), "users");
-    server::serve(&config, routes(api)).await?;
-    Ok(())
+    let transport = Transport::from_config(&config).await?;
+    let db = api.store().database().clone();
+    Ok(Service::new(routes(api)).producing(&transport, &db, "users"))
 }
 
 /// Opens the database, loads (or creates) the signing key, and makes sure the admin
 /// account from `admin_email`/`admin_password` exists when they are set.
 pub async fn open(config: &ServiceConfig) -> anyhow::Result<UsersApi> {
-    let hashes = match config.setting("password_hashes") {
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=64).contains(n))
-            .context("setting password_hashes (COMB_PASSWORD_HASHES) must be a number from 1 to 64: how many password hashes run at once")?,
-        None => passwords::DEFAULT_CONCURRENT_HASHES,
-    };
+    // How many password hashes run at once.
+    let hashes = config.number(
+        "password_hashes",
+        1..=64,
+        "password hashes run at once",
+        passwords::DEFAULT_CONCURRENT_HASHES,
+    )?;
     passwords::set_concurrency(hashes);
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let store = UserStore::new(db);
-    let seconds = |key: &str, default: u64| -> anyhow::Result<Duration> {
-        let value = match config.setting(key) {
-            Some(text) => text.parse().with_context(|| {
-                format!(
-                    "setting {key} (COMB_{}) must be a number of seconds",
-                    key.to_uppercase()
-                )
-            })?,
-            None => default,
-        };
-        Ok(Duration::from_secs(value))
-    };
     let tokens = Tokens::load_or_create(
         store.clone(),
-        seconds("token_ttl_secs", 24 * 3600)?,
-        seconds("guest_token_ttl_secs", 7 * 24 * 3600)?,
+        config.seconds("token_ttl_secs", Duration::from_secs(24 * 3600))?,
+        config.seconds("guest_token_ttl_secs", Duration::from_secs(7 * 24 * 3600))?,
     )
     .await
     .context("loading the token signing key")?;
