@@ -543,17 +543,17 @@ impl Shared {
     }
 }
 
-/// A trailers-only gRPC answer made here, for a call refused before it left.
-/// A call refused here, never sent, saying why in [`crate::grpc::REFUSED_HEADER`].
+/// A trailers-only gRPC answer made here, for a call refused before it left, saying why in
+/// [`crate::grpc::REFUSED_HEADER`].
 fn refusal(
     code: tonic::Code,
-    why: &'static str,
+    why: crate::grpc::Refusal,
     message: &str,
 ) -> http::Response<tonic::body::Body> {
     let mut response = crate::grpc::trailers_only(tonic::body::Body::empty(), code, message);
     response.headers_mut().insert(
         crate::grpc::REFUSED_HEADER,
-        http::HeaderValue::from_static(why),
+        http::HeaderValue::from_static(why.as_str()),
     );
     response
 }
@@ -678,7 +678,7 @@ async fn call(
         shared.rejected("deadline");
         return Ok(refusal(
             tonic::Code::DeadlineExceeded,
-            crate::grpc::REFUSED_DEADLINE,
+            crate::grpc::Refusal::Deadline,
             &format!("no time left to call {service}"),
         ));
     }
@@ -687,7 +687,7 @@ async fn call(
         shared.rejected("overloaded");
         return Ok(refusal(
             tonic::Code::ResourceExhausted,
-            crate::grpc::REFUSED_OVERLOADED,
+            crate::grpc::Refusal::Overloaded,
             &format!("too many calls to {service} in flight"),
         ));
     }
@@ -695,7 +695,7 @@ async fn call(
         shared.rejected("breaker_open");
         return Ok(refusal(
             tonic::Code::Unavailable,
-            crate::grpc::REFUSED_CIRCUIT_OPEN,
+            crate::grpc::Refusal::CircuitOpen,
             &format!("{service} is failing; calls to it are paused for a moment (circuit open)"),
         ));
     };
@@ -717,7 +717,7 @@ async fn call(
             outcome.report(false);
             return Ok(refusal(
                 tonic::Code::Internal,
-                crate::grpc::REFUSED_UNREADABLE,
+                crate::grpc::Refusal::Unreadable,
                 "the request body could not be read",
             ));
         }
@@ -741,7 +741,7 @@ async fn call(
             }
             return Ok(refusal(
                 tonic::Code::Unavailable,
-                crate::grpc::REFUSED_NO_INSTANCE,
+                crate::grpc::Refusal::NoInstance,
                 &format!("no instance of {service} left to try"),
             ));
         };
@@ -765,7 +765,7 @@ async fn call(
             Err(_) => (
                 Ok(refusal(
                     tonic::Code::DeadlineExceeded,
-                    crate::grpc::REFUSED_DEADLINE,
+                    crate::grpc::Refusal::Deadline,
                     &format!("{service} did not answer in time"),
                 )),
                 if caller_limited {
@@ -1025,7 +1025,7 @@ mod tests {
     fn refusals_are_grpc_statuses() {
         let response = refusal(
             tonic::Code::Unavailable,
-            crate::grpc::REFUSED_CIRCUIT_OPEN,
+            crate::grpc::Refusal::CircuitOpen,
             "paused: 100%",
         );
         assert_eq!(grpc_status(&response), Some(14));

@@ -8,30 +8,54 @@ use crate::problem::{FieldError, Problem, field_errors_to_message};
 
 pub use crate::client::{BreakerState, CallPolicy, Upstream, UpstreamChannel, UpstreamError};
 
-/// A gRPC answer with no message, only a status ("trailers-only"): what a server or a
-/// client says when it refuses a call before doing any work.
 /// The metadata key with which a caller's own channel says why it refused a call without
-/// sending it: [`REFUSED_CIRCUIT_OPEN`] or [`REFUSED_OVERLOADED`].
+/// sending it (a [`Refusal`]).
 pub const REFUSED_HEADER: &str = "comb-refused";
-/// The upstream keeps failing, so calls to it are paused (its breaker is open).
-pub const REFUSED_CIRCUIT_OPEN: &str = "circuit-open";
-/// Too many calls to the upstream are in flight from this caller.
-pub const REFUSED_OVERLOADED: &str = "overloaded";
-/// The caller's deadline left no time for the call, or the upstream did not answer in it.
-pub const REFUSED_DEADLINE: &str = "deadline";
-/// No instance of the upstream was left to try.
-pub const REFUSED_NO_INSTANCE: &str = "no-instance";
-/// The call's own request could not be read.
-pub const REFUSED_UNREADABLE: &str = "unreadable";
 
-/// Why the caller's own channel refused a call, if it did.
-pub fn refused_because(status: &Status) -> Option<&str> {
-    status
-        .metadata()
-        .get(REFUSED_HEADER)
-        .and_then(|value| value.to_str().ok())
+/// Why the caller's own channel refused a call without an answer from the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The upstream keeps failing, so calls to it are paused (its breaker is open).
+    CircuitOpen,
+    /// Too many calls to the upstream are in flight from this caller.
+    Overloaded,
+    /// The caller's deadline left no time for the call, or the upstream did not answer in it.
+    Deadline,
+    /// No instance of the upstream was left to try.
+    NoInstance,
+    /// The call's own request could not be read.
+    Unreadable,
 }
 
+impl Refusal {
+    /// Its value in [`REFUSED_HEADER`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CircuitOpen => "circuit-open",
+            Self::Overloaded => "overloaded",
+            Self::Deadline => "deadline",
+            Self::NoInstance => "no-instance",
+            Self::Unreadable => "unreadable",
+        }
+    }
+
+    /// Why the caller's own channel refused the call that ended with `status`, if it did.
+    pub fn of(status: &Status) -> Option<Self> {
+        let value = status.metadata().get(REFUSED_HEADER)?.to_str().ok()?;
+        [
+            Self::CircuitOpen,
+            Self::Overloaded,
+            Self::Deadline,
+            Self::NoInstance,
+            Self::Unreadable,
+        ]
+        .into_iter()
+        .find(|refusal| refusal.as_str() == value)
+    }
+}
+
+/// A gRPC answer with no message, only a status ("trailers-only"): what a server or a
+/// client says when it refuses a call before doing any work.
 pub fn trailers_only<B>(body: B, code: Code, message: &str) -> http::Response<B> {
     let mut response = http::Response::new(body);
     let headers = response.headers_mut();
@@ -168,7 +192,7 @@ pub fn field_errors(status: &Status) -> Option<Vec<FieldError>> {
 }
 
 fn describe_unavailable(status: &Status) -> &'static str {
-    if refused_because(status) == Some(REFUSED_CIRCUIT_OPEN) {
+    if Refusal::of(status) == Some(Refusal::CircuitOpen) {
         return "it keeps failing, so calls to it are paused for a moment";
     }
     match status.code() {

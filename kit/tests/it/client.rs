@@ -115,8 +115,8 @@ async fn calls_to_a_dead_service_open_its_breaker() {
         .await
         .expect_err("fails fast");
     assert_eq!(
-        comb_kit::grpc::refused_because(&status),
-        Some(comb_kit::grpc::REFUSED_CIRCUIT_OPEN),
+        comb_kit::grpc::Refusal::of(&status),
+        Some(comb_kit::grpc::Refusal::CircuitOpen),
         "{status:?}"
     );
     // The REST answer says so in words, without the gateway reading the message.

@@ -96,15 +96,117 @@ pub struct OrderItem {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PaymentSummary {
     pub last4: String,
-    /// none, authorized, captured, declined, voided or refunded.
-    pub status: String,
+    pub status: PaymentStatus,
+}
+
+/// Where an order's payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PaymentStatus {
+    /// Not authorized (yet, or ever: the order was cancelled before).
+    None,
+    Authorized,
+    Captured,
+    Declined,
+    Voided,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Authorized => "authorized",
+            Self::Captured => "captured",
+            Self::Declined => "declined",
+            Self::Voided => "voided",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// The payment status of an order from the orders service: its typed state, or, from
+    /// an orders service that sends only the older text form, that text. Anything else is
+    /// a 502 with the cause logged, never a default.
+    pub fn of(order: &proto::Order) -> Result<Self, Problem> {
+        let status = match proto::PaymentState::try_from(order.payment_state) {
+            Ok(proto::PaymentState::None) => Some(Self::None),
+            Ok(proto::PaymentState::Authorized) => Some(Self::Authorized),
+            Ok(proto::PaymentState::Captured) => Some(Self::Captured),
+            Ok(proto::PaymentState::Declined) => Some(Self::Declined),
+            Ok(proto::PaymentState::Voided) => Some(Self::Voided),
+            Ok(proto::PaymentState::Refunded) => Some(Self::Refunded),
+            Ok(proto::PaymentState::Unspecified) => match order.payment_status.as_str() {
+                "none" => Some(Self::None),
+                "authorized" => Some(Self::Authorized),
+                "captured" => Some(Self::Captured),
+                "declined" => Some(Self::Declined),
+                "voided" => Some(Self::Voided),
+                "refunded" => Some(Self::Refunded),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        status.ok_or_else(|| {
+            tracing::error!(upstream = "orders", order = %order.id, state = order.payment_state, text = %order.payment_status, "an order with a payment status the gateway does not know");
+            Problem::bad_gateway(
+                "the orders service answered with a payment status this gateway does not know; it has been logged, please retry",
+            )
+        })
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ShipmentSummary {
     pub tracking_id: String,
-    /// created, shipped or delivered.
-    pub status: String,
+    pub status: ShipmentStatus,
+}
+
+/// Where an order's shipment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ShipmentStatus {
+    Created,
+    Shipped,
+    Delivered,
+}
+
+impl ShipmentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Shipped => "shipped",
+            Self::Delivered => "delivered",
+        }
+    }
+
+    /// The shipment status of an order that has a shipment (a tracking id), as
+    /// [`PaymentStatus::of`] reads the payment's; `None` without a shipment.
+    pub fn of(order: &proto::Order) -> Result<Option<Self>, Problem> {
+        if order.tracking_id.is_empty() {
+            return Ok(None);
+        }
+        let status = match proto::ShipmentState::try_from(order.shipment_state) {
+            Ok(proto::ShipmentState::Created) => Some(Self::Created),
+            Ok(proto::ShipmentState::Shipped) => Some(Self::Shipped),
+            Ok(proto::ShipmentState::Delivered) => Some(Self::Delivered),
+            Ok(proto::ShipmentState::Unspecified) => match order.shipment_status.as_str() {
+                "created" => Some(Self::Created),
+                "shipped" => Some(Self::Shipped),
+                "delivered" => Some(Self::Delivered),
+                _ => None,
+            },
+            Ok(proto::ShipmentState::None) | Err(_) => None,
+        };
+        match status {
+            Some(status) => Ok(Some(status)),
+            None => {
+                tracing::error!(upstream = "orders", order = %order.id, state = order.shipment_state, text = %order.shipment_status, "an order with a shipment status the gateway does not know");
+                Err(Problem::bad_gateway(
+                    "the orders service answered with a shipment status this gateway does not know; it has been logged, please retry",
+                ))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -155,6 +257,14 @@ fn order_body(order: proto::Order) -> Result<OrderBody, Problem> {
         }
     };
     let money = |value| Money::from_proto("orders", value);
+    let payment = PaymentSummary {
+        status: PaymentStatus::of(&order)?,
+        last4: order.payment_last4.clone(),
+    };
+    let shipment = ShipmentStatus::of(&order)?.map(|status| ShipmentSummary {
+        tracking_id: order.tracking_id.clone(),
+        status,
+    });
     Ok(OrderBody {
         id: order.id,
         status,
@@ -177,16 +287,8 @@ fn order_body(order: proto::Order) -> Result<OrderBody, Problem> {
         subtotal: money(order.subtotal)?,
         shipping: money(order.shipping)?,
         total: money(order.total)?,
-        payment: PaymentSummary {
-            last4: order.payment_last4,
-            status: order.payment_status,
-        },
-        shipment: Some(order.tracking_id)
-            .filter(|id| !id.is_empty())
-            .map(|tracking_id| ShipmentSummary {
-                tracking_id,
-                status: order.shipment_status,
-            }),
+        payment,
+        shipment,
         created_at: order.created_at,
     })
 }
@@ -381,6 +483,7 @@ mod tests {
             subtotal: usd(1000),
             shipping: usd(500),
             total: usd(1500),
+            payment_state: proto::PaymentState::None as i32,
             ..Default::default()
         }
     }
@@ -404,5 +507,68 @@ mod tests {
             ..order(proto::OrderStatus::Pending)
         });
         assert!(free.is_err(), "a missing total is not zero");
+    }
+
+    #[test]
+    fn payment_and_shipment_statuses_are_known_values_or_a_bad_gateway() {
+        let shipped = proto::Order {
+            payment_state: proto::PaymentState::Captured as i32,
+            tracking_id: "TRK-1".into(),
+            shipment_state: proto::ShipmentState::Shipped as i32,
+            ..order(proto::OrderStatus::Confirmed)
+        };
+        let body = order_body(shipped.clone()).expect("shown");
+        assert_eq!(body.payment.status, PaymentStatus::Captured);
+        let shipment = body.shipment.expect("a shipment");
+        assert_eq!(shipment.status, ShipmentStatus::Shipped);
+        assert_eq!(
+            serde_json::to_value(&shipment).expect("json")["status"],
+            "shipped",
+            "the REST contract's text"
+        );
+
+        // An orders service that sends only the older text forms is understood.
+        let older = proto::Order {
+            payment_state: 0,
+            payment_status: "refunded".into(),
+            shipment_state: 0,
+            shipment_status: "delivered".into(),
+            ..shipped.clone()
+        };
+        let body = order_body(older).expect("shown");
+        assert_eq!(body.payment.status, PaymentStatus::Refunded);
+        assert_eq!(
+            body.shipment.map(|s| s.status),
+            Some(ShipmentStatus::Delivered)
+        );
+
+        for unknown in [
+            proto::Order {
+                payment_state: 99,
+                ..shipped.clone()
+            },
+            proto::Order {
+                payment_state: 0,
+                payment_status: "pending".into(),
+                ..shipped.clone()
+            },
+            proto::Order {
+                shipment_state: 0,
+                shipment_status: String::new(),
+                ..shipped.clone()
+            },
+            proto::Order {
+                shipment_state: proto::ShipmentState::None as i32,
+                ..shipped.clone()
+            },
+        ] {
+            let refused = order_body(unknown).map(|_| ()).map_err(|p| p.status_code());
+            assert_eq!(refused, Err(StatusCode::BAD_GATEWAY), "never a default");
+        }
+        let unshipped = proto::Order {
+            tracking_id: String::new(),
+            ..shipped
+        };
+        assert!(order_body(unshipped).expect("shown").shipment.is_none());
     }
 }

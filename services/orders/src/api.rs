@@ -22,7 +22,9 @@ use tracing::Instrument;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 
 use crate::saga::{Saga, Upstreams};
-use crate::store::{Address, Line, Order, OrderStatus, OrderStore, Step, StoreError};
+use crate::store::{
+    Address, Line, Order, OrderStatus, OrderStore, PaymentStatus, Step, StoreError,
+};
 
 /// How long reading an order waits for its shipment's live status.
 const SHIPMENT_LOOKUP: Duration = Duration::from_millis(300);
@@ -52,8 +54,8 @@ impl OrdersApi {
     }
 
     async fn to_proto(&self, order: Order) -> proto::Order {
-        let shipment_status = if order.tracking_id.is_empty() {
-            String::new()
+        let shipment = if order.tracking_id.is_empty() {
+            proto::ShipmentState::None
         } else {
             // Bounded tightly: a slow shipping service must not hold up order reads.
             let mut shipping_client = ShippingClient::new(self.upstreams.shipping.channel());
@@ -65,13 +67,13 @@ impl OrdersApi {
                 _ => None,
             };
             match status {
-                Some(shipping::ShipmentStatus::Shipped) => "shipped".into(),
-                Some(shipping::ShipmentStatus::Delivered) => "delivered".into(),
+                Some(shipping::ShipmentStatus::Shipped) => proto::ShipmentState::Shipped,
+                Some(shipping::ShipmentStatus::Delivered) => proto::ShipmentState::Delivered,
                 // Shipping unreachable: the order is still shown, its shipment as last known.
-                _ => "created".into(),
+                _ => proto::ShipmentState::Created,
             }
         };
-        order_to_proto(order, shipment_status)
+        order_to_proto(order, shipment)
     }
 }
 
@@ -82,11 +84,26 @@ fn money(amount_minor: i64, currency: &str) -> Option<Money> {
     })
 }
 
-fn order_to_proto(order: Order, shipment_status: String) -> proto::Order {
+fn order_to_proto(order: Order, shipment: proto::ShipmentState) -> proto::Order {
     let status = match order.status {
         OrderStatus::Pending => proto::OrderStatus::Pending,
         OrderStatus::Confirmed => proto::OrderStatus::Confirmed,
         OrderStatus::Cancelled => proto::OrderStatus::Cancelled,
+    };
+    let payment = match order.payment_status {
+        PaymentStatus::None => proto::PaymentState::None,
+        PaymentStatus::Authorized => proto::PaymentState::Authorized,
+        PaymentStatus::Captured => proto::PaymentState::Captured,
+        PaymentStatus::Declined => proto::PaymentState::Declined,
+        PaymentStatus::Voided => proto::PaymentState::Voided,
+        PaymentStatus::Refunded => proto::PaymentState::Refunded,
+    };
+    // The deprecated text forms, for readers that know only those.
+    let shipment_status = match shipment {
+        proto::ShipmentState::Created => "created",
+        proto::ShipmentState::Shipped => "shipped",
+        proto::ShipmentState::Delivered => "delivered",
+        proto::ShipmentState::None | proto::ShipmentState::Unspecified => "",
     };
     let created_at = rfc3339_from_ms(order.created_at_ms);
     proto::Order {
@@ -111,9 +128,11 @@ fn order_to_proto(order: Order, shipment_status: String) -> proto::Order {
         status: status as i32,
         cancel_reason: order.cancel_reason,
         payment_last4: order.payment_last4,
-        payment_status: order.payment_status,
+        payment_status: order.payment_status.as_str().to_owned(),
+        payment_state: payment as i32,
         tracking_id: order.tracking_id,
-        shipment_status,
+        shipment_status: shipment_status.to_owned(),
+        shipment_state: shipment as i32,
         created_at,
     }
 }
@@ -277,7 +296,7 @@ impl Orders for OrdersApi {
                 country: address.country.trim().to_ascii_uppercase(),
             },
             payment_last4: last4,
-            payment_status: "none".into(),
+            payment_status: PaymentStatus::None,
             tracking_id: String::new(),
             release_pending: false,
             void_pending: false,
@@ -330,7 +349,12 @@ impl Orders for OrdersApi {
             // Answer as soon as the saga is done, or with PENDING when it takes longer.
             if let Ok(Ok(Some(finished))) = tokio::time::timeout(self.inline_wait, driving).await {
                 // Its shipment, if any, was created just now.
-                return Ok(Response::new(order_to_proto(finished, "created".into())));
+                let shipment = if finished.tracking_id.is_empty() {
+                    proto::ShipmentState::None
+                } else {
+                    proto::ShipmentState::Created
+                };
+                return Ok(Response::new(order_to_proto(finished, shipment)));
             }
         }
         let current = self

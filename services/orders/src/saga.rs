@@ -35,7 +35,7 @@ use comb_kit::events::Event;
 use comb_kit::grpc::Upstream;
 use tonic::{Code, Status};
 
-use crate::store::{Order, OrderStatus, OrderStore, Step};
+use crate::store::{Order, OrderStatus, OrderStore, PaymentStatus, Step};
 
 /// The services the saga calls.
 #[derive(Debug, Clone)]
@@ -378,21 +378,21 @@ impl Saga {
         {
             Ok(reply) => match payments::PaymentStatus::try_from(reply.into_inner().status) {
                 Ok(payments::PaymentStatus::Authorized) => {
-                    order.payment_status = "authorized".into();
+                    order.payment_status = PaymentStatus::Authorized;
                     Self::advance(order, Step::Confirm)
                 }
                 Ok(payments::PaymentStatus::Captured) => {
-                    order.payment_status = "captured".into();
+                    order.payment_status = PaymentStatus::Captured;
                     Self::advance(order, Step::Confirm)
                 }
                 Ok(payments::PaymentStatus::Declined) => {
-                    order.payment_status = "declined".into();
+                    order.payment_status = PaymentStatus::Declined;
                     Self::cancel(order, "payment_declined", false)
                 }
                 _ => Self::cancel(order, "payment_failed", true),
             },
             Err(status) if status.code() == Code::InvalidArgument => {
-                order.payment_status = "declined".into();
+                order.payment_status = PaymentStatus::Declined;
                 Self::cancel(order, "payment_declined", false)
             }
             Err(status) if transient(&status) => Outcome::Retry,
@@ -422,7 +422,7 @@ impl Saga {
         // The stock is the buyer's now; the rest does not depend on each other, so it runs
         // at once.
         let capture = async {
-            if order.payment_status == "captured" {
+            if order.payment_status == PaymentStatus::Captured {
                 return Ok(None);
             }
             PaymentsClient::new(self.upstreams.payments.channel())
@@ -430,7 +430,7 @@ impl Saga {
                     payment_id: order.id.clone(),
                 })
                 .await
-                .map(|_| Some("captured"))
+                .map(|_| Some(PaymentStatus::Captured))
         };
         let ship = async {
             if !order.tracking_id.is_empty() {
@@ -465,7 +465,7 @@ impl Saga {
         };
         let (captured, shipped, cleared) = tokio::join!(capture, ship, clear);
         match captured {
-            Ok(Some(status)) => order.payment_status = status.into(),
+            Ok(Some(status)) => order.payment_status = status,
             Ok(None) => {}
             Err(status) if transient(&status) => return Outcome::Retry,
             Err(status) => {
@@ -513,8 +513,8 @@ impl Saga {
             };
             match client.void(reference.clone()).await {
                 Ok(_) => {
-                    if order.payment_status == "authorized" {
-                        order.payment_status = "voided".into();
+                    if order.payment_status == PaymentStatus::Authorized {
+                        order.payment_status = PaymentStatus::Voided;
                     }
                     order.void_pending = false;
                 }
@@ -522,7 +522,7 @@ impl Saga {
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     match client.refund(reference).await {
                         Ok(_) => {
-                            order.payment_status = "refunded".into();
+                            order.payment_status = PaymentStatus::Refunded;
                             order.void_pending = false;
                         }
                         Err(status) if transient(&status) => return Outcome::Retry,

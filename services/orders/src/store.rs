@@ -76,6 +76,43 @@ impl OrderStatus {
     }
 }
 
+/// Where an order's payment stands, as the saga last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    /// Not authorized (yet, or ever).
+    None,
+    Authorized,
+    Captured,
+    Declined,
+    Voided,
+    Refunded,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Authorized => "authorized",
+            Self::Captured => "captured",
+            Self::Declined => "declined",
+            Self::Voided => "voided",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "none" => Self::None,
+            "authorized" => Self::Authorized,
+            "captured" => Self::Captured,
+            "declined" => Self::Declined,
+            "voided" => Self::Voided,
+            "refunded" => Self::Refunded,
+            other => return Err(StoreError::Corrupt(format!("payment status {other:?}"))),
+        })
+    }
+}
+
 /// One priced line of an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
@@ -113,7 +150,7 @@ pub struct Order {
     pub currency: String,
     pub address: Address,
     pub payment_last4: String,
-    pub payment_status: String,
+    pub payment_status: PaymentStatus,
     pub tracking_id: String,
     pub release_pending: bool,
     pub void_pending: bool,
@@ -328,11 +365,37 @@ fn order_from_row(row: &sql::Row) -> Result<Order, StoreError> {
         address: serde_json::from_str(&address)
             .map_err(|error| StoreError::Corrupt(format!("orders.address: {error}")))?,
         payment_last4: row.try_get("payment_last4")?,
-        payment_status: row.try_get("payment_status")?,
+        payment_status: PaymentStatus::parse(&row.try_get::<String, _>("payment_status")?)?,
         tracking_id: row.try_get("tracking_id")?,
         release_pending: row.try_get::<i64, _>("release_pending")? != 0,
         void_pending: row.try_get::<i64, _>("void_pending")? != 0,
         deadline_at_ms: row.try_get("deadline_at_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_statuses_are_stored_as_words_and_an_unknown_one_is_corrupt() {
+        for status in [
+            PaymentStatus::None,
+            PaymentStatus::Authorized,
+            PaymentStatus::Captured,
+            PaymentStatus::Declined,
+            PaymentStatus::Voided,
+            PaymentStatus::Refunded,
+        ] {
+            assert_eq!(
+                PaymentStatus::parse(status.as_str()).expect("known"),
+                status
+            );
+        }
+        assert!(matches!(
+            PaymentStatus::parse("pending"),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
 }

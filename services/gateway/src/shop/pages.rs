@@ -1092,6 +1092,19 @@ pub(super) async fn order(
     };
     let (label, class) = status_text(&order);
     let pending = label == "PENDING";
+    let (payment, shipment) = match (
+        crate::orders::PaymentStatus::of(&order),
+        crate::orders::ShipmentStatus::of(&order),
+    ) {
+        (Ok(payment), Ok(shipment)) => (payment, shipment),
+        (Err(problem), _) | (_, Err(problem)) => {
+            return error_page(
+                StatusCode::BAD_GATEWAY,
+                "We cannot show this order right now",
+                &problem.detail,
+            );
+        }
+    };
     let body = html! {
         h1 { "Order " span.muted { (order.id) } }
         p { "Status: " strong.(class) #order-status { (label) } }
@@ -1116,10 +1129,10 @@ pub(super) async fn order(
         }
         p { "Subtotal " (money(order.subtotal.as_ref())) " · shipping " (money(order.shipping.as_ref())) " · " strong { "total " (money(order.total.as_ref())) } }
         @if !order.payment_last4.is_empty() {
-            p.muted { "Card ending " (order.payment_last4) " · payment " (order.payment_status) }
+            p.muted { "Card ending " (order.payment_last4) " · payment " (payment.as_str()) }
         }
-        @if !order.tracking_id.is_empty() {
-            p { "Shipment " (order.tracking_id) ": " (order.shipment_status) }
+        @if let Some(shipment) = shipment {
+            p { "Shipment " (order.tracking_id) ": " (shipment.as_str()) }
         }
     };
     page(&state, &visitor, "Your order", body).await

@@ -38,7 +38,7 @@ fn order(id: &str, owner: &str, key: &str, created_at_ms: i64) -> Order {
             country: "GB".into(),
         },
         payment_last4: "4242".into(),
-        payment_status: "none".into(),
+        payment_status: comb_orders::store::PaymentStatus::None,
         tracking_id: String::new(),
         release_pending: false,
         void_pending: false,
