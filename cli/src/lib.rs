@@ -11,6 +11,7 @@ pub mod launcher;
 pub mod load;
 pub mod postgres;
 pub mod services;
+pub mod topology;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -7,8 +7,10 @@ use std::pin::Pin;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use comb_kit::ServiceConfig;
 use comb_kit::service::Service;
-use comb_kit::{ServiceConfig, Topology};
+
+use crate::topology::Topology;
 
 use crate::ServeArgs;
 

@@ -4,8 +4,7 @@
 //! tasks, and returns a [`service::Service`]; [`service::run`] does telemetry, serving,
 //! the drain and stopping the tasks the same way for every service. Each step is one
 //! module here:
-//! - [`config`]: the topology file (`comb.toml`) and a service instance's settings, with
-//!   environment overrides;
+//! - [`config`]: a service instance's settings, with environment overrides;
 //! - [`telemetry`]: JSON log lines carrying service, instance and trace, OpenTelemetry
 //!   spans exported over OTLP, Prometheus metrics with request counts and latency
 //!   histograms per route;
@@ -14,6 +13,7 @@
 //! - [`storage`]: a SQLite (default) or PostgreSQL pool with the service's own migrations;
 //!   [`changes`] tells when its data moved on, for event feeds and read caches
 //!   ([`cache`]);
+//! - [`service`]: one way to run a service instance (see above);
 //! - [`server`]: one port serving HTTP and gRPC with the `/healthz` and `/readyz` probes,
 //!   a second, admin port for operators (`/metrics`, fault control), timeouts on every
 //!   connection, and a graceful drain on SIGTERM/SIGINT; [`overload`] sheds what it cannot
@@ -51,5 +51,5 @@ pub mod telemetry;
 pub mod trace;
 pub mod versions;
 
-pub use config::{ServiceConfig, Topology};
+pub use config::ServiceConfig;
 pub use problem::Problem;

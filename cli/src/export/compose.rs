@@ -1,7 +1,7 @@
 //! A compose file for the same topology: every service from the one image, with
 //! PostgreSQL (one database and role per service, from an inline init script) and NATS.
 
-use comb_kit::Topology;
+use crate::topology::Topology;
 use serde_json::{Map, Value, json};
 
 use super::{

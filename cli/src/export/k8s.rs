@@ -3,8 +3,8 @@
 //! settings and secrets; PostgreSQL and NATS as StatefulSets or external endpoints; and a
 //! kustomization listing it all.
 
+use crate::topology::Topology;
 use anyhow::bail;
-use comb_kit::Topology;
 use serde_json::{Map, Value, json};
 
 use crate::services::keeps_data;

@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use comb_kit::{ServiceConfig, Topology};
+use comb_kit::ServiceConfig;
+
+use crate::topology::Topology;
 use serde_json::Value;
 
 use crate::services::{check_runnable, load_topology};

@@ -335,10 +335,10 @@ async fn scale(
     Json(request): Json<ScaleRequest>,
 ) -> Result<Json<ScaleOutcome>, (axum::http::StatusCode, String)> {
     let bad = |why: String| (axum::http::StatusCode::BAD_REQUEST, why);
-    if request.replicas > comb_kit::config::MAX_REPLICAS {
+    if request.replicas > crate::topology::MAX_REPLICAS {
         return Err(bad(format!(
             "replicas must be between 0 (stopped) and {}, not {}",
-            comb_kit::config::MAX_REPLICAS,
+            crate::topology::MAX_REPLICAS,
             request.replicas
         )));
     }

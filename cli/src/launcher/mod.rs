@@ -15,8 +15,8 @@ use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::topology::Topology;
 use anyhow::{Context, bail};
-use comb_kit::Topology;
 use comb_kit::shutdown::StopSignals;
 
 use self::control::{ControlPort, LauncherState, SystemStatus, fetch_status, running_launcher};
@@ -265,7 +265,7 @@ fn apply_backend_flags(topology: &mut Topology, args: &UpArgs) -> anyhow::Result
         launcher.nats = Some(url.clone());
     }
     if let Some(prefix) = &args.prefix {
-        if !comb_kit::config::is_name_prefix(prefix) {
+        if !crate::topology::is_name_prefix(prefix) {
             bail!(
                 "--prefix {prefix:?}: use 1 to 20 lower-case letters, digits and underscores, starting with a letter"
             );
@@ -381,7 +381,7 @@ async fn check_reachable(nats_url: &str) -> anyhow::Result<()> {
 }
 
 /// Where the services keep their data and send their events, for the start-up banner.
-fn backends_line(launcher: &comb_kit::config::LauncherSettings) -> String {
+fn backends_line(launcher: &crate::topology::LauncherSettings) -> String {
     let databases = match &launcher.postgres {
         Some(url) => format!(
             "PostgreSQL at {}, a database and role per service ({}_SERVICE)",

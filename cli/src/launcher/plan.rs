@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use crate::topology::Topology;
 use anyhow::{Context, bail};
-use comb_kit::Topology;
 use comb_kit::config::{env_name, sqlite_url};
 
 /// The service that answers the public API; it gets the gateway port.

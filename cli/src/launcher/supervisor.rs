@@ -8,7 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use comb_kit::config::LauncherSettings;
+use crate::topology::LauncherSettings;
 use comb_kit::discovery::Snapshot;
 use comb_kit::server::BoundAddresses;
 use nix::sys::signal::{Signal, kill};

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use comb_kit::Topology;
+use comb::topology::Topology;
 use serde_json::Value;
 
 use crate::observability::which;

@@ -338,7 +338,7 @@ impl Drop for Comb {
 /// Removes the databases and roles a scale-out system was given (best effort: with no
 /// `psql` on the machine they stay, named by their unique prefix).
 fn drop_databases(prefix: &str) {
-    let topology = comb_kit::Topology::load(&repo_topology()).unwrap();
+    let topology = comb::topology::Topology::load(&repo_topology()).unwrap();
     // One statement per --command: psql runs several in one transaction, which DROP
     // DATABASE refuses.
     let mut command = Command::new("psql");
