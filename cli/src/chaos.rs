@@ -13,11 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use comb_kit::storage::{Database, sql};
+use comb_inventory::store::{InventoryStore, Reservation, Status as ReservationStatus};
+use comb_kit::storage::Database;
+use comb_orders::store::{OrderStatus, OrderStore, Step};
+use comb_payments::store::{Payment, PaymentStore, Status as PaymentStatus};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use rand::seq::SliceRandom;
-use serde::Deserialize;
 
 use crate::DataDirArg;
 use crate::launcher::control::{LauncherState, fetch_status, running_launcher};
@@ -244,21 +246,6 @@ pub struct Verdict {
     pub detail: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct OrderLine {
-    sku: String,
-    quantity: i64,
-}
-
-#[derive(Debug)]
-struct OrderRow {
-    id: String,
-    status: String,
-    step: String,
-    total_minor: i64,
-    lines: Vec<OrderLine>,
-}
-
 async fn pool(databases: &BTreeMap<String, String>, service: &str) -> anyhow::Result<Database> {
     let url = databases
         .get(service)
@@ -266,24 +253,6 @@ async fn pool(databases: &BTreeMap<String, String>, service: &str) -> anyhow::Re
     Database::connect(url)
         .await
         .with_context(|| format!("cannot open {service}'s database {url}"))
-}
-
-async fn orders(db: &Database) -> anyhow::Result<Vec<OrderRow>> {
-    let rows = sql::query("SELECT id, status, step, total_minor, lines FROM orders")
-        .fetch_all(db)
-        .await?;
-    rows.iter()
-        .map(|row| {
-            let lines: String = row.try_get("lines")?;
-            Ok(OrderRow {
-                id: row.try_get("id")?,
-                status: row.try_get("status")?,
-                step: row.try_get("step")?,
-                total_minor: row.try_get("total_minor")?,
-                lines: serde_json::from_str(&lines).context("an order's lines are not JSON")?,
-            })
-        })
-        .collect()
 }
 
 async fn check(
@@ -343,6 +312,9 @@ async fn check(
     })
 }
 
+/// The invariants, read through each owner's audit code (`OrderStore::all`,
+/// `PaymentStore::all`, `InventoryStore::reservations`, ...), so that a change to a
+/// service's schema that would break the check fails to compile instead.
 async fn verdicts(
     orders_db: &Database,
     payments_db: &Database,
@@ -350,14 +322,21 @@ async fn verdicts(
     notifications_db: &Database,
     reports_db: &Database,
 ) -> anyhow::Result<Vec<Verdict>> {
-    let orders = orders(orders_db).await?;
-    let confirmed = orders.iter().filter(|o| o.status == "CONFIRMED").count();
-    let cancelled = orders.iter().filter(|o| o.status == "CANCELLED").count();
+    let order_store = OrderStore::new(orders_db.clone());
+    let orders = order_store.all().await?;
+    let confirmed = orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Confirmed)
+        .count();
+    let cancelled = orders
+        .iter()
+        .filter(|o| o.status == OrderStatus::Cancelled)
+        .count();
     let mut verdicts = Vec::new();
 
     let unfinished: Vec<&str> = orders
         .iter()
-        .filter(|o| o.step != "done" || o.status == "PENDING")
+        .filter(|o| o.step != Step::Done || o.status == OrderStatus::Pending)
         .map(|o| o.id.as_str())
         .collect();
     verdicts.push(Verdict {
@@ -371,41 +350,48 @@ async fn verdicts(
         ),
     });
 
-    let payment_rows = sql::query("SELECT payment_id, status, amount_minor FROM payments")
-        .fetch_all(payments_db)
-        .await?;
-    let mut payments: HashMap<String, (String, i64)> = HashMap::new();
-    for row in &payment_rows {
-        payments.insert(
-            row.try_get("payment_id")?,
-            (row.try_get("status")?, row.try_get("amount_minor")?),
-        );
-    }
+    let payments: HashMap<String, Payment> = PaymentStore::new(payments_db.clone())
+        .all()
+        .await?
+        .into_iter()
+        .map(|payment| (payment.payment_id.clone(), payment))
+        .collect();
+    let charged = |payment: &Payment| {
+        matches!(
+            payment.status,
+            PaymentStatus::Captured | PaymentStatus::Authorized
+        )
+    };
     let mut charge_problems = Vec::new();
     for order in &orders {
         let payment = payments.get(&order.id);
-        let charged =
-            payment.is_some_and(|(status, _)| status == "captured" || status == "authorized");
-        match order.status.as_str() {
-            "CONFIRMED" => match payment {
-                Some((status, amount)) if status == "captured" && *amount == order.total_minor => {}
-                other => {
-                    charge_problems.push(format!("{} confirmed but payment {other:?}", order.id))
-                }
+        match order.status {
+            OrderStatus::Confirmed => match payment {
+                Some(payment)
+                    if payment.status == PaymentStatus::Captured
+                        && payment.amount_minor == order.total_minor => {}
+                other => charge_problems.push(format!(
+                    "{} confirmed but payment {:?}",
+                    order.id,
+                    other.map(|p| (p.status.as_str(), p.amount_minor))
+                )),
             },
-            "CANCELLED" if charged => {
+            OrderStatus::Cancelled if payment.is_some_and(charged) => {
                 charge_problems.push(format!("{} cancelled but still charged", order.id))
             }
             _ => {}
         }
     }
     let order_ids: std::collections::HashSet<&str> = orders.iter().map(|o| o.id.as_str()).collect();
-    for (id, (status, _)) in &payments {
-        if !order_ids.contains(id.as_str()) && (status == "captured" || status == "authorized") {
+    for (id, payment) in &payments {
+        if !order_ids.contains(id.as_str()) && charged(payment) {
             charge_problems.push(format!("payment {id} charged with no order"));
         }
     }
-    let captured = payments.values().filter(|(s, _)| s == "captured").count();
+    let captured = payments
+        .values()
+        .filter(|p| p.status == PaymentStatus::Captured)
+        .count();
     verdicts.push(Verdict {
         invariant: "payments reconcile with orders (no double charge)",
         ok: charge_problems.is_empty(),
@@ -416,55 +402,53 @@ async fn verdicts(
         ),
     });
 
-    let reservation_rows = sql::query("SELECT order_id, status FROM reservations")
-        .fetch_all(inventory_db)
-        .await?;
-    let mut reservations: HashMap<String, String> = HashMap::new();
-    for row in &reservation_rows {
-        reservations.insert(row.try_get("order_id")?, row.try_get("status")?);
-    }
-    let line_rows = sql::query("SELECT order_id, sku, quantity FROM reservation_lines")
-        .fetch_all(inventory_db)
-        .await?;
-    let mut reserved_lines: HashMap<String, BTreeMap<String, i64>> = HashMap::new();
-    for row in &line_rows {
-        reserved_lines
-            .entry(row.try_get("order_id")?)
-            .or_default()
-            .insert(row.try_get("sku")?, row.try_get("quantity")?);
-    }
-    let negative: i64 = sql::query_scalar("SELECT COUNT(*) FROM stock WHERE available < 0")
-        .fetch_one(inventory_db)
-        .await?;
+    let inventory = InventoryStore::new(inventory_db.clone());
+    let reservations: HashMap<String, Reservation> = inventory
+        .reservations()
+        .await?
+        .into_iter()
+        .map(|reservation| (reservation.order_id.clone(), reservation))
+        .collect();
+    let negative = inventory.skus_below_zero().await?;
     let mut stock_problems = Vec::new();
     if negative > 0 {
         stock_problems.push(format!("{negative} SKUs below zero"));
     }
     for order in &orders {
-        let reservation = reservations.get(&order.id).map(String::as_str);
-        match order.status.as_str() {
-            "CONFIRMED" => {
-                let wanted: BTreeMap<String, i64> =
-                    order.lines.iter().fold(BTreeMap::new(), |mut lines, line| {
-                        *lines.entry(line.sku.clone()).or_default() += line.quantity;
-                        lines
-                    });
-                if reservation != Some("committed") {
-                    stock_problems.push(format!("{} confirmed, stock {reservation:?}", order.id));
-                } else if reserved_lines.get(&order.id) != Some(&wanted) {
-                    stock_problems.push(format!("{} confirmed, committed lines differ", order.id));
+        let reservation = reservations.get(&order.id);
+        let status = reservation.map(|r| r.status.as_str());
+        match order.status {
+            OrderStatus::Confirmed => {
+                let wanted = quantities(order.lines.iter().map(|l| (&l.sku, l.quantity)));
+                match reservation {
+                    Some(reservation) if reservation.status == ReservationStatus::Committed => {
+                        let held =
+                            quantities(reservation.lines.iter().map(|l| (&l.sku, l.quantity)));
+                        if held != wanted {
+                            stock_problems
+                                .push(format!("{} confirmed, committed lines differ", order.id));
+                        }
+                    }
+                    _ => stock_problems.push(format!("{} confirmed, stock {status:?}", order.id)),
                 }
             }
-            "CANCELLED" if matches!(reservation, Some("reserved" | "committed")) => {
-                stock_problems.push(format!(
-                    "{} cancelled, stock still {reservation:?}",
-                    order.id
-                ));
+            OrderStatus::Cancelled
+                if reservation.is_some_and(|r| {
+                    matches!(
+                        r.status,
+                        ReservationStatus::Reserved | ReservationStatus::Committed
+                    )
+                }) =>
+            {
+                stock_problems.push(format!("{} cancelled, stock still {status:?}", order.id));
             }
             _ => {}
         }
     }
-    let committed = reservations.values().filter(|s| *s == "committed").count();
+    let committed = reservations
+        .values()
+        .filter(|r| r.status == ReservationStatus::Committed)
+        .count();
     verdicts.push(Verdict {
         invariant: "stock reconciles with confirmed orders (no oversell)",
         ok: stock_problems.is_empty(),
@@ -476,26 +460,11 @@ async fn verdicts(
 
     // Each confirmed order published one confirmation event (in the step's transaction);
     // its effect must be in notifications and in reports exactly once, by event id.
-    let published =
-        sql::query("SELECT id, subject FROM outbox WHERE type = 'comb.order.confirmed'")
-            .fetch_all(orders_db)
-            .await?;
-    let mut confirmation_of: HashMap<String, String> = HashMap::new();
-    for row in &published {
-        confirmation_of.insert(row.try_get("subject")?, row.try_get("id")?);
-    }
-    let messaged = event_counts(
-        notifications_db,
-        "SELECT event_id FROM messages WHERE kind = 'order_confirmed'",
-    )
-    .await?;
-    let reported = event_counts(
-        reports_db,
-        "SELECT event_id FROM archive WHERE type = 'comb.order.confirmed'",
-    )
-    .await?;
+    let confirmation_of = order_store.confirmation_events().await?;
+    let messaged = comb_notifications::confirmation_messages(notifications_db).await?;
+    let reported = comb_reports::archived_confirmations(reports_db).await?;
     let mut event_problems = Vec::new();
-    for order in orders.iter().filter(|o| o.status == "CONFIRMED") {
+    for order in orders.iter().filter(|o| o.status == OrderStatus::Confirmed) {
         let Some(event) = confirmation_of.get(&order.id) else {
             event_problems.push(format!("{} confirmed without a published event", order.id));
             continue;
@@ -510,10 +479,7 @@ async fn verdicts(
             }
         }
     }
-    let sales: i64 =
-        sql::query_scalar("SELECT CAST(COALESCE(SUM(orders), 0) AS BIGINT) FROM day_sales")
-            .fetch_one(reports_db)
-            .await?;
+    let sales = comb_reports::orders_in_sales(reports_db).await?;
     let expected = i64::try_from(confirmed).unwrap_or(i64::MAX);
     if sales != expected {
         event_problems.push(format!("the sales reports count {sales} orders"));
@@ -531,15 +497,12 @@ async fn verdicts(
     Ok(verdicts)
 }
 
-/// How many rows name each event id.
-async fn event_counts(db: &Database, query: &'static str) -> anyhow::Result<HashMap<String, i64>> {
-    let mut counts = HashMap::new();
-    for row in sql::query(query).fetch_all(db).await? {
-        *counts
-            .entry(row.try_get::<String, _>("event_id")?)
-            .or_insert(0) += 1;
-    }
-    Ok(counts)
+/// Quantities by SKU, lines of one SKU added up.
+fn quantities<'a>(lines: impl Iterator<Item = (&'a String, i64)>) -> BTreeMap<&'a str, i64> {
+    lines.fold(BTreeMap::new(), |mut by_sku, (sku, quantity)| {
+        *by_sku.entry(sku.as_str()).or_default() += quantity;
+        by_sku
+    })
 }
 
 fn sample(items: &[impl AsRef<str>]) -> String {

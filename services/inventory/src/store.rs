@@ -123,6 +123,49 @@ impl InventoryStore {
         }
     }
 
+    /// Every reservation with its lines, for audits (`comb chaos check` reconciles them
+    /// with confirmed orders).
+    pub async fn reservations(&self) -> Result<Vec<Reservation>, StoreError> {
+        let rows = sql::query(
+            "SELECT r.order_id, r.status, r.expires_at_ms, l.sku, l.quantity FROM reservations r
+             LEFT JOIN reservation_lines l ON l.order_id = r.order_id ORDER BY r.order_id, l.sku",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let mut reservations: Vec<Reservation> = Vec::new();
+        for row in &rows {
+            let order_id: String = row.try_get("order_id")?;
+            if reservations
+                .last()
+                .is_none_or(|last| last.order_id != order_id)
+            {
+                reservations.push(Reservation {
+                    order_id,
+                    status: Status::parse(&row.try_get::<String, _>("status")?)?,
+                    lines: Vec::new(),
+                    expires_at_ms: row.try_get("expires_at_ms")?,
+                });
+            }
+            let sku: Option<String> = row.try_get("sku")?;
+            let quantity: Option<i64> = row.try_get("quantity")?;
+            if let (Some(sku), Some(quantity), Some(reservation)) =
+                (sku, quantity, reservations.last_mut())
+            {
+                reservation.lines.push(Line { sku, quantity });
+            }
+        }
+        Ok(reservations)
+    }
+
+    /// How many SKUs have less than nothing available (an oversell), for audits.
+    pub async fn skus_below_zero(&self) -> Result<i64, StoreError> {
+        Ok(
+            sql::query_scalar("SELECT COUNT(*) FROM stock WHERE available < 0")
+                .fetch_one(&self.db)
+                .await?,
+        )
+    }
+
     /// Commits a transaction that may have changed stock: levels read before it are not
     /// served again.
     async fn commit_stock(&self, tx: sql::Transaction) -> Result<(), sql::DbError> {

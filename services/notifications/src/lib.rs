@@ -243,6 +243,23 @@ fn messages(
     Ok(Response::new(proto::ListMessagesResponse { items }))
 }
 
+/// How many order confirmation messages each event produced, by event id, for audits
+/// (`comb chaos check`: each confirmed order's event must produce exactly one).
+pub async fn confirmation_messages(
+    db: &Database,
+) -> Result<std::collections::HashMap<String, i64>, sql::DbError> {
+    let rows = sql::query("SELECT event_id FROM messages WHERE kind = 'order_confirmed'")
+        .fetch_all(db)
+        .await?;
+    let mut counts = std::collections::HashMap::new();
+    for row in &rows {
+        *counts
+            .entry(row.try_get::<String, _>("event_id")?)
+            .or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
 pub fn routes(db: Database) -> Router {
     server::add_grpc(Router::new(), NotificationsServer::new(MailboxApi { db }))
 }

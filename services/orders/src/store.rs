@@ -246,6 +246,29 @@ impl OrderStore {
         row.as_ref().map(order_from_row).transpose()
     }
 
+    /// Every order, for audits (`comb chaos check` reconciles them with payments, stock and
+    /// events through this, so a schema change that would break it fails to compile).
+    pub async fn all(&self) -> Result<Vec<Order>, StoreError> {
+        let rows = sql::query(format!("SELECT {COLUMNS} FROM orders"))
+            .fetch_all(&self.db)
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// The id of the confirmation event published for each confirmed order, by order id,
+    /// for audits.
+    pub async fn confirmation_events(
+        &self,
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let rows = sql::query("SELECT id, subject FROM outbox WHERE type = $1")
+            .bind(comb_contracts::events::ORDER_CONFIRMED)
+            .fetch_all(&self.db)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("subject")?, row.try_get("id")?)))
+            .collect()
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<Order>, StoreError> {
         let row = sql::query(format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
             .bind(id)

@@ -104,6 +104,14 @@ impl PaymentStore {
         Ok(())
     }
 
+    /// Every payment, for audits (`comb chaos check` reconciles them with orders).
+    pub async fn all(&self) -> Result<Vec<Payment>, StoreError> {
+        let rows = sql::query(format!("SELECT {COLUMNS} FROM payments"))
+            .fetch_all(&self.db)
+            .await?;
+        rows.iter().map(payment_from_row).collect()
+    }
+
     pub async fn get(&self, payment_id: &str) -> Result<Option<Payment>, StoreError> {
         let row = sql::query(format!(
             "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"

@@ -299,6 +299,31 @@ pub async fn rebuild(db: &Database) -> Result<i64, HandlerError> {
     Ok(i64::try_from(archived.len()).unwrap_or(i64::MAX))
 }
 
+/// How many times each order confirmation event was archived, by event id, for audits
+/// (`comb chaos check`: exactly once each).
+pub async fn archived_confirmations(
+    db: &Database,
+) -> Result<std::collections::HashMap<String, i64>, sql::DbError> {
+    let rows = sql::query("SELECT event_id FROM archive WHERE type = $1")
+        .bind(contract::ORDER_CONFIRMED)
+        .fetch_all(db)
+        .await?;
+    let mut counts = std::collections::HashMap::new();
+    for row in &rows {
+        *counts
+            .entry(row.try_get::<String, _>("event_id")?)
+            .or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// How many orders the daily sales count in all, for audits.
+pub async fn orders_in_sales(db: &Database) -> Result<i64, sql::DbError> {
+    sql::query_scalar("SELECT CAST(COALESCE(SUM(orders), 0) AS BIGINT) FROM day_sales")
+        .fetch_one(db)
+        .await
+}
+
 pub fn routes(db: Database) -> Router {
     server::add_grpc(Router::new(), ReportsServer::new(ReportsApi { db }))
 }
