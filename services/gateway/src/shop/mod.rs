@@ -32,32 +32,38 @@ pub(crate) const SESSION_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
 /// The storefront's routes.
 pub fn routes(state: GatewayState) -> Router {
     Router::new()
-        .route("/", get(pages::home))
-        .route("/shop/browse", get(pages::browse))
-        .route("/shop/search", get(pages::search))
-        .route("/shop/products/{id}", get(pages::product))
-        .route("/shop/products/{id}/reviews", post(pages::post_review))
-        .route("/shop/cart", get(pages::cart))
-        .route("/shop/cart/items", post(pages::add_to_cart))
+        .route("/", get(pages::catalog::home))
+        .route("/shop/browse", get(pages::catalog::browse))
+        .route("/shop/search", get(pages::catalog::search))
+        .route("/shop/products/{id}", get(pages::catalog::product))
+        .route(
+            "/shop/products/{id}/reviews",
+            post(pages::catalog::post_review),
+        )
+        .route("/shop/cart", get(pages::cart::cart))
+        .route("/shop/cart/items", post(pages::cart::add_to_cart))
         .route(
             "/shop/cart/items/{product_id}",
-            post(pages::change_quantity),
+            post(pages::cart::change_quantity),
         )
         .route(
             "/shop/checkout",
-            get(pages::checkout_form).post(pages::checkout),
+            get(pages::checkout::checkout_form).post(pages::checkout::checkout),
         )
-        .route("/shop/orders", get(pages::orders))
-        .route("/shop/orders/{id}", get(pages::order))
-        .route("/shop/login", get(pages::login_form).post(pages::login))
+        .route("/shop/orders", get(pages::orders::orders))
+        .route("/shop/orders/{id}", get(pages::orders::order))
+        .route(
+            "/shop/login",
+            get(pages::account::login_form).post(pages::account::login),
+        )
         .route(
             "/shop/register",
-            get(pages::register_form).post(pages::register),
+            get(pages::account::register_form).post(pages::account::register),
         )
-        .route("/shop/logout", post(pages::logout))
-        .route("/shop/mailbox", get(pages::mailbox))
+        .route("/shop/logout", post(pages::account::logout))
+        .route("/shop/mailbox", get(pages::account::mailbox))
         .route("/shop/assets/shop.css", get(stylesheet))
-        .route("/shop/covers/{file}", get(pages::cover_image))
+        .route("/shop/covers/{file}", get(pages::catalog::cover_image))
         // Unknown shop addresses get a page a person can read, not the API's problem+json.
         .route("/shop", get(no_such_page))
         .route("/shop/{*rest}", get(no_such_page))

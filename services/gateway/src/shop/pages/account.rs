@@ -1,0 +1,301 @@
+//! Accounts: signing in and up (a guest's cart follows), signing out, and the mailbox.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::{Form, extract::rejection::FormRejection};
+use comb_contracts::cart::v1 as cart;
+use comb_contracts::cart::v1::cart_client::CartClient;
+use comb_contracts::notifications::v1 as notifications;
+use comb_contracts::notifications::v1::notifications_client::NotificationsClient;
+use comb_contracts::users::v1 as users;
+use comb_contracts::users::v1::users_client::UsersClient;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use crate::GatewayState;
+use crate::shop::browser::form_token_field;
+use crate::shop::{
+    Visitor, cleared_session_cookie, error_page, foreign_post, see_other, session_cookie,
+    unavailable, visitor,
+};
+
+use super::{capitalize, field, page};
+
+#[derive(Debug, Default, Deserialize)]
+pub(in crate::shop) struct Credentials {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    name: String,
+}
+
+fn account_form(
+    form_token: &str,
+    register: bool,
+    form: &Credentials,
+    errors: &[(String, String)],
+    notice: Option<&str>,
+) -> Markup {
+    let (title, action, button) = if register {
+        ("Create an account", "/shop/register", "Register")
+    } else {
+        ("Log in", "/shop/login", "Log in")
+    };
+    html! {
+        h1 { (title) }
+        @if let Some(notice) = notice {
+            div.error-box role="alert" { p { (notice) } }
+        }
+        form method="post" action=(action) novalidate {
+            (form_token_field(form_token))
+            @if register {
+                (field("name", "Name", &form.name, "text", "name", errors))
+            }
+            (field("email", "Email", &form.email, "email", "email", errors))
+            (field("password", "Password", "", "password", if register { "new-password" } else { "current-password" }, errors))
+            button type="submit" { (button) }
+        }
+        @if register {
+            p { "Have an account? " a href="/shop/login" { "Log in" } }
+        } @else {
+            p { "New here? " a href="/shop/register" { "Create an account" } }
+        }
+    }
+}
+
+/// `GET /shop/login`.
+pub(in crate::shop) async fn login_form(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+) -> Response {
+    let visitor = visitor(&state, &headers).await;
+    page(
+        &state,
+        &visitor,
+        "Log in",
+        account_form(
+            &visitor.form_token,
+            false,
+            &Credentials::default(),
+            &[],
+            None,
+        ),
+    )
+    .await
+}
+
+/// `GET /shop/register`.
+pub(in crate::shop) async fn register_form(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+) -> Response {
+    let visitor = visitor(&state, &headers).await;
+    page(
+        &state,
+        &visitor,
+        "Register",
+        account_form(
+            &visitor.form_token,
+            true,
+            &Credentials::default(),
+            &[],
+            None,
+        ),
+    )
+    .await
+}
+
+/// After signing in, a guest's cart becomes the customer's.
+async fn merge_guest_cart(state: &GatewayState, guest: &Visitor, customer: &str) {
+    let Some(claims) = &guest.claims else { return };
+    if claims.role != comb_contracts::auth::Role::Guest {
+        return;
+    }
+    let merged = CartClient::new(state.cart.channel())
+        .merge(cart::MergeRequest {
+            from_owner: claims.sub.clone(),
+            to_owner: customer.to_owned(),
+        })
+        .await;
+    if let Err(status) = merged {
+        tracing::warn!(code = ?status.code(), "the guest cart could not be merged at sign-in");
+    }
+}
+
+async fn signed_in(state: &GatewayState, before: &Visitor, session: users::Session) -> Response {
+    let customer = session
+        .user
+        .as_ref()
+        .map(|user| user.id.clone())
+        .unwrap_or_default();
+    merge_guest_cart(state, before, &customer).await;
+    see_other("/", session_cookie(&session.token))
+}
+
+fn account_errors(status: &tonic::Status) -> (Vec<(String, String)>, Option<String>) {
+    let errors: Vec<(String, String)> = comb_kit::grpc::field_errors(status)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|error| (error.field.clone(), capitalize(&error.message)))
+        .collect();
+    let notice = errors
+        .is_empty()
+        .then(|| format!("{}.", capitalize(status.message())));
+    (errors, notice)
+}
+
+/// `POST /shop/login`.
+pub(in crate::shop) async fn login(
+    State(state): State<GatewayState>,
+    client: crate::forwarded::ClientAddress,
+    headers: HeaderMap,
+    form: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    sign_in(state, client, headers, form, false).await
+}
+
+/// `POST /shop/register`.
+pub(in crate::shop) async fn register(
+    State(state): State<GatewayState>,
+    client: crate::forwarded::ClientAddress,
+    headers: HeaderMap,
+    form: Result<Form<Credentials>, FormRejection>,
+) -> Response {
+    sign_in(state, client, headers, form, true).await
+}
+
+/// Logs in, or registers then logs in; a refusal shows the form again, marked.
+async fn sign_in(
+    state: GatewayState,
+    client: crate::forwarded::ClientAddress,
+    headers: HeaderMap,
+    form: Result<Form<Credentials>, FormRejection>,
+    register: bool,
+) -> Response {
+    if let Some(refused) = foreign_post(&headers) {
+        return refused;
+    }
+    let form = form.map(|Form(form)| form).unwrap_or_default();
+    let (action, account) = if register {
+        (crate::limits::Action::NewSession, None)
+    } else {
+        (crate::limits::Action::SignIn, Some(form.email.as_str()))
+    };
+    if let Err(problem) = state.limits.check(action, client.0, account) {
+        let mut page = error_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            &format!("{}.", capitalize(&problem.detail)),
+        );
+        if let Some(after) = problem.retry_after {
+            page.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from(after.as_secs()),
+            );
+        }
+        return page;
+    }
+    let before = visitor(&state, &headers).await;
+    let mut users_client = UsersClient::new(state.users.channel());
+    let result = if register {
+        users_client
+            .register(users::RegisterRequest {
+                email: form.email.clone(),
+                password: form.password.clone(),
+                name: form.name.clone(),
+            })
+            .await
+    } else {
+        users_client
+            .login(users::LoginRequest {
+                email: form.email.clone(),
+                password: form.password.clone(),
+            })
+            .await
+    };
+    let status = match result {
+        Ok(session) => return signed_in(&state, &before, session.into_inner()).await,
+        Err(status) => status,
+    };
+    let (errors, notice) = match status.code() {
+        tonic::Code::InvalidArgument | tonic::Code::AlreadyExists => account_errors(&status),
+        tonic::Code::Unauthenticated | tonic::Code::NotFound if !register => (
+            Vec::new(),
+            Some(
+                "That email and password do not match an account. Check them and try again."
+                    .to_owned(),
+            ),
+        ),
+        _ => return unavailable(&state.users.problem(&status).detail),
+    };
+    let body = account_form(
+        &before.form_token,
+        register,
+        &form,
+        &errors,
+        notice.as_deref(),
+    );
+    let title = if register { "Register" } else { "Log in" };
+    let mut response = page(&state, &before, title, body).await;
+    *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    response
+}
+
+/// `POST /shop/logout`: the session's token is revoked, not only forgotten by the browser.
+pub(in crate::shop) async fn logout(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = foreign_post(&headers) {
+        return refused;
+    }
+    if let Some(claims) = visitor(&state, &headers).await.claims
+        && let Err(problem) = crate::accounts::end_session(&state, &claims).await
+    {
+        // Forgetting the cookie would only look like signing out while the token lives on.
+        tracing::warn!(detail = %problem.detail, "a storefront sign-out could not revoke its token");
+        return unavailable("Signing out could not be completed, so you are still signed in");
+    }
+    let mut response = see_other("/", None);
+    response
+        .headers_mut()
+        .append(header::SET_COOKIE, cleared_session_cookie());
+    response
+}
+
+/// `GET /shop/mailbox`: the messages sent to the visitor.
+pub(in crate::shop) async fn mailbox(
+    State(state): State<GatewayState>,
+    headers: HeaderMap,
+) -> Response {
+    let visitor = visitor(&state, &headers).await;
+    let messages = match visitor.owner() {
+        None => Ok(Vec::new()),
+        Some(owner) => NotificationsClient::new(state.notifications.channel())
+            .list_messages(notifications::ListMessagesRequest {
+                recipient: owner.to_owned(),
+            })
+            .await
+            .map(|found| found.into_inner().items),
+    };
+    let body = html! {
+        h1 { "Your mailbox" }
+        @match &messages {
+            Err(_) => p.notice { "Your mailbox is unavailable right now. Your messages are safe; try again in a moment." },
+            Ok(list) if list.is_empty() => p { "No messages yet." },
+            Ok(list) => ul {
+                @for message in list {
+                    li.card {
+                        h2 { (message.subject) }
+                        p.muted { (message.created_at) " · to " (message.email) }
+                        pre.message { (message.body) }
+                    }
+                }
+            },
+        }
+    };
+    page(&state, &visitor, "Mailbox", body).await
+}

@@ -1,0 +1,117 @@
+//! The storefront's pages and form handlers, one module per family of pages; what they
+//! share (the page frame, product cards, the catalog client) is here.
+
+pub(super) mod account;
+pub(super) mod cart;
+pub(super) mod catalog;
+pub(super) mod checkout;
+pub(super) mod orders;
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use comb_contracts::cart::v1 as cart_v1;
+use comb_contracts::cart::v1::cart_client::CartClient;
+use comb_contracts::catalog::v1 as catalog_v1;
+use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use maud::{Markup, html};
+
+use super::{Visitor, layout, money};
+use crate::GatewayState;
+
+/// How long a page waits for a part it can do without (reviews, recommendations, stock).
+const SIDE_DEADLINE: Duration = Duration::from_millis(300);
+
+fn kind_of(name: &str) -> Option<catalog_v1::ProductKind> {
+    match name {
+        "book" => Some(catalog_v1::ProductKind::Book),
+        "music" => Some(catalog_v1::ProductKind::Music),
+        "video" => Some(catalog_v1::ProductKind::Video),
+        _ => None,
+    }
+}
+
+fn kind_label(kind: i32) -> &'static str {
+    match catalog_v1::ProductKind::try_from(kind) {
+        Ok(catalog_v1::ProductKind::Book) => "Book",
+        Ok(catalog_v1::ProductKind::Music) => "Music",
+        Ok(catalog_v1::ProductKind::Video) => "Video",
+        _ => "Item",
+    }
+}
+
+fn cover(product: &catalog_v1::Product) -> Markup {
+    let kind = kind_label(product.kind).to_ascii_lowercase();
+    html! {
+        img.cover src={"/shop/covers/" (kind) ".svg"} alt={"Cover of " (product.title)} width="300" height="400";
+    }
+}
+
+fn product_card(product: &catalog_v1::Product) -> Markup {
+    html! {
+        li.card {
+            a href={"/shop/products/" (product.id)} {
+                (cover(product))
+                h3 { (product.title) }
+            }
+            p.muted { (product.creators.join(", ")) " · " (kind_label(product.kind)) }
+            p.price { (money(product.price.as_ref())) }
+        }
+    }
+}
+
+async fn cart_count(state: &GatewayState, visitor: &Visitor) -> Option<i64> {
+    let owner = visitor.owner()?.to_owned();
+    let view = tokio::time::timeout(
+        SIDE_DEADLINE,
+        CartClient::new(state.cart.channel()).get_cart(cart_v1::GetCartRequest { owner }),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .into_inner();
+    Some(view.lines.iter().map(|line| line.quantity).sum())
+}
+
+async fn page(state: &GatewayState, visitor: &Visitor, title: &str, body: Markup) -> Response {
+    let count = cart_count(state, visitor).await;
+    axum::response::Html(layout(title, visitor, count, body).into_string()).into_response()
+}
+
+fn catalog_client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {
+    CatalogClient::new(state.catalog.channel())
+}
+
+fn field(
+    name: &str,
+    label: &str,
+    value: &str,
+    kind: &str,
+    autocomplete: &str,
+    errors: &[(String, String)],
+) -> Markup {
+    let message = errors
+        .iter()
+        .find(|(field, _)| field == name)
+        .map(|(_, m)| m);
+    let id = format!("field-{name}");
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input id=(id) name=(name) type=(kind) value=(value) autocomplete=(autocomplete)
+                aria-invalid=[message.map(|_| "true")]
+                aria-describedby=[message.map(|_| format!("{id}-message"))];
+            @if let Some(message) = message {
+                p.message id={(id) "-message"} { (message) }
+            }
+        }
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
