@@ -187,3 +187,105 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A producer reduced to its event feed: an outbox in a throwaway SQLite database, served
+/// on a random port as the producer's instances serve it, for consumers under test.
+pub struct TestFeed {
+    pub db: comb_kit::storage::Database,
+    pub server: TestServer,
+    _database: TestDatabase,
+}
+
+impl TestFeed {
+    /// The feed of `producer` (e.g. "orders"), empty.
+    pub async fn start(producer: &str) -> Self {
+        let database = TestDatabase::sqlite();
+        let only_the_kits_tables = comb_kit::storage::Migrations {
+            sqlite: &[],
+            postgres: &[],
+        };
+        let db = comb_kit::storage::Database::open(&database.url, &only_the_kits_tables)
+            .await
+            .unwrap();
+        let routes = comb_kit::events::feed_routes(Router::new(), &db, producer);
+        Self {
+            server: TestServer::start(routes).await,
+            db,
+            _database: database,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// Publishes `event` as a producer does: in a transaction of its own.
+    pub async fn publish(&self, event: &comb_kit::events::Event) {
+        let mut tx = self.db.begin().await.unwrap();
+        comb_kit::events::publish(&self.db, &mut tx, event)
+            .await
+            .unwrap();
+        comb_kit::events::commit(&self.db, tx).await.unwrap();
+    }
+}
+
+/// A service built as `comb serve` builds it (its `build` given these settings), served on
+/// a random port with its background tasks running; both stop when it is dropped.
+pub struct TestService {
+    pub server: TestServer,
+    _tasks: comb_kit::service::Tasks,
+}
+
+impl TestService {
+    pub async fn start(service: comb_kit::service::Service) -> Self {
+        let (routes, tasks) = service.start();
+        Self {
+            server: TestServer::start(routes).await,
+            _tasks: tasks,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+}
+
+/// `settings` (environment form, `COMB_…`) resolved for `service`.
+pub fn config(service: &str, settings: &[(&str, String)]) -> comb_kit::ServiceConfig {
+    comb_kit::ServiceConfig::resolve(
+        service,
+        std::collections::BTreeMap::new(),
+        settings.iter().map(|(key, value)| (*key, value.clone())),
+    )
+    .unwrap()
+}
+
+/// The OrderConfirmed event of order `order_id`, placed by `owner`, one of each product.
+pub fn order_confirmed(order_id: &str, owner: &str, products: &[&str]) -> comb_kit::events::Event {
+    use comb_contracts::events::{ORDER_CONFIRMED, OrderConfirmed, OrderLine};
+    let lines: Vec<OrderLine> = products
+        .iter()
+        .map(|product| OrderLine {
+            product_id: (*product).into(),
+            sku: format!("SKU-{product}"),
+            title: format!("Product {product}"),
+            quantity: 1,
+            unit_price_minor: 1_000,
+            line_total_minor: 1_000,
+        })
+        .collect();
+    let total = 1_000 * i64::try_from(lines.len()).unwrap();
+    let order = OrderConfirmed {
+        order_id: order_id.into(),
+        owner: owner.into(),
+        email: format!("{owner}@example.com"),
+        lines,
+        subtotal_minor: total,
+        shipping_minor: 0,
+        total_minor: total,
+        currency: "USD".into(),
+        tracking_id: format!("TRK-{order_id}"),
+        placed_at: "2026-01-01T00:00:00Z".into(),
+    };
+    comb_kit::events::Event::new("orders", ORDER_CONFIRMED, order_id, &order).unwrap()
+}

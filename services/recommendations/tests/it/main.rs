@@ -3,102 +3,39 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use comb_contracts::events::{self as contract, OrderConfirmed, OrderLine};
 use comb_contracts::recommendations::v1 as proto;
 use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
-use comb_kit::ServiceConfig;
-use comb_kit::events::{self, Event};
-use comb_kit::service::Tasks;
-use comb_kit::storage::{Database, Migrations, sql};
-use comb_testkit::{TestDatabase, TestServer};
+use comb_kit::events;
+use comb_kit::storage::{Database, sql};
+use comb_testkit::{TestDatabase, TestFeed, TestService, order_confirmed};
 use tonic::transport::Channel;
-
-/// An orders service reduced to its feed: an outbox and the route that serves it.
-struct OrdersFeed {
-    db: Database,
-    server: TestServer,
-    _database: TestDatabase,
-}
-
-impl OrdersFeed {
-    async fn start() -> Self {
-        let database = TestDatabase::sqlite();
-        let no_tables = Migrations {
-            sqlite: &[],
-            postgres: &[],
-        };
-        let db = Database::open(&database.url, &no_tables).await.unwrap();
-        let server =
-            TestServer::start(events::feed_routes(axum::Router::new(), &db, "orders")).await;
-        Self {
-            db,
-            server,
-            _database: database,
-        }
-    }
-
-    /// Publishes `event` as orders does: in a transaction of its own.
-    async fn publish(&self, event: &Event) {
-        let mut tx = self.db.begin().await.unwrap();
-        events::publish(&self.db, &mut tx, event).await.unwrap();
-        events::commit(&self.db, tx).await.unwrap();
-    }
-}
-
-fn confirmed(order_id: &str, products: &[&str]) -> Event {
-    let order = OrderConfirmed {
-        order_id: order_id.into(),
-        owner: "u-1".into(),
-        email: "shopper@example.com".into(),
-        lines: products
-            .iter()
-            .map(|product| OrderLine {
-                product_id: (*product).into(),
-                sku: format!("SKU-{product}"),
-                title: (*product).into(),
-                quantity: 1,
-                unit_price_minor: 100,
-                line_total_minor: 100,
-            })
-            .collect(),
-        subtotal_minor: 100,
-        shipping_minor: 0,
-        total_minor: 100,
-        currency: "USD".into(),
-        tracking_id: "TRK".into(),
-        placed_at: "2026-01-01T00:00:00Z".into(),
-    };
-    Event::new("orders", contract::ORDER_CONFIRMED, order_id, &order).unwrap()
-}
 
 /// A recommendations instance built as `comb serve recommendations` builds it.
 struct Recommendations {
     client: RecommendationsClient<Channel>,
-    _server: TestServer,
-    _tasks: Tasks,
+    _service: TestService,
 }
 
 impl Recommendations {
-    async fn start(database: &TestDatabase, orders: &OrdersFeed) -> Self {
-        let env = [
-            ("COMB_DATABASE_URL", database.url.clone()),
-            ("COMB_UPSTREAM_ORDERS", orders.server.url()),
-        ];
-        let config = ServiceConfig::resolve("recommendations", BTreeMap::new(), env).unwrap();
-        let (routes, tasks) = comb_recommendations::build(config).await.unwrap().start();
-        let server = TestServer::start(routes).await;
-        let channel = tonic::transport::Endpoint::from_shared(server.url())
+    async fn start(database: &TestDatabase, orders: &TestFeed) -> Self {
+        let config = comb_testkit::config(
+            "recommendations",
+            &[
+                ("COMB_DATABASE_URL", database.url.clone()),
+                ("COMB_UPSTREAM_ORDERS", orders.url()),
+            ],
+        );
+        let service = TestService::start(comb_recommendations::build(config).await.unwrap()).await;
+        let channel = tonic::transport::Endpoint::from_shared(service.url())
             .unwrap()
             .connect()
             .await
             .unwrap();
         Self {
             client: RecommendationsClient::new(channel),
-            _server: server,
-            _tasks: tasks,
+            _service: service,
         }
     }
 
@@ -140,19 +77,23 @@ impl Recommendations {
 }
 
 async fn products_bought_together_are_counted_once_per_order(database: TestDatabase) {
-    let orders = OrdersFeed::start().await;
+    let orders = TestFeed::start("orders").await;
     let mut recommendations = Recommendations::start(&database, &orders).await;
     assert!(recommendations.for_product("p-1").await.is_empty());
 
     orders
-        .publish(&confirmed("o-1", &["p-1", "p-2", "p-3"]))
+        .publish(&order_confirmed("o-1", "u-1", &["p-1", "p-2", "p-3"]))
         .await;
-    orders.publish(&confirmed("o-2", &["p-1", "p-2"])).await;
     orders
-        .publish(&confirmed("o-3", &["p-1", "p-3", "p-3"]))
+        .publish(&order_confirmed("o-2", "u-1", &["p-1", "p-2"]))
+        .await;
+    orders
+        .publish(&order_confirmed("o-3", "u-1", &["p-1", "p-3", "p-3"]))
         .await;
     // An order of one product pairs with nothing.
-    orders.publish(&confirmed("o-4", &["p-9"])).await;
+    orders
+        .publish(&order_confirmed("o-4", "u-1", &["p-9"]))
+        .await;
 
     let seen = recommendations
         .for_product_once("p-1", &[("p-2", 2), ("p-3", 2)])
