@@ -4,6 +4,10 @@
 //! PostgreSQL tests run against `COMB_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Where no server answers they are skipped
 //! with a message, except under `CI=true`, where a missing server fails the test.
+//!
+//! `TEST_LOG=1` (or a filter such as `TEST_LOG=comb_orders=debug`) shows the log lines of
+//! the services a test starts, as text in the test's own output; without it they are
+//! silent.
 
 #![allow(clippy::unwrap_used)]
 
@@ -121,6 +125,7 @@ impl TestServer {
 
     /// Serves on a given address: a service restarted where its callers expect it.
     pub async fn start_on(addr: SocketAddr, routes: Router) -> Self {
+        show_logs_when_asked();
         let server = Server::bind(addr).await.expect("bind");
         let addr = server.local_addr();
         let admin = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -288,4 +293,29 @@ pub fn order_confirmed(order_id: &str, owner: &str, products: &[&str]) -> comb_k
         placed_at: "2026-01-01T00:00:00Z".into(),
     };
     comb_kit::events::Event::new("orders", ORDER_CONFIRMED, order_id, &order).unwrap()
+}
+
+/// With `TEST_LOG` set, the services' log lines go to the test's output (captured by the
+/// test harness like its prints, shown when a test fails or with `--nocapture`): `1` or
+/// `true` for everything at info, else an `EnvFilter` directive. Installed once per test
+/// binary, by the first server a test starts.
+pub fn show_logs_when_asked() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(wanted) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let filter = match wanted.as_str() {
+            "" | "0" | "false" => return,
+            "1" | "true" => "info".to_owned(),
+            directive => directive.to_owned(),
+        };
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // Another subscriber already installed (a test that set its own) wins.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
