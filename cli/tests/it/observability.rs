@@ -1,6 +1,8 @@
 //! Observability of the running system: one trace per checkout across the services, on the
 //! dashboard (rendered by headless Chromium), in the logs and at an OTLP receiver; every
 //! instance's metrics scraped by a real Prometheus through the discovery file.
+//! Long because each signal (traces, logs, metrics, OTLP export) needs its own running
+//! system and its own reader.
 
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;

@@ -1,4 +1,7 @@
 //! Catalog routes: products, search and categories, answered by the catalog service.
+//!
+//! Longer than most files: a third of it is the OpenAPI description of each route and of
+//! the JSON forms of products, which lives next to the code it describes.
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};

@@ -1,3 +1,7 @@
+//! Checkout end to end through the gateway: the saga's paths (confirmed, declined,
+//! out of stock, payments down, deadlines), idempotency, and shoppers racing for stock.
+//! Long because each of its tests is one path of the saga, sharing this file's helpers.
+
 use std::time::{Duration, Instant};
 
 use comb_contracts::inventory::v1 as inventory;

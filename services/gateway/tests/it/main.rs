@@ -1,5 +1,8 @@
 //! The gateway over HTTP in front of real services on random ports: the REST contract,
 //! its errors, authentication, and what happens when a service is down or stuck.
+//!
+//! Long because it wires every service in-process by hand, so that a test can stop one
+//! service's consumers or relay alone; it does not start them through their `build`.
 
 #![allow(clippy::unwrap_used)]
 
