@@ -319,3 +319,34 @@ pub fn show_logs_when_asked() {
             .try_init();
     });
 }
+
+impl TestService {
+    /// A gRPC channel to the service.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// Runs `$test` (an `async fn(TestDatabase)`) once on SQLite and once on PostgreSQL, as
+/// the tests `on_sqlite` and `on_postgres` (the latter skipped, saying why, where no
+/// PostgreSQL answers, except under `CI=true`).
+#[macro_export]
+macro_rules! on_each_backend {
+    ($test:ident) => {
+        #[tokio::test]
+        async fn on_sqlite() {
+            $test($crate::TestDatabase::sqlite()).await;
+        }
+
+        #[tokio::test]
+        async fn on_postgres() {
+            if let Some(database) = $crate::TestDatabase::postgres().await {
+                $test(database).await;
+            }
+        }
+    };
+}

@@ -101,6 +101,21 @@ pub async fn position(db: &Database, producer: &str) -> Result<i64, sql::DbError
     Ok(seq.unwrap_or(0))
 }
 
+/// How many rows `query` returns for each event id (its `event_id` column): an audit of
+/// effects that must happen once per event.
+pub async fn count_per_event(
+    db: &Database,
+    query: sql::Query<'_>,
+) -> Result<std::collections::HashMap<String, i64>, sql::DbError> {
+    let mut counts = std::collections::HashMap::new();
+    for row in query.fetch_all(db).await? {
+        *counts
+            .entry(row.try_get::<String, _>("event_id")?)
+            .or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
 /// Stores a position outside any other transaction (the NATS relay's).
 pub async fn set_position(db: &Database, key: &str, seq: i64) -> Result<(), sql::DbError> {
     let mut tx = db.begin_write().await?;

@@ -19,7 +19,8 @@ mod outbox;
 mod transport;
 
 pub use self::consumer::{
-    BATCH_WAIT, Consumer, Handler, HandlerError, ParkedEvent, parked, position, set_position,
+    BATCH_WAIT, Consumer, Handler, HandlerError, ParkedEvent, count_per_event, parked, position,
+    set_position,
 };
 pub use self::feed::feed_routes;
 pub use self::outbox::{commit, publish, read_outbox};

@@ -248,16 +248,11 @@ fn messages(
 pub async fn confirmation_messages(
     db: &Database,
 ) -> Result<std::collections::HashMap<String, i64>, sql::DbError> {
-    let rows = sql::query("SELECT event_id FROM messages WHERE kind = 'order_confirmed'")
-        .fetch_all(db)
-        .await?;
-    let mut counts = std::collections::HashMap::new();
-    for row in &rows {
-        *counts
-            .entry(row.try_get::<String, _>("event_id")?)
-            .or_insert(0) += 1;
-    }
-    Ok(counts)
+    comb_kit::events::count_per_event(
+        db,
+        sql::query("SELECT event_id FROM messages WHERE kind = 'order_confirmed'"),
+    )
+    .await
 }
 
 pub fn routes(db: Database) -> Router {

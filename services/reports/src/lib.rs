@@ -304,17 +304,11 @@ pub async fn rebuild(db: &Database) -> Result<i64, HandlerError> {
 pub async fn archived_confirmations(
     db: &Database,
 ) -> Result<std::collections::HashMap<String, i64>, sql::DbError> {
-    let rows = sql::query("SELECT event_id FROM archive WHERE type = $1")
-        .bind(contract::ORDER_CONFIRMED)
-        .fetch_all(db)
-        .await?;
-    let mut counts = std::collections::HashMap::new();
-    for row in &rows {
-        *counts
-            .entry(row.try_get::<String, _>("event_id")?)
-            .or_insert(0) += 1;
-    }
-    Ok(counts)
+    comb_kit::events::count_per_event(
+        db,
+        sql::query("SELECT event_id FROM archive WHERE type = $1").bind(contract::ORDER_CONFIRMED),
+    )
+    .await
 }
 
 /// How many orders the daily sales count in all, for audits.

@@ -68,11 +68,7 @@ async fn each_event_becomes_one_message_for_its_recipient(database: TestDatabase
     }
     let config = comb_testkit::config("notifications", &settings);
     let service = TestService::start(comb_notifications::build(config).await.unwrap()).await;
-    let channel = tonic::transport::Endpoint::from_shared(service.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = service.channel().await;
     let mut client = NotificationsClient::new(channel);
     assert!(mailbox(&mut client, "u-1").await.is_empty());
 
@@ -122,15 +118,4 @@ async fn each_event_becomes_one_message_for_its_recipient(database: TestDatabase
     assert_eq!(refused.code(), Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn on_sqlite() {
-    each_event_becomes_one_message_for_its_recipient(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test]
-async fn on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    each_event_becomes_one_message_for_its_recipient(database).await;
-}
+comb_testkit::on_each_backend!(each_event_becomes_one_message_for_its_recipient);

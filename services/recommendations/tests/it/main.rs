@@ -28,11 +28,7 @@ impl Recommendations {
             ],
         );
         let service = TestService::start(comb_recommendations::build(config).await.unwrap()).await;
-        let channel = tonic::transport::Endpoint::from_shared(service.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = service.channel().await;
         Self {
             client: RecommendationsClient::new(channel),
             _service: service,
@@ -143,15 +139,4 @@ async fn products_bought_together_are_counted_once_per_order(database: TestDatab
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
 
-#[tokio::test]
-async fn on_sqlite() {
-    products_bought_together_are_counted_once_per_order(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test]
-async fn on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    products_bought_together_are_counted_once_per_order(database).await;
-}
+comb_testkit::on_each_backend!(products_bought_together_are_counted_once_per_order);

@@ -31,11 +31,7 @@ async fn setup(database: &TestDatabase) -> Setup {
         ],
     );
     let reviews = TestService::start(comb_reviews::build(config).await.unwrap()).await;
-    let channel = tonic::transport::Endpoint::from_shared(reviews.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = reviews.channel().await;
     Setup {
         client: ReviewsClient::new(channel),
         reviews,
@@ -128,11 +124,7 @@ async fn only_buyers_review_once_and_each_review_is_announced(database: TestData
     assert_eq!(listed, [posted]);
 
     // The review is announced on the reviews feed (the catalog's ratings follow it).
-    let feed = tonic::transport::Endpoint::from_shared(setup.reviews.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let feed = setup.reviews.channel().await;
     let events = EventFeedClient::new(feed)
         .read(ReadRequest {
             after: 0,
@@ -148,15 +140,4 @@ async fn only_buyers_review_once_and_each_review_is_announced(database: TestData
     assert_eq!(events[0].subject, "p-1");
 }
 
-#[tokio::test]
-async fn on_sqlite() {
-    only_buyers_review_once_and_each_review_is_announced(TestDatabase::sqlite()).await;
-}
-
-#[tokio::test]
-async fn on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    only_buyers_review_once_and_each_review_is_announced(database).await;
-}
+comb_testkit::on_each_backend!(only_buyers_review_once_and_each_review_is_announced);
