@@ -54,6 +54,19 @@ impl Refusal {
     }
 }
 
+/// A gRPC call's outcome as a REST handler wants it: the answer's message, or the problem
+/// its failure means for the handler's own caller ([`problem_from_status`]).
+pub trait Answer<T> {
+    fn answered_by(self, upstream: &Upstream) -> Result<T, Problem>;
+}
+
+impl<T> Answer<T> for Result<tonic::Response<T>, Status> {
+    fn answered_by(self, upstream: &Upstream) -> Result<T, Problem> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|status| upstream.problem(&status))
+    }
+}
+
 /// A gRPC answer with no message, only a status ("trailers-only"): what a server or a
 /// client says when it refuses a call before doing any work.
 pub fn trailers_only<B>(body: B, code: Code, message: &str) -> http::Response<B> {

@@ -10,6 +10,7 @@ use comb_contracts::auth::{Claims, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -146,8 +147,7 @@ pub async fn register(
             name: body.name,
         })
         .await
-        .map_err(|status| state.users.problem(&status))?
-        .into_inner();
+        .answered_by(&state.users)?;
     let session = session(created)?;
     merge_guest_cart(&state, &headers, &session.user.id).await;
     Ok((StatusCode::CREATED, Json(session)))
@@ -182,8 +182,7 @@ pub async fn login(
             password: body.password,
         })
         .await
-        .map_err(|status| state.users.problem(&status))?
-        .into_inner();
+        .answered_by(&state.users)?;
     let session = session(signed_in)?;
     merge_guest_cart(&state, &headers, &session.user.id).await;
     Ok(Json(session))
@@ -231,8 +230,7 @@ pub async fn guest(
     let issued = users(&state)
         .issue_guest_token(proto::IssueGuestTokenRequest {})
         .await
-        .map_err(|status| state.users.problem(&status))?
-        .into_inner();
+        .answered_by(&state.users)?;
     Ok((
         StatusCode::CREATED,
         Json(GuestSession {
@@ -273,7 +271,7 @@ pub async fn end_session(state: &GatewayState, claims: &Claims) -> Result<(), Pr
             expires_at: claims.exp,
         })
         .await
-        .map_err(|status| state.users.problem(&status))?;
+        .answered_by(&state.users)?;
     state.verifier.revocations().revoked(claims);
     Ok(())
 }
@@ -331,8 +329,7 @@ pub async fn jwks(State(state): State<GatewayState>) -> Result<impl IntoResponse
     let jwks = users(&state)
         .get_jwks(proto::GetJwksRequest {})
         .await
-        .map_err(|status| state.users.problem(&status))?
-        .into_inner();
+        .answered_by(&state.users)?;
     let keys = jwks
         .keys
         .into_iter()

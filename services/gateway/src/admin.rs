@@ -9,6 +9,7 @@ use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use comb_contracts::inventory::v1 as inventory;
 use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -94,9 +95,7 @@ pub async fn create_product(
         .await;
     // Even a failed call may have written: kept answers wait for the version after it.
     state.watches.catalog.wrote();
-    let created = created
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+    let created = created.answered_by(&state.catalog)?;
     Ok((StatusCode::CREATED, Json(product_from_proto(created)?)))
 }
 
@@ -130,9 +129,7 @@ pub async fn update_product(
         })
         .await;
     state.watches.catalog.wrote();
-    let updated = updated
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+    let updated = updated.answered_by(&state.catalog)?;
     Ok(Json(product_from_proto(updated)?))
 }
 
@@ -164,16 +161,14 @@ pub async fn set_stock(
             id: product_id.clone(),
         })
         .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+        .answered_by(&state.catalog)?;
     let level = InventoryClient::new(state.inventory.channel())
         .set_stock(inventory::SetStockRequest {
             sku: product.sku,
             available: input.available,
         })
         .await
-        .map_err(|status| state.inventory.problem(&status))?
-        .into_inner();
+        .answered_by(&state.inventory)?;
     Ok(Json(StockLevel {
         product_id,
         sku: level.sku,

@@ -2,6 +2,7 @@
 //! keys, cached. Users is asked for keys only when a token names a key not seen yet, so it
 //! is not called on every request and a known token still verifies while it is down.
 
+use comb_kit::grpc::Answer;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -118,8 +119,7 @@ impl Verifier {
         let jwks = UsersClient::new(self.users.channel())
             .get_jwks(proto::GetJwksRequest {})
             .await
-            .map_err(|status| self.users.problem(&status))?
-            .into_inner();
+            .answered_by(&self.users)?;
         *last = Some(Instant::now());
         let mut fresh = HashMap::new();
         for key in jwks.keys {

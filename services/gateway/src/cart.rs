@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use comb_contracts::cart::v1 as proto;
 use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -104,8 +105,7 @@ pub async fn get_cart(
             owner: caller.0.sub,
         })
         .await
-        .map_err(|status| state.cart.problem(&status))?
-        .into_inner();
+        .answered_by(&state.cart)?;
     Ok(Json(cart_body(view)?))
 }
 
@@ -135,8 +135,7 @@ pub async fn add_item(
             quantity: body.quantity,
         })
         .await
-        .map_err(|status| state.cart.problem(&status))?
-        .into_inner();
+        .answered_by(&state.cart)?;
     Ok(Json(cart_body(view)?))
 }
 
@@ -168,8 +167,7 @@ pub async fn set_quantity(
             quantity: body.quantity,
         })
         .await
-        .map_err(|status| state.cart.problem(&status))?
-        .into_inner();
+        .answered_by(&state.cart)?;
     Ok(Json(cart_body(view)?))
 }
 
@@ -197,7 +195,6 @@ pub async fn remove_item(
             product_id: product_id(path)?,
         })
         .await
-        .map_err(|status| state.cart.problem(&status))?
-        .into_inner();
+        .answered_by(&state.cart)?;
     Ok(Json(cart_body(view)?))
 }

@@ -13,6 +13,7 @@ use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_contracts::recommendations::v1 as recommendations;
 use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use comb_kit::versions::label_of;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -244,8 +245,7 @@ pub async fn list_products(
     let response = client(&state)
         .list_products(request)
         .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+        .answered_by(&state.catalog)?;
     if response.not_modified {
         return held
             .map(Rendered::into_json)
@@ -429,8 +429,7 @@ pub async fn search_products(
             if_version: held.as_ref().map_or(0, |held| held.version),
         })
         .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+        .answered_by(&state.catalog)?;
     if response.not_modified {
         return held
             .map(Rendered::into_json)
@@ -465,8 +464,7 @@ pub async fn list_categories(State(state): State<GatewayState>) -> Result<Respon
             if_version: held.as_ref().map_or(0, |held| held.version),
         })
         .await
-        .map_err(|status| state.catalog.problem(&status))?
-        .into_inner();
+        .answered_by(&state.catalog)?;
     if response.not_modified {
         return held
             .map(Rendered::into_json)

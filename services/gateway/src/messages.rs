@@ -5,6 +5,7 @@ use axum::extract::State;
 use comb_contracts::notifications::v1 as proto;
 use comb_contracts::notifications::v1::notifications_client::NotificationsClient;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -49,8 +50,7 @@ pub async fn list_messages(
             recipient: caller.0.sub,
         })
         .await
-        .map_err(|status| state.notifications.problem(&status))?
-        .into_inner();
+        .answered_by(&state.notifications)?;
     Ok(Json(MessageList {
         items: messages
             .items

@@ -12,6 +12,7 @@ use comb_contracts::orders::v1::orders_client::OrdersClient;
 use comb_contracts::payments::v1::Card;
 use comb_contracts::shipping::v1::Address;
 use comb_kit::Problem;
+use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -380,8 +381,7 @@ pub async fn place_order(
             }),
         })
         .await
-        .map_err(|status| state.orders.problem(&status))?
-        .into_inner();
+        .answered_by(&state.orders)?;
     let body = order_body(order)?;
     let status = if body.status == OrderStatus::Pending {
         StatusCode::ACCEPTED
@@ -418,8 +418,7 @@ pub async fn list_orders(
             owner: caller.0.sub,
         })
         .await
-        .map_err(|status| state.orders.problem(&status))?
-        .into_inner();
+        .answered_by(&state.orders)?;
     Ok(Json(OrderList {
         items: orders
             .items
@@ -460,8 +459,7 @@ pub async fn get_order(
             any_owner,
         })
         .await
-        .map_err(|status| state.orders.problem(&status))?
-        .into_inner();
+        .answered_by(&state.orders)?;
     Ok(Json(order_body(order)?))
 }
 

@@ -1,5 +1,6 @@
 //! Sales reports (role admin), from the reports service.
 
+use comb_kit::grpc::Answer;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -56,14 +57,13 @@ async fn fetch(
     params: Result<Query<RangeParams>, QueryRejection>,
 ) -> Result<proto::SalesReport, Problem> {
     let params = query(params)?;
-    Ok(ReportsClient::new(state.reports.channel())
+    ReportsClient::new(state.reports.channel())
         .sales(proto::SalesRequest {
             from: params.from.unwrap_or_default(),
             to: params.to.unwrap_or_default(),
         })
         .await
-        .map_err(|status| state.reports.problem(&status))?
-        .into_inner())
+        .answered_by(&state.reports)
 }
 
 /// Sales per day, top products and cancellations by reason.

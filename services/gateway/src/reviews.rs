@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_client::ReviewsClient;
+use comb_kit::grpc::Answer;
 use std::sync::Arc;
 
 use comb_kit::Problem;
@@ -88,8 +89,7 @@ pub async fn list_reviews(
             product_id: product_id(path)?,
         })
         .await
-        .map_err(|status| state.reviews.problem(&status))?
-        .into_inner();
+        .answered_by(&state.reviews)?;
     Ok(Json(ReviewList {
         items: reviews.items.into_iter().map(review).collect(),
         next_cursor: None,
@@ -170,8 +170,6 @@ pub async fn post_review(
         .await;
     // Even a failed call may have written: kept reviews wait for the version after it.
     state.watches.reviews.wrote();
-    let posted = posted
-        .map_err(|status| state.reviews.problem(&status))?
-        .into_inner();
+    let posted = posted.answered_by(&state.reviews)?;
     Ok((StatusCode::CREATED, Json(review(posted))))
 }
