@@ -10,6 +10,27 @@ fn signal(pid: u64, signal: Signal) {
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), signal).unwrap();
 }
 
+/// The repository's topology with a slower first restart than the default, written in
+/// `dir`, so an outage or a squatted port is long enough to observe.
+fn slow_restarts(dir: &std::path::Path) -> std::path::PathBuf {
+    let topology = std::fs::read_to_string(repo_topology())
+        .unwrap()
+        .replace("restart_backoff_ms = 250", "restart_backoff_ms = 1500");
+    assert!(topology.contains("restart_backoff_ms = 1500"));
+    let path = dir.join("comb.toml");
+    std::fs::write(&path, topology).unwrap();
+    path
+}
+
+/// Waits until the gateway lists products.
+async fn products_answer(comb: &Comb, what: &str, within: Duration) {
+    eventually(what, within, || async {
+        let response = comb.get("/api/v1/products").await?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_them() {
     let comb = Comb::up(&repo_topology());
@@ -154,15 +175,8 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
 
 #[tokio::test]
 async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
-    // A slower first restart than the default, so the outage is long enough to observe.
     let dir = tempfile::tempdir().unwrap();
-    let topology = std::fs::read_to_string(repo_topology())
-        .unwrap()
-        .replace("restart_backoff_ms = 250", "restart_backoff_ms = 1500");
-    assert!(topology.contains("restart_backoff_ms = 1500"));
-    let path = dir.path().join("comb.toml");
-    std::fs::write(&path, topology).unwrap();
-    let comb = Comb::up(&path);
+    let comb = Comb::up(&slow_restarts(dir.path()));
     assert_eq!(comb.get("/api/v1/products").await.unwrap().status(), 200);
 
     let catalog = comb.instance("catalog-1");
@@ -185,13 +199,10 @@ async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
         "{problem}"
     );
 
-    eventually(
+    products_answer(
+        &comb,
         "the catalog back after its restart",
         Duration::from_secs(30),
-        || async {
-            let response = comb.get("/api/v1/products").await?;
-            (response.status() == 200).then_some(())
-        },
     )
     .await;
     let catalog = comb.instance("catalog-1");
@@ -211,12 +222,7 @@ async fn a_killed_catalog_means_503_until_the_supervisor_restarts_it() {
 #[tokio::test]
 async fn instances_report_the_ports_they_bound_and_keep_them_unless_taken() {
     let dir = tempfile::tempdir().unwrap();
-    let topology = std::fs::read_to_string(repo_topology())
-        .unwrap()
-        .replace("restart_backoff_ms = 250", "restart_backoff_ms = 1500");
-    let path = dir.path().join("comb.toml");
-    std::fs::write(&path, topology).unwrap();
-    let comb = Comb::up(&path);
+    let comb = Comb::up(&slow_restarts(dir.path()));
     let catalog = comb.instance("catalog-1");
     let address = catalog["address"].as_str().unwrap().to_owned();
     let admin_address = catalog["admin_address"].as_str().unwrap().to_owned();
@@ -262,13 +268,10 @@ async fn instances_report_the_ports_they_bound_and_keep_them_unless_taken() {
         moved["last_exit"].as_str().unwrap().contains("exited"),
         "the start given the taken port failed: {moved}"
     );
-    eventually(
+    products_answer(
+        &comb,
         "products through the gateway",
         Duration::from_secs(10),
-        || async {
-            let response = comb.get("/api/v1/products").await?;
-            (response.status() == 200).then_some(())
-        },
     )
     .await;
     drop(squatter);
