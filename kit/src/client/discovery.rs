@@ -158,4 +158,35 @@ mod tests {
         );
         call.abort();
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waits_for_a_first_instance_until_its_deadline_and_no_longer() {
+        use comb_contracts::versions::v1::{WatchRequest, data_versions_client};
+        let config = crate::ServiceConfig::resolve(
+            "gateway",
+            std::collections::BTreeMap::new(),
+            [
+                ("COMB_UPSTREAM_CATALOG", ""),
+                ("COMB_DISCOVERY_URL", "http://127.0.0.1:9"),
+                ("COMB_CALL_TIMEOUT_MS", "30000"),
+            ],
+        )
+        .expect("config");
+        let upstream = Upstream::from_config(&config, "catalog").expect("upstream");
+        let mut client = data_versions_client::DataVersionsClient::new(upstream.channel());
+        let started = Instant::now();
+        let refused = client
+            .watch(WatchRequest {
+                after: 0,
+                wait_ms: 0,
+            })
+            .await
+            .expect_err("no instance ever named");
+        let waited = started.elapsed();
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "waited {waited:?} for a 30 s call"
+        );
+    }
 }
