@@ -108,29 +108,41 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A service's routes served with the kit's endpoints on a random local port, stopped
-/// when dropped.
-pub struct TestServer {
-    pub addr: SocketAddr,
-    /// The admin listener: `/metrics` and the probes.
-    pub admin_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    serving: Option<tokio::task::JoinHandle<()>>,
+/// A service's ports bound before it is built, so the services that call it can be told
+/// its address first (the system is wired on port 0, with no port chosen and let go).
+pub struct TestListener {
+    server: Server,
+    admin: Server,
 }
 
-impl TestServer {
-    pub async fn start(routes: Router) -> Self {
-        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), routes).await
+impl TestListener {
+    /// A random local port, and another for the admin listener.
+    pub async fn bind() -> Self {
+        Self::bind_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
-    /// Serves on a given address: a service restarted where its callers expect it.
-    pub async fn start_on(addr: SocketAddr, routes: Router) -> Self {
+    /// `addr` (a restart where its callers expect it), and a random admin port.
+    pub async fn bind_on(addr: SocketAddr) -> Self {
         show_logs_when_asked();
         let server = Server::bind(addr).await.expect("bind");
-        let addr = server.local_addr();
         let admin = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind");
+        Self { server, admin }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Serves `routes` with the kit's endpoints, ready at once.
+    pub fn serve(self, routes: Router) -> TestServer {
+        let Self { server, admin } = self;
+        let addr = server.local_addr();
         let admin_addr = admin.local_addr();
         let readiness = Readiness::default();
         readiness.set(true);
@@ -156,12 +168,33 @@ impl TestServer {
             let _ = admin_stop.send(());
             let _ = admin_serving.await;
         });
-        Self {
+        TestServer {
             addr,
             admin_addr,
             stop: Some(stop),
             serving: Some(serving),
         }
+    }
+}
+
+/// A service's routes served with the kit's endpoints on a random local port, stopped
+/// when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// The admin listener: `/metrics` and the probes.
+    pub admin_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(routes: Router) -> Self {
+        TestListener::bind().await.serve(routes)
+    }
+
+    /// Serves on a given address: a service restarted where its callers expect it.
+    pub async fn start_on(addr: SocketAddr, routes: Router) -> Self {
+        TestListener::bind_on(addr).await.serve(routes)
     }
 
     pub fn url(&self) -> String {

@@ -35,7 +35,9 @@ async fn token_of(response: reqwest::Response) -> String {
 
 /// A token signed with the users service's own key, with the claims we choose.
 pub(crate) async fn forge(system: &System, claims: &Claims) -> String {
-    let db = Database::connect(&system.users_database.url).await.unwrap();
+    let db = Database::connect(&system.database("users").url)
+        .await
+        .unwrap();
     let key = comb_users::store::UserStore::new(db)
         .keys()
         .await
@@ -451,7 +453,7 @@ async fn a_new_admin_password_ends_the_admins_earlier_sessions() {
     let new_password = "a brand new admin password";
     let restarted = crate::config(
         "users",
-        &system.users_database,
+        system.database("users"),
         &[
             ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
             ("COMB_ADMIN_PASSWORD", new_password.to_owned()),

@@ -549,7 +549,7 @@ async fn with_payments_down_an_order_waits_and_then_completes() {
     let order: Value = placed.json().await.unwrap();
     assert_eq!(order["status"], "PENDING");
     let id = order["id"].as_str().unwrap().to_owned();
-    system.restart_payments().await;
+    system.payments.restart().await;
     let order = order_until(&system, &token, &id, Duration::from_secs(15), |o| {
         o["status"] != "PENDING"
     })
@@ -586,7 +586,7 @@ async fn with_payments_down_past_the_deadline_an_order_is_cancelled_and_released
     );
     stock_becomes(&system, &items[0].1, before).await;
     // When payments is back, the owed void lands, so no late authorization can take money.
-    system.restart_payments().await;
+    system.payments.restart().await;
     let voided = Instant::now();
     while payment(&system, &id).await != Some(payments::PaymentStatus::Voided) {
         assert!(

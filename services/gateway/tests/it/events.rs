@@ -193,9 +193,10 @@ async fn a_consumer_down_while_100_orders_are_placed_sends_each_confirmation_onc
     system.stop_consumers().await;
     system.forget_positions().await;
     system.start_consumers().await;
+    let notifications = system.connect("notifications").await;
     let started = Instant::now();
     loop {
-        let position = comb_kit::events::position(&system.notifications_database, "orders")
+        let position = comb_kit::events::position(&notifications, "orders")
             .await
             .unwrap();
         if position >= 100 {
@@ -274,7 +275,7 @@ async fn an_event_committed_before_its_producer_died_is_delivered_after_the_rest
             .iter()
             .all(|m| m["kind"] != "order_confirmed")
     );
-    system.restart_orders().await;
+    system.orders.restart().await;
     let confirmed = until_messages(
         &system,
         &token,
@@ -475,7 +476,7 @@ async fn reports_count_sales_and_cancellations_and_rebuild_to_the_same_figures_w
     assert!(csv.contains(&line), "{csv}");
 
     // Rebuilt from scratch by replaying the archive: the same figures.
-    let replayed = comb_reports::rebuild(&system.reports_database)
+    let replayed = comb_reports::rebuild(&system.connect("reports").await)
         .await
         .unwrap();
     assert_eq!(replayed, 2);
@@ -510,7 +511,7 @@ async fn a_new_product_gets_a_stock_line_from_its_event() {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let inventory = comb_kit::storage::Database::connect(&system.inventory_database.url)
+    let inventory = comb_kit::storage::Database::connect(&system.database("inventory").url)
         .await
         .unwrap();
     let started = Instant::now();

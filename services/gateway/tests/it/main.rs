@@ -1,8 +1,10 @@
 //! The gateway over HTTP in front of real services on random ports: the REST contract,
 //! its errors, authentication, and what happens when a service is down or stuck.
 //!
-//! Long because it wires every service in-process by hand, so that a test can stop one
-//! service's consumers or relay alone; it does not start them through their `build`.
+//! Every service is built by its own `build`, as `comb serve` builds it, on a port bound
+//! before anything is built; a test switches a service off and on whole
+//! ([`Instance::stop`], [`Instance::restart`]) or only its background work
+//! ([`System::stop_consumers`], [`System::stop_producers`]).
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,13 +20,14 @@ mod reviews;
 mod storefront;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
-use comb_gateway::GatewayState;
 use comb_kit::ServiceConfig;
-use comb_kit::events::Transport;
+use comb_kit::service::{Service, Tasks};
 use comb_kit::storage::Database;
 use comb_kit::storage::sql;
-use comb_testkit::{TestDatabase, TestServer};
+use comb_testkit::{TestDatabase, TestListener, TestServer};
 
 pub const ADMIN_EMAIL: &str = "admin@comb.example";
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
@@ -58,44 +61,124 @@ impl Default for Options {
     }
 }
 
+type Built = Pin<Box<dyn Future<Output = anyhow::Result<Service>> + Send>>;
+
+/// The service `name` as `comb serve` builds it.
+fn build(name: &str, config: ServiceConfig) -> Built {
+    match name {
+        "catalog" => Box::pin(comb_catalog::build(config)),
+        "users" => Box::pin(comb_users::build(config)),
+        "cart" => Box::pin(comb_cart::build(config)),
+        "inventory" => Box::pin(comb_inventory::build(config)),
+        "payments" => Box::pin(comb_payments::build(config)),
+        "shipping" => Box::pin(comb_shipping::build(config)),
+        "orders" => Box::pin(comb_orders::build(config)),
+        "notifications" => Box::pin(comb_notifications::build(config)),
+        "recommendations" => Box::pin(comb_recommendations::build(config)),
+        "reports" => Box::pin(comb_reports::build(config)),
+        "reviews" => Box::pin(comb_reviews::build(config)),
+        "gateway" => Box::pin(comb_gateway::build(config)),
+        other => panic!("no service is called {other}"),
+    }
+}
+
+/// One instance of a service: its routes served and its background work running.
+pub struct Instance {
+    name: &'static str,
+    config: ServiceConfig,
+    server: TestServer,
+    tasks: Option<Tasks>,
+}
+
+impl Instance {
+    /// Builds the service and serves it on the listener already bound for it.
+    async fn start(name: &'static str, config: ServiceConfig, listener: TestListener) -> Self {
+        let (routes, tasks) = build(name, config.clone()).await.unwrap().start();
+        Self {
+            name,
+            config,
+            server: listener.serve(routes),
+            tasks: Some(tasks),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// The admin listener's base URL (`/metrics`).
+    pub fn admin_url(&self) -> String {
+        self.server.admin_url()
+    }
+
+    /// The instance goes away: its port refuses connections and its background work stops.
+    pub async fn stop(&mut self) {
+        self.server.stop().await;
+        self.stop_background().await;
+    }
+
+    /// A new instance in its place (the same settings, database and address), as after a
+    /// crash and restart.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TestListener::bind_on(self.server.addr).await;
+        *self = Self::start(self.name, self.config.clone(), listener).await;
+    }
+
+    /// Stops the background work only (consumers, relay, sweeps); the routes still answer.
+    pub async fn stop_background(&mut self) {
+        if let Some(tasks) = self.tasks.take() {
+            tasks.stop(comb_kit::service::TASKS_STOP_DEADLINE).await;
+        }
+    }
+
+    /// Starts the background work again, from a fresh build of the service.
+    pub async fn start_background(&mut self) {
+        if self.tasks.is_none() {
+            let (_, tasks) = build(self.name, self.config.clone()).await.unwrap().start();
+            self.tasks = Some(tasks);
+        }
+    }
+}
+
+/// The services that read other services' events.
+const CONSUMERS: [&str; 6] = [
+    "notifications",
+    "recommendations",
+    "reports",
+    "reviews",
+    "catalog",
+    "inventory",
+];
+
+/// The services that publish events.
+const PRODUCERS: [&str; 7] = [
+    "catalog",
+    "users",
+    "inventory",
+    "payments",
+    "shipping",
+    "orders",
+    "reviews",
+];
+
 /// Every service, each with its own database, on random ports, and a gateway in front.
 pub struct System {
-    pub gateway: TestServer,
-    pub catalog: TestServer,
-    pub cart: TestServer,
-    pub users: TestServer,
-    pub inventory: TestServer,
-    pub payments: TestServer,
-    pub shipping: TestServer,
-    pub orders: TestServer,
-    pub notifications: TestServer,
-    pub recommendations: TestServer,
-    recommendations_config: ServiceConfig,
-    recommendations_database: Database,
-    pub reports: TestServer,
-    reports_config: ServiceConfig,
-    pub reports_database: Database,
-    pub reviews: TestServer,
-    reviews_config: ServiceConfig,
-    reviews_database: Database,
-    catalog_store: comb_catalog::store::CatalogStore,
-    inventory_config: ServiceConfig,
-    inventory_store: comb_inventory::store::InventoryStore,
-    catalog_config: ServiceConfig,
-    pub notifications_database: Database,
-    notifications_config: ServiceConfig,
-    consumers: Vec<tokio::task::JoinHandle<()>>,
-    transport: Transport,
-    nats_prefix: Option<String>,
-    producers: Vec<(Database, &'static str)>,
-    relays: Vec<tokio::task::JoinHandle<()>>,
-    orders_config: ServiceConfig,
+    pub gateway: Instance,
+    pub catalog: Instance,
+    pub cart: Instance,
+    pub users: Instance,
+    pub inventory: Instance,
+    pub payments: Instance,
+    pub shipping: Instance,
+    pub orders: Instance,
+    pub notifications: Instance,
+    pub recommendations: Instance,
+    pub reports: Instance,
+    pub reviews: Instance,
     pub http: reqwest::Client,
-    pub users_database: TestDatabase,
-    pub inventory_database: TestDatabase,
-    pub payments_database: TestDatabase,
-    payments_config: ServiceConfig,
-    _databases: Vec<TestDatabase>,
+    nats_prefix: Option<String>,
+    databases: BTreeMap<&'static str, TestDatabase>,
 }
 
 /// A new database for one service, of the kind the options ask for.
@@ -119,6 +202,39 @@ fn config(service: &str, database: &TestDatabase, extra: &[(&str, String)]) -> S
     ServiceConfig::resolve(service, BTreeMap::new(), env).unwrap()
 }
 
+fn nats_url() -> String {
+    std::env::var("COMB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Who calls whom, as the topology wires it.
+const CALLS: [(&str, &[&str]); 12] = [
+    ("catalog", &["reviews"]),
+    ("users", &[]),
+    ("cart", &["catalog"]),
+    ("inventory", &["catalog"]),
+    ("payments", &[]),
+    ("shipping", &[]),
+    ("orders", &["cart", "inventory", "payments", "shipping"]),
+    ("notifications", &["orders", "users", "shipping"]),
+    ("recommendations", &["orders"]),
+    ("reports", &["orders"]),
+    ("reviews", &["orders"]),
+    (
+        "gateway",
+        &[
+            "catalog",
+            "users",
+            "cart",
+            "inventory",
+            "orders",
+            "notifications",
+            "recommendations",
+            "reports",
+            "reviews",
+        ],
+    ),
+];
+
 impl System {
     pub async fn start() -> Self {
         Self::start_with(Options::default()).await
@@ -131,92 +247,77 @@ impl System {
                 &uuid::Uuid::new_v4().simple().to_string()[..10].to_uppercase()
             )
         });
-        let transport = match &nats_prefix {
-            Some(prefix) => {
-                let url = std::env::var("COMB_TEST_NATS_URL")
-                    .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-                Transport::Nats(Box::new(
-                    comb_kit::nats::Nats::connect(&url, prefix).await.unwrap(),
-                ))
-            }
-            None => Transport::Embedded,
-        };
-        let mut producers = Vec::new();
-        let mut databases = Vec::new();
-        for _ in 0..4 {
-            databases.push(database(&options).await);
+        let mut listeners = BTreeMap::new();
+        for (name, _) in CALLS {
+            listeners.insert(name, TestListener::bind().await);
         }
-        let store = comb_catalog::open_store(&config("catalog", &databases[0], &[]))
-            .await
-            .unwrap();
-        let catalog_store = store.clone();
-        producers.push((store.database().clone(), "catalog"));
-        let catalog = TestServer::start(comb_catalog::routes(store)).await;
+        let urls: BTreeMap<&str, String> = listeners
+            .iter()
+            .map(|(name, listener)| (*name, listener.url()))
+            .collect();
+        let mut databases = BTreeMap::new();
+        let mut instances = BTreeMap::new();
+        for (name, calls) in CALLS {
+            let mut settings: Vec<(String, String)> = calls
+                .iter()
+                .map(|callee| {
+                    (
+                        format!("COMB_UPSTREAM_{}", callee.to_uppercase()),
+                        urls[callee].clone(),
+                    )
+                })
+                .collect();
+            settings.extend(
+                Self::settings_of(name, &options)
+                    .into_iter()
+                    .map(|(key, value)| (key.to_owned(), value)),
+            );
+            if let Some(prefix) = &nats_prefix {
+                settings.push(("COMB_EVENTS_TRANSPORT".into(), "nats".into()));
+                settings.push(("COMB_NATS_URL".into(), nats_url()));
+                settings.push(("COMB_NATS_PREFIX".into(), prefix.clone()));
+            }
+            let settings: Vec<(&str, String)> = settings
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.clone()))
+                .collect();
+            let database = database(&options).await;
+            let service_config = config(name, &database, &settings);
+            databases.insert(name, database);
+            let listener = listeners.remove(name).unwrap();
+            instances.insert(name, Instance::start(name, service_config, listener).await);
+        }
+        let mut take = |name: &str| instances.remove(name).unwrap();
+        Self {
+            gateway: take("gateway"),
+            catalog: take("catalog"),
+            cart: take("cart"),
+            users: take("users"),
+            inventory: take("inventory"),
+            payments: take("payments"),
+            shipping: take("shipping"),
+            orders: take("orders"),
+            notifications: take("notifications"),
+            recommendations: take("recommendations"),
+            reports: take("reports"),
+            reviews: take("reviews"),
+            http: reqwest::Client::new(),
+            nats_prefix,
+            databases,
+        }
+    }
 
-        let users_database = database(&options).await;
-        let admin = [
-            ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
-            ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
-        ];
-        let users_api = comb_users::open(&config("users", &users_database, &admin))
-            .await
-            .unwrap();
-        producers.push((users_api.store().database().clone(), "users"));
-        let users = TestServer::start(comb_users::routes(users_api)).await;
-
-        let cart_config = config(
-            "cart",
-            &databases[1],
-            &[("COMB_UPSTREAM_CATALOG", catalog.url())],
-        );
-        let cart = TestServer::start(comb_cart::routes(
-            comb_cart::open(&cart_config).await.unwrap(),
-        ))
-        .await;
-
-        let inventory_database = database(&options).await;
-        let inventory_config = config(
-            "inventory",
-            &inventory_database,
-            &[("COMB_UPSTREAM_CATALOG", catalog.url())],
-        );
-        let inventory_store = comb_inventory::open_store(&inventory_config).await.unwrap();
-        producers.push((inventory_store.database().clone(), "inventory"));
-        let inventory_api = comb_inventory::api::InventoryApi::new(
-            inventory_store.clone(),
-            std::time::Duration::from_secs(600),
-        );
-        let inventory =
-            TestServer::start(comb_inventory::routes(inventory_api, &inventory_store)).await;
-
-        let payments_database = database(&options).await;
-        let payments_config = config("payments", &payments_database, &[]);
-        let payments_api = comb_payments::open(&payments_config).await.unwrap();
-        producers.push((payments_api.store().database().clone(), "payments"));
-        let payments = TestServer::start(comb_payments::routes(payments_api)).await;
-
-        // Shipped at once, so the shipment's announcement follows its order's confirmation.
-        let shipping_config = config(
-            "shipping",
-            &databases[2],
-            &[("COMB_SHIP_AFTER_SECS", "0".to_owned())],
-        );
-        let shipping_api = comb_shipping::open(&shipping_config).await.unwrap();
-        producers.push((shipping_api.database().clone(), "shipping"));
-        tokio::spawn(comb_shipping::announce_shipments(
-            shipping_api.database().clone(),
-            shipping_api.clock(),
-        ));
-        let shipping = TestServer::start(comb_shipping::routes(shipping_api)).await;
-
-        let orders_config = config(
-            "orders",
-            &databases[3],
-            &[
-                ("COMB_UPSTREAM_CART", cart.url()),
-                ("COMB_UPSTREAM_INVENTORY", inventory.url()),
-                ("COMB_UPSTREAM_PAYMENTS", payments.url()),
-                ("COMB_UPSTREAM_SHIPPING", shipping.url()),
+    /// The settings a service gets besides its upstreams and transport.
+    fn settings_of(name: &str, options: &Options) -> Vec<(&'static str, String)> {
+        match name {
+            "users" => vec![
+                ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+                ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+            ],
+            // Shipped at once, so the shipment's announcement follows its order's
+            // confirmation.
+            "shipping" => vec![("COMB_SHIP_AFTER_SECS", "0".to_owned())],
+            "orders" => vec![
                 (
                     "COMB_SAGA_DEADLINE_MS",
                     options.saga_deadline_ms.to_string(),
@@ -227,135 +328,44 @@ impl System {
                 ),
                 ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
             ],
-        );
-        let (orders_api, saga, order_store) = comb_orders::open(&orders_config).await.unwrap();
-        let orders = TestServer::start(comb_orders::routes(orders_api, &order_store)).await;
-        producers.push((order_store.database().clone(), "orders"));
-        tokio::spawn(comb_orders::resume_sagas(
-            order_store,
-            saga,
-            std::time::Duration::from_secs(15),
-        ));
+            "gateway" => {
+                let mut settings = vec![("COMB_CALL_TIMEOUT_MS", "2000".to_owned())];
+                if let Some(n) = options.checkouts_per_account {
+                    settings.push(("COMB_CHECKOUTS_PER_ACCOUNT", n.to_string()));
+                }
+                settings
+            }
+            _ => Vec::new(),
+        }
+    }
 
-        let notifications_db = database(&options).await;
-        let notifications_config = config(
-            "notifications",
-            &notifications_db,
-            &[
-                ("COMB_UPSTREAM_ORDERS", orders.url()),
-                ("COMB_UPSTREAM_USERS", users.url()),
-                ("COMB_UPSTREAM_SHIPPING", shipping.url()),
-            ],
-        );
-        let notifications_database = comb_notifications::open(&notifications_config)
-            .await
-            .unwrap();
-        let notifications =
-            TestServer::start(comb_notifications::routes(notifications_database.clone())).await;
-        let recommendations_db = database(&options).await;
-        let recommendations_config = config(
-            "recommendations",
-            &recommendations_db,
-            &[("COMB_UPSTREAM_ORDERS", orders.url())],
-        );
-        let recommendations_database = comb_recommendations::open(&recommendations_config)
-            .await
-            .unwrap();
-        let recommendations = TestServer::start(comb_recommendations::routes(
-            recommendations_database.clone(),
-        ))
-        .await;
-        let reports_db = database(&options).await;
-        let reports_config = config(
-            "reports",
-            &reports_db,
-            &[("COMB_UPSTREAM_ORDERS", orders.url())],
-        );
-        let reports_database = comb_reports::open(&reports_config).await.unwrap();
-        let reports = TestServer::start(comb_reports::routes(reports_database.clone())).await;
-        let reviews_db = database(&options).await;
-        let reviews_config = config(
-            "reviews",
-            &reviews_db,
-            &[("COMB_UPSTREAM_ORDERS", orders.url())],
-        );
-        let reviews_database = comb_reviews::open(&reviews_config).await.unwrap();
-        producers.push((reviews_database.clone(), "reviews"));
-        let reviews = TestServer::start(comb_reviews::routes(reviews_database.clone())).await;
-        let catalog_config = config(
-            "catalog",
-            &databases[0],
-            &[("COMB_UPSTREAM_REVIEWS", reviews.url())],
-        );
+    fn instance(&mut self, name: &str) -> &mut Instance {
+        match name {
+            "catalog" => &mut self.catalog,
+            "users" => &mut self.users,
+            "cart" => &mut self.cart,
+            "inventory" => &mut self.inventory,
+            "payments" => &mut self.payments,
+            "shipping" => &mut self.shipping,
+            "orders" => &mut self.orders,
+            "notifications" => &mut self.notifications,
+            "recommendations" => &mut self.recommendations,
+            "reports" => &mut self.reports,
+            "reviews" => &mut self.reviews,
+            "gateway" => &mut self.gateway,
+            other => panic!("no service is called {other}"),
+        }
+    }
 
-        let gateway = gateway_with(
-            &Upstreams {
-                catalog: catalog.url(),
-                users: users.url(),
-                cart: cart.url(),
-                inventory: inventory.url(),
-                orders: orders.url(),
-                notifications: notifications.url(),
-                recommendations: recommendations.url(),
-                reports: reports.url(),
-                reviews: reviews.url(),
-            },
-            2_000,
-            &options
-                .checkouts_per_account
-                .map(|n| ("COMB_CHECKOUTS_PER_ACCOUNT", n.to_string()))
-                .into_iter()
-                .collect::<Vec<_>>(),
-        )
-        .await;
-        let mut system = Self {
-            gateway,
-            catalog,
-            cart,
-            users,
-            inventory,
-            payments,
-            shipping,
-            orders,
-            http: reqwest::Client::new(),
-            users_database,
-            inventory_database,
-            payments_database,
-            payments_config,
-            notifications,
-            recommendations,
-            recommendations_config,
-            recommendations_database,
-            reports,
-            reports_config,
-            reports_database,
-            reviews,
-            reviews_config,
-            reviews_database,
-            catalog_store,
-            inventory_config,
-            inventory_store,
-            catalog_config,
-            notifications_database,
-            notifications_config,
-            consumers: Vec::new(),
-            transport,
-            nats_prefix,
-            producers,
-            relays: Vec::new(),
-            orders_config,
-            _databases: {
-                let mut all = databases;
-                all.push(notifications_db);
-                all.push(recommendations_db);
-                all.push(reports_db);
-                all.push(reviews_db);
-                all
-            },
-        };
-        system.start_producers();
-        system.start_consumers().await;
-        system
+    /// The database of service `name`.
+    pub fn database(&self, name: &str) -> &TestDatabase {
+        &self.databases[name]
+    }
+
+    /// A connection to the database of service `name`, for what a test reads or changes
+    /// behind the service's back.
+    pub async fn connect(&self, name: &str) -> Database {
+        Database::connect(&self.database(name).url).await.unwrap()
     }
 
     /// The services behind the gateway, for another gateway in front of them.
@@ -373,30 +383,40 @@ impl System {
         }
     }
 
-    /// With NATS, starts relaying the producers' outboxes (the embedded feeds need nothing).
-    pub fn start_producers(&mut self) {
-        if let Transport::Nats(nats) = &self.transport {
-            for (db, producer) in &self.producers {
-                self.relays.push(tokio::spawn(
-                    nats.clone().relay(db.clone(), (*producer).to_owned()),
-                ));
-            }
+    /// Stops every reader of events (as if their instances could not reach the feeds).
+    pub async fn stop_consumers(&mut self) {
+        for name in CONSUMERS {
+            self.instance(name).stop_background().await;
+        }
+    }
+
+    /// Starts the readers of events again, each where it had got to.
+    pub async fn start_consumers(&mut self) {
+        for name in CONSUMERS {
+            self.instance(name).start_background().await;
+        }
+    }
+
+    /// Stops the producers' background work: with NATS, the relays of their outboxes, as
+    /// if the producers had died before their events left.
+    pub async fn stop_producers(&mut self) {
+        for name in PRODUCERS {
+            self.instance(name).stop_background().await;
         }
     }
 
     /// Makes notifications and reports forget how far they have read, so every event
     /// reaches them again: positions with the embedded feeds, durable consumers with NATS.
     pub async fn forget_positions(&mut self) {
-        for db in [&self.notifications_database, &self.reports_database] {
+        for name in ["notifications", "reports"] {
             sql::query("DELETE FROM feed_positions")
-                .execute(db)
+                .execute(&self.connect(name).await)
                 .await
                 .unwrap();
         }
         if let Some(prefix) = &self.nats_prefix {
-            let url = std::env::var("COMB_TEST_NATS_URL")
-                .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
-            let jetstream = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+            let jetstream =
+                async_nats::jetstream::new(async_nats::connect(&nats_url()).await.unwrap());
             for (consumer, producers) in [
                 ("notifications", &["orders", "shipping", "users"][..]),
                 ("reports", &["orders"][..]),
@@ -410,82 +430,6 @@ impl System {
                 }
             }
         }
-    }
-
-    /// Stops the relays, as if the producers had died before their events left.
-    pub async fn stop_producers(&mut self) {
-        for relay in self.relays.drain(..) {
-            relay.abort();
-            let _ = relay.await;
-        }
-    }
-
-    /// Starts notifications, recommendations and reports reading their feeds.
-    pub async fn start_consumers(&mut self) {
-        let transport = &self.transport;
-        let consumers = comb_notifications::consumers(
-            &self.notifications_config,
-            &self.notifications_database,
-            transport,
-        )
-        .await
-        .unwrap();
-        self.consumers = consumers
-            .into_iter()
-            .map(|consumer| tokio::spawn(consumer.run()))
-            .collect();
-        let recommendations = comb_recommendations::consumer(
-            &self.recommendations_config,
-            &self.recommendations_database,
-            transport,
-        )
-        .await
-        .unwrap();
-        self.consumers.push(tokio::spawn(recommendations.run()));
-        let reports =
-            comb_reports::consumer(&self.reports_config, &self.reports_database, transport)
-                .await
-                .unwrap();
-        self.consumers.push(tokio::spawn(reports.run()));
-        let reviews =
-            comb_reviews::consumer(&self.reviews_config, &self.reviews_database, transport)
-                .await
-                .unwrap();
-        self.consumers.push(tokio::spawn(reviews.run()));
-        let ratings =
-            comb_catalog::ratings_consumer(&self.catalog_config, &self.catalog_store, transport)
-                .await
-                .unwrap();
-        self.consumers.push(tokio::spawn(ratings.run()));
-        let new_products =
-            comb_inventory::new_products(&self.inventory_config, &self.inventory_store, transport)
-                .await
-                .unwrap();
-        self.consumers.push(tokio::spawn(new_products.run()));
-    }
-
-    /// Stops the feed readers (as if their instances were down).
-    pub async fn stop_consumers(&mut self) {
-        for consumer in self.consumers.drain(..) {
-            consumer.abort();
-            let _ = consumer.await;
-        }
-    }
-
-    /// Stops serving the orders API and feed (if it still is), then serves them again
-    /// where they were, from the same database (sagas under way keep running in-process).
-    pub async fn restart_orders(&mut self) {
-        self.orders.stop().await;
-        let (api, _saga, store) = comb_orders::open(&self.orders_config).await.unwrap();
-        self.orders =
-            TestServer::start_on(self.orders.addr, comb_orders::routes(api, &store)).await;
-        self.start_producers();
-    }
-
-    /// Starts payments again where it was, with the same database.
-    pub async fn restart_payments(&mut self) {
-        let api = comb_payments::open(&self.payments_config).await.unwrap();
-        self.payments = TestServer::start_on(self.payments.addr, comb_payments::routes(api)).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -568,7 +512,7 @@ impl Upstreams {
 }
 
 /// A gateway in front of these services, with calls failing after `call_timeout_ms`.
-pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> TestServer {
+pub async fn gateway_for(upstreams: &Upstreams, call_timeout_ms: u64) -> Instance {
     gateway_with(upstreams, call_timeout_ms, &[]).await
 }
 
@@ -577,7 +521,7 @@ pub async fn gateway_with(
     upstreams: &Upstreams,
     call_timeout_ms: u64,
     extra: &[(&str, String)],
-) -> TestServer {
+) -> Instance {
     let mut env = vec![
         ("COMB_UPSTREAM_CATALOG", upstreams.catalog.clone()),
         ("COMB_UPSTREAM_USERS", upstreams.users.clone()),
@@ -598,14 +542,12 @@ pub async fn gateway_with(
     ];
     env.extend(extra.iter().cloned());
     let config = ServiceConfig::resolve("gateway", BTreeMap::new(), env).unwrap();
-    let state = GatewayState::connect(&config).unwrap();
-    TestServer::start(comb_gateway::routes(state)).await
+    Instance::start("gateway", config, TestListener::bind().await).await
 }
 
 /// Whether NATS answers (CI=true requires it); tests over NATS return early when not.
 pub async fn nats_reachable() -> bool {
-    let url =
-        std::env::var("COMB_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url = nats_url();
     match async_nats::connect(&url).await {
         Ok(_) => true,
         Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
