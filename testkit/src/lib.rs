@@ -364,22 +364,26 @@ impl TestService {
     }
 }
 
-/// Runs `$test` (an `async fn(TestDatabase)`) once on SQLite and once on PostgreSQL, as
-/// the tests `on_sqlite` and `on_postgres` (the latter skipped, saying why, where no
-/// PostgreSQL answers, except under `CI=true`).
+/// Runs each `$test` (an `async fn(TestDatabase)` named for the behaviour it checks) once
+/// on SQLite and once on PostgreSQL, as the tests `$test::on_sqlite` and `$test::on_postgres`
+/// (the latter skipped, saying why, where no PostgreSQL answers, except under `CI=true`).
 #[macro_export]
 macro_rules! on_each_backend {
-    ($test:ident) => {
-        #[tokio::test]
-        async fn on_sqlite() {
-            $test($crate::TestDatabase::sqlite()).await;
-        }
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn on_sqlite() {
+                    super::$test($crate::TestDatabase::sqlite()).await;
+                }
 
-        #[tokio::test]
-        async fn on_postgres() {
-            if let Some(database) = $crate::TestDatabase::postgres().await {
-                $test(database).await;
+                #[tokio::test]
+                async fn on_postgres() {
+                    if let Some(database) = $crate::TestDatabase::postgres().await {
+                        super::$test(database).await;
+                    }
+                }
             }
-        }
+        )+
     };
 }
