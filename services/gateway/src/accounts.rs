@@ -19,6 +19,7 @@ use crate::auth::{Caller, bearer_token};
 use crate::body::JsonBody;
 use crate::limits::Action;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::{AccountsUnavailable, TooManyAttempts};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterBody {
@@ -129,8 +130,8 @@ fn session(session: proto::Session) -> Result<Session, Problem> {
         (status = 201, description = "The account exists and is signed in", body = Session),
         (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "An account with this email exists; log in instead", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        TooManyAttempts,
+        AccountsUnavailable,
     )
 )]
 pub async fn register(
@@ -163,8 +164,8 @@ pub async fn register(
         (status = 200, description = "Signed in", body = Session),
         (status = 400, description = "The body is malformed", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "The email or password is wrong", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        TooManyAttempts,
+        AccountsUnavailable,
     )
 )]
 pub async fn login(
@@ -218,8 +219,8 @@ async fn merge_guest_cart(state: &GatewayState, headers: &HeaderMap, user_id: &s
     tag = "accounts",
     responses(
         (status = 201, description = "A guest token", body = GuestSession),
-        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        TooManyAttempts,
+        AccountsUnavailable,
     )
 )]
 pub async fn guest(
@@ -321,8 +322,8 @@ pub struct Jwks {
     tag = "accounts",
     responses(
         (status = 200, description = "The JSON Web Key Set", body = Jwks),
-        (status = 429, description = "Too many attempts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Accounts are unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        TooManyAttempts,
+        AccountsUnavailable,
     )
 )]
 pub async fn jwks(State(state): State<GatewayState>) -> Result<impl IntoResponse, Problem> {

@@ -18,6 +18,7 @@ use crate::auth::Admin;
 use crate::body::JsonBody;
 use crate::catalog::{Money, Product, ProductKind, product_from_proto};
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::{NoSuchProduct, NotAdmin, Unauthorized};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProductInput {
@@ -78,8 +79,8 @@ fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem>
     responses(
         (status = 201, description = "The new product", body = Product),
         (status = 400, description = "A field is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        NotAdmin,
         (status = 409, description = "The sku is taken", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -110,9 +111,9 @@ pub async fn create_product(
     responses(
         (status = 200, description = "The product as it is now", body = Product),
         (status = 400, description = "A field is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        NotAdmin,
+        NoSuchProduct,
         (status = 409, description = "Another product has this SKU", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -144,9 +145,9 @@ pub async fn update_product(
     responses(
         (status = 200, description = "The stock level", body = StockLevel),
         (status = 400, description = "The quantity is out of range", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        NotAdmin,
+        NoSuchProduct,
     )
 )]
 pub async fn set_stock(

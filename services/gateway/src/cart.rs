@@ -16,6 +16,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::catalog::Money;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::{CartUnavailable, Unauthorized};
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CartItem {
@@ -92,8 +93,8 @@ fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Probl
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The cart", body = CartBody),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        CartUnavailable,
     )
 )]
 pub async fn get_cart(
@@ -119,8 +120,8 @@ pub async fn get_cart(
     responses(
         (status = 200, description = "The cart after the addition", body = CartBody),
         (status = 400, description = "Unknown product, or a quantity out of range", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        CartUnavailable,
     )
 )]
 pub async fn add_item(
@@ -150,8 +151,8 @@ pub async fn add_item(
     responses(
         (status = 200, description = "The cart after the change", body = CartBody),
         (status = 400, description = "Unknown product, or a quantity out of range", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        CartUnavailable,
     )
 )]
 pub async fn set_quantity(
@@ -180,8 +181,8 @@ pub async fn set_quantity(
     params(("product_id" = String, Path, description = "The product's id")),
     responses(
         (status = 200, description = "The cart after the removal", body = CartBody),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The cart or the catalog is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        CartUnavailable,
     )
 )]
 pub async fn remove_item(

@@ -25,6 +25,7 @@ use axum::response::Response;
 
 use crate::GatewayState;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::CatalogUnavailable;
 use crate::params::{Checks, query, truncate};
 use crate::rendered::{Rendered, json};
 
@@ -186,7 +187,7 @@ pub struct SearchParams {
     responses(
         (status = 200, description = "A page of products", body = ProductList),
         (status = 400, description = "A filter or paging parameter is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        CatalogUnavailable,
     )
 )]
 pub async fn list_products(
@@ -284,7 +285,7 @@ fn render<T: Serialize>(answer: &T) -> Result<Bytes, Problem> {
     responses(
         (status = 200, description = "The product, with what is bought with it", body = ProductDetail),
         (status = 404, description = "There is no product with this id", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        CatalogUnavailable,
     )
 )]
 pub async fn get_product(
@@ -391,7 +392,7 @@ pub struct ProductDetail {
     responses(
         (status = 200, description = "Matching products, best first", body = ProductList),
         (status = 400, description = "`q` is missing or too long, or `limit` is invalid", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        CatalogUnavailable,
     )
 )]
 pub async fn search_products(
@@ -450,7 +451,7 @@ pub async fn search_products(
     tag = "catalog",
     responses(
         (status = 200, description = "The categories", body = CategoryList),
-        (status = 503, description = "The catalog is unavailable; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
+        CatalogUnavailable,
     )
 )]
 pub async fn list_categories(State(state): State<GatewayState>) -> Result<Response, Problem> {

@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 use crate::GatewayState;
 use crate::auth::Caller;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::Unauthorized;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Message {
@@ -37,7 +38,7 @@ pub struct MessageList {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's messages", body = MessageList),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 503, description = "Notifications are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]

@@ -64,6 +64,45 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The problem answers several routes share, each described once here and named in the
+/// `responses` of every route that answers with it.
+pub mod responses {
+    use utoipa::IntoResponses;
+
+    use super::Problem;
+
+    macro_rules! problem_response {
+        ($(#[doc = $doc:literal] $name:ident = $status:literal, $description:literal;)+) => {
+            $(
+                #[doc = $doc]
+                #[derive(IntoResponses)]
+                #[response(status = $status, description = $description, content_type = "application/problem+json")]
+                #[allow(dead_code)]
+                pub struct $name(Problem);
+            )+
+        };
+    }
+
+    problem_response! {
+        /// The route needs a token and got none that is valid.
+        Unauthorized = 401, "No valid token: none, or one that is expired, forged, malformed or logged out";
+        /// The route is for admins.
+        NotAdmin = 403, "The caller is not an admin";
+        /// Sign-in and registration are limited per address and per account.
+        TooManyAttempts = 429, "Too many attempts from this address or for this account; retry after Retry-After seconds";
+        /// The product named in the path does not exist.
+        NoSuchProduct = 404, "There is no product with this id";
+        /// The users service answers every account route.
+        AccountsUnavailable = 503, "Accounts are unavailable; retry after Retry-After seconds";
+        /// A cart is priced by the catalog, so both must answer.
+        CartUnavailable = 503, "The cart or the catalog is unavailable; retry after Retry-After seconds";
+        /// The catalog answers every product route.
+        CatalogUnavailable = 503, "The catalog is unavailable; retry after Retry-After seconds";
+        /// The orders service answers the order history.
+        OrdersUnavailable = 503, "Orders are unavailable; retry after Retry-After seconds";
+    }
+}
+
 /// Declares, once for every operation, the problems any of them may answer with, so no
 /// operation can answer with one its description leaves out:
 /// - 400 when the gateway cannot read the request (parameters or body of the wrong shape),

@@ -21,6 +21,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::catalog::Money;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::{OrdersUnavailable, Unauthorized};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ShippingAddress {
@@ -313,7 +314,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 201, description = "The order, already CONFIRMED or CANCELLED", body = OrderBody),
         (status = 202, description = "The order, PENDING: follow it at /api/v1/orders/{id}", body = OrderBody),
         (status = 400, description = "A field is invalid (the problem names it)", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 409, description = "The cart is empty", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 429, description = "Too many checkouts from this address or for this account; retry after Retry-After seconds", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 503, description = "A service checkout needs is unavailable", body = ProblemDoc, content_type = "application/problem+json"),
@@ -405,8 +406,8 @@ pub async fn place_order(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's orders", body = OrderList),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Orders are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        OrdersUnavailable,
     )
 )]
 pub async fn list_orders(
@@ -438,9 +439,9 @@ pub async fn list_orders(
     params(("id" = String, Path, description = "The order's id")),
     responses(
         (status = 200, description = "The order", body = OrderBody),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 404, description = "No such order among the caller's", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Orders are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
+        OrdersUnavailable,
     )
 )]
 pub async fn get_order(

@@ -18,6 +18,7 @@ use crate::GatewayState;
 use crate::auth::Admin;
 use crate::catalog::Money;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::{NotAdmin, Unauthorized};
 use crate::params::query;
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,8 +77,8 @@ async fn fetch(
     responses(
         (status = 200, description = "The report", body = SalesReport),
         (status = 400, description = "A date is not YYYY-MM-DD, or to is before from", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        NotAdmin,
         (status = 503, description = "Reports are unavailable", body = ProblemDoc, content_type = "application/problem+json"),
     )
 )]
@@ -129,8 +130,8 @@ pub async fn sales(
     responses(
         (status = 200, description = "One line per day", body = String, content_type = "text/csv"),
         (status = 400, description = "A date is not YYYY-MM-DD, or to is before from", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
+        NotAdmin,
     )
 )]
 pub async fn sales_csv(

@@ -18,6 +18,7 @@ use crate::GatewayState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
+use crate::openapi::responses::Unauthorized;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Review {
@@ -141,7 +142,7 @@ pub(crate) async fn newest(
     responses(
         (status = 201, description = "The review", body = Review),
         (status = 400, description = "A rating outside 1 to 5, or a text out of bounds", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = ProblemDoc, content_type = "application/problem+json"),
+        Unauthorized,
         (status = 403, description = "The caller is a guest, or has not bought this product", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The caller has reviewed it already", body = ProblemDoc, content_type = "application/problem+json"),
     )

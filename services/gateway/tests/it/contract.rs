@@ -267,6 +267,25 @@ async fn openapi_document_describes_every_route_that_is_served() {
             responses.contains_key("503") || responses.contains_key("401"),
             "{method} {path} documents how it fails"
         );
+        // Every problem a route answers with is a problem+json document.
+        for (status, response) in responses.iter().filter(|(s, _)| !s.starts_with('2')) {
+            assert!(
+                response["content"]["application/problem+json"].is_object(),
+                "{method} {path} {status} is a problem: {response}"
+            );
+        }
+        if operation.get("security").is_some() {
+            assert!(
+                responses.contains_key("401"),
+                "{method} {path} needs a token and says what happens without one"
+            );
+        }
+        if path.starts_with("/api/v1/admin/") {
+            assert!(
+                responses.contains_key("403"),
+                "{method} {path} is for admins"
+            );
+        }
         if operation.get("requestBody").is_some() {
             for status in ["400", "415", "422"] {
                 assert!(
