@@ -1,63 +1,60 @@
-//! The cart service over gRPC with a real catalog, on SQLite and PostgreSQL.
+//! The cart service as `comb serve` builds it, calling a catalog built the same way: lines
+//! priced from the catalog, quantities added, set and removed, refusals naming the field at
+//! fault, a guest's cart merged into an account's, carts cleared, and the catalog's absence
+//! reported. On SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
-
-use std::collections::BTreeMap;
 
 use comb_contracts::cart::v1 as proto;
 use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_contracts::catalog::v1 as catalog;
-use comb_kit::ServiceConfig;
-use comb_testkit::{TestDatabase, TestServer};
+use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_testkit::{TestDatabase, TestService};
 use tonic::Code;
 use tonic::transport::Channel;
 
 struct Setup {
     client: CartClient<Channel>,
-    catalog: TestServer,
-    products: Vec<catalog::Product>,
-    _cart: TestServer,
+    catalog: TestService,
+    /// Two products of the catalog, the one with the smaller id first: lines added at the
+    /// same millisecond are listed by product id, so listings come out in a known order.
+    a: catalog::Product,
+    b: catalog::Product,
+    _cart: TestService,
     _catalog_db: TestDatabase,
 }
 
 async fn setup(database: &TestDatabase) -> Setup {
+    // The catalog is only the cart's source of prices here: its bundled seed on SQLite is
+    // enough whichever backend the cart is tested on.
     let catalog_db = TestDatabase::sqlite();
-    let catalog_config = ServiceConfig::resolve(
-        "catalog",
-        BTreeMap::new(),
-        [("COMB_DATABASE_URL", catalog_db.url.clone())],
-    )
-    .unwrap();
-    let store = comb_catalog::open_store(&catalog_config).await.unwrap();
-    let products = store
-        .list(&comb_catalog::domain::ListFilter {
-            kind: None,
-            category: None,
-            limit: 3,
-            after: None,
+    let catalog_config =
+        comb_testkit::config("catalog", &[("COMB_DATABASE_URL", catalog_db.url.clone())]);
+    let catalog = TestService::start(comb_catalog::build(catalog_config).await.unwrap()).await;
+    let mut products = CatalogClient::new(catalog.channel().await)
+        .list_products(catalog::ListProductsRequest {
+            limit: 2,
+            ..Default::default()
         })
         .await
         .unwrap()
-        .items
-        .into_iter()
-        .map(comb_catalog::api::product_to_proto)
-        .collect();
-    let catalog = TestServer::start(comb_catalog::routes(store)).await;
-    let env = [
-        ("COMB_DATABASE_URL", database.url.clone()),
-        ("COMB_UPSTREAM_CATALOG", catalog.url()),
-    ];
-    let config = ServiceConfig::resolve("cart", BTreeMap::new(), env).unwrap();
-    let cart = TestServer::start(comb_cart::routes(comb_cart::open(&config).await.unwrap())).await;
-    let channel = tonic::transport::Endpoint::from_shared(cart.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+        .into_inner()
+        .items;
+    products.sort_by(|x, y| x.id.cmp(&y.id));
+    let [a, b] = <[catalog::Product; 2]>::try_from(products).unwrap();
+    let config = comb_testkit::config(
+        "cart",
+        &[
+            ("COMB_DATABASE_URL", database.url.clone()),
+            ("COMB_UPSTREAM_CATALOG", catalog.url()),
+        ],
+    );
+    let cart = TestService::start(comb_cart::build(config).await.unwrap()).await;
     Setup {
-        client: CartClient::new(channel),
+        client: CartClient::new(cart.channel().await),
         catalog,
-        products,
+        a,
+        b,
         _cart: cart,
         _catalog_db: catalog_db,
     }
@@ -71,6 +68,14 @@ fn add(owner: &str, product_id: &str, quantity: i64) -> proto::AddItemRequest {
     }
 }
 
+fn set(owner: &str, product_id: &str, quantity: i64) -> proto::SetQuantityRequest {
+    proto::SetQuantityRequest {
+        owner: owner.into(),
+        product_id: product_id.into(),
+        quantity,
+    }
+}
+
 fn quantities(view: &proto::CartView) -> Vec<(String, i64)> {
     view.lines
         .iter()
@@ -78,118 +83,212 @@ fn quantities(view: &proto::CartView) -> Vec<(String, i64)> {
         .collect()
 }
 
-#[tokio::test]
-async fn carts_on_sqlite() {
-    exercise(&TestDatabase::sqlite()).await;
+fn price(product: &catalog::Product) -> i64 {
+    product.price.clone().unwrap().amount_minor
 }
 
-#[tokio::test]
-async fn carts_on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    exercise(&database).await;
+/// The one field an INVALID_ARGUMENT refusal names.
+fn refused_field(status: &tonic::Status) -> String {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields = comb_kit::grpc::field_errors(status).unwrap();
+    assert_eq!(fields.len(), 1, "{fields:?}");
+    fields[0].field.clone()
 }
 
-async fn exercise(database: &TestDatabase) {
-    let mut setup = setup(database).await;
-    let (a, b) = (setup.products[0].clone(), setup.products[1].clone());
-    let client = &mut setup.client;
+async fn get_cart(client: &mut CartClient<Channel>, owner: &str) -> proto::CartView {
+    client
+        .get_cart(proto::GetCartRequest {
+            owner: owner.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
 
-    client.add_item(add("user-1", &a.id, 2)).await.unwrap();
-    let view = client
-        .add_item(add("user-1", &b.id, 1))
+async fn each_line_is_priced_from_the_catalog(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 2))
+        .await
+        .unwrap();
+    let view = cart
+        .client
+        .add_item(add("user-1", &cart.b.id, 1))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(quantities(&view), [(a.id.clone(), 2), (b.id.clone(), 1)]);
-    let price = |p: &catalog::Product| p.price.clone().unwrap().amount_minor;
+
+    assert_eq!(
+        quantities(&view),
+        [(cart.a.id.clone(), 2), (cart.b.id.clone(), 1)]
+    );
     let line = &view.lines[0];
     assert_eq!(
         (line.sku.as_str(), line.title.as_str()),
-        (a.sku.as_str(), a.title.as_str())
+        (cart.a.sku.as_str(), cart.a.title.as_str())
     );
-    assert_eq!(line.unit_price.clone().unwrap().amount_minor, price(&a));
-    assert_eq!(line.line_total.clone().unwrap().amount_minor, 2 * price(&a));
+    assert_eq!(
+        line.unit_price.clone().unwrap().amount_minor,
+        price(&cart.a)
+    );
+    assert_eq!(
+        line.line_total.clone().unwrap().amount_minor,
+        2 * price(&cart.a)
+    );
     assert_eq!(
         view.total.clone().unwrap().amount_minor,
-        2 * price(&a) + price(&b)
+        2 * price(&cart.a) + price(&cart.b)
     );
+}
 
-    let view = client
-        .add_item(add("user-1", &a.id, 3))
+async fn adding_a_product_already_in_the_cart_adds_to_its_quantity(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 2))
+        .await
+        .unwrap();
+
+    let view = cart
+        .client
+        .add_item(add("user-1", &cart.a.id, 3))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(view.lines[0].quantity, 5, "adding adds");
-    let set = |quantity| proto::SetQuantityRequest {
-        owner: "user-1".into(),
-        product_id: a.id.clone(),
-        quantity,
-    };
-    assert_eq!(
-        client
-            .set_quantity(set(1))
-            .await
-            .unwrap()
-            .into_inner()
-            .lines[0]
-            .quantity,
-        1
-    );
-    let view = client.set_quantity(set(0)).await.unwrap().into_inner();
-    assert_eq!(quantities(&view), [(b.id.clone(), 1)], "0 removes");
 
-    // Refusals name the field.
-    let field = |status: tonic::Status| {
-        assert_eq!(status.code(), Code::InvalidArgument);
-        comb_kit::grpc::field_errors(&status).unwrap()[0]
-            .field
-            .clone()
-    };
+    assert_eq!(quantities(&view), [(cart.a.id, 5)], "adding adds");
+}
+
+async fn setting_a_quantity_replaces_it(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 5))
+        .await
+        .unwrap();
+
+    let view = cart
+        .client
+        .set_quantity(set("user-1", &cart.a.id, 1))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(view.lines[0].quantity, 1);
+}
+
+async fn setting_a_quantity_of_zero_removes_the_line(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 5))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("user-1", &cart.b.id, 1))
+        .await
+        .unwrap();
+
+    let view = cart
+        .client
+        .set_quantity(set("user-1", &cart.a.id, 0))
+        .await
+        .unwrap()
+        .into_inner();
+
+    assert_eq!(quantities(&view), [(cart.b.id, 1)], "0 removes");
+}
+
+async fn a_product_not_in_the_catalog_is_refused_naming_product_id(database: TestDatabase) {
+    let mut cart = setup(&database).await;
     let unknown = "00000000-0000-7000-8000-000000000000";
-    assert_eq!(
-        field(
-            client
-                .add_item(add("user-1", unknown, 1))
-                .await
-                .unwrap_err()
-        ),
-        "product_id"
-    );
-    assert_eq!(
-        field(client.add_item(add("user-1", "x", 1)).await.unwrap_err()),
-        "product_id"
-    );
-    assert_eq!(
-        field(client.add_item(add("user-1", &a.id, 0)).await.unwrap_err()),
-        "quantity"
-    );
-    assert_eq!(
-        field(
-            client
-                .add_item(add("user-1", &a.id, 100))
-                .await
-                .unwrap_err()
-        ),
-        "quantity"
-    );
-    client.add_item(add("user-1", &b.id, 90)).await.unwrap();
-    let status = client.add_item(add("user-1", &b.id, 9)).await.unwrap_err();
-    assert!(
-        status.message().contains("at most 99"),
-        "{}",
-        status.message()
-    );
-    assert_eq!(
-        field(client.add_item(add("", &a.id, 1)).await.unwrap_err()),
-        "owner"
-    );
 
-    // A guest's cart merges into the account's.
-    client.add_item(add("guest-9", &b.id, 5)).await.unwrap();
-    client.add_item(add("guest-9", &a.id, 1)).await.unwrap();
-    let merged = client
+    let refused = cart
+        .client
+        .add_item(add("user-1", unknown, 1))
+        .await
+        .unwrap_err();
+
+    assert_eq!(refused_field(&refused), "product_id");
+}
+
+/// Malformed requests are refused before the database or the catalog is asked, so one
+/// backend is enough.
+#[tokio::test]
+async fn malformed_requests_are_refused_naming_the_field() {
+    let database = TestDatabase::sqlite();
+    let mut cart = setup(&database).await;
+
+    let not_an_id = cart
+        .client
+        .add_item(add("user-1", "x", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(refused_field(&not_an_id), "product_id");
+    let none = cart
+        .client
+        .add_item(add("user-1", &cart.a.id, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(refused_field(&none), "quantity");
+    let too_many = cart
+        .client
+        .add_item(add("user-1", &cart.a.id, 100))
+        .await
+        .unwrap_err();
+    assert_eq!(refused_field(&too_many), "quantity");
+    let no_owner = cart
+        .client
+        .add_item(add("", &cart.a.id, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(refused_field(&no_owner), "owner");
+}
+
+async fn a_line_holds_at_most_99(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.b.id, 1))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("user-1", &cart.b.id, 90))
+        .await
+        .unwrap();
+
+    let refused = cart
+        .client
+        .add_item(add("user-1", &cart.b.id, 9))
+        .await
+        .unwrap_err();
+
+    assert_eq!(refused_field(&refused), "quantity");
+    assert!(
+        refused.message().contains("at most 99"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        quantities(&get_cart(&mut cart.client, "user-1").await),
+        [(cart.b.id, 91)]
+    );
+}
+
+async fn merging_adds_a_guests_lines_to_the_accounts(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 91))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("guest-9", &cart.a.id, 5))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("guest-9", &cart.b.id, 1))
+        .await
+        .unwrap();
+
+    let merged = cart
+        .client
         .merge(proto::MergeRequest {
             from_owner: "guest-9".into(),
             to_owner: "user-1".into(),
@@ -197,34 +296,85 @@ async fn exercise(database: &TestDatabase) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(quantities(&merged), [(b.id.clone(), 96), (a.id.clone(), 1)]);
-    let guest = client
-        .get_cart(proto::GetCartRequest {
-            owner: "guest-9".into(),
+
+    assert_eq!(quantities(&merged), [(cart.a.id, 96), (cart.b.id, 1)]);
+}
+
+async fn merging_empties_the_guests_cart(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 1))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("guest-9", &cart.b.id, 5))
+        .await
+        .unwrap();
+
+    cart.client
+        .merge(proto::MergeRequest {
+            from_owner: "guest-9".into(),
+            to_owner: "user-1".into(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    assert!(guest.lines.is_empty(), "the guest's cart is emptied");
+        .unwrap();
 
-    let cleared = client
+    let guest = get_cart(&mut cart.client, "guest-9").await;
+    assert!(guest.lines.is_empty(), "the guest's cart is emptied");
+}
+
+async fn clearing_empties_the_cart_and_zeroes_its_total(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-1", &cart.a.id, 2))
+        .await
+        .unwrap();
+    cart.client
+        .add_item(add("user-1", &cart.b.id, 1))
+        .await
+        .unwrap();
+
+    let cleared = cart
+        .client
         .clear(proto::ClearRequest {
             owner: "user-1".into(),
         })
         .await
         .unwrap()
         .into_inner();
+
     assert!(cleared.lines.is_empty());
     assert_eq!(cleared.total.unwrap().amount_minor, 0);
+}
 
-    client.add_item(add("user-2", &a.id, 1)).await.unwrap();
-    setup.catalog.stop().await;
-    let down = setup
+async fn a_cart_cannot_be_read_while_the_catalog_is_down(database: TestDatabase) {
+    let mut cart = setup(&database).await;
+    cart.client
+        .add_item(add("user-2", &cart.a.id, 1))
+        .await
+        .unwrap();
+
+    cart.catalog.server.stop().await;
+    let down = cart
         .client
         .get_cart(proto::GetCartRequest {
             owner: "user-2".into(),
         })
         .await
         .unwrap_err();
+
     assert_eq!(down.code(), Code::Unavailable, "{down:?}");
 }
+
+comb_testkit::on_each_backend!(
+    each_line_is_priced_from_the_catalog,
+    adding_a_product_already_in_the_cart_adds_to_its_quantity,
+    setting_a_quantity_replaces_it,
+    setting_a_quantity_of_zero_removes_the_line,
+    a_product_not_in_the_catalog_is_refused_naming_product_id,
+    a_line_holds_at_most_99,
+    merging_adds_a_guests_lines_to_the_accounts,
+    merging_empties_the_guests_cart,
+    clearing_empties_the_cart_and_zeroes_its_total,
+    a_cart_cannot_be_read_while_the_catalog_is_down,
+);
