@@ -97,7 +97,12 @@ pub async fn announce_shipments(db: Database, clock: Clock) {
 /// Publishes ShipmentShipped, then ShipmentDelivered, for every shipment whose clock says
 /// so and that has not been announced yet.
 pub async fn announce_due(db: &Database, clock: Clock) -> Result<(), sql::DbError> {
-    let now = now_ms();
+    announce_due_at(db, clock, now_ms()).await
+}
+
+/// [`announce_due`] as of `now` (Unix milliseconds), so that what is due when can be
+/// checked without waiting for it.
+pub async fn announce_due_at(db: &Database, clock: Clock, now: i64) -> Result<(), sql::DbError> {
     let stages = [
         (
             "shipped_announced",
