@@ -201,15 +201,7 @@ async fn merge_guest_cart(state: &GatewayState, headers: &HeaderMap, user_id: &s
     if claims.role != Role::Guest {
         return;
     }
-    let merged = crate::cart::client(state)
-        .merge(comb_contracts::cart::v1::MergeRequest {
-            from_owner: claims.sub,
-            to_owner: user_id.to_owned(),
-        })
-        .await;
-    if let Err(status) = merged {
-        tracing::warn!(code = ?status.code(), message = status.message(), "a guest cart could not be merged at sign-in");
-    }
+    crate::backend::cart::merge_guest_cart(state, &claims.sub, user_id).await;
 }
 
 /// A token for shopping without an account.

@@ -4,36 +4,16 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use comb_contracts::cart::v1 as proto;
-use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_kit::Problem;
-use comb_kit::grpc::Answer;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::GatewayState;
 use crate::auth::Caller;
+pub use crate::backend::cart::{CartBody, CartItem};
 use crate::body::JsonBody;
-use crate::catalog::Money;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{CartUnavailable, Unauthorized};
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CartItem {
-    pub product_id: String,
-    pub sku: String,
-    pub title: String,
-    pub quantity: i64,
-    /// The catalog's current price.
-    pub unit_price: Money,
-    pub line_total: Money,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CartBody {
-    pub items: Vec<CartItem>,
-    pub total: Money,
-}
+use crate::{GatewayState, backend};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddItemBody {
@@ -52,32 +32,6 @@ pub struct SetQuantityBody {
     #[schema(minimum = 0, maximum = 99)]
     #[serde(deserialize_with = "crate::body::whole_number")]
     pub quantity: i64,
-}
-
-pub(crate) fn client(state: &GatewayState) -> CartClient<comb_kit::grpc::UpstreamChannel> {
-    CartClient::new(state.cart.channel())
-}
-
-/// The JSON form of a cart; 502 when the cart answered without an amount.
-pub(crate) fn cart_body(view: proto::CartView) -> Result<CartBody, Problem> {
-    let money = |value| Money::from_proto("cart", value);
-    Ok(CartBody {
-        items: view
-            .lines
-            .into_iter()
-            .map(|line| {
-                Ok(CartItem {
-                    product_id: line.product_id,
-                    sku: line.sku,
-                    title: line.title,
-                    quantity: line.quantity,
-                    unit_price: money(line.unit_price)?,
-                    line_total: money(line.line_total)?,
-                })
-            })
-            .collect::<Result<_, Problem>>()?,
-        total: money(view.total)?,
-    })
 }
 
 fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
@@ -101,13 +55,7 @@ pub async fn get_cart(
     State(state): State<GatewayState>,
     caller: Caller,
 ) -> Result<Json<CartBody>, Problem> {
-    let view = client(&state)
-        .get_cart(proto::GetCartRequest {
-            owner: caller.0.sub,
-        })
-        .await
-        .answered_by(&state.cart)?;
-    Ok(Json(cart_body(view)?))
+    Ok(Json(backend::cart::get(&state, &caller.0.sub).await?))
 }
 
 /// Adds a product to the caller's cart.
@@ -129,15 +77,8 @@ pub async fn add_item(
     caller: Caller,
     JsonBody(body): JsonBody<AddItemBody>,
 ) -> Result<Json<CartBody>, Problem> {
-    let view = client(&state)
-        .add_item(proto::AddItemRequest {
-            owner: caller.0.sub,
-            product_id: body.product_id,
-            quantity: body.quantity,
-        })
-        .await
-        .answered_by(&state.cart)?;
-    Ok(Json(cart_body(view)?))
+    let cart = backend::cart::add(&state, &caller.0.sub, body.product_id, body.quantity).await?;
+    Ok(Json(cart))
 }
 
 /// Sets how many of a product the caller's cart holds; 0 removes it.
@@ -161,15 +102,10 @@ pub async fn set_quantity(
     path: Result<Path<String>, PathRejection>,
     JsonBody(body): JsonBody<SetQuantityBody>,
 ) -> Result<Json<CartBody>, Problem> {
-    let view = client(&state)
-        .set_quantity(proto::SetQuantityRequest {
-            owner: caller.0.sub,
-            product_id: product_id(path)?,
-            quantity: body.quantity,
-        })
-        .await
-        .answered_by(&state.cart)?;
-    Ok(Json(cart_body(view)?))
+    let product_id = product_id(path)?;
+    let cart =
+        backend::cart::set_quantity(&state, &caller.0.sub, product_id, body.quantity).await?;
+    Ok(Json(cart))
 }
 
 /// Removes a product from the caller's cart.
@@ -190,12 +126,8 @@ pub async fn remove_item(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CartBody>, Problem> {
-    let view = client(&state)
-        .remove_item(proto::RemoveItemRequest {
-            owner: caller.0.sub,
-            product_id: product_id(path)?,
-        })
-        .await
-        .answered_by(&state.cart)?;
-    Ok(Json(cart_body(view)?))
+    let product_id = product_id(path)?;
+    Ok(Json(
+        backend::cart::remove(&state, &caller.0.sub, product_id).await?,
+    ))
 }

@@ -58,6 +58,21 @@ impl Money {
     }
 }
 
+/// As a person reads it: "$12.99", or "12.99 SEK" for a currency without a symbol here.
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.amount_minor < 0 { "-" } else { "" };
+        let major = self.amount_minor.unsigned_abs() / 100;
+        let minor = self.amount_minor.unsigned_abs() % 100;
+        match self.currency.as_str() {
+            "USD" => write!(f, "{sign}${major}.{minor:02}"),
+            "EUR" => write!(f, "{sign}€{major}.{minor:02}"),
+            "GBP" => write!(f, "{sign}£{major}.{minor:02}"),
+            other => write!(f, "{sign}{major}.{minor:02} {other}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProductKind {
@@ -67,7 +82,8 @@ pub enum ProductKind {
 }
 
 impl ProductKind {
-    fn parse(text: &str) -> Option<Self> {
+    /// The kind a query names (`book`, `music`, `video`), for the API and the storefront.
+    pub(crate) fn parse(text: &str) -> Option<Self> {
         match text {
             "book" => Some(Self::Book),
             "music" => Some(Self::Music),
@@ -76,12 +92,21 @@ impl ProductKind {
         }
     }
 
-    fn from_proto(value: i32) -> Option<Self> {
+    pub(crate) fn from_proto(value: i32) -> Option<Self> {
         match proto::ProductKind::try_from(value) {
             Ok(proto::ProductKind::Book) => Some(Self::Book),
             Ok(proto::ProductKind::Music) => Some(Self::Music),
             Ok(proto::ProductKind::Video) => Some(Self::Video),
             Ok(proto::ProductKind::Unspecified) | Err(_) => None,
+        }
+    }
+
+    /// The kind as a shop shows it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Book => "Book",
+            Self::Music => "Music",
+            Self::Video => "Video",
         }
     }
 

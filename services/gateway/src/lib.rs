@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod backend;
 pub mod body;
 pub mod cart;
 pub mod catalog;

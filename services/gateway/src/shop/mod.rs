@@ -207,20 +207,15 @@ pub fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
     response
 }
 
-/// "12.99 USD" as a person reads it: "$12.99".
+/// A wire amount as a person reads it ("$12.99"); nothing when there is none.
 pub fn money(value: Option<&Money>) -> String {
-    let Some(value) = value else {
-        return String::new();
-    };
-    let major = value.amount_minor / 100;
-    let minor = (value.amount_minor % 100).abs();
-    let symbol = match value.currency.as_str() {
-        "USD" => "$",
-        "EUR" => "€",
-        "GBP" => "£",
-        _ => return format!("{major}.{minor:02} {}", value.currency),
-    };
-    format!("{symbol}{major}.{minor:02}")
+    value.map_or_else(String::new, |value| {
+        crate::catalog::Money {
+            amount_minor: value.amount_minor,
+            currency: value.currency.clone(),
+        }
+        .to_string()
+    })
 }
 
 /// The page frame: header with search, navigation and the visitor's links.
@@ -289,6 +284,19 @@ pub fn error_page(status: StatusCode, title: &str, advice: &str) -> Response {
         },
     );
     (status, axum::response::Html(page.into_string())).into_response()
+}
+
+/// The page for a problem a page cannot do anything about: the service it needs is down
+/// (503), or answered with something the shop cannot show (502).
+pub fn problem_page(problem: &comb_kit::Problem) -> Response {
+    if problem.status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+        return unavailable(&problem.detail);
+    }
+    error_page(
+        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        "Something went wrong on our side",
+        &format!("{}. Please try again in a moment.", problem.detail),
+    )
 }
 
 /// The page to show when a service the page needs is down.

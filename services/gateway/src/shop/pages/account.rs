@@ -4,10 +4,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::{Form, extract::rejection::FormRejection};
-use comb_contracts::cart::v1 as cart;
-use comb_contracts::cart::v1::cart_client::CartClient;
-use comb_contracts::notifications::v1 as notifications;
-use comb_contracts::notifications::v1::notifications_client::NotificationsClient;
 use comb_contracts::users::v1 as users;
 use comb_contracts::users::v1::users_client::UsersClient;
 use maud::{Markup, html};
@@ -114,15 +110,7 @@ async fn merge_guest_cart(state: &GatewayState, guest: &Visitor, customer: &str)
     if claims.role != comb_contracts::auth::Role::Guest {
         return;
     }
-    let merged = CartClient::new(state.cart.channel())
-        .merge(cart::MergeRequest {
-            from_owner: claims.sub.clone(),
-            to_owner: customer.to_owned(),
-        })
-        .await;
-    if let Err(status) = merged {
-        tracing::warn!(code = ?status.code(), "the guest cart could not be merged at sign-in");
-    }
+    crate::backend::cart::merge_guest_cart(state, &claims.sub, customer).await;
 }
 
 async fn signed_in(state: &GatewayState, before: &Visitor, session: users::Session) -> Response {
@@ -274,12 +262,9 @@ pub(in crate::shop) async fn mailbox(
     let visitor = visitor(&state, &headers).await;
     let messages = match visitor.owner() {
         None => Ok(Vec::new()),
-        Some(owner) => NotificationsClient::new(state.notifications.channel())
-            .list_messages(notifications::ListMessagesRequest {
-                recipient: owner.to_owned(),
-            })
+        Some(owner) => crate::backend::messages::mailbox(&state, owner)
             .await
-            .map(|found| found.into_inner().items),
+            .map(|found| found.items),
     };
     let body = html! {
         h1 { "Your mailbox" }

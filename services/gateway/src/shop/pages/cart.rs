@@ -4,14 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Form, extract::rejection::FormRejection};
-use comb_contracts::cart::v1 as cart;
-use comb_contracts::cart::v1::cart_client::CartClient;
 use maud::html;
 use serde::Deserialize;
 
-use crate::GatewayState;
 use crate::shop::browser::form_token_field;
-use crate::shop::{error_page, foreign_post, money, see_other, shopper, unavailable, visitor};
+use crate::shop::{error_page, foreign_post, problem_page, see_other, shopper, visitor};
+use crate::{GatewayState, backend};
 
 use super::page;
 
@@ -21,21 +19,16 @@ pub(in crate::shop) async fn cart(
     headers: HeaderMap,
 ) -> Response {
     let visitor = visitor(&state, &headers).await;
-    let view = match visitor.owner() {
+    let cart = match visitor.owner() {
         None => None,
-        Some(owner) => match CartClient::new(state.cart.channel())
-            .get_cart(cart::GetCartRequest {
-                owner: owner.to_owned(),
-            })
-            .await
-        {
-            Ok(view) => Some(view.into_inner()),
-            Err(status) => return unavailable(&state.cart.problem(&status).detail),
+        Some(owner) => match backend::cart::get(&state, owner).await {
+            Ok(cart) => Some(cart),
+            Err(problem) => return problem_page(&problem),
         },
     };
-    let lines = view
+    let lines = cart
         .as_ref()
-        .map(|v| v.lines.as_slice())
+        .map(|c| c.items.as_slice())
         .unwrap_or_default();
     let body = html! {
         h1 { "Your cart" }
@@ -49,7 +42,7 @@ pub(in crate::shop) async fn cart(
                     @for line in lines {
                         tr {
                             td { a href={"/shop/products/" (line.product_id)} { (line.title) } }
-                            td { (money(line.unit_price.as_ref())) }
+                            td { (line.unit_price) }
                             td {
                                 form.inline method="post" action={"/shop/cart/items/" (line.product_id)} {
                                     (form_token_field(&visitor.form_token))
@@ -58,7 +51,7 @@ pub(in crate::shop) async fn cart(
                                     button.secondary type="submit" { "Update" }
                                 }
                             }
-                            td { (money(line.line_total.as_ref())) }
+                            td { (line.line_total) }
                             td {
                                 form.inline method="post" action={"/shop/cart/items/" (line.product_id)} {
                                     (form_token_field(&visitor.form_token))
@@ -70,7 +63,9 @@ pub(in crate::shop) async fn cart(
                     }
                 }
             }
-            p.price { "Total: " (money(view.as_ref().and_then(|v| v.total.as_ref()))) }
+            @if let Some(cart) = &cart {
+                p.price { "Total: " (cart.total) }
+            }
             p { a.button href="/shop/checkout" { "Check out" } }
         }
     };
@@ -81,6 +76,19 @@ pub(in crate::shop) async fn cart(
 pub(in crate::shop) struct AddToCart {
     product_id: String,
     quantity: Option<String>,
+}
+
+/// Why the cart refused: the service's own words, field by field when it named them.
+fn refusal(problem: &comb_kit::Problem) -> String {
+    if problem.errors.is_empty() {
+        return problem.detail.clone();
+    }
+    let said: Vec<String> = problem
+        .errors
+        .iter()
+        .map(|error| format!("{} {}", error.field, error.message))
+        .collect();
+    said.join("; ")
 }
 
 fn quantity(text: Option<&str>, allow_zero: bool) -> Option<i64> {
@@ -116,26 +124,15 @@ pub(in crate::shop) async fn add_to_cart(
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let added = CartClient::new(state.cart.channel())
-        .add_item(cart::AddItemRequest {
-            owner: visitor.owner().unwrap_or_default().to_owned(),
-            product_id: form.product_id,
-            quantity,
-        })
-        .await;
-    match added {
+    let owner = visitor.owner().unwrap_or_default();
+    match backend::cart::add(&state, owner, form.product_id, quantity).await {
         Ok(_) => see_other("/shop/cart", cookie),
-        Err(status)
-            if status.code() == tonic::Code::InvalidArgument
-                || status.code() == tonic::Code::NotFound =>
-        {
-            error_page(
-                StatusCode::BAD_REQUEST,
-                "That could not go in your cart",
-                &format!("{}. Go back and try again.", status.message()),
-            )
-        }
-        Err(status) => unavailable(&state.cart.problem(&status).detail),
+        Err(problem) if matches!(problem.status, 404 | 422) => error_page(
+            StatusCode::BAD_REQUEST,
+            "That could not go in your cart",
+            &format!("{}. Go back and try again.", refusal(&problem)),
+        ),
+        Err(problem) => problem_page(&problem),
     }
 }
 
@@ -168,22 +165,13 @@ pub(in crate::shop) async fn change_quantity(
     let Some(owner) = visitor.owner().map(str::to_owned) else {
         return see_other("/shop/cart", None);
     };
-    let mut client = CartClient::new(state.cart.channel());
     let changed = if quantity == 0 {
-        client
-            .remove_item(cart::RemoveItemRequest { owner, product_id })
-            .await
+        backend::cart::remove(&state, &owner, product_id).await
     } else {
-        client
-            .set_quantity(cart::SetQuantityRequest {
-                owner,
-                product_id,
-                quantity,
-            })
-            .await
+        backend::cart::set_quantity(&state, &owner, product_id, quantity).await
     };
     match changed {
         Ok(_) => see_other("/shop/cart", None),
-        Err(status) => unavailable(&state.cart.problem(&status).detail),
+        Err(problem) => problem_page(&problem),
     }
 }

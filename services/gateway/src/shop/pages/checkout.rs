@@ -5,18 +5,16 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Form, extract::rejection::FormRejection};
-use comb_contracts::orders::v1 as orders;
-use comb_contracts::orders::v1::orders_client::OrdersClient;
 use comb_contracts::payments::v1 as payments;
 use comb_contracts::shipping::v1 as shipping;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::GatewayState;
 use crate::shop::browser::form_token_field;
-use crate::shop::{Visitor, foreign_post, money, see_other, unavailable, visitor};
+use crate::shop::{Visitor, foreign_post, problem_page, see_other, visitor};
+use crate::{GatewayState, backend};
 
-use super::{SIDE_DEADLINE, capitalize, cart_count, field, page};
+use super::{capitalize, cart_count, field, page};
 
 /// What the checkout form holds, to show it again with messages.
 #[derive(Debug, Default, Deserialize)]
@@ -163,32 +161,11 @@ pub(in crate::shop) struct CheckoutQuery {
 
 /// The cost of shipping the visitor's cart to `country`, if shipping answers in time.
 async fn quote(state: &GatewayState, visitor: &Visitor, country: &str) -> Option<Quote> {
-    let shipping = state.shipping.as_ref()?;
     let items = cart_count(state, visitor).await.unwrap_or(1).max(1);
-    let quoted = tokio::time::timeout(
-        SIDE_DEADLINE,
-        comb_contracts::shipping::v1::shipping_client::ShippingClient::new(shipping.channel())
-            .quote(shipping::QuoteRequest {
-                // The price depends on the country alone; the RPC checks a whole address,
-                // which the shopper has not typed yet, so the rest stands in for it.
-                address: Some(shipping::Address {
-                    name: "Quote".to_owned(),
-                    line1: "Quote".to_owned(),
-                    line2: String::new(),
-                    city: "Quote".to_owned(),
-                    postal_code: "0".to_owned(),
-                    country: country.to_owned(),
-                }),
-                item_count: u32::try_from(items).unwrap_or(1),
-            }),
-    )
-    .await
-    .ok()?
-    .ok()?
-    .into_inner();
+    let quoted = backend::shipping::quote(state, country, items).await?;
     Some(Quote {
         country: country.to_owned(),
-        cost: money(quoted.cost.as_ref()),
+        cost: quoted.cost.to_string(),
         days: quoted.days,
     })
 }
@@ -284,33 +261,31 @@ pub(in crate::shop) async fn checkout(
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return response;
     }
-    let placed = OrdersClient::new(state.orders.channel())
-        .place_order(orders::PlaceOrderRequest {
-            owner,
-            idempotency_key: form.checkout_key.clone(),
-            email: form.email.trim().to_owned(),
-            shipping_address: Some(shipping::Address {
-                name: form.name.trim().to_owned(),
-                line1: form.line1.trim().to_owned(),
-                line2: String::new(),
-                city: form.city.trim().to_owned(),
-                postal_code: form.postal_code.trim().to_owned(),
-                country: form.country.trim().to_owned(),
-            }),
-            card: Some(payments::Card {
-                number: form.card_number.replace([' ', '-'], ""),
-                exp_month: month.unwrap_or_default(),
-                exp_year: year.unwrap_or_default(),
-                cvc: form.cvc.trim().to_owned(),
-            }),
-        })
-        .await;
-    match placed {
-        Ok(order) => see_other(&format!("/shop/orders/{}", order.into_inner().id), None),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
-            let errors: Vec<(String, String)> = comb_kit::grpc::field_errors(&status)
-                .unwrap_or_default()
-                .into_iter()
+    let checkout = backend::orders::Checkout {
+        owner,
+        idempotency_key: form.checkout_key.clone(),
+        email: form.email.trim().to_owned(),
+        address: shipping::Address {
+            name: form.name.trim().to_owned(),
+            line1: form.line1.trim().to_owned(),
+            line2: String::new(),
+            city: form.city.trim().to_owned(),
+            postal_code: form.postal_code.trim().to_owned(),
+            country: form.country.trim().to_owned(),
+        },
+        card: payments::Card {
+            number: form.card_number.replace([' ', '-'], ""),
+            exp_month: month.unwrap_or_default(),
+            exp_year: year.unwrap_or_default(),
+            cvc: form.cvc.trim().to_owned(),
+        },
+    };
+    match backend::orders::place(&state, checkout).await {
+        Ok(order) => see_other(&format!("/shop/orders/{}", order.id), None),
+        Err(problem) if problem.status == 422 => {
+            let errors: Vec<(String, String)> = problem
+                .errors
+                .iter()
                 .map(|error| {
                     let name = match error.field.as_str() {
                         "payment.card_number" | "card.number" => "card_number",
@@ -322,25 +297,25 @@ pub(in crate::shop) async fn checkout(
                     (name.to_owned(), capitalize(&error.message))
                 })
                 .collect();
-            let notice = errors.is_empty().then(|| status.message().to_owned());
+            let notice = errors.is_empty().then(|| capitalize(&problem.detail));
             let page_body =
                 checkout_page(&visitor.form_token, &form, &errors, notice.as_deref(), None);
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
         }
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+        Err(problem) if problem.status == 409 => {
             let page_body = checkout_page(
                 &visitor.form_token,
                 &form,
                 &[],
-                Some(&format!("{}.", capitalize(status.message()))),
+                Some(&format!("{}.", capitalize(&problem.detail))),
                 None,
             );
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::CONFLICT;
             response
         }
-        Err(status) => unavailable(&state.orders.problem(&status).detail),
+        Err(problem) => problem_page(&problem),
     }
 }

@@ -7,37 +7,23 @@ pub(super) mod catalog;
 pub(super) mod checkout;
 pub(super) mod orders;
 
-use std::time::Duration;
-
 use axum::response::{IntoResponse, Response};
-use comb_contracts::cart::v1 as cart_v1;
-use comb_contracts::cart::v1::cart_client::CartClient;
 use comb_contracts::catalog::v1 as catalog_v1;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use maud::{Markup, html};
 
 use super::{Visitor, layout, money};
 use crate::GatewayState;
+use crate::catalog::ProductKind;
 
-/// How long a page waits for a part it can do without (reviews, recommendations, stock).
-const SIDE_DEADLINE: Duration = Duration::from_millis(300);
+use crate::backend::SIDE_DEADLINE;
 
 fn kind_of(name: &str) -> Option<catalog_v1::ProductKind> {
-    match name {
-        "book" => Some(catalog_v1::ProductKind::Book),
-        "music" => Some(catalog_v1::ProductKind::Music),
-        "video" => Some(catalog_v1::ProductKind::Video),
-        _ => None,
-    }
+    ProductKind::parse(name).map(ProductKind::to_proto)
 }
 
 fn kind_label(kind: i32) -> &'static str {
-    match catalog_v1::ProductKind::try_from(kind) {
-        Ok(catalog_v1::ProductKind::Book) => "Book",
-        Ok(catalog_v1::ProductKind::Music) => "Music",
-        Ok(catalog_v1::ProductKind::Video) => "Video",
-        _ => "Item",
-    }
+    ProductKind::from_proto(kind).map_or("Item", ProductKind::label)
 }
 
 fn cover(product: &catalog_v1::Product) -> Markup {
@@ -61,16 +47,7 @@ fn product_card(product: &catalog_v1::Product) -> Markup {
 }
 
 async fn cart_count(state: &GatewayState, visitor: &Visitor) -> Option<i64> {
-    let owner = visitor.owner()?.to_owned();
-    let view = tokio::time::timeout(
-        SIDE_DEADLINE,
-        CartClient::new(state.cart.channel()).get_cart(cart_v1::GetCartRequest { owner }),
-    )
-    .await
-    .ok()?
-    .ok()?
-    .into_inner();
-    Some(view.lines.iter().map(|line| line.quantity).sum())
+    crate::backend::cart::count(state, visitor.owner()?).await
 }
 
 async fn page(state: &GatewayState, visitor: &Visitor, title: &str, body: Markup) -> Response {

@@ -3,23 +3,21 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use comb_contracts::orders::v1 as orders;
-use comb_contracts::orders::v1::orders_client::OrdersClient;
 use maud::html;
 
-use crate::GatewayState;
-use crate::shop::{error_page, money, unavailable, visitor};
+use crate::backend::orders::{OrderBody, OrderStatus};
+use crate::shop::{error_page, problem_page, visitor};
+use crate::{GatewayState, backend};
 
 use super::page;
 
-/// The status as a person reads it; one the storefront does not know is said to be
-/// unknown, never shown as pending.
-fn status_text(order: &orders::Order) -> (&'static str, &'static str) {
-    match orders::OrderStatus::try_from(order.status) {
-        Ok(orders::OrderStatus::Pending) => ("PENDING", "muted"),
-        Ok(orders::OrderStatus::Confirmed) => ("CONFIRMED", "ok"),
-        Ok(orders::OrderStatus::Cancelled) => ("CANCELLED", "bad"),
-        Ok(orders::OrderStatus::Unspecified) | Err(_) => ("UNKNOWN", "muted"),
+/// The status as a person reads it (one the gateway does not know never gets this far:
+/// the backend answers 502 for it).
+fn status_text(order: &OrderBody) -> (&'static str, &'static str) {
+    match order.status {
+        OrderStatus::Pending => ("PENDING", "muted"),
+        OrderStatus::Confirmed => ("CONFIRMED", "ok"),
+        OrderStatus::Cancelled => ("CANCELLED", "bad"),
     }
 }
 
@@ -52,46 +50,19 @@ pub(in crate::shop) async fn order(
             "Log in with the account that placed it.",
         );
     };
-    let found = OrdersClient::new(state.orders.channel())
-        .get_order(orders::GetOrderRequest {
-            order_id: id,
-            owner,
-            any_owner: false,
-        })
-        .await;
-    let order = match found {
-        Ok(order) => order.into_inner(),
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::NotFound
-                    | tonic::Code::InvalidArgument
-                    | tonic::Code::PermissionDenied
-            ) =>
-        {
+    let order = match backend::orders::get(&state, &owner, id, false).await {
+        Ok(order) => order,
+        Err(problem) if matches!(problem.status, 403 | 404 | 422) => {
             return error_page(
                 StatusCode::NOT_FOUND,
                 "We cannot find that order",
                 "It is not one of yours, or the link is wrong. See your orders.",
             );
         }
-        Err(status) => return unavailable(&state.orders.problem(&status).detail),
+        Err(problem) => return problem_page(&problem),
     };
     let (label, class) = status_text(&order);
     let pending = label == "PENDING";
-    let (payment, shipment) = match (
-        crate::orders::PaymentStatus::of(&order),
-        crate::orders::ShipmentStatus::of(&order),
-    ) {
-        (Ok(payment), Ok(shipment)) => (payment, shipment),
-        (Err(problem), _) | (_, Err(problem)) => {
-            return error_page(
-                StatusCode::BAD_GATEWAY,
-                "We cannot show this order right now",
-                &problem.detail,
-            );
-        }
-    };
     let body = html! {
         h1 { "Order " span.muted { (order.id) } }
         p { "Status: " strong.(class) #order-status { (label) } }
@@ -100,7 +71,7 @@ pub(in crate::shop) async fn order(
             meta http-equiv="refresh" content="2";
         }
         @if label == "CANCELLED" {
-            div.error-box role="alert" { p { (cancel_advice(&order.cancel_reason)) } p { a href="/shop/checkout" { "Try again" } } }
+            div.error-box role="alert" { p { (cancel_advice(order.cancel_reason.as_deref().unwrap_or_default())) } p { a href="/shop/checkout" { "Try again" } } }
         }
         @if label == "CONFIRMED" {
             p.ok { "Thank you! A confirmation is in your " a href="/shop/mailbox" { "mailbox" } "." }
@@ -109,17 +80,17 @@ pub(in crate::shop) async fn order(
             caption.visually-hidden { "Items in this order" }
             thead { tr { th scope="col" { "Item" } th scope="col" { "Quantity" } th scope="col" { "Total" } } }
             tbody {
-                @for line in &order.lines {
-                    tr { td { (line.title) } td { (line.quantity) } td { (money(line.line_total.as_ref())) } }
+                @for line in &order.items {
+                    tr { td { (line.title) } td { (line.quantity) } td { (line.line_total) } }
                 }
             }
         }
-        p { "Subtotal " (money(order.subtotal.as_ref())) " · shipping " (money(order.shipping.as_ref())) " · " strong { "total " (money(order.total.as_ref())) } }
-        @if !order.payment_last4.is_empty() {
-            p.muted { "Card ending " (order.payment_last4) " · payment " (payment.as_str()) }
+        p { "Subtotal " (order.subtotal) " · shipping " (order.shipping) " · " strong { "total " (order.total) } }
+        @if !order.payment.last4.is_empty() {
+            p.muted { "Card ending " (order.payment.last4) " · payment " (order.payment.status.as_str()) }
         }
-        @if let Some(shipment) = shipment {
-            p { "Shipment " (order.tracking_id) ": " (shipment.as_str()) }
+        @if let Some(shipment) = &order.shipment {
+            p { "Shipment " (shipment.tracking_id) ": " (shipment.status.as_str()) }
         }
     };
     page(&state, &visitor, "Your order", body).await
@@ -133,14 +104,9 @@ pub(in crate::shop) async fn orders(
     let visitor = visitor(&state, &headers).await;
     let list = match visitor.owner() {
         None => Vec::new(),
-        Some(owner) => match OrdersClient::new(state.orders.channel())
-            .list_orders(orders::ListOrdersRequest {
-                owner: owner.to_owned(),
-            })
-            .await
-        {
-            Ok(found) => found.into_inner().items,
-            Err(status) => return unavailable(&state.orders.problem(&status).detail),
+        Some(owner) => match backend::orders::list(&state, owner).await {
+            Ok(found) => found.items,
+            Err(problem) => return problem_page(&problem),
         },
     };
     let body = html! {
@@ -158,7 +124,7 @@ pub(in crate::shop) async fn orders(
                             td { (order.created_at.get(..16).unwrap_or(&order.created_at).replace('T', " ")) }
                             td { a href={"/shop/orders/" (order.id)} { (order.id) } }
                             td.(class) { (label) }
-                            td { (money(order.total.as_ref())) }
+                            td { (order.total) }
                         }
                     }
                 }
