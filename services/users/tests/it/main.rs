@@ -1,64 +1,110 @@
-//! The users service over gRPC, on SQLite and on PostgreSQL.
+//! The users service as `comb serve` builds it: registration (normalised emails, refusals
+//! field by field), log-in, the configured admin account, guest tokens, the tokens it signs
+//! and the keys it publishes to verify them, revoked tokens and the watch that tells of
+//! them, and what a restart keeps (the signing key) or changes (a new admin password ends
+//! the admin's earlier sessions). On SQLite and PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
-
-use std::collections::BTreeMap;
 
 use comb_contracts::auth::{AUDIENCE, Claims, ISSUER, Role};
 use comb_contracts::users::v1 as proto;
 use comb_contracts::users::v1::users_client::UsersClient;
-use comb_kit::ServiceConfig;
-use comb_testkit::{TestDatabase, TestServer};
+use comb_testkit::{TestDatabase, TestService};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tonic::Code;
 use tonic::transport::Channel;
 
 const ADMIN_EMAIL: &str = "Admin@Comb.Example";
+const FIRST_ADMIN_PASSWORD: &str = "first admin secret";
+const SECOND_ADMIN_PASSWORD: &str = "second admin secret";
+const ADA_PASSWORD: &str = "analytical engine";
 
-async fn start(
-    database: &TestDatabase,
-    admin_password: &str,
-) -> (UsersClient<Channel>, TestServer) {
-    let env = [
-        ("COMB_DATABASE_URL", database.url.clone()),
-        ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
-        ("COMB_ADMIN_PASSWORD", admin_password.to_owned()),
-    ];
-    let config = ServiceConfig::resolve("users", BTreeMap::new(), env).unwrap();
-    let api = comb_users::open(&config).await.unwrap();
-    let server = TestServer::start(comb_users::routes(api)).await;
-    let channel = tonic::transport::Endpoint::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (UsersClient::new(channel), server)
+struct Users {
+    client: UsersClient<Channel>,
+    _service: TestService,
 }
 
-/// Verifies a token with the published keys, as the gateway does.
-async fn verify(client: &mut UsersClient<Channel>, token: &str) -> Claims {
-    let jwks = client
-        .get_jwks(proto::GetJwksRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
-    let key = jwks
-        .keys
-        .iter()
-        .find(|key| key.kid == kid)
-        .expect("the signing key is published");
-    assert_eq!(
-        (key.kty.as_str(), key.crv.as_str(), key.alg.as_str()),
-        ("OKP", "Ed25519", "EdDSA")
+/// The service with the admin account `ADMIN_EMAIL` / `admin_password`. Starting it again
+/// on the same database is a restart.
+async fn start(database: &TestDatabase, admin_password: &str) -> Users {
+    let config = comb_testkit::config(
+        "users",
+        &[
+            ("COMB_DATABASE_URL", database.url.clone()),
+            ("COMB_ADMIN_EMAIL", ADMIN_EMAIL.to_owned()),
+            ("COMB_ADMIN_PASSWORD", admin_password.to_owned()),
+        ],
     );
-    let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_issuer(&[ISSUER]);
-    validation.set_audience(&[AUDIENCE]);
-    let decoding = DecodingKey::from_ed_components(&key.x).unwrap();
-    jsonwebtoken::decode::<Claims>(token, &decoding, &validation)
-        .unwrap()
-        .claims
+    let service = TestService::start(comb_users::build(config).await.unwrap()).await;
+    Users {
+        client: UsersClient::new(service.channel().await),
+        _service: service,
+    }
+}
+
+impl Users {
+    /// Ada's account, registered with her email written untidily.
+    async fn register_ada(&mut self) -> proto::Session {
+        self.client
+            .register(register(" Ada@Example.com ", ADA_PASSWORD, "Ada Lovelace"))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn login(
+        &mut self,
+        email: &str,
+        password: &str,
+    ) -> Result<proto::Session, tonic::Status> {
+        self.client
+            .login(proto::LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Verifies a token with the published keys, as the gateway does.
+    async fn verify(&mut self, token: &str) -> Claims {
+        let jwks = self
+            .client
+            .get_jwks(proto::GetJwksRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        let key = jwks
+            .keys
+            .iter()
+            .find(|key| key.kid == kid)
+            .expect("the signing key is published");
+        assert_eq!(
+            (key.kty.as_str(), key.crv.as_str(), key.alg.as_str()),
+            ("OKP", "Ed25519", "EdDSA")
+        );
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        let decoding = DecodingKey::from_ed_components(&key.x).unwrap();
+        jsonwebtoken::decode::<Claims>(token, &decoding, &validation)
+            .unwrap()
+            .claims
+    }
+
+    /// Every revocation still in force, without waiting.
+    async fn revocations(&mut self) -> Vec<proto::Revocation> {
+        self.client
+            .watch_revocations(proto::WatchRevocationsRequest {
+                after_ms: 0,
+                wait_ms: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+    }
 }
 
 fn register(email: &str, password: &str, name: &str) -> proto::RegisterRequest {
@@ -69,50 +115,71 @@ fn register(email: &str, password: &str, name: &str) -> proto::RegisterRequest {
     }
 }
 
-#[tokio::test]
-async fn accounts_on_sqlite() {
-    exercise(&TestDatabase::sqlite()).await;
+fn revoke(claims: &Claims) -> proto::RevokeTokenRequest {
+    proto::RevokeTokenRequest {
+        token_id: claims.jti.clone(),
+        subject: claims.sub.clone(),
+        expires_at: claims.exp,
+    }
 }
 
-#[tokio::test]
-async fn accounts_on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    exercise(&database).await;
-}
+async fn registering_normalises_the_email_and_makes_a_customer(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
 
-async fn exercise(database: &TestDatabase) {
-    let (mut client, server) = start(database, "first admin secret").await;
+    let user = users.register_ada().await.user.unwrap();
 
-    let session = client
-        .register(register(
-            " Ada@Example.com ",
-            "analytical engine",
-            "Ada Lovelace",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    let user = session.user.clone().unwrap();
     assert_eq!(user.email, "ada@example.com", "emails are normalised");
     assert_eq!(user.role, proto::Role::Customer as i32);
-    let claims = verify(&mut client, &session.token).await;
-    assert_eq!(claims.sub, user.id);
+}
+
+async fn a_customers_token_verifies_with_the_published_key_and_names_them(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let session = users.register_ada().await;
+
+    let claims = users.verify(&session.token).await;
+
+    assert_eq!(claims.sub, session.user.unwrap().id);
     assert_eq!(claims.role, Role::Customer);
     assert_eq!(claims.email.as_deref(), Some("ada@example.com"));
+    assert_eq!((claims.aud.as_str(), claims.generation), (AUDIENCE, 0));
     assert!(claims.exp > claims.iat);
+}
 
-    let taken = client
+async fn every_token_has_its_own_id(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let registered = users.register_ada().await;
+
+    let logged_in = users.login("ada@example.com", ADA_PASSWORD).await.unwrap();
+
+    assert_ne!(
+        users.verify(&logged_in.token).await.jti,
+        users.verify(&registered.token).await.jti,
+        "every token has its own id"
+    );
+}
+
+async fn an_email_is_registered_once_whatever_its_case(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    users.register_ada().await;
+
+    let taken = users
+        .client
         .register(register("ADA@example.com", "another long one", "Imposter"))
         .await
         .unwrap_err();
-    assert_eq!(taken.code(), Code::AlreadyExists);
 
-    let invalid = client
+    assert_eq!(taken.code(), Code::AlreadyExists);
+}
+
+async fn a_bad_registration_is_refused_naming_every_field_at_fault(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let invalid = users
+        .client
         .register(register("not-an-email", "short", " "))
         .await
         .unwrap_err();
+
     assert_eq!(invalid.code(), Code::InvalidArgument);
     let fields: Vec<String> = comb_kit::grpc::field_errors(&invalid)
         .unwrap()
@@ -120,34 +187,46 @@ async fn exercise(database: &TestDatabase) {
         .map(|error| error.field)
         .collect();
     assert_eq!(fields, ["email", "name"]);
-    let weak = client
+}
+
+async fn a_weak_password_is_refused_saying_why(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let weak = users
+        .client
         .register(register("bob@example.com", "password1", "Bob"))
         .await
         .unwrap_err();
+
     assert!(
         weak.message().starts_with("password:"),
         "{}",
         weak.message()
     );
+}
 
-    let login = |email: &str, password: &str| proto::LoginRequest {
-        email: email.into(),
-        password: password.into(),
-    };
-    let again = client
-        .login(login("ada@example.com", "analytical engine"))
-        .await
-        .unwrap()
-        .into_inner();
+async fn logging_in_answers_the_registered_account(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let user = users.register_ada().await.user.unwrap();
+
+    let again = users.login("ada@example.com", ADA_PASSWORD).await.unwrap();
+
     assert_eq!(again.user.unwrap().id, user.id);
-    let wrong = client
-        .login(login("ada@example.com", "difference engine"))
+}
+
+async fn a_wrong_password_and_an_unknown_email_are_refused_alike(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    users.register_ada().await;
+
+    let wrong = users
+        .login("ada@example.com", "difference engine")
         .await
         .unwrap_err();
-    let unknown = client
-        .login(login("nobody@example.com", "analytical engine"))
+    let unknown = users
+        .login("nobody@example.com", ADA_PASSWORD)
         .await
         .unwrap_err();
+
     assert_eq!(wrong.code(), Code::Unauthenticated);
     assert_eq!(unknown.code(), Code::Unauthenticated);
     assert_eq!(
@@ -155,124 +234,114 @@ async fn exercise(database: &TestDatabase) {
         unknown.message(),
         "which part was wrong is not told"
     );
+}
 
-    let admin = client
-        .login(login(ADMIN_EMAIL, "first admin secret"))
+async fn the_configured_admin_logs_in_with_an_admin_token(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let admin = users
+        .login(ADMIN_EMAIL, FIRST_ADMIN_PASSWORD)
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(verify(&mut client, &admin.token).await.role, Role::Admin);
+        .unwrap();
 
-    let guest = client
+    assert_eq!(users.verify(&admin.token).await.role, Role::Admin);
+}
+
+async fn a_guest_token_names_the_guest_and_no_email(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let guest = users
+        .client
         .issue_guest_token(proto::IssueGuestTokenRequest {})
         .await
         .unwrap()
         .into_inner();
-    let claims = verify(&mut client, &guest.token).await;
+
+    let claims = users.verify(&guest.token).await;
     assert_eq!(
         (claims.role, claims.sub.as_str()),
         (Role::Guest, guest.guest_id.as_str())
     );
     assert_eq!(claims.email, None);
+}
 
-    let found = client
-        .get_user(proto::GetUserRequest {
-            id: user.id.clone(),
-        })
+async fn an_account_is_found_by_its_id(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let user = users.register_ada().await.user.unwrap();
+
+    let found = users
+        .client
+        .get_user(proto::GetUserRequest { id: user.id })
         .await
         .unwrap()
         .into_inner();
+
     assert_eq!(found.name, "Ada Lovelace");
-    let missing = client
+}
+
+async fn an_unknown_account_is_not_found(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let missing = users
+        .client
         .get_user(proto::GetUserRequest { id: "\0".into() })
         .await
         .unwrap_err();
-    assert_eq!(missing.code(), Code::NotFound);
 
-    // A restart keeps the signing key (old tokens stay valid) and applies a new admin password.
+    assert_eq!(missing.code(), Code::NotFound);
+}
+
+async fn a_restart_keeps_the_signing_key_so_earlier_tokens_stay_valid(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let session = users.register_ada().await;
     let kid = jsonwebtoken::decode_header(&session.token).unwrap().kid;
-    drop(server);
-    let (mut client, _server) = start(database, "second admin secret").await;
-    let later = client
-        .login(login("ada@example.com", "analytical engine"))
-        .await
-        .unwrap()
-        .into_inner();
+    drop(users);
+
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let later = users.login("ada@example.com", ADA_PASSWORD).await.unwrap();
     assert_eq!(jsonwebtoken::decode_header(&later.token).unwrap().kid, kid);
-    assert_eq!(verify(&mut client, &session.token).await.sub, user.id);
+    assert_eq!(
+        users.verify(&session.token).await.sub,
+        session.user.unwrap().id
+    );
+}
+
+async fn a_restart_with_a_new_admin_password_applies_it(database: TestDatabase) {
+    drop(start(&database, FIRST_ADMIN_PASSWORD).await);
+
+    let mut users = start(&database, SECOND_ADMIN_PASSWORD).await;
+
     assert!(
-        client
-            .login(login(ADMIN_EMAIL, "first admin secret"))
+        users
+            .login(ADMIN_EMAIL, FIRST_ADMIN_PASSWORD)
             .await
             .is_err()
     );
     assert!(
-        client
-            .login(login(ADMIN_EMAIL, "second admin secret"))
+        users
+            .login(ADMIN_EMAIL, SECOND_ADMIN_PASSWORD)
             .await
             .is_ok()
     );
 }
 
-#[tokio::test]
-async fn sessions_on_sqlite() {
-    sessions(&TestDatabase::sqlite()).await;
-}
+async fn nothing_is_revoked_at_first(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
 
-#[tokio::test]
-async fn sessions_on_postgres() {
-    let Some(database) = TestDatabase::postgres().await else {
-        return;
-    };
-    sessions(&database).await;
-}
+    let revocations = users.revocations().await;
 
-/// Logging out revokes one token, and watchers hear of it at once; a new admin password
-/// starts a new session generation, while a restart with the same one changes nothing.
-async fn sessions(database: &TestDatabase) {
-    let (mut client, server) = start(database, "first admin secret").await;
-    let login = |password: &str| proto::LoginRequest {
-        email: ADMIN_EMAIL.into(),
-        password: password.into(),
-    };
-    let everything = || proto::WatchRevocationsRequest {
-        after_ms: 0,
-        wait_ms: 0,
-    };
-    let revocations = client
-        .watch_revocations(everything())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
     assert!(revocations.is_empty(), "{revocations:?}");
+}
 
-    let session = client
-        .register(register("grace@example.com", "compiler pioneer", "Grace"))
-        .await
-        .unwrap()
-        .into_inner();
-    let claims = verify(&mut client, &session.token).await;
-    assert_eq!((claims.aud.as_str(), claims.generation), (AUDIENCE, 0));
-    let other = client
-        .login(proto::LoginRequest {
-            email: "grace@example.com".into(),
-            password: "compiler pioneer".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_ne!(
-        verify(&mut client, &other.token).await.jti,
-        claims.jti,
-        "every token has its own id"
-    );
-
-    // A watcher waiting from now is woken by the revocation, long before its wait ends.
+async fn a_revocation_wakes_a_watcher_at_once(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let session = users.register_ada().await;
+    let claims = users.verify(&session.token).await;
     // "Now" is read before the revocation is sent (and a millisecond back, since the two
     // may share one), not whenever the watcher's task first runs.
     let after_ms = comb_kit::clock::now_ms() - 1;
-    let mut watcher = client.clone();
+    let mut watcher = users.client.clone();
     let waiting = tokio::spawn(async move {
         watcher
             .watch_revocations(proto::WatchRevocationsRequest {
@@ -282,14 +351,10 @@ async fn sessions(database: &TestDatabase) {
             .await
             .map(tonic::Response::into_inner)
     });
-    client
-        .revoke_token(proto::RevokeTokenRequest {
-            token_id: claims.jti.clone(),
-            subject: claims.sub.clone(),
-            expires_at: claims.exp,
-        })
-        .await
-        .unwrap();
+
+    users.client.revoke_token(revoke(&claims)).await.unwrap();
+
+    // Well before the watch's own 30 seconds are up: it was woken, not timed out.
     let heard = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
         .await
         .expect("the watch answers when a token is revoked")
@@ -302,51 +367,67 @@ async fn sessions(database: &TestDatabase) {
             .any(|item| item.token_id == claims.jti && item.subject == claims.sub),
         "{heard:?}"
     );
-    let twice = client
-        .revoke_token(proto::RevokeTokenRequest {
-            token_id: claims.jti.clone(),
-            subject: claims.sub.clone(),
-            expires_at: claims.exp,
-        })
-        .await;
+}
+
+async fn revoking_a_token_again_is_accepted(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let session = users.register_ada().await;
+    let claims = users.verify(&session.token).await;
+    users.client.revoke_token(revoke(&claims)).await.unwrap();
+
+    let twice = users.client.revoke_token(revoke(&claims)).await;
+
     assert!(twice.is_ok(), "revoking is idempotent: {twice:?}");
-    let nameless = client
+}
+
+/// Checked before anything is stored, so one backend is enough.
+#[tokio::test]
+async fn a_revocation_naming_no_token_is_refused() {
+    let database = TestDatabase::sqlite();
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let nameless = users
+        .client
         .revoke_token(proto::RevokeTokenRequest::default())
         .await
         .unwrap_err();
+
     assert_eq!(nameless.code(), Code::InvalidArgument);
+}
 
-    let first_admin = client
-        .login(login("first admin secret"))
+async fn a_restart_with_the_same_admin_password_revokes_nothing(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let first_admin = users
+        .login(ADMIN_EMAIL, FIRST_ADMIN_PASSWORD)
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(verify(&mut client, &first_admin.token).await.generation, 0);
+        .unwrap();
+    assert_eq!(users.verify(&first_admin.token).await.generation, 0);
     let admin_id = first_admin.user.unwrap().id;
+    drop(users);
 
-    // The same settings again: nothing about the admin's sessions changes.
-    drop(server);
-    let (mut client, server) = start(database, "first admin secret").await;
-    let items = client
-        .watch_revocations(everything())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+
+    let items = users.revocations().await;
     assert!(
         !items.iter().any(|item| item.subject == admin_id),
         "{items:?}"
     );
+}
 
-    // A new password: tokens of the earlier generation are revoked, new ones carry the next.
-    drop(server);
-    let (mut client, _server) = start(database, "second admin secret").await;
-    let items = client
-        .watch_revocations(everything())
+async fn a_new_admin_password_revokes_the_admins_earlier_sessions(database: TestDatabase) {
+    let mut users = start(&database, FIRST_ADMIN_PASSWORD).await;
+    let admin_id = users
+        .login(ADMIN_EMAIL, FIRST_ADMIN_PASSWORD)
         .await
         .unwrap()
-        .into_inner()
-        .items;
+        .user
+        .unwrap()
+        .id;
+    drop(users);
+
+    let mut users = start(&database, SECOND_ADMIN_PASSWORD).await;
+
+    let items = users.revocations().await;
     let ended = items
         .iter()
         .find(|item| item.subject == admin_id)
@@ -359,10 +440,39 @@ async fn sessions(database: &TestDatabase) {
         ),
         ("", 1, 0)
     );
-    let second_admin = client
-        .login(login("second admin secret"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(verify(&mut client, &second_admin.token).await.generation, 1);
 }
+
+async fn tokens_after_a_new_admin_password_carry_the_next_generation(database: TestDatabase) {
+    drop(start(&database, FIRST_ADMIN_PASSWORD).await);
+    let mut users = start(&database, SECOND_ADMIN_PASSWORD).await;
+
+    let second_admin = users
+        .login(ADMIN_EMAIL, SECOND_ADMIN_PASSWORD)
+        .await
+        .unwrap();
+
+    assert_eq!(users.verify(&second_admin.token).await.generation, 1);
+}
+
+comb_testkit::on_each_backend!(
+    registering_normalises_the_email_and_makes_a_customer,
+    a_customers_token_verifies_with_the_published_key_and_names_them,
+    every_token_has_its_own_id,
+    an_email_is_registered_once_whatever_its_case,
+    a_bad_registration_is_refused_naming_every_field_at_fault,
+    a_weak_password_is_refused_saying_why,
+    logging_in_answers_the_registered_account,
+    a_wrong_password_and_an_unknown_email_are_refused_alike,
+    the_configured_admin_logs_in_with_an_admin_token,
+    a_guest_token_names_the_guest_and_no_email,
+    an_account_is_found_by_its_id,
+    an_unknown_account_is_not_found,
+    a_restart_keeps_the_signing_key_so_earlier_tokens_stay_valid,
+    a_restart_with_a_new_admin_password_applies_it,
+    nothing_is_revoked_at_first,
+    a_revocation_wakes_a_watcher_at_once,
+    revoking_a_token_again_is_accepted,
+    a_restart_with_the_same_admin_password_revokes_nothing,
+    a_new_admin_password_revokes_the_admins_earlier_sessions,
+    tokens_after_a_new_admin_password_carry_the_next_generation,
+);
