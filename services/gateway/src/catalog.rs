@@ -8,26 +8,19 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
-use comb_contracts::inventory::v1 as inventory;
-use comb_contracts::inventory::v1::inventory_client::InventoryClient;
-use comb_contracts::recommendations::v1 as recommendations;
-use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
 use comb_kit::grpc::Answer;
-use comb_kit::versions::label_of;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::response::Response;
 
-use crate::GatewayState;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::CatalogUnavailable;
 use crate::params::{Checks, query, truncate};
 use crate::rendered::{Rendered, json};
+use crate::{GatewayState, backend};
 
 /// The longest search text accepted, in characters.
 const MAX_QUERY_CHARS: usize = 200;
@@ -329,46 +322,7 @@ pub async fn get_product(
         }
         Err(_) => return Err(Problem::not_found("there is no product with that id")),
     };
-    let product = product(&state, &id)
-        .await
-        .map_err(|status| state.catalog.problem(&status))?;
-    // The page does not wait long for, nor fail because of, its stock, reviews and
-    // recommendations: each has a short deadline of its own, carried into its calls.
-    let side_deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
-    let (stock, recommendations, reviews) = comb_kit::deadline::within(side_deadline, async {
-        tokio::join!(
-            tokio::time::timeout(SIDE_DEADLINE, available(&state, product.sku.clone())),
-            tokio::time::timeout(SIDE_DEADLINE, bought_with(&state, id.clone())),
-            tokio::time::timeout(SIDE_DEADLINE, crate::reviews::newest(&state, id)),
-        )
-    })
-    .await;
-    let stock = stock.ok().flatten().map(|available| Stock { available });
-    let recommendations = recommendations
-        .ok()
-        .and_then(Result::ok)
-        .map(|kept| (*kept).clone());
-    let reviews = reviews
-        .ok()
-        .and_then(Result::ok)
-        .map(|kept| (*kept).clone());
-    let mut unavailable = Vec::new();
-    if stock.is_none() {
-        unavailable.push("stock".to_owned());
-    }
-    if reviews.is_none() {
-        unavailable.push("reviews".to_owned());
-    }
-    if recommendations.is_none() {
-        unavailable.push("recommendations".to_owned());
-    }
-    Ok(Json(ProductDetail {
-        product: product_from_proto((*product).clone())?,
-        stock,
-        reviews,
-        recommendations,
-        unavailable,
-    }))
+    Ok(Json(backend::catalog::product_detail(&state, id).await?))
 }
 
 /// A product's stock.
@@ -377,19 +331,6 @@ pub struct Stock {
     /// How many can be bought now (held by unfinished checkouts not counted).
     pub available: i64,
 }
-
-/// How many of `sku` can be bought now; `None` when inventory does not answer.
-pub(crate) async fn available(state: &GatewayState, sku: String) -> Option<i64> {
-    InventoryClient::new(state.inventory.channel())
-        .get_stock(inventory::GetStockRequest { skus: vec![sku] })
-        .await
-        .ok()
-        .and_then(|found| found.into_inner().items.into_iter().next())
-        .map(|level| level.available)
-}
-
-/// How long a product page waits for its stock, reviews and recommendations.
-const SIDE_DEADLINE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// A product and what is bought with it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -557,90 +498,15 @@ pub async fn recommendations(
         return Ok(Json(RecommendationList { items: Vec::new() }));
     }
     Ok(Json(RecommendationList {
-        items: (*bought_with(&state, id).await?).clone(),
+        items: (*backend::catalog::bought_with(&state, id).await?).clone(),
     }))
-}
-
-/// The product with this id (and its rating): the one kept while it is current, else the
-/// catalog's.
-pub(crate) async fn product(
-    state: &GatewayState,
-    id: &str,
-) -> Result<Arc<proto::Product>, tonic::Status> {
-    let version = state.watches.catalog.current();
-    if let Some(kept) = state.kept.products.current(id, version) {
-        return Ok(kept);
-    }
-    let found = client(state)
-        .get_product(proto::GetProductRequest { id: id.to_owned() })
-        .await?;
-    let label = label_of(&found);
-    let product = Arc::new(found.into_inner());
-    if label != 0 {
-        state
-            .kept
-            .products
-            .keep(id.to_owned(), label, Arc::clone(&product));
-    }
-    Ok(product)
-}
-
-/// The products most often bought with `id`, as summaries: those kept while both the
-/// recommendations and the catalog are as they were, else asked for.
-pub(crate) async fn bought_with(
-    state: &GatewayState,
-    id: String,
-) -> Result<Arc<Vec<Product>>, Problem> {
-    let versions = (
-        state.watches.recommendations.current(),
-        state.watches.catalog.current(),
-    );
-    if versions.0 != 0
-        && versions.1 != 0
-        && let Some(kept) = state.kept.bought_with.current(&id, versions)
-    {
-        return Ok(kept);
-    }
-    let found = RecommendationsClient::new(state.recommendations.channel())
-        .for_product(recommendations::ForProductRequest {
-            product_id: id.clone(),
-            limit: 5,
-        })
-        .await
-        .map_err(|status| state.recommendations.problem(&status))?;
-    let recommendations_label = label_of(&found);
-    let ids: Vec<String> = found
-        .into_inner()
-        .items
-        .into_iter()
-        .map(|item| item.product_id)
-        .collect();
-    let (catalog_label, summaries) = if ids.is_empty() {
-        // Nothing to describe: the answer stands whatever the catalog does.
-        (versions.1, Vec::new())
-    } else {
-        let found = client(state)
-            .get_products(proto::GetProductsRequest { ids })
-            .await
-            .map_err(|status| state.catalog.problem(&status))?;
-        (label_of(&found), products(found.into_inner().items)?)
-    };
-    let summaries = Arc::new(summaries);
-    if recommendations_label != 0 && catalog_label != 0 {
-        state.kept.bought_with.keep(
-            id,
-            (recommendations_label, catalog_label),
-            Arc::clone(&summaries),
-        );
-    }
-    Ok(summaries)
 }
 
 fn client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {
     CatalogClient::new(state.catalog.channel())
 }
 
-fn products(items: Vec<proto::Product>) -> Result<Vec<Product>, Problem> {
+pub(crate) fn products(items: Vec<proto::Product>) -> Result<Vec<Product>, Problem> {
     items.into_iter().map(product_from_proto).collect()
 }
 

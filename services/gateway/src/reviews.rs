@@ -8,7 +8,6 @@ use axum::http::StatusCode;
 use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_client::ReviewsClient;
 use comb_kit::grpc::Answer;
-use std::sync::Arc;
 
 use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
@@ -53,7 +52,7 @@ pub struct ReviewInput {
     pub body: String,
 }
 
-fn review(review: proto::Review) -> Review {
+pub(crate) fn review(review: proto::Review) -> Review {
     Review {
         id: review.id,
         product_id: review.product_id,
@@ -95,40 +94,6 @@ pub async fn list_reviews(
         items: reviews.items.into_iter().map(review).collect(),
         next_cursor: None,
     }))
-}
-
-/// The newest reviews of a product, for its page.
-pub(crate) async fn newest(
-    state: &GatewayState,
-    product_id: String,
-) -> Result<Arc<Vec<Review>>, Problem> {
-    let version = state.watches.reviews.current();
-    if let Some(kept) = state.kept.reviews.current(&product_id, version) {
-        return Ok(kept);
-    }
-    let found = ReviewsClient::new(state.reviews.channel())
-        .list_reviews(proto::ListReviewsRequest {
-            product_id: product_id.clone(),
-        })
-        .await
-        .map_err(|status| state.reviews.problem(&status))?;
-    let label = comb_kit::versions::label_of(&found);
-    let newest: Arc<Vec<Review>> = Arc::new(
-        found
-            .into_inner()
-            .items
-            .into_iter()
-            .take(5)
-            .map(review)
-            .collect(),
-    );
-    if label != 0 {
-        state
-            .kept
-            .reviews
-            .keep(product_id, label, Arc::clone(&newest));
-    }
-    Ok(newest)
 }
 
 /// Reviews a product the caller bought.

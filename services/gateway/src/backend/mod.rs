@@ -5,8 +5,10 @@
 //! unknown status, a missing amount) is a 502 here, for both.
 
 pub mod cart;
+pub mod catalog;
 pub mod messages;
 pub mod orders;
+pub mod reviews;
 pub mod shipping;
 
 use std::time::Duration;

@@ -10,11 +10,13 @@ use comb_contracts::catalog::v1 as catalog;
 use maud::html;
 use serde::Deserialize;
 
-use crate::GatewayState;
 use crate::shop::browser::form_token_field;
-use crate::shop::{Visitor, error_page, foreign_post, money, see_other, unavailable, visitor};
+use crate::shop::{
+    Visitor, error_page, foreign_post, problem_page, see_other, unavailable, visitor,
+};
+use crate::{GatewayState, backend};
 
-use super::{SIDE_DEADLINE, catalog_client, cover, kind_label, kind_of, page, product_card};
+use super::{catalog_client, cover, kind_of, page, product_card};
 
 /// `GET /`: featured books, music and video.
 ///
@@ -228,44 +230,28 @@ pub(in crate::shop) async fn product(
     Query(query): Query<ProductQuery>,
 ) -> Response {
     let visitor = visitor(&state, &headers).await;
-    let product = match crate::catalog::product(&state, &id).await {
-        Ok(product) => product,
-        Err(status)
-            if matches!(
-                status.code(),
-                tonic::Code::NotFound | tonic::Code::InvalidArgument
-            ) =>
-        {
+    let detail = match backend::catalog::product_detail(&state, id).await {
+        Ok(detail) => detail,
+        Err(problem) if matches!(problem.status, 404 | 422) => {
             return error_page(
                 StatusCode::NOT_FOUND,
                 "We cannot find that product",
                 "It may have been removed, or the link is wrong. Search for it, or browse the shelves.",
             );
         }
-        Err(status) => return unavailable(&state.catalog.problem(&status).detail),
+        Err(problem) => return problem_page(&problem),
     };
-    let stock = crate::catalog::available(&state, product.sku.clone());
-    let reviews = crate::reviews::newest(&state, id.clone());
-    let recommendations = crate::catalog::bought_with(&state, id.clone());
-    let deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
-    let (stock, reviews, recommendations) = comb_kit::deadline::within(deadline, async {
-        tokio::join!(
-            tokio::time::timeout(SIDE_DEADLINE, stock),
-            tokio::time::timeout(SIDE_DEADLINE, reviews),
-            tokio::time::timeout(SIDE_DEADLINE, recommendations),
-        )
-    })
-    .await;
-    let stock = stock.ok().flatten();
-    let reviews = reviews.ok().and_then(Result::ok);
-    let recommendations = recommendations.ok().and_then(Result::ok);
+    let product = &detail.product;
+    let stock = detail.stock.map(|stock| stock.available);
+    let reviews = detail.reviews.as_ref();
+    let recommendations = detail.recommendations.as_ref();
     let body = html! {
         article.product {
-            (cover(&product))
+            (cover(product.kind.label(), &product.title))
             div {
                 h1 { (product.title) }
-                p.muted { (product.creators.join(", ")) " · " (kind_label(product.kind)) " · " (product.category) }
-                p.price { (money(product.price.as_ref())) }
+                p.muted { (product.creators.join(", ")) " · " (product.kind.label()) " · " (product.category) }
+                p.price { (product.price) }
                 @match stock {
                     Some(0) => p.bad #stock { "Sold out" },
                     Some(left) if left <= 5 => p.ok #stock { "In stock: only " (left) " left" },
@@ -294,7 +280,7 @@ pub(in crate::shop) async fn product(
             @if let Some(message) = query.review.as_deref().and_then(review_message) {
                 p.notice role="status" { (message) }
             }
-            @match &reviews {
+            @match reviews {
                 None => p.notice { "Reviews are unavailable right now." },
                 Some(list) if list.is_empty() => p.muted { "No reviews yet." },
                 Some(list) => ul {
@@ -327,12 +313,12 @@ pub(in crate::shop) async fn product(
         }
         section aria-labelledby="recommendations-heading" #recommendations {
             h2 #recommendations-heading { "Bought together" }
-            @match &recommendations {
+            @match recommendations {
                 None => p.notice { "Recommendations are unavailable right now." },
                 Some(list) if list.is_empty() => p.muted { "Nothing yet." },
                 Some(list) => ul.grid {
                     @for other in list.iter() {
-                        li.card { a href={"/shop/products/" (other.id)} { (other.title) } " " span.price { (money(Some(&comb_contracts::catalog::v1::Money { amount_minor: other.price.amount_minor, currency: other.price.currency.clone() }))) } }
+                        li.card { a href={"/shop/products/" (other.id)} { (other.title) } " " span.price { (other.price) } }
                     }
                 },
             }

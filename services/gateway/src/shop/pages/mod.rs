@@ -16,8 +16,6 @@ use super::{Visitor, layout, money};
 use crate::GatewayState;
 use crate::catalog::ProductKind;
 
-use crate::backend::SIDE_DEADLINE;
-
 fn kind_of(name: &str) -> Option<catalog_v1::ProductKind> {
     ProductKind::parse(name).map(ProductKind::to_proto)
 }
@@ -26,10 +24,11 @@ fn kind_label(kind: i32) -> &'static str {
     ProductKind::from_proto(kind).map_or("Item", ProductKind::label)
 }
 
-fn cover(product: &catalog_v1::Product) -> Markup {
-    let kind = kind_label(product.kind).to_ascii_lowercase();
+/// The cover of a product of this kind (as `kind_label` names it) and title.
+fn cover(kind: &str, title: &str) -> Markup {
+    let kind = kind.to_ascii_lowercase();
     html! {
-        img.cover src={"/shop/covers/" (kind) ".svg"} alt={"Cover of " (product.title)} width="300" height="400";
+        img.cover src={"/shop/covers/" (kind) ".svg"} alt={"Cover of " (title)} width="300" height="400";
     }
 }
 
@@ -37,7 +36,7 @@ fn product_card(product: &catalog_v1::Product) -> Markup {
     html! {
         li.card {
             a href={"/shop/products/" (product.id)} {
-                (cover(product))
+                (cover(kind_label(product.kind), &product.title))
                 h3 { (product.title) }
             }
             p.muted { (product.creators.join(", ")) " · " (kind_label(product.kind)) }

@@ -1,0 +1,147 @@
+//! Products as a page shows them, answered by the catalog, with their stock (inventory),
+//! newest reviews (reviews) and what is bought with them (recommendations). Answers that
+//! are current are kept (see [`crate::kept`]) and served without a call.
+
+use std::sync::Arc;
+
+use comb_contracts::catalog::v1 as proto;
+use comb_contracts::catalog::v1::catalog_client::CatalogClient;
+use comb_contracts::inventory::v1 as inventory;
+use comb_contracts::inventory::v1::inventory_client::InventoryClient;
+use comb_contracts::recommendations::v1 as recommendations;
+use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
+use comb_kit::Problem;
+use comb_kit::grpc::UpstreamChannel;
+use comb_kit::versions::label_of;
+
+use super::SIDE_DEADLINE;
+use crate::GatewayState;
+use crate::catalog::{Product, ProductDetail, Stock, product_from_proto, products};
+
+fn client(state: &GatewayState) -> CatalogClient<UpstreamChannel> {
+    CatalogClient::new(state.catalog.channel())
+}
+
+/// Product `id` with its stock, newest reviews and what is bought with it. The product
+/// must be there; the other three each have a short deadline of their own (carried into
+/// their calls), and the answer names those that did not make it.
+pub async fn product_detail(state: &GatewayState, id: String) -> Result<ProductDetail, Problem> {
+    let product = product(state, &id).await?;
+    // The page does not wait long for, nor fail because of, its stock, reviews and
+    // recommendations: each has a short deadline of its own, carried into its calls.
+    let side_deadline = tokio::time::Instant::now() + SIDE_DEADLINE;
+    let (stock, recommendations, reviews) = comb_kit::deadline::within(side_deadline, async {
+        tokio::join!(
+            tokio::time::timeout(SIDE_DEADLINE, available(state, product.sku.clone())),
+            tokio::time::timeout(SIDE_DEADLINE, bought_with(state, id.clone())),
+            tokio::time::timeout(SIDE_DEADLINE, super::reviews::newest(state, id)),
+        )
+    })
+    .await;
+    let stock = stock.ok().flatten().map(|available| Stock { available });
+    let recommendations = recommendations
+        .ok()
+        .and_then(Result::ok)
+        .map(|kept| (*kept).clone());
+    let reviews = reviews
+        .ok()
+        .and_then(Result::ok)
+        .map(|kept| (*kept).clone());
+    let mut unavailable = Vec::new();
+    if stock.is_none() {
+        unavailable.push("stock".to_owned());
+    }
+    if reviews.is_none() {
+        unavailable.push("reviews".to_owned());
+    }
+    if recommendations.is_none() {
+        unavailable.push("recommendations".to_owned());
+    }
+    Ok(ProductDetail {
+        product: product_from_proto((*product).clone())?,
+        stock,
+        reviews,
+        recommendations,
+        unavailable,
+    })
+}
+
+/// The product with this id (and its rating): the one kept while it is current, else the
+/// catalog's.
+pub async fn product(state: &GatewayState, id: &str) -> Result<Arc<proto::Product>, Problem> {
+    let version = state.watches.catalog.current();
+    if let Some(kept) = state.kept.products.current(id, version) {
+        return Ok(kept);
+    }
+    let found = client(state)
+        .get_product(proto::GetProductRequest { id: id.to_owned() })
+        .await
+        .map_err(|status| state.catalog.problem(&status))?;
+    let label = label_of(&found);
+    let product = Arc::new(found.into_inner());
+    if label != 0 {
+        state
+            .kept
+            .products
+            .keep(id.to_owned(), label, Arc::clone(&product));
+    }
+    Ok(product)
+}
+
+/// The products most often bought with `id`, as summaries: those kept while both the
+/// recommendations and the catalog are as they were, else asked for.
+pub async fn bought_with(state: &GatewayState, id: String) -> Result<Arc<Vec<Product>>, Problem> {
+    let versions = (
+        state.watches.recommendations.current(),
+        state.watches.catalog.current(),
+    );
+    if versions.0 != 0
+        && versions.1 != 0
+        && let Some(kept) = state.kept.bought_with.current(&id, versions)
+    {
+        return Ok(kept);
+    }
+    let found = RecommendationsClient::new(state.recommendations.channel())
+        .for_product(recommendations::ForProductRequest {
+            product_id: id.clone(),
+            limit: 5,
+        })
+        .await
+        .map_err(|status| state.recommendations.problem(&status))?;
+    let recommendations_label = label_of(&found);
+    let ids: Vec<String> = found
+        .into_inner()
+        .items
+        .into_iter()
+        .map(|item| item.product_id)
+        .collect();
+    let (catalog_label, summaries) = if ids.is_empty() {
+        // Nothing to describe: the answer stands whatever the catalog does.
+        (versions.1, Vec::new())
+    } else {
+        let found = client(state)
+            .get_products(proto::GetProductsRequest { ids })
+            .await
+            .map_err(|status| state.catalog.problem(&status))?;
+        (label_of(&found), products(found.into_inner().items)?)
+    };
+    let summaries = Arc::new(summaries);
+    if recommendations_label != 0 && catalog_label != 0 {
+        state.kept.bought_with.keep(
+            id,
+            (recommendations_label, catalog_label),
+            Arc::clone(&summaries),
+        );
+    }
+    Ok(summaries)
+}
+
+/// How many of `sku` can be bought now; `None` when inventory does not answer.
+pub async fn available(state: &GatewayState, sku: String) -> Option<i64> {
+    InventoryClient::new(state.inventory.channel())
+        .get_stock(inventory::GetStockRequest { skus: vec![sku] })
+        .await
+        .ok()
+        .and_then(|found| found.into_inner().items.into_iter().next())
+        .map(|level| level.available)
+}
