@@ -1,8 +1,8 @@
 //! Admin routes (role admin): products and stock.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+
+use axum::extract::State;
 use axum::http::StatusCode;
 use comb_contracts::catalog::v1 as catalog;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
@@ -19,6 +19,7 @@ use crate::body::JsonBody;
 use crate::catalog::{Money, Product, ProductKind, product_from_proto};
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{NoSuchProduct, NotAdmin, Unauthorized};
+use crate::params::ProductId;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ProductInput {
@@ -62,11 +63,6 @@ fn draft(input: ProductInput) -> catalog::ProductDraft {
             currency: input.price.currency,
         }),
     }
-}
-
-fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
-    path.map(|Path(id)| id)
-        .map_err(|_| Problem::not_found("there is no product with that id"))
 }
 
 /// Creates a product.
@@ -120,12 +116,12 @@ pub async fn create_product(
 pub async fn update_product(
     State(state): State<GatewayState>,
     _admin: Admin,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
     JsonBody(input): JsonBody<ProductInput>,
 ) -> Result<Json<Product>, Problem> {
     let updated = CatalogClient::new(state.catalog.channel())
         .update_product(catalog::UpdateProductRequest {
-            id: path_id(path)?,
+            id: product_id,
             product: Some(draft(input)),
         })
         .await;
@@ -153,10 +149,9 @@ pub async fn update_product(
 pub async fn set_stock(
     State(state): State<GatewayState>,
     _admin: Admin,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
     JsonBody(input): JsonBody<StockInput>,
 ) -> Result<Json<StockLevel>, Problem> {
-    let product_id = path_id(path)?;
     let product = CatalogClient::new(state.catalog.channel())
         .get_product(catalog::GetProductRequest {
             id: product_id.clone(),

@@ -2,8 +2,7 @@
 //! answered by the cart service.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use comb_kit::Problem;
 use serde::Deserialize;
 use utoipa::ToSchema;
@@ -13,6 +12,7 @@ pub use crate::backend::cart::{CartBody, CartItem};
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{CartUnavailable, Unauthorized};
+use crate::params::ProductId;
 use crate::{GatewayState, backend};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -32,11 +32,6 @@ pub struct SetQuantityBody {
     #[schema(minimum = 0, maximum = 99)]
     #[serde(deserialize_with = "crate::body::whole_number")]
     pub quantity: i64,
-}
-
-fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
-    path.map(|Path(id)| id)
-        .map_err(|_| Problem::not_found("there is no product with that id"))
 }
 
 /// The caller's cart, priced at current prices.
@@ -99,10 +94,9 @@ pub async fn add_item(
 pub async fn set_quantity(
     State(state): State<GatewayState>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
     JsonBody(body): JsonBody<SetQuantityBody>,
 ) -> Result<Json<CartBody>, Problem> {
-    let product_id = product_id(path)?;
     let cart =
         backend::cart::set_quantity(&state, &caller.0.sub, product_id, body.quantity).await?;
     Ok(Json(cart))
@@ -124,9 +118,8 @@ pub async fn set_quantity(
 pub async fn remove_item(
     State(state): State<GatewayState>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
 ) -> Result<Json<CartBody>, Problem> {
-    let product_id = product_id(path)?;
     Ok(Json(
         backend::cart::remove(&state, &caller.0.sub, product_id).await?,
     ))

@@ -4,8 +4,8 @@
 //! the JSON forms of products, which lives next to the code it describes.
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use comb_contracts::catalog::v1 as proto;
 use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use comb_kit::Problem;
@@ -18,7 +18,7 @@ use axum::response::Response;
 
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::CatalogUnavailable;
-use crate::params::{Checks, query, truncate};
+use crate::params::{ApiQuery, Checks, ProductId, truncate};
 use crate::rendered::{Rendered, json};
 use crate::{GatewayState, backend};
 
@@ -210,9 +210,8 @@ pub struct SearchParams {
 )]
 pub async fn list_products(
     State(state): State<GatewayState>,
-    params: Result<Query<ListProductsParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListProductsParams>,
 ) -> Result<Response, Problem> {
-    let params = query(params)?;
     let mut checks = Checks::default();
     let limit = checks.limit(params.limit.as_deref());
     let kind = params
@@ -308,20 +307,16 @@ fn render<T: Serialize>(answer: &T) -> Result<Bytes, Problem> {
 )]
 pub async fn get_product(
     State(state): State<GatewayState>,
-    id: Result<Path<String>, PathRejection>,
+    ProductId(id): ProductId,
 ) -> Result<Json<ProductDetail>, Problem> {
-    // An id that cannot be one of ours (not UTF-8, too long, odd characters) is simply not
-    // found; it never reaches the catalog.
-    let id = match id {
-        Ok(Path(id)) if is_plausible_id(&id) => id,
-        Ok(Path(id)) => {
-            return Err(Problem::not_found(format!(
-                "there is no product with id {:?}",
-                truncate(&id)
-            )));
-        }
-        Err(_) => return Err(Problem::not_found("there is no product with that id")),
-    };
+    // An id that cannot be one of ours (too long, odd characters) is simply not found; it
+    // never reaches the catalog.
+    if !is_plausible_id(&id) {
+        return Err(Problem::not_found(format!(
+            "there is no product with id {:?}",
+            truncate(&id)
+        )));
+    }
     Ok(Json(backend::catalog::product_detail(&state, id).await?))
 }
 
@@ -363,9 +358,8 @@ pub struct ProductDetail {
 )]
 pub async fn search_products(
     State(state): State<GatewayState>,
-    params: Result<Query<SearchParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Response, Problem> {
-    let params = query(params)?;
     let mut checks = Checks::default();
     let limit = checks.limit(params.limit.as_deref());
     let text = params.q.unwrap_or_default();

@@ -2,8 +2,7 @@
 //! sees only their own orders; an admin sees any.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use comb_contracts::auth::Role;
@@ -21,6 +20,7 @@ pub use crate::backend::orders::{
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{OrdersUnavailable, Unauthorized};
+use crate::params::OrderId;
 use crate::{GatewayState, backend};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -217,11 +217,8 @@ pub async fn list_orders(
 pub async fn get_order(
     State(state): State<GatewayState>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
+    OrderId(id): OrderId,
 ) -> Result<Json<OrderBody>, Problem> {
-    let Ok(Path(id)) = path else {
-        return Err(Problem::not_found("there is no order with that id"));
-    };
     let any_owner = caller.role() == Role::Admin;
     let order = backend::orders::get(&state, &caller.0.sub, id, any_owner).await?;
     Ok(Json(order))

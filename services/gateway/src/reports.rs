@@ -4,8 +4,8 @@ use comb_kit::grpc::Answer;
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use comb_contracts::reports::v1 as proto;
@@ -19,7 +19,7 @@ use crate::auth::Admin;
 use crate::catalog::Money;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{NotAdmin, Unauthorized};
-use crate::params::query;
+use crate::params::ApiQuery;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -53,11 +53,7 @@ pub struct SalesReport {
     pub cancellations: BTreeMap<String, i64>,
 }
 
-async fn fetch(
-    state: &GatewayState,
-    params: Result<Query<RangeParams>, QueryRejection>,
-) -> Result<proto::SalesReport, Problem> {
-    let params = query(params)?;
+async fn fetch(state: &GatewayState, params: RangeParams) -> Result<proto::SalesReport, Problem> {
     ReportsClient::new(state.reports.channel())
         .sales(proto::SalesRequest {
             from: params.from.unwrap_or_default(),
@@ -85,7 +81,7 @@ async fn fetch(
 pub async fn sales(
     State(state): State<GatewayState>,
     _admin: Admin,
-    params: Result<Query<RangeParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RangeParams>,
 ) -> Result<Json<SalesReport>, Problem> {
     let report = fetch(&state, params).await?;
     let money = |amount_minor| Money {
@@ -137,7 +133,7 @@ pub async fn sales(
 pub async fn sales_csv(
     State(state): State<GatewayState>,
     _admin: Admin,
-    params: Result<Query<RangeParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<RangeParams>,
 ) -> Result<Response, Problem> {
     let report = fetch(&state, params).await?;
     let mut csv = String::from("date,orders,revenue_minor,currency\n");

@@ -2,8 +2,7 @@
 //! post one, once.
 
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use comb_contracts::reviews::v1 as proto;
 use comb_contracts::reviews::v1::reviews_client::ReviewsClient;
@@ -18,6 +17,7 @@ use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::Unauthorized;
+use crate::params::ProductId;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Review {
@@ -64,11 +64,6 @@ pub(crate) fn review(review: proto::Review) -> Review {
     }
 }
 
-fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
-    path.map(|Path(id)| id)
-        .map_err(|_| Problem::not_found("there is no product with that id"))
-}
-
 /// A product's reviews, newest first.
 #[utoipa::path(
     get,
@@ -82,12 +77,10 @@ fn product_id(path: Result<Path<String>, PathRejection>) -> Result<String, Probl
 )]
 pub async fn list_reviews(
     State(state): State<GatewayState>,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
 ) -> Result<Json<ReviewList>, Problem> {
     let reviews = ReviewsClient::new(state.reviews.channel())
-        .list_reviews(proto::ListReviewsRequest {
-            product_id: product_id(path)?,
-        })
+        .list_reviews(proto::ListReviewsRequest { product_id })
         .await
         .answered_by(&state.reviews)?;
     Ok(Json(ReviewList {
@@ -115,7 +108,7 @@ pub async fn list_reviews(
 pub async fn post_review(
     State(state): State<GatewayState>,
     caller: Caller,
-    path: Result<Path<String>, PathRejection>,
+    ProductId(product_id): ProductId,
     JsonBody(input): JsonBody<ReviewInput>,
 ) -> Result<(StatusCode, Json<Review>), Problem> {
     let claims = caller.0;
@@ -128,7 +121,7 @@ pub async fn post_review(
         .post_review(proto::PostReviewRequest {
             author: claims.sub,
             author_name: claims.name.unwrap_or_default(),
-            product_id: product_id(path)?,
+            product_id,
             rating: input.rating,
             title: input.title,
             body: input.body,
