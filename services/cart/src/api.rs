@@ -36,6 +36,33 @@ impl CartApi {
         Ok(response.into_inner().items)
     }
 
+    /// Adds `quantity` of a product to `owner`'s line (`add`), or sets the line to it (0
+    /// removing it), then answers the cart. A product the line would hold must exist.
+    async fn change(
+        &self,
+        owner: String,
+        product_id: String,
+        quantity: i64,
+        add: bool,
+    ) -> Result<Response<proto::CartView>, Status> {
+        let product = if quantity > 0 {
+            self.products(vec![product_id.clone()]).await?
+        } else {
+            Vec::new()
+        };
+        if quantity > 0 && product.is_empty() {
+            return Err(invalid_argument(&[FieldError::new(
+                "product_id",
+                "there is no such product",
+            )]));
+        }
+        self.store
+            .change(&owner, &product_id, quantity, add, now_ms())
+            .await
+            .map_err(store_status)?;
+        self.view_knowing(&owner, product).await
+    }
+
     /// The cart of `owner`, each line priced at the catalog's current price.
     async fn view(&self, owner: &str) -> Result<Response<proto::CartView>, Status> {
         self.view_knowing(owner, Vec::new()).await
@@ -149,24 +176,8 @@ impl Cart for CartApi {
     ) -> Result<Response<proto::CartView>, Status> {
         let request = request.into_inner();
         check(&request.owner, &request.product_id, request.quantity, 1)?;
-        let product = self.products(vec![request.product_id.clone()]).await?;
-        if product.is_empty() {
-            return Err(invalid_argument(&[FieldError::new(
-                "product_id",
-                "there is no such product",
-            )]));
-        }
-        self.store
-            .change(
-                &request.owner,
-                &request.product_id,
-                request.quantity,
-                true,
-                now_ms(),
-            )
+        self.change(request.owner, request.product_id, request.quantity, true)
             .await
-            .map_err(store_status)?;
-        self.view_knowing(&request.owner, product).await
     }
 
     async fn set_quantity(
@@ -175,28 +186,8 @@ impl Cart for CartApi {
     ) -> Result<Response<proto::CartView>, Status> {
         let request = request.into_inner();
         check(&request.owner, &request.product_id, request.quantity, 0)?;
-        let product = if request.quantity > 0 {
-            self.products(vec![request.product_id.clone()]).await?
-        } else {
-            Vec::new()
-        };
-        if request.quantity > 0 && product.is_empty() {
-            return Err(invalid_argument(&[FieldError::new(
-                "product_id",
-                "there is no such product",
-            )]));
-        }
-        self.store
-            .change(
-                &request.owner,
-                &request.product_id,
-                request.quantity,
-                false,
-                now_ms(),
-            )
+        self.change(request.owner, request.product_id, request.quantity, false)
             .await
-            .map_err(store_status)?;
-        self.view_knowing(&request.owner, product).await
     }
 
     async fn remove_item(

@@ -264,16 +264,32 @@ pub async fn list_products(
         .list_products(request)
         .await
         .answered_by(&state.catalog)?;
-    if response.not_modified {
+    let answer = (response.version, response.not_modified);
+    answered(&state, key, held, answer, || {
+        Ok(ProductList {
+            items: products(response.items)?,
+            next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
+        })
+    })
+}
+
+/// The answer to a conditional read of the catalog, given its `(version, not_modified)`:
+/// the one held when the catalog says it has not changed, else `view` rendered, kept under
+/// `key` at its version, and sent.
+fn answered<T: Serialize>(
+    state: &GatewayState,
+    key: String,
+    held: Option<Rendered>,
+    (version, not_modified): (u64, bool),
+    view: impl FnOnce() -> Result<T, Problem>,
+) -> Result<Response, Problem> {
+    if not_modified {
         return held
             .map(Rendered::into_json)
             .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
     }
-    let body = render(&ProductList {
-        items: products(response.items)?,
-        next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
-    })?;
-    state.rendered.keep(key, response.version, body.clone());
+    let body = render(&view()?)?;
+    state.rendered.keep(key, version, body.clone());
     Ok(json(body))
 }
 
@@ -391,17 +407,13 @@ pub async fn search_products(
         })
         .await
         .answered_by(&state.catalog)?;
-    if response.not_modified {
-        return held
-            .map(Rendered::into_json)
-            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
-    }
-    let body = render(&ProductList {
-        items: products(response.items)?,
-        next_cursor: None,
-    })?;
-    state.rendered.keep(key, response.version, body.clone());
-    Ok(json(body))
+    let answer = (response.version, response.not_modified);
+    answered(&state, key, held, answer, || {
+        Ok(ProductList {
+            items: products(response.items)?,
+            next_cursor: None,
+        })
+    })
 }
 
 /// Every category, by kind and name.
@@ -426,32 +438,27 @@ pub async fn list_categories(State(state): State<GatewayState>) -> Result<Respon
         })
         .await
         .answered_by(&state.catalog)?;
-    if response.not_modified {
-        return held
-            .map(Rendered::into_json)
-            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
-    }
-    let items = response
-        .items
-        .into_iter()
-        .map(|category| {
-            Ok(Category {
-                kind: ProductKind::from_proto(category.kind)
-                    .ok_or_else(|| malformed(&format!("category {} has no kind", category.slug)))?,
-                slug: category.slug,
-                name: category.name,
-                product_count: category.product_count,
+    let answer = (response.version, response.not_modified);
+    answered(&state, KEY.to_owned(), held, answer, || {
+        let items = response
+            .items
+            .into_iter()
+            .map(|category| {
+                Ok(Category {
+                    kind: ProductKind::from_proto(category.kind).ok_or_else(|| {
+                        malformed(&format!("category {} has no kind", category.slug))
+                    })?,
+                    slug: category.slug,
+                    name: category.name,
+                    product_count: category.product_count,
+                })
             })
+            .collect::<Result<_, Problem>>()?;
+        Ok(CategoryList {
+            items,
+            next_cursor: None,
         })
-        .collect::<Result<_, Problem>>()?;
-    let body = render(&CategoryList {
-        items,
-        next_cursor: None,
-    })?;
-    state
-        .rendered
-        .keep(KEY.to_owned(), response.version, body.clone());
-    Ok(json(body))
+    })
 }
 
 /// Product ids are opaque to clients, but always short and made of letters, digits,

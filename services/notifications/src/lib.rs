@@ -14,7 +14,7 @@ use comb_contracts::notifications::v1 as proto;
 use comb_contracts::notifications::v1::notifications_server::{Notifications, NotificationsServer};
 use comb_kit::ServiceConfig;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
-use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::events::{Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{check_key, invalid_argument};
 use comb_kit::problem::FieldError;
 use comb_kit::server;
@@ -41,38 +41,19 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// The feeds notifications reads.
 pub const PRODUCERS: &[&str] = &["orders", "shipping", "users"];
 
-/// A notifications instance, for `comb_kit::service::run`.
+/// A notifications instance, for `comb_kit::service::run`: its mailbox, and a reader of
+/// each producer's feed turning events into messages.
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
-    let db = open(&config).await?;
-    let transport = Transport::from_config(&config).await?;
-    let consumers = consumers(&config, &db, &transport).await?;
-    Ok(consumers
-        .into_iter()
-        .fold(Service::new(routes(db)), |service, consumer| {
-            service.task("event consumer", consumer.run())
-        }))
-}
-
-pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    Ok(db)
-}
-
-/// A consumer of each producer's events.
-pub async fn consumers(
-    config: &ServiceConfig,
-    db: &Database,
-    transport: &Transport,
-) -> anyhow::Result<Vec<Consumer>> {
-    let mut consumers = Vec::new();
+    let transport = Transport::from_config(&config).await?;
+    let mut service = Service::new(routes(db.clone()));
     for producer in PRODUCERS {
-        consumers.push(
-            transport
-                .consumer(config, db, producer, Arc::new(Mailbox))
-                .await?,
-        );
+        let consumer = transport
+            .consumer(&config, &db, producer, Arc::new(Mailbox))
+            .await?;
+        service = service.task("event consumer", consumer.run());
     }
-    Ok(consumers)
+    Ok(service)
 }
 
 /// Turns events into messages.

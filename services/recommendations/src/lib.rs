@@ -13,7 +13,7 @@ use comb_contracts::recommendations::v1::recommendations_server::{
 };
 use comb_kit::ServiceConfig;
 use comb_kit::cache::VersionedCache;
-use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::events::{Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::check_key;
 use comb_kit::server;
 use comb_kit::service::Service;
@@ -37,28 +37,15 @@ pub const MIGRATIONS: Migrations = Migrations {
 const DEFAULT_LIMIT: u32 = 5;
 const MAX_LIMIT: u32 = 50;
 
-/// A recommendations instance, for `comb_kit::service::run`.
+/// A recommendations instance, for `comb_kit::service::run`: its database, and the reader of the
+/// orders feed (counting products bought together).
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
-    let db = open(&config).await?;
-    let transport = Transport::from_config(&config).await?;
-    let consumer = consumer(&config, &db, &transport).await?;
-    Ok(Service::new(routes(db)).task("event consumer", consumer.run()))
-}
-
-pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    Ok(db)
-}
-
-/// The reader of the orders feed.
-pub async fn consumer(
-    config: &ServiceConfig,
-    db: &Database,
-    transport: &Transport,
-) -> anyhow::Result<Consumer> {
-    Ok(transport
-        .consumer(config, db, "orders", Arc::new(CoPurchases))
-        .await?)
+    let transport = Transport::from_config(&config).await?;
+    let orders = transport
+        .consumer(&config, &db, "orders", Arc::new(CoPurchases))
+        .await?;
+    Ok(Service::new(routes(db)).task("orders consumer", orders.run()))
 }
 
 /// Counts products bought together.

@@ -9,7 +9,7 @@ use comb_contracts::events::{self as contract, OrderCancelled, OrderConfirmed};
 use comb_contracts::reports::v1 as proto;
 use comb_contracts::reports::v1::reports_server::{Reports, ReportsServer};
 use comb_kit::ServiceConfig;
-use comb_kit::events::{Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::events::{Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::invalid_argument;
 use comb_kit::problem::FieldError;
 use comb_kit::server;
@@ -33,28 +33,15 @@ pub const MIGRATIONS: Migrations = Migrations {
 
 const TOP_PRODUCTS: i64 = 10;
 
-/// A reports instance, for `comb_kit::service::run`.
+/// A reports instance, for `comb_kit::service::run`: its database, and the reader of the
+/// orders feed (archiving order events and adding them to the figures).
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
-    let db = open(&config).await?;
-    let transport = Transport::from_config(&config).await?;
-    let consumer = consumer(&config, &db, &transport).await?;
-    Ok(Service::new(routes(db)).task("event consumer", consumer.run()))
-}
-
-pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    Ok(db)
-}
-
-/// The reader of the orders feed.
-pub async fn consumer(
-    config: &ServiceConfig,
-    db: &Database,
-    transport: &Transport,
-) -> anyhow::Result<Consumer> {
-    Ok(transport
-        .consumer(config, db, "orders", Arc::new(Figures))
-        .await?)
+    let transport = Transport::from_config(&config).await?;
+    let orders = transport
+        .consumer(&config, &db, "orders", Arc::new(Figures))
+        .await?;
+    Ok(Service::new(routes(db)).task("orders consumer", orders.run()))
 }
 
 /// Archives order events and adds them to the figures.

@@ -12,7 +12,7 @@ use comb_contracts::reviews::v1::reviews_server::{Reviews, ReviewsServer};
 use comb_kit::ServiceConfig;
 use comb_kit::cache::VersionedCache;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
-use comb_kit::events::{self as kit_events, Consumer, Event, Handler, HandlerError, Transport};
+use comb_kit::events::{self as kit_events, Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{invalid_argument, is_key, key_error};
 use comb_kit::problem::FieldError;
 use comb_kit::server;
@@ -37,30 +37,17 @@ pub const MIGRATIONS: Migrations = Migrations {
 pub const MAX_TITLE_CHARS: usize = 120;
 pub const MAX_BODY_CHARS: usize = 4_000;
 
-/// A reviews instance, for `comb_kit::service::run`.
+/// A reviews instance, for `comb_kit::service::run`: its database, and the reader of the
+/// orders feed (recording who bought what).
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
-    let db = open(&config).await?;
+    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let transport = Transport::from_config(&config).await?;
-    let consumer = consumer(&config, &db, &transport).await?;
+    let orders = transport
+        .consumer(&config, &db, "orders", Arc::new(Purchases))
+        .await?;
     Ok(Service::new(routes(db.clone()))
         .producing(&transport, &db, "reviews")
-        .task("orders consumer", consumer.run()))
-}
-
-pub async fn open(config: &ServiceConfig) -> anyhow::Result<Database> {
-    let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    Ok(db)
-}
-
-/// The reader of the orders feed (for purchases).
-pub async fn consumer(
-    config: &ServiceConfig,
-    db: &Database,
-    transport: &Transport,
-) -> anyhow::Result<Consumer> {
-    Ok(transport
-        .consumer(config, db, "orders", Arc::new(Purchases))
-        .await?)
+        .task("orders consumer", orders.run()))
 }
 
 /// Records who bought what.
