@@ -14,12 +14,13 @@ use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::GatewayState;
 use crate::auth::{Caller, bearer_token};
+pub use crate::backend::accounts::{GuestSession, Me, RoleName, Session};
 use crate::body::JsonBody;
 use crate::limits::Action;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::{AccountsUnavailable, TooManyAttempts};
+use crate::{GatewayState, backend};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterBody {
@@ -48,76 +49,8 @@ pub struct LoginBody {
     pub password: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RoleName {
-    Guest,
-    Customer,
-    Admin,
-}
-
-impl From<Role> for RoleName {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Guest => Self::Guest,
-            Role::Customer => Self::Customer,
-            Role::Admin => Self::Admin,
-        }
-    }
-}
-
-/// Who a token belongs to.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Me {
-    pub id: String,
-    /// Null for guests.
-    pub email: Option<String>,
-    /// Null for guests.
-    pub name: Option<String>,
-    pub role: RoleName,
-}
-
-/// A signed-in session: send `token` as `Authorization: Bearer TOKEN`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Session {
-    pub token: String,
-    /// RFC 3339, UTC.
-    pub expires_at: String,
-    pub user: Me,
-}
-
-/// A guest's session: a cart and a checkout without an account.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct GuestSession {
-    pub token: String,
-    pub expires_at: String,
-    pub guest_id: String,
-}
-
 fn users(state: &GatewayState) -> UsersClient<comb_kit::grpc::UpstreamChannel> {
     UsersClient::new(state.users.channel())
-}
-
-fn session(session: proto::Session) -> Result<Session, Problem> {
-    let user = session.user.ok_or_else(|| {
-        tracing::error!(upstream = "users", "a session without its user");
-        Problem::bad_gateway("the users service gave an answer that cannot be used; please retry")
-    })?;
-    let role = match proto::Role::try_from(user.role) {
-        Ok(proto::Role::Admin) => RoleName::Admin,
-        Ok(proto::Role::Guest) => RoleName::Guest,
-        _ => RoleName::Customer,
-    };
-    Ok(Session {
-        token: session.token,
-        expires_at: session.expires_at,
-        user: Me {
-            id: user.id,
-            email: Some(user.email),
-            name: Some(user.name),
-            role,
-        },
-    })
 }
 
 /// Creates a customer account and signs it in.
@@ -141,15 +74,7 @@ pub async fn register(
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<(StatusCode, Json<Session>), Problem> {
     state.limits.check(Action::NewSession, client.0, None)?;
-    let created = users(&state)
-        .register(proto::RegisterRequest {
-            email: body.email,
-            password: body.password,
-            name: body.name,
-        })
-        .await
-        .answered_by(&state.users)?;
-    let session = session(created)?;
+    let session = backend::accounts::register(&state, body.email, body.password, body.name).await?;
     merge_guest_cart(&state, &headers, &session.user.id).await;
     Ok((StatusCode::CREATED, Json(session)))
 }
@@ -177,14 +102,7 @@ pub async fn login(
     state
         .limits
         .check(Action::SignIn, client.0, Some(&body.email))?;
-    let signed_in = users(&state)
-        .login(proto::LoginRequest {
-            email: body.email,
-            password: body.password,
-        })
-        .await
-        .answered_by(&state.users)?;
-    let session = session(signed_in)?;
+    let session = backend::accounts::login(&state, body.email, body.password).await?;
     merge_guest_cart(&state, &headers, &session.user.id).await;
     Ok(Json(session))
 }
@@ -220,18 +138,8 @@ pub async fn guest(
     client: crate::forwarded::ClientAddress,
 ) -> Result<(StatusCode, Json<GuestSession>), Problem> {
     state.limits.check(Action::NewSession, client.0, None)?;
-    let issued = users(&state)
-        .issue_guest_token(proto::IssueGuestTokenRequest {})
-        .await
-        .answered_by(&state.users)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(GuestSession {
-            token: issued.token,
-            expires_at: issued.expires_at,
-            guest_id: issued.guest_id,
-        }),
-    ))
+    let guest = backend::accounts::guest(&state).await?;
+    Ok((StatusCode::CREATED, Json(guest)))
 }
 
 /// Ends the caller's session: the token is refused from now on, by every gateway.

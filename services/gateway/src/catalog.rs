@@ -7,9 +7,7 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use comb_contracts::catalog::v1 as proto;
-use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use comb_kit::Problem;
-use comb_kit::grpc::Answer;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -100,6 +98,15 @@ impl ProductKind {
             Self::Book => "Book",
             Self::Music => "Music",
             Self::Video => "Video",
+        }
+    }
+
+    /// The kind as a query names it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Book => "book",
+            Self::Music => "music",
+            Self::Video => "video",
         }
     }
 
@@ -247,50 +254,44 @@ pub async fn list_products(
         );
     }
     checks.finish()?;
-    let kind = kind.map_or(proto::ProductKind::Unspecified, ProductKind::to_proto) as i32;
-    let key = format!("products?kind={kind}&category={category}&limit={limit}&cursor={cursor}");
+    let key = format!(
+        "products?kind={}&category={category}&limit={limit}&cursor={cursor}",
+        kind.map_or("", ProductKind::as_str)
+    );
     let held = state.rendered.get(&key);
     if let Some(current) = current(&state, held.as_ref()) {
         return Ok(current);
     }
-    let request = proto::ListProductsRequest {
+    let listing = backend::catalog::Listing {
         kind,
         category,
         limit,
         cursor,
-        if_version: held.as_ref().map_or(0, |held| held.version),
     };
-    let response = client(&state)
-        .list_products(request)
-        .await
-        .answered_by(&state.catalog)?;
-    let answer = (response.version, response.not_modified);
-    answered(&state, key, held, answer, || {
-        Ok(ProductList {
-            items: products(response.items)?,
-            next_cursor: Some(response.next_cursor).filter(|cursor| !cursor.is_empty()),
-        })
-    })
+    let if_version = held.as_ref().map_or(0, |held| held.version);
+    let read = backend::catalog::list(&state, listing, if_version).await?;
+    answered(&state, key, held, read)
 }
 
-/// The answer to a conditional read of the catalog, given its `(version, not_modified)`:
-/// the one held when the catalog says it has not changed, else `view` rendered, kept under
-/// `key` at its version, and sent.
+/// The answer to a conditional read of the catalog: the one held when the catalog says
+/// it has not changed, else the new one rendered, kept under `key` at its version, and
+/// sent.
 fn answered<T: Serialize>(
     state: &GatewayState,
     key: String,
     held: Option<Rendered>,
-    (version, not_modified): (u64, bool),
-    view: impl FnOnce() -> Result<T, Problem>,
+    read: backend::catalog::Read<T>,
 ) -> Result<Response, Problem> {
-    if not_modified {
-        return held
+    match read {
+        backend::catalog::Read::Unchanged => held
             .map(Rendered::into_json)
-            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had"));
+            .ok_or_else(|| malformed("an answer marked not modified that the gateway never had")),
+        backend::catalog::Read::Changed { version, answer } => {
+            let body = render(&answer)?;
+            state.rendered.keep(key, version, body.clone());
+            Ok(json(body))
+        }
     }
-    let body = render(&view()?)?;
-    state.rendered.keep(key, version, body.clone());
-    Ok(json(body))
 }
 
 /// The answer held, when it is of the catalog's newest version.
@@ -399,21 +400,9 @@ pub async fn search_products(
     if let Some(current) = current(&state, held.as_ref()) {
         return Ok(current);
     }
-    let response = client(&state)
-        .search_products(proto::SearchProductsRequest {
-            query: text,
-            limit,
-            if_version: held.as_ref().map_or(0, |held| held.version),
-        })
-        .await
-        .answered_by(&state.catalog)?;
-    let answer = (response.version, response.not_modified);
-    answered(&state, key, held, answer, || {
-        Ok(ProductList {
-            items: products(response.items)?,
-            next_cursor: None,
-        })
-    })
+    let if_version = held.as_ref().map_or(0, |held| held.version);
+    let read = backend::catalog::search(&state, text, limit, if_version).await?;
+    answered(&state, key, held, read)
 }
 
 /// Every category, by kind and name.
@@ -432,33 +421,9 @@ pub async fn list_categories(State(state): State<GatewayState>) -> Result<Respon
     if let Some(current) = current(&state, held.as_ref()) {
         return Ok(current);
     }
-    let response = client(&state)
-        .list_categories(proto::ListCategoriesRequest {
-            if_version: held.as_ref().map_or(0, |held| held.version),
-        })
-        .await
-        .answered_by(&state.catalog)?;
-    let answer = (response.version, response.not_modified);
-    answered(&state, KEY.to_owned(), held, answer, || {
-        let items = response
-            .items
-            .into_iter()
-            .map(|category| {
-                Ok(Category {
-                    kind: ProductKind::from_proto(category.kind).ok_or_else(|| {
-                        malformed(&format!("category {} has no kind", category.slug))
-                    })?,
-                    slug: category.slug,
-                    name: category.name,
-                    product_count: category.product_count,
-                })
-            })
-            .collect::<Result<_, Problem>>()?;
-        Ok(CategoryList {
-            items,
-            next_cursor: None,
-        })
-    })
+    let if_version = held.as_ref().map_or(0, |held| held.version);
+    let read = backend::catalog::categories(&state, if_version).await?;
+    answered(&state, KEY.to_owned(), held, read)
 }
 
 /// Product ids are opaque to clients, but always short and made of letters, digits,
@@ -503,10 +468,6 @@ pub async fn recommendations(
     }))
 }
 
-fn client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {
-    CatalogClient::new(state.catalog.channel())
-}
-
 pub(crate) fn products(items: Vec<proto::Product>) -> Result<Vec<Product>, Problem> {
     items.into_iter().map(product_from_proto).collect()
 }
@@ -539,9 +500,25 @@ pub(crate) fn product_from_proto(product: proto::Product) -> Result<Product, Pro
     })
 }
 
-fn malformed(what: &str) -> Problem {
+pub(crate) fn malformed(what: &str) -> Problem {
     tracing::error!(upstream = "catalog", problem = what, "malformed answer");
     Problem::bad_gateway(
         "the catalog service gave an answer that cannot be used; it has been logged, please retry",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_like_a_price() {
+        let money = |amount_minor, currency: &str| Money {
+            amount_minor,
+            currency: currency.into(),
+        };
+        assert_eq!(money(1499, "USD").to_string(), "$14.99");
+        assert_eq!(money(5, "SEK").to_string(), "0.05 SEK");
+        assert_eq!(money(-250, "EUR").to_string(), "-€2.50");
+    }
 }

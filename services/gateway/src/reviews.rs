@@ -12,12 +12,12 @@ use comb_kit::Problem;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::GatewayState;
 use crate::auth::Caller;
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
 use crate::openapi::responses::Unauthorized;
 use crate::params::ProductId;
+use crate::{GatewayState, backend};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Review {
@@ -111,24 +111,6 @@ pub async fn post_review(
     ProductId(product_id): ProductId,
     JsonBody(input): JsonBody<ReviewInput>,
 ) -> Result<(StatusCode, Json<Review>), Problem> {
-    let claims = caller.0;
-    if claims.role == comb_contracts::auth::Role::Guest {
-        return Err(Problem::forbidden(
-            "guests cannot review: sign in (or register) with the account you bought with",
-        ));
-    }
-    let posted = ReviewsClient::new(state.reviews.channel())
-        .post_review(proto::PostReviewRequest {
-            author: claims.sub,
-            author_name: claims.name.unwrap_or_default(),
-            product_id,
-            rating: input.rating,
-            title: input.title,
-            body: input.body,
-        })
-        .await;
-    // Even a failed call may have written: kept reviews wait for the version after it.
-    state.watches.reviews.wrote();
-    let posted = posted.answered_by(&state.reviews)?;
-    Ok((StatusCode::CREATED, Json(review(posted))))
+    let posted = backend::reviews::post(&state, caller.0, product_id, input).await?;
+    Ok((StatusCode::CREATED, Json(posted)))
 }

@@ -11,15 +11,141 @@ use comb_contracts::inventory::v1::inventory_client::InventoryClient;
 use comb_contracts::recommendations::v1 as recommendations;
 use comb_contracts::recommendations::v1::recommendations_client::RecommendationsClient;
 use comb_kit::Problem;
-use comb_kit::grpc::UpstreamChannel;
+use comb_kit::grpc::{Answer, UpstreamChannel};
 use comb_kit::versions::label_of;
 
 use super::SIDE_DEADLINE;
 use crate::GatewayState;
-use crate::catalog::{Product, ProductDetail, Stock, product_from_proto, products};
+use crate::catalog::{
+    Category, CategoryList, Product, ProductDetail, ProductKind, ProductList, Stock, malformed,
+    product_from_proto, products,
+};
 
 fn client(state: &GatewayState) -> CatalogClient<UpstreamChannel> {
     CatalogClient::new(state.catalog.channel())
+}
+
+/// A conditional read of the catalog: asked with the version of an answer the caller
+/// holds, the catalog says whether it still stands or sends the new one.
+#[derive(Debug)]
+pub enum Read<T> {
+    /// The answer the caller holds is current.
+    Unchanged,
+    /// The answer as of the catalog's `version`.
+    Changed { version: u64, answer: T },
+}
+
+impl<T> Read<T> {
+    /// The new answer; an unconditional read (`if_version` 0) always has one.
+    pub fn changed(self) -> Option<T> {
+        match self {
+            Self::Unchanged => None,
+            Self::Changed { answer, .. } => Some(answer),
+        }
+    }
+}
+
+/// Which products a page lists.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub kind: Option<ProductKind>,
+    /// A category slug, or empty for all.
+    pub category: String,
+    pub limit: u32,
+    /// The `next_cursor` of the previous page, or empty for the first.
+    pub cursor: String,
+}
+
+/// A page of products as `listing` asks, unless the caller's `if_version` still stands.
+pub async fn list(
+    state: &GatewayState,
+    listing: Listing,
+    if_version: u64,
+) -> Result<Read<ProductList>, Problem> {
+    let kind = listing
+        .kind
+        .map_or(proto::ProductKind::Unspecified, ProductKind::to_proto);
+    let found = client(state)
+        .list_products(proto::ListProductsRequest {
+            kind: kind as i32,
+            category: listing.category,
+            limit: listing.limit,
+            cursor: listing.cursor,
+            if_version,
+        })
+        .await
+        .answered_by(&state.catalog)?;
+    if found.not_modified {
+        return Ok(Read::Unchanged);
+    }
+    Ok(Read::Changed {
+        version: found.version,
+        answer: ProductList {
+            items: products(found.items)?,
+            next_cursor: Some(found.next_cursor).filter(|cursor| !cursor.is_empty()),
+        },
+    })
+}
+
+/// The products matching `text`, best first, unless the caller's `if_version` still stands.
+pub async fn search(
+    state: &GatewayState,
+    text: String,
+    limit: u32,
+    if_version: u64,
+) -> Result<Read<ProductList>, Problem> {
+    let found = client(state)
+        .search_products(proto::SearchProductsRequest {
+            query: text,
+            limit,
+            if_version,
+        })
+        .await
+        .answered_by(&state.catalog)?;
+    if found.not_modified {
+        return Ok(Read::Unchanged);
+    }
+    Ok(Read::Changed {
+        version: found.version,
+        answer: ProductList {
+            items: products(found.items)?,
+            next_cursor: None,
+        },
+    })
+}
+
+/// Every category, unless the caller's `if_version` still stands.
+pub async fn categories(
+    state: &GatewayState,
+    if_version: u64,
+) -> Result<Read<CategoryList>, Problem> {
+    let found = client(state)
+        .list_categories(proto::ListCategoriesRequest { if_version })
+        .await
+        .answered_by(&state.catalog)?;
+    if found.not_modified {
+        return Ok(Read::Unchanged);
+    }
+    let items = found
+        .items
+        .into_iter()
+        .map(|category| {
+            Ok(Category {
+                kind: ProductKind::from_proto(category.kind)
+                    .ok_or_else(|| malformed(&format!("category {} has no kind", category.slug)))?,
+                slug: category.slug,
+                name: category.name,
+                product_count: category.product_count,
+            })
+        })
+        .collect::<Result<_, Problem>>()?;
+    Ok(Read::Changed {
+        version: found.version,
+        answer: CategoryList {
+            items,
+            next_cursor: None,
+        },
+    })
 }
 
 /// Product `id` with its stock, newest reviews and what is bought with it. The product

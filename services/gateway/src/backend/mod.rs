@@ -4,6 +4,7 @@
 //! returns; the storefront renders it. An upstream answer the gateway cannot show (an
 //! unknown status, a missing amount) is a 502 here, for both.
 
+pub mod accounts;
 pub mod cart;
 pub mod catalog;
 pub mod messages;

@@ -17,9 +17,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use comb_contracts::auth::Claims;
-use comb_contracts::catalog::v1::Money;
-use comb_contracts::users::v1 as users;
-use comb_contracts::users::v1::users_client::UsersClient;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use crate::GatewayState;
@@ -144,11 +141,9 @@ pub async fn shopper(
     if visitor.claims.is_some() {
         return Ok((visitor, None));
     }
-    let guest = UsersClient::new(state.users.channel())
-        .issue_guest_token(users::IssueGuestTokenRequest {})
+    let guest = crate::backend::accounts::guest(state)
         .await
-        .map_err(|status| Box::new(unavailable(&state.users.problem(&status).detail)))?
-        .into_inner();
+        .map_err(|problem| Box::new(problem_page(&problem)))?;
     let claims = state
         .verifier
         .verify(&guest.token)
@@ -205,17 +200,6 @@ pub fn see_other(to: &str, cookie: Option<HeaderValue>) -> Response {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
-}
-
-/// A wire amount as a person reads it ("$12.99"); nothing when there is none.
-pub fn money(value: Option<&Money>) -> String {
-    value.map_or_else(String::new, |value| {
-        crate::catalog::Money {
-            amount_minor: value.amount_minor,
-            currency: value.currency.clone(),
-        }
-        .to_string()
-    })
 }
 
 /// The page frame: header with search, navigation and the visitor's links.
@@ -359,21 +343,6 @@ pre.message { white-space:pre-wrap; font:inherit; }
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn money_reads_like_a_price() {
-        let dollars = Money {
-            amount_minor: 1499,
-            currency: "USD".into(),
-        };
-        assert_eq!(money(Some(&dollars)), "$14.99");
-        let other = Money {
-            amount_minor: 5,
-            currency: "SEK".into(),
-        };
-        assert_eq!(money(Some(&other)), "0.05 SEK");
-        assert_eq!(money(None), "");
-    }
 
     #[test]
     fn the_session_comes_from_its_cookie() {

@@ -4,17 +4,16 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::{Form, extract::rejection::FormRejection};
-use comb_contracts::users::v1 as users;
-use comb_contracts::users::v1::users_client::UsersClient;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use crate::GatewayState;
+use crate::backend::accounts::Session;
 use crate::shop::browser::form_token_field;
 use crate::shop::{
-    Visitor, cleared_session_cookie, error_page, foreign_post, see_other, session_cookie,
-    unavailable, visitor,
+    Visitor, cleared_session_cookie, error_page, foreign_post, problem_page, see_other,
+    session_cookie, unavailable, visitor,
 };
+use crate::{GatewayState, backend};
 
 use super::{capitalize, field, page};
 
@@ -113,25 +112,20 @@ async fn merge_guest_cart(state: &GatewayState, guest: &Visitor, customer: &str)
     crate::backend::cart::merge_guest_cart(state, &claims.sub, customer).await;
 }
 
-async fn signed_in(state: &GatewayState, before: &Visitor, session: users::Session) -> Response {
-    let customer = session
-        .user
-        .as_ref()
-        .map(|user| user.id.clone())
-        .unwrap_or_default();
-    merge_guest_cart(state, before, &customer).await;
+async fn signed_in(state: &GatewayState, before: &Visitor, session: Session) -> Response {
+    merge_guest_cart(state, before, &session.user.id).await;
     see_other("/", session_cookie(&session.token))
 }
 
-fn account_errors(status: &tonic::Status) -> (Vec<(String, String)>, Option<String>) {
-    let errors: Vec<(String, String)> = comb_kit::grpc::field_errors(status)
-        .unwrap_or_default()
-        .into_iter()
+fn account_errors(problem: &comb_kit::Problem) -> (Vec<(String, String)>, Option<String>) {
+    let errors: Vec<(String, String)> = problem
+        .errors
+        .iter()
         .map(|error| (error.field.clone(), capitalize(&error.message)))
         .collect();
     let notice = errors
         .is_empty()
-        .then(|| format!("{}.", capitalize(status.message())));
+        .then(|| format!("{}.", capitalize(&problem.detail)));
     (errors, notice)
 }
 
@@ -187,37 +181,27 @@ async fn sign_in(
         return page;
     }
     let before = visitor(&state, &headers).await;
-    let mut users_client = UsersClient::new(state.users.channel());
     let result = if register {
-        users_client
-            .register(users::RegisterRequest {
-                email: form.email.clone(),
-                password: form.password.clone(),
-                name: form.name.clone(),
-            })
-            .await
+        let (email, password, name) =
+            (form.email.clone(), form.password.clone(), form.name.clone());
+        backend::accounts::register(&state, email, password, name).await
     } else {
-        users_client
-            .login(users::LoginRequest {
-                email: form.email.clone(),
-                password: form.password.clone(),
-            })
-            .await
+        backend::accounts::login(&state, form.email.clone(), form.password.clone()).await
     };
-    let status = match result {
-        Ok(session) => return signed_in(&state, &before, session.into_inner()).await,
-        Err(status) => status,
+    let problem = match result {
+        Ok(session) => return signed_in(&state, &before, session).await,
+        Err(problem) => problem,
     };
-    let (errors, notice) = match status.code() {
-        tonic::Code::InvalidArgument | tonic::Code::AlreadyExists => account_errors(&status),
-        tonic::Code::Unauthenticated | tonic::Code::NotFound if !register => (
+    let (errors, notice) = match problem.status {
+        422 | 409 => account_errors(&problem),
+        401 | 404 if !register => (
             Vec::new(),
             Some(
                 "That email and password do not match an account. Check them and try again."
                     .to_owned(),
             ),
         ),
-        _ => return unavailable(&state.users.problem(&status).detail),
+        _ => return problem_page(&problem),
     };
     let body = account_form(
         &before.form_token,

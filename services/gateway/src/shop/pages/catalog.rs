@@ -6,17 +6,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, extract::rejection::FormRejection};
-use comb_contracts::catalog::v1 as catalog;
 use maud::html;
 use serde::Deserialize;
 
 use crate::shop::browser::form_token_field;
-use crate::shop::{
-    Visitor, error_page, foreign_post, problem_page, see_other, unavailable, visitor,
-};
+use crate::shop::{Visitor, error_page, foreign_post, problem_page, see_other, visitor};
 use crate::{GatewayState, backend};
 
-use super::{catalog_client, cover, kind_of, page, product_card};
+use super::{cover, page, product_card};
+use crate::backend::catalog::{Listing, Read};
+use crate::catalog::{ProductKind, malformed};
 
 /// `GET /`: featured books, music and video.
 ///
@@ -39,50 +38,51 @@ pub(in crate::shop) async fn home(
         return page_html(&state, &visitor, "Welcome", maud::PreEscaped(shelves)).await;
     }
     let kinds = [
-        ("Books", catalog::ProductKind::Book),
-        ("Music", catalog::ProductKind::Music),
-        ("Video", catalog::ProductKind::Video),
+        ("Books", ProductKind::Book),
+        ("Music", ProductKind::Music),
+        ("Video", ProductKind::Video),
     ];
     let mut sections = Vec::new();
     let mut version = 0;
     for (index, (name, kind)) in kinds.into_iter().enumerate() {
-        let found = catalog_client(&state)
-            .list_products(catalog::ListProductsRequest {
-                kind: kind as i32,
-                limit: 4,
-                if_version: if index == 0 {
-                    held.as_ref().map_or(0, |held| held.version)
-                } else {
-                    0
-                },
-                ..Default::default()
-            })
-            .await;
-        match found {
-            Ok(page) => {
-                let page = page.into_inner();
-                if page.not_modified
-                    && let Some(held) = &held
-                {
-                    let shelves = String::from_utf8_lossy(&held.body).into_owned();
-                    return page_html(&state, &visitor, "Welcome", maud::PreEscaped(shelves)).await;
-                }
+        // One conditional read tells whether the shelves held are still current.
+        let if_version = match (index, &held) {
+            (0, Some(held)) => held.version,
+            _ => 0,
+        };
+        let listing = Listing {
+            kind: Some(kind),
+            limit: 4,
+            ..Listing::default()
+        };
+        match backend::catalog::list(&state, listing, if_version).await {
+            Ok(Read::Changed {
+                version: read_at,
+                answer,
+            }) => {
                 if index == 0 {
-                    version = page.version;
+                    version = read_at;
                 }
-                sections.push((name, kind, page.items));
+                sections.push((name, kind, answer.items));
             }
-            Err(status) => return unavailable(&state.catalog.problem(&status).detail),
+            Ok(Read::Unchanged) => {
+                let Some(held) = &held else {
+                    return problem_page(&malformed("shelves not modified that were never held"));
+                };
+                let shelves = String::from_utf8_lossy(&held.body).into_owned();
+                return page_html(&state, &visitor, "Welcome", maud::PreEscaped(shelves)).await;
+            }
+            Err(problem) => return problem_page(&problem),
         }
     }
     let body = html! {
         h1 { "Books, music and video" }
         p.muted { "Browse the shelves, search, and check out with a test card." }
         @for (name, kind, products) in &sections {
-            section aria-labelledby={"featured-" (kind.as_str_name())} {
-                h2 #{"featured-" (kind.as_str_name())} { (name) }
+            section aria-labelledby={"featured-" (kind.as_str())} {
+                h2 #{"featured-" (kind.as_str())} { (name) }
                 ul.grid { @for product in products { (product_card(product)) } }
-                p { a href={"/shop/browse?kind=" (name.to_ascii_lowercase().trim_end_matches('s'))} { "All " (name.to_ascii_lowercase()) } }
+                p { a href={"/shop/browse?kind=" (kind.as_str())} { "All " (name.to_ascii_lowercase()) } }
             }
         }
     };
@@ -121,43 +121,46 @@ pub(in crate::shop) async fn browse(
 ) -> Response {
     let visitor = visitor(&state, &headers).await;
     let kind_name = query.kind.clone().unwrap_or_default();
-    let kind = kind_of(&kind_name);
-    let found = catalog_client(&state)
-        .list_products(catalog::ListProductsRequest {
-            kind: kind.map_or(0, |k| k as i32),
-            category: query.category.clone().unwrap_or_default(),
-            limit: 24,
-            cursor: query.cursor.clone().unwrap_or_default(),
-            ..Default::default()
-        })
-        .await;
-    let found = match found {
-        Ok(found) => found.into_inner(),
-        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+    let kind = ProductKind::parse(&kind_name);
+    let listing = Listing {
+        kind,
+        category: query.category.clone().unwrap_or_default(),
+        limit: 24,
+        cursor: query.cursor.clone().unwrap_or_default(),
+    };
+    let found = match backend::catalog::list(&state, listing, 0)
+        .await
+        .map(Read::changed)
+    {
+        Ok(Some(found)) => found,
+        Ok(None) => return problem_page(&malformed("a plain read answered not modified")),
+        Err(problem) if problem.status == 422 => {
             return error_page(
                 StatusCode::BAD_REQUEST,
                 "That page does not exist",
                 "The link you followed is not one of ours. Start again from the shop's front page.",
             );
         }
-        Err(status) => return unavailable(&state.catalog.problem(&status).detail),
+        Err(problem) => return problem_page(&problem),
     };
-    let categories = catalog_client(&state)
-        .list_categories(catalog::ListCategoriesRequest::default())
+    // The category links are a convenience: the page does without them.
+    let categories = backend::catalog::categories(&state, 0)
         .await
-        .map(|found| found.into_inner().items)
+        .ok()
+        .and_then(Read::changed)
+        .map(|found| found.items)
         .unwrap_or_default();
     let heading = match kind {
-        Some(catalog::ProductKind::Book) => "Books",
-        Some(catalog::ProductKind::Music) => "Music",
-        Some(catalog::ProductKind::Video) => "Video",
-        _ => "Everything",
+        Some(ProductKind::Book) => "Books",
+        Some(ProductKind::Music) => "Music",
+        Some(ProductKind::Video) => "Video",
+        None => "Everything",
     };
     let body = html! {
         h1 { (heading) }
         nav aria-label="Categories" {
             ul.inline-list {
-                @for category in categories.iter().filter(|c| kind.is_none_or(|k| c.kind == k as i32)) {
+                @for category in categories.iter().filter(|c| kind.is_none_or(|k| c.kind == k)) {
                     li { a href={"/shop/browse?kind=" (kind_name) "&category=" (category.slug)} { (category.name) " (" (category.product_count) ")" } }
                 }
             }
@@ -166,8 +169,8 @@ pub(in crate::shop) async fn browse(
             p { "Nothing here yet." }
         }
         ul.grid { @for product in &found.items { (product_card(product)) } }
-        @if !found.next_cursor.is_empty() {
-            p { a href={"/shop/browse?kind=" (kind_name) "&category=" (query.category.clone().unwrap_or_default()) "&cursor=" (found.next_cursor)} { "More" } }
+        @if let Some(cursor) = &found.next_cursor {
+            p { a href={"/shop/browse?kind=" (kind_name) "&category=" (query.category.clone().unwrap_or_default()) "&cursor=" (cursor)} { "More" } }
         }
     };
     page(&state, &visitor, heading, body).await
@@ -200,16 +203,13 @@ pub(in crate::shop) async fn search(
             "Search with at most 200 characters.",
         );
     }
-    let found = catalog_client(&state)
-        .search_products(catalog::SearchProductsRequest {
-            query: words.clone(),
-            limit: 24,
-            ..Default::default()
-        })
-        .await;
-    let found = match found {
-        Ok(found) => found.into_inner().items,
-        Err(status) => return unavailable(&state.catalog.problem(&status).detail),
+    let found = match backend::catalog::search(&state, words.clone(), 24, 0)
+        .await
+        .map(Read::changed)
+    {
+        Ok(Some(found)) => found.items,
+        Ok(None) => return problem_page(&malformed("a plain read answered not modified")),
+        Err(problem) => return problem_page(&problem),
     };
     let body = html! {
         h1 { "Results for “" (words) "”" }
@@ -385,25 +385,18 @@ pub(in crate::shop) async fn post_review(
     let Ok(rating) = form.rating.trim().parse::<i32>() else {
         return back("invalid");
     };
-    let posted =
-        comb_contracts::reviews::v1::reviews_client::ReviewsClient::new(state.reviews.channel())
-            .post_review(comb_contracts::reviews::v1::PostReviewRequest {
-                author: claims.sub,
-                author_name: claims.name.unwrap_or_default(),
-                product_id: id.clone(),
-                rating,
-                title: form.title.trim().to_owned(),
-                body: form.body.trim().to_owned(),
-            })
-            .await;
-    state.watches.reviews.wrote();
-    match posted {
+    let review = crate::reviews::ReviewInput {
+        rating,
+        title: form.title.trim().to_owned(),
+        body: form.body.trim().to_owned(),
+    };
+    match backend::reviews::post(&state, claims, id.clone(), review).await {
         Ok(_) => back("posted"),
-        Err(status) => match status.code() {
-            tonic::Code::PermissionDenied | tonic::Code::FailedPrecondition => back("not-bought"),
-            tonic::Code::AlreadyExists => back("duplicate"),
-            tonic::Code::InvalidArgument => back("invalid"),
-            _ => unavailable(&state.reviews.problem(&status).detail),
+        Err(problem) => match problem.status {
+            403 => back("not-bought"),
+            409 => back("duplicate"),
+            422 => back("invalid"),
+            _ => problem_page(&problem),
         },
     }
 }

@@ -8,23 +8,13 @@ pub(super) mod checkout;
 pub(super) mod orders;
 
 use axum::response::{IntoResponse, Response};
-use comb_contracts::catalog::v1 as catalog_v1;
-use comb_contracts::catalog::v1::catalog_client::CatalogClient;
 use maud::{Markup, html};
 
-use super::{Visitor, layout, money};
+use super::{Visitor, layout};
 use crate::GatewayState;
-use crate::catalog::ProductKind;
+use crate::catalog::Product;
 
-fn kind_of(name: &str) -> Option<catalog_v1::ProductKind> {
-    ProductKind::parse(name).map(ProductKind::to_proto)
-}
-
-fn kind_label(kind: i32) -> &'static str {
-    ProductKind::from_proto(kind).map_or("Item", ProductKind::label)
-}
-
-/// The cover of a product of this kind (as `kind_label` names it) and title.
+/// The cover of a product of this kind (as `ProductKind::label` names it) and title.
 fn cover(kind: &str, title: &str) -> Markup {
     let kind = kind.to_ascii_lowercase();
     html! {
@@ -32,15 +22,15 @@ fn cover(kind: &str, title: &str) -> Markup {
     }
 }
 
-fn product_card(product: &catalog_v1::Product) -> Markup {
+fn product_card(product: &Product) -> Markup {
     html! {
         li.card {
             a href={"/shop/products/" (product.id)} {
-                (cover(kind_label(product.kind), &product.title))
+                (cover(product.kind.label(), &product.title))
                 h3 { (product.title) }
             }
-            p.muted { (product.creators.join(", ")) " · " (kind_label(product.kind)) }
-            p.price { (money(product.price.as_ref())) }
+            p.muted { (product.creators.join(", ")) " · " (product.kind.label()) }
+            p.price { (product.price) }
         }
     }
 }
@@ -52,10 +42,6 @@ async fn cart_count(state: &GatewayState, visitor: &Visitor) -> Option<i64> {
 async fn page(state: &GatewayState, visitor: &Visitor, title: &str, body: Markup) -> Response {
     let count = cart_count(state, visitor).await;
     axum::response::Html(layout(title, visitor, count, body).into_string()).into_response()
-}
-
-fn catalog_client(state: &GatewayState) -> CatalogClient<comb_kit::grpc::UpstreamChannel> {
-    CatalogClient::new(state.catalog.channel())
 }
 
 fn field(
