@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::ids::{OrderId, ProductId, Quantity, Sku};
+
 /// The embedded transport's feed protocol.
 pub mod v1 {
     #![allow(unreachable_pub, missing_docs, clippy::all)]
@@ -46,17 +48,17 @@ pub const REVIEW_POSTED: &str = "comb.review.posted";
 /// A line of an order, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
-    pub product_id: String,
-    pub sku: String,
+    pub product_id: ProductId,
+    pub sku: Sku,
     pub title: String,
-    pub quantity: i64,
+    pub quantity: Quantity,
     pub unit_price_minor: i64,
     pub line_total_minor: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderConfirmed {
-    pub order_id: String,
+    pub order_id: OrderId,
     /// The user or guest id that placed it.
     pub owner: String,
     pub email: String,
@@ -72,7 +74,7 @@ pub struct OrderConfirmed {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub owner: String,
     pub email: String,
     /// out_of_stock, payment_declined, payment_failed, deadline_exceeded or
@@ -94,7 +96,7 @@ pub struct UserRegistered {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReviewPosted {
     pub review_id: String,
-    pub product_id: String,
+    pub product_id: ProductId,
     /// 1..=5.
     pub rating: i32,
     pub author_name: String,
@@ -103,7 +105,7 @@ pub struct ReviewPosted {
 /// ShipmentCreated, ShipmentShipped and ShipmentDelivered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShipmentShipped {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub tracking_id: String,
     /// The user or guest id to tell.
     pub recipient: String,
@@ -113,8 +115,8 @@ pub struct ShipmentShipped {
 /// ProductCreated and ProductUpdated carry the product as it is now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProductChanged {
-    pub product_id: String,
-    pub sku: String,
+    pub product_id: ProductId,
+    pub sku: Sku,
     /// book, music or video.
     pub kind: String,
     pub title: String,
@@ -124,8 +126,8 @@ pub struct ProductChanged {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceChanged {
-    pub product_id: String,
-    pub sku: String,
+    pub product_id: ProductId,
+    pub sku: Sku,
     pub old_price_minor: i64,
     pub new_price_minor: i64,
     pub currency: String,
@@ -146,13 +148,13 @@ pub struct PaymentEvent {
 /// StockChanged and LowStock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
-    pub sku: String,
+    pub sku: Sku,
     pub available: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub owner: String,
     pub lines: Vec<OrderLine>,
     pub total_minor: i64,

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod cards;
 pub mod events;
+pub mod ids;
 
 /// The gRPC methods (`/package.Service/Method`) a caller may retry: those whose
 /// `idempotency_level` option is `NO_SIDE_EFFECTS` or `IDEMPOTENT` in the protocol files.

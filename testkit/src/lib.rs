@@ -305,9 +305,9 @@ pub fn order_confirmed(order_id: &str, owner: &str, products: &[&str]) -> comb_k
         .iter()
         .map(|product| OrderLine {
             product_id: (*product).into(),
-            sku: format!("SKU-{product}"),
+            sku: format!("SKU-{product}").into(),
             title: format!("Product {product}"),
-            quantity: 1,
+            quantity: 1.into(),
             unit_price_minor: 1_000,
             line_total_minor: 1_000,
         })

@@ -275,8 +275,8 @@ impl CatalogStore {
         .await?;
         if old_price != draft.price.amount_minor {
             let price = contract::PriceChanged {
-                product_id: id.to_owned(),
-                sku: draft.sku.clone(),
+                product_id: id.into(),
+                sku: draft.sku.as_str().into(),
                 old_price_minor: old_price,
                 new_price_minor: draft.price.amount_minor,
                 currency: draft.price.currency.clone(),
@@ -416,8 +416,8 @@ fn bind_product<'q>(
 /// What ProductCreated and ProductUpdated say about a product.
 fn changed(id: &str, draft: &ProductDraft) -> contract::ProductChanged {
     contract::ProductChanged {
-        product_id: id.to_owned(),
-        sku: draft.sku.clone(),
+        product_id: id.into(),
+        sku: draft.sku.as_str().into(),
         kind: draft.kind.as_str().to_owned(),
         title: draft.title.clone(),
         price_minor: draft.price.amount_minor,

@@ -125,7 +125,9 @@ impl Handler for NewProducts {
         event: &Event,
     ) -> Result<(), HandlerError> {
         let product: contract::ProductChanged = event.data()?;
-        self.store.add_sku(tx, &product.sku, now_ms()).await?;
+        self.store
+            .add_sku(tx, product.sku.as_str(), now_ms())
+            .await?;
         Ok(())
     }
 }

@@ -525,7 +525,7 @@ async fn announce_level(
         .fetch_one(&mut **tx)
         .await?;
     let level = contract::StockLevel {
-        sku: sku.to_owned(),
+        sku: sku.into(),
         available,
     };
     let mut kinds = vec![contract::STOCK_CHANGED];

@@ -50,7 +50,10 @@ pub fn order_confirmed(order: &OrderConfirmed) -> Rendered {
     }
     Rendered {
         kind: "order_confirmed",
-        subject: format!("Your comb order …{} is confirmed", short(&order.order_id)),
+        subject: format!(
+            "Your comb order …{} is confirmed",
+            short(order.order_id.as_str())
+        ),
         body,
     }
 }
@@ -70,7 +73,10 @@ pub fn reason_in_words(reason: &str) -> &'static str {
 pub fn order_cancelled(order: &OrderCancelled) -> Rendered {
     Rendered {
         kind: "order_cancelled",
-        subject: format!("Your comb order …{} was cancelled", short(&order.order_id)),
+        subject: format!(
+            "Your comb order …{} was cancelled",
+            short(order.order_id.as_str())
+        ),
         body: format!(
             "We are sorry: your order of {} was cancelled because {}. You have not been charged.\n",
             money(order.total_minor, &order.currency),
@@ -84,7 +90,7 @@ pub fn shipment_shipped(shipment: &ShipmentShipped) -> Rendered {
         kind: "shipment_shipped",
         subject: format!(
             "Your comb order …{} is on its way",
-            short(&shipment.order_id)
+            short(shipment.order_id.as_str())
         ),
         body: format!(
             "Your order has shipped. Its tracking number is {}.\n",
@@ -127,7 +133,7 @@ mod tests {
                 product_id: "p".into(),
                 sku: "BK-1".into(),
                 title: "Dune".into(),
-                quantity: 2,
+                quantity: 2.into(),
                 unit_price_minor: 999,
                 line_total_minor: 1998,
             }],

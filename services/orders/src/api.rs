@@ -308,16 +308,16 @@ impl Orders for OrdersApi {
             events::ORDER_PLACED,
             &order.id,
             &events::OrderPlaced {
-                order_id: order.id.clone(),
+                order_id: order.id.as_str().into(),
                 owner: order.owner.clone(),
                 lines: order
                     .lines
                     .iter()
                     .map(|line| events::OrderLine {
-                        product_id: line.product_id.clone(),
-                        sku: line.sku.clone(),
+                        product_id: line.product_id.as_str().into(),
+                        sku: line.sku.as_str().into(),
                         title: line.title.clone(),
-                        quantity: line.quantity,
+                        quantity: line.quantity.into(),
                         unit_price_minor: line.unit_price_minor,
                         line_total_minor: line.line_total_minor,
                     })

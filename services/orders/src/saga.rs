@@ -100,10 +100,10 @@ fn announcement(next: &Order, from: Step) -> Option<Event> {
         next.lines
             .iter()
             .map(|line| events::OrderLine {
-                product_id: line.product_id.clone(),
-                sku: line.sku.clone(),
+                product_id: line.product_id.as_str().into(),
+                sku: line.sku.as_str().into(),
                 title: line.title.clone(),
-                quantity: line.quantity,
+                quantity: line.quantity.into(),
                 unit_price_minor: line.unit_price_minor,
                 line_total_minor: line.line_total_minor,
             })
@@ -115,7 +115,7 @@ fn announcement(next: &Order, from: Step) -> Option<Event> {
             events::ORDER_CONFIRMED,
             &next.id,
             &events::OrderConfirmed {
-                order_id: next.id.clone(),
+                order_id: next.id.as_str().into(),
                 owner: next.owner.clone(),
                 email: next.email.clone(),
                 lines: lines(),
@@ -132,7 +132,7 @@ fn announcement(next: &Order, from: Step) -> Option<Event> {
             events::ORDER_CANCELLED,
             &next.id,
             &events::OrderCancelled {
-                order_id: next.id.clone(),
+                order_id: next.id.as_str().into(),
                 owner: next.owner.clone(),
                 email: next.email.clone(),
                 reason: next.cancel_reason.clone(),

@@ -119,7 +119,7 @@ async fn apply(tx: &mut sql::Transaction, kind: &str, data: &str) -> Result<(), 
                 .bind(day.as_str())
                 .bind(line.product_id.as_str())
                 .bind(line.title.as_str())
-                .bind(line.quantity)
+                .bind(line.quantity.get())
                 .bind(line.line_total_minor)
                 .execute(&mut **tx)
                 .await?;

@@ -184,7 +184,7 @@ impl Reviews for ReviewsApi {
             &review.product_id,
             &ReviewPosted {
                 review_id: review.id.clone(),
-                product_id: review.product_id.clone(),
+                product_id: review.product_id.as_str().into(),
                 rating: review.rating,
                 author_name: review.author_name.clone(),
             },

@@ -149,7 +149,7 @@ impl Shipping for ShippingApi {
         .map_err(storage_failed)?;
         if inserted.rows_affected() == 1 {
             let created = comb_contracts::events::ShipmentShipped {
-                order_id: request.order_id.clone(),
+                order_id: request.order_id.as_str().into(),
                 tracking_id: tracking_id.clone(),
                 recipient: request.recipient.clone(),
                 email: request.email.clone(),

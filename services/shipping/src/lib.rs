@@ -125,7 +125,7 @@ pub async fn announce_due_at(db: &Database, clock: Clock, now: i64) -> Result<()
         .await?;
         for row in due {
             let shipment = ShipmentShipped {
-                order_id: row.try_get("order_id")?,
+                order_id: row.try_get::<String, _>("order_id")?.into(),
                 tracking_id: row.try_get("tracking_id")?,
                 recipient: row.try_get("recipient")?,
                 email: row.try_get("email")?,
@@ -153,7 +153,7 @@ pub(crate) async fn publish(
     kind: &str,
     shipment: &ShipmentShipped,
 ) -> Result<(), sql::DbError> {
-    match Event::new("shipping", kind, &shipment.order_id, shipment) {
+    match Event::new("shipping", kind, shipment.order_id.as_str(), shipment) {
         Ok(event) => events::publish(db, tx, &event).await,
         Err(error) => {
             tracing::error!(%error, "cannot encode a shipment event");
