@@ -2,6 +2,9 @@
 //! listener) with the `/healthz` and `/readyz` probes, a second, admin port for operators
 //! (`/metrics`, fault control, the probes), problem+json for unknown routes, timeouts on
 //! every connection, and a graceful drain bounded by a deadline.
+//!
+//! Longer than most files: binding, the connection limits and timeouts, the probes and
+//! the drain are one lifecycle sharing the instance's state (the tests are in `tests.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;

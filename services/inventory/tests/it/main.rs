@@ -3,6 +3,9 @@
 //! checked on the store opened as the service opens it, with the time passed in; the gRPC
 //! API (refusals, holds, stock levels) on the service as `comb serve` builds it, following
 //! a catalog built the same way.
+//!
+//! Long because each reservation rule is a test of its own, on both backends, sharing
+//! this file's helpers.
 
 #![allow(clippy::unwrap_used)]
 
