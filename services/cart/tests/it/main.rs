@@ -95,6 +95,36 @@ fn refused_field(status: &tonic::Status) -> String {
     fields[0].field.clone()
 }
 
+/// `owner`'s cart after adding `quantity` of `product_id`.
+async fn added(
+    client: &CartClient<Channel>,
+    owner: &str,
+    product_id: &str,
+    quantity: i64,
+) -> proto::CartView {
+    client
+        .clone()
+        .add_item(add(owner, product_id, quantity))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// `owner`'s cart after setting the line of `product_id` to `quantity`.
+async fn set_to(
+    client: &CartClient<Channel>,
+    owner: &str,
+    product_id: &str,
+    quantity: i64,
+) -> proto::CartView {
+    client
+        .clone()
+        .set_quantity(set(owner, product_id, quantity))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn get_cart(client: &mut CartClient<Channel>, owner: &str) -> proto::CartView {
     client
         .get_cart(proto::GetCartRequest {
@@ -106,18 +136,10 @@ async fn get_cart(client: &mut CartClient<Channel>, owner: &str) -> proto::CartV
 }
 
 async fn each_line_is_priced_from_the_catalog(database: TestDatabase) {
-    let mut cart = setup(&database).await;
+    let cart = setup(&database).await;
 
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 2))
-        .await
-        .unwrap();
-    let view = cart
-        .client
-        .add_item(add("user-1", &cart.b.id, 1))
-        .await
-        .unwrap()
-        .into_inner();
+    added(&cart.client, "user-1", &cart.a.id, 2).await;
+    let view = added(&cart.client, "user-1", &cart.b.id, 1).await;
 
     assert_eq!(
         quantities(&view),
@@ -143,56 +165,29 @@ async fn each_line_is_priced_from_the_catalog(database: TestDatabase) {
 }
 
 async fn adding_a_product_already_in_the_cart_adds_to_its_quantity(database: TestDatabase) {
-    let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 2))
-        .await
-        .unwrap();
+    let cart = setup(&database).await;
+    added(&cart.client, "user-1", &cart.a.id, 2).await;
 
-    let view = cart
-        .client
-        .add_item(add("user-1", &cart.a.id, 3))
-        .await
-        .unwrap()
-        .into_inner();
+    let view = added(&cart.client, "user-1", &cart.a.id, 3).await;
 
     assert_eq!(quantities(&view), [(cart.a.id, 5)], "adding adds");
 }
 
 async fn setting_a_quantity_replaces_it(database: TestDatabase) {
-    let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 5))
-        .await
-        .unwrap();
+    let cart = setup(&database).await;
+    added(&cart.client, "user-1", &cart.a.id, 5).await;
 
-    let view = cart
-        .client
-        .set_quantity(set("user-1", &cart.a.id, 1))
-        .await
-        .unwrap()
-        .into_inner();
+    let view = set_to(&cart.client, "user-1", &cart.a.id, 1).await;
 
     assert_eq!(view.lines[0].quantity, 1);
 }
 
 async fn setting_a_quantity_of_zero_removes_the_line(database: TestDatabase) {
-    let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 5))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("user-1", &cart.b.id, 1))
-        .await
-        .unwrap();
+    let cart = setup(&database).await;
+    added(&cart.client, "user-1", &cart.a.id, 5).await;
+    added(&cart.client, "user-1", &cart.b.id, 1).await;
 
-    let view = cart
-        .client
-        .set_quantity(set("user-1", &cart.a.id, 0))
-        .await
-        .unwrap()
-        .into_inner();
+    let view = set_to(&cart.client, "user-1", &cart.a.id, 0).await;
 
     assert_eq!(quantities(&view), [(cart.b.id, 1)], "0 removes");
 }
@@ -245,14 +240,8 @@ async fn malformed_requests_are_refused_naming_the_field() {
 
 async fn a_line_holds_at_most_99(database: TestDatabase) {
     let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.b.id, 1))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("user-1", &cart.b.id, 90))
-        .await
-        .unwrap();
+    added(&cart.client, "user-1", &cart.b.id, 1).await;
+    added(&cart.client, "user-1", &cart.b.id, 90).await;
 
     let refused = cart
         .client
@@ -274,18 +263,9 @@ async fn a_line_holds_at_most_99(database: TestDatabase) {
 
 async fn merging_adds_a_guests_lines_to_the_accounts(database: TestDatabase) {
     let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 91))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("guest-9", &cart.a.id, 5))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("guest-9", &cart.b.id, 1))
-        .await
-        .unwrap();
+    added(&cart.client, "user-1", &cart.a.id, 91).await;
+    added(&cart.client, "guest-9", &cart.a.id, 5).await;
+    added(&cart.client, "guest-9", &cart.b.id, 1).await;
 
     let merged = cart
         .client
@@ -302,14 +282,8 @@ async fn merging_adds_a_guests_lines_to_the_accounts(database: TestDatabase) {
 
 async fn merging_empties_the_guests_cart(database: TestDatabase) {
     let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 1))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("guest-9", &cart.b.id, 5))
-        .await
-        .unwrap();
+    added(&cart.client, "user-1", &cart.a.id, 1).await;
+    added(&cart.client, "guest-9", &cart.b.id, 5).await;
 
     cart.client
         .merge(proto::MergeRequest {
@@ -325,14 +299,8 @@ async fn merging_empties_the_guests_cart(database: TestDatabase) {
 
 async fn clearing_empties_the_cart_and_zeroes_its_total(database: TestDatabase) {
     let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-1", &cart.a.id, 2))
-        .await
-        .unwrap();
-    cart.client
-        .add_item(add("user-1", &cart.b.id, 1))
-        .await
-        .unwrap();
+    added(&cart.client, "user-1", &cart.a.id, 2).await;
+    added(&cart.client, "user-1", &cart.b.id, 1).await;
 
     let cleared = cart
         .client
@@ -349,10 +317,7 @@ async fn clearing_empties_the_cart_and_zeroes_its_total(database: TestDatabase) 
 
 async fn a_cart_cannot_be_read_while_the_catalog_is_down(database: TestDatabase) {
     let mut cart = setup(&database).await;
-    cart.client
-        .add_item(add("user-2", &cart.a.id, 1))
-        .await
-        .unwrap();
+    added(&cart.client, "user-2", &cart.a.id, 1).await;
 
     cart.catalog.server.stop().await;
     let down = cart
