@@ -1,6 +1,7 @@
-//! Products as a page shows them, answered by the catalog, with their stock (inventory),
-//! newest reviews (reviews) and what is bought with them (recommendations). Answers that
-//! are current are kept (see [`crate::kept`]) and served without a call.
+//! Products, answered by the catalog: pages of them, search and categories as
+//! conditional reads ([`Read`]), and one product with its stock (inventory), newest
+//! reviews (reviews) and what is bought with it (recommendations). Answers that are
+//! current are kept (see [`crate::kept`]) and served without a call.
 
 use std::sync::Arc;
 

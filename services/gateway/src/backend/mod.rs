@@ -1,8 +1,10 @@
-//! The gateway's one way to each service it calls: every upstream call, its deadline and
-//! its fallback exist here once, and answer with view types (the shapes of the public
-//! REST API) or a [`Problem`](comb_kit::Problem). The REST handlers serialize what it
-//! returns; the storefront renders it. An upstream answer the gateway cannot show (an
-//! unknown status, a missing amount) is a 502 here, for both.
+//! The gateway's one way to the services behind both of its faces: every call the REST
+//! API and the storefront share, with its deadline and its fallback, exists here once and
+//! answers with view types (the shapes of the public REST API) or a
+//! [`Problem`](comb_kit::Problem). The REST handlers serialize what it returns; the
+//! storefront renders it. An upstream answer the gateway cannot show (an unknown status
+//! or role, a missing amount) is a 502 here, for both. Calls only the API makes (admin
+//! writes, reports, token keys, logout) stay beside their routes.
 
 pub mod accounts;
 pub mod cart;
