@@ -11,7 +11,7 @@
 
 use comb_contracts::inventory::v1 as proto;
 use comb_contracts::inventory::v1::inventory_client::InventoryClient;
-use comb_inventory::store::{InventoryStore, Line, Seed, Status, StoreError};
+use comb_inventory::store::{InventoryStore, Line, Reservation, Seed, Status, StoreError};
 use comb_testkit::{TestDatabase, TestService};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -36,6 +36,15 @@ fn line(sku: &str, quantity: i64) -> Line {
         sku: sku.into(),
         quantity,
     }
+}
+
+/// Reserves `quantity` of `sku` for `order`, until `LATER`: the reservation as the store
+/// answers it.
+async fn hold(store: &InventoryStore, order: &str, sku: &str, quantity: i64) -> Reservation {
+    store
+        .reserve(order, &[line(sku, quantity)], NOW, LATER)
+        .await
+        .unwrap()
 }
 
 async fn available(store: &InventoryStore, sku: &str) -> i64 {
@@ -215,10 +224,7 @@ async fn committing_is_final_and_repeatable(database: TestDatabase) {
 
 async fn a_committed_reservation_cannot_be_released(database: TestDatabase) {
     let store = store_over(&database).await;
-    store
-        .reserve("o-1", &[line("A-1", 2)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-1", "A-1", 2).await;
     store.commit("o-1", NOW).await.unwrap();
 
     let released = store.release("o-1", NOW).await;
@@ -232,10 +238,7 @@ async fn a_committed_reservation_cannot_be_released(database: TestDatabase) {
 
 async fn releasing_gives_the_stock_back_once(database: TestDatabase) {
     let store = store_over(&database).await;
-    store
-        .reserve("o-2", &[line("A-1", 5)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-2", "A-1", 5).await;
     assert_eq!(available(&store, "A-1").await, 0);
 
     assert_eq!(
@@ -251,16 +254,10 @@ async fn releasing_gives_the_stock_back_once(database: TestDatabase) {
 
 async fn a_released_order_cannot_reserve_again(database: TestDatabase) {
     let store = store_over(&database).await;
-    store
-        .reserve("o-2", &[line("A-1", 3)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-2", "A-1", 3).await;
     store.release("o-2", NOW).await.unwrap();
 
-    let again = store
-        .reserve("o-2", &[line("A-1", 1)], NOW, LATER)
-        .await
-        .unwrap();
+    let again = hold(&store, "o-2", "A-1", 1).await;
 
     assert_eq!(again.status, Status::Released);
     assert_eq!(available(&store, "A-1").await, 5);
@@ -268,10 +265,7 @@ async fn a_released_order_cannot_reserve_again(database: TestDatabase) {
 
 async fn a_released_reservation_cannot_be_committed(database: TestDatabase) {
     let store = store_over(&database).await;
-    store
-        .reserve("o-2", &[line("A-1", 3)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-2", "A-1", 3).await;
     store.release("o-2", NOW).await.unwrap();
 
     let committed = store.commit("o-2", NOW).await;
@@ -290,10 +284,7 @@ async fn a_reserve_overtaken_by_its_release_takes_nothing(database: TestDatabase
         store.release("o-3", NOW).await.unwrap().status,
         Status::Released
     );
-    let late = store
-        .reserve("o-3", &[line("A-1", 1)], NOW, LATER)
-        .await
-        .unwrap();
+    let late = hold(&store, "o-3", "A-1", 1).await;
 
     assert_eq!(late.status, Status::Released);
     assert_eq!(available(&store, "A-1").await, 5);
@@ -379,10 +370,7 @@ async fn every_set_and_every_sale_is_announced_but_not_holds_or_give_backs(datab
         .await
         .unwrap();
     store.commit("o-1", NOW).await.unwrap();
-    store
-        .reserve("o-2", &[line("A-1", 1)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-2", "A-1", 1).await;
     store.release("o-2", NOW).await.unwrap();
     store
         .reserve("o-4", &[line("B-1", 1)], NOW, NOW + 10)
@@ -403,10 +391,7 @@ async fn every_set_and_every_sale_is_announced_but_not_holds_or_give_backs(datab
 
 async fn a_level_of_three_or_fewer_is_announced_as_low(database: TestDatabase) {
     let store = store_over(&database).await;
-    store
-        .reserve("o-1", &[line("B-1", 1)], NOW, LATER)
-        .await
-        .unwrap();
+    hold(&store, "o-1", "B-1", 1).await;
     store.commit("o-1", NOW).await.unwrap();
 
     let published = comb_kit::events::read_outbox(store.database(), "inventory", 0, 500)

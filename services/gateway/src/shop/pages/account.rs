@@ -66,20 +66,7 @@ pub(in crate::shop) async fn login_form(
     State(state): State<GatewayState>,
     headers: HeaderMap,
 ) -> Response {
-    let visitor = visitor(&state, &headers).await;
-    page(
-        &state,
-        &visitor,
-        "Log in",
-        account_form(
-            &visitor.form_token,
-            false,
-            &Credentials::default(),
-            &[],
-            None,
-        ),
-    )
-    .await
+    empty_form(&state, &headers, false).await
 }
 
 /// `GET /shop/register`.
@@ -87,20 +74,21 @@ pub(in crate::shop) async fn register_form(
     State(state): State<GatewayState>,
     headers: HeaderMap,
 ) -> Response {
-    let visitor = visitor(&state, &headers).await;
-    page(
-        &state,
-        &visitor,
-        "Register",
-        account_form(
-            &visitor.form_token,
-            true,
-            &Credentials::default(),
-            &[],
-            None,
-        ),
-    )
-    .await
+    empty_form(&state, &headers, true).await
+}
+
+/// The log-in or registration form, not yet filled in.
+async fn empty_form(state: &GatewayState, headers: &HeaderMap, register: bool) -> Response {
+    let visitor = visitor(state, headers).await;
+    let title = if register { "Register" } else { "Log in" };
+    let form = account_form(
+        &visitor.form_token,
+        register,
+        &Credentials::default(),
+        &[],
+        None,
+    );
+    page(state, &visitor, title, form).await
 }
 
 /// After signing in, a guest's cart becomes the customer's.
