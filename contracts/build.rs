@@ -19,6 +19,7 @@ const PROTOS: &[&str] = &[
     "proto/comb/reports/v1/reports.proto",
     "proto/comb/reviews/v1/reviews.proto",
     "proto/comb/versions/v1/versions.proto",
+    "proto/comb/media/v1/media.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,10 +31,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTOS, [PROTO_ROOT])?;
     write_retry_safe_methods(&descriptors)?;
+    write_client_streaming_methods(&descriptors)?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Writes `client_streaming.rs`: the paths of every method whose caller sends a stream.
+fn write_client_streaming_methods(
+    descriptors: &prost_types::FileDescriptorSet,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut paths = Vec::new();
+    for file in &descriptors.file {
+        for service in &file.service {
+            for method in &service.method {
+                if method.client_streaming() {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+    }
+    write_paths("client_streaming.rs", paths)
+}
+
+fn write_paths(file: &str, mut paths: Vec<String>) -> Result<(), Box<dyn std::error::Error>> {
+    paths.sort();
+    let mut code = String::from("&[\n");
+    for path in paths {
+        code.push_str(&format!("    {path:?},\n"));
+    }
+    code.push(']');
+    let out = std::env::var("OUT_DIR")?;
+    std::fs::write(Path::new(&out).join(file), code)?;
     Ok(())
 }
 
@@ -64,13 +100,5 @@ fn write_retry_safe_methods(
             }
         }
     }
-    paths.sort();
-    let mut code = String::from("&[\n");
-    for path in paths {
-        code.push_str(&format!("    {path:?},\n"));
-    }
-    code.push(']');
-    let out = std::env::var("OUT_DIR")?;
-    std::fs::write(Path::new(&out).join("retry_safe.rs"), code)?;
-    Ok(())
+    write_paths("retry_safe.rs", paths)
 }

@@ -44,6 +44,12 @@ pub const STOCK_CHANGED: &str = "comb.stock.changed";
 pub const LOW_STOCK: &str = "comb.stock.low";
 /// A review was posted.
 pub const REVIEW_POSTED: &str = "comb.review.posted";
+/// A master file (image, audio or video) was stored for a product and its job queued.
+pub const MEDIA_UPLOADED: &str = "comb.media.uploaded";
+/// Every rendition of a media asset is written and checked.
+pub const MEDIA_READY: &str = "comb.media.ready";
+/// A media asset's job failed for good.
+pub const MEDIA_FAILED: &str = "comb.media.failed";
 
 /// A line of an order, as events carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +128,9 @@ pub struct ProductChanged {
     pub title: String,
     pub price_minor: i64,
     pub currency: String,
+    /// Authors, artists or directors; absent from events published before they were.
+    #[serde(default)]
+    pub creators: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,4 +169,61 @@ pub struct OrderPlaced {
     pub total_minor: i64,
     pub currency: String,
     pub placed_at: String,
+}
+
+/// MediaUploaded: a master was stored and its job queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaUploaded {
+    pub asset_id: String,
+    pub product_id: ProductId,
+    /// image, audio or video.
+    pub kind: String,
+    pub content_type: String,
+    pub bytes: u64,
+    pub job_id: String,
+}
+
+/// MediaReady: an asset's renditions, every one written and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaReady {
+    pub asset_id: String,
+    pub product_id: ProductId,
+    /// image, audio or video.
+    pub kind: String,
+    pub renditions: Vec<MediaRendition>,
+}
+
+/// One file made from a master, as MediaReady announces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRendition {
+    /// Its name under the asset: `/media/{asset_id}/{name}`.
+    pub name: String,
+    pub content_type: String,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub width: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub height: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub duration_ms: u64,
+    /// Whether anyone may fetch it, or only a buyer.
+    pub public: bool,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
+}
+
+/// MediaFailed: an asset's job failed for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaFailed {
+    pub asset_id: String,
+    pub product_id: ProductId,
+    pub kind: String,
+    pub job_id: String,
+    pub reason: String,
 }

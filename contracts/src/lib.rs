@@ -12,6 +12,11 @@ pub mod ids;
 /// `idempotency_level` option is `NO_SIDE_EFFECTS` or `IDEMPOTENT` in the protocol files.
 pub const RETRY_SAFE_METHODS: &[&str] = include!(concat!(env!("OUT_DIR"), "/retry_safe.rs"));
 
+/// The gRPC methods whose caller sends a stream (uploads): a caller cannot keep such a
+/// request to send it again, so it goes to one instance once.
+pub const CLIENT_STREAMING_METHODS: &[&str] =
+    include!(concat!(env!("OUT_DIR"), "/client_streaming.rs"));
+
 /// The catalog service: products, categories, search.
 pub mod catalog {
     /// Version 1 of the catalog protocol.
@@ -118,5 +123,14 @@ pub mod versions {
     pub mod v1 {
         #![allow(unreachable_pub, missing_docs, clippy::all)]
         tonic::include_proto!("comb.versions.v1");
+    }
+}
+
+/// The media service: product media, their renditions and the jobs that make them.
+pub mod media {
+    /// Version 1 of the media protocol.
+    pub mod v1 {
+        #![allow(unreachable_pub, missing_docs, clippy::all)]
+        tonic::include_proto!("comb.media.v1");
     }
 }

@@ -6,10 +6,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use axum::body::Bytes;
 use http::Uri;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http_body_util::Full;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
@@ -32,7 +30,7 @@ pub struct Connection {
     scheme: Scheme,
     authority: Authority,
     connect_timeout: Duration,
-    sender: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    sender: Mutex<Option<SendRequest<tonic::body::Body>>>,
     /// One connection attempt at a time; the others wait for its outcome.
     connecting: tokio::sync::Mutex<()>,
 }
@@ -62,7 +60,7 @@ impl Connection {
     /// answer, opening the connection first if there is none.
     pub async fn send(
         &self,
-        request: http::Request<Full<Bytes>>,
+        request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, CallError> {
         let (mut parts, body) = request.into_parts();
         let path = parts
@@ -84,7 +82,7 @@ impl Connection {
     }
 
     /// The open connection, or a new one.
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
+    async fn sender(&self) -> Result<SendRequest<tonic::body::Body>, CallError> {
         if let Some(sender) = self.open() {
             return Ok(sender);
         }
@@ -116,7 +114,7 @@ impl Connection {
         Ok(sender)
     }
 
-    fn open(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn open(&self) -> Option<SendRequest<tonic::body::Body>> {
         self.sender
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -146,7 +144,7 @@ mod tests {
         let connection =
             Connection::new(&format!("http://{address}"), Duration::from_secs(1)).expect("valid");
         let error = connection
-            .send(http::Request::new(Full::new(Bytes::new())))
+            .send(http::Request::new(tonic::body::Body::empty()))
             .await
             .expect_err("nothing listens");
         let refused = error

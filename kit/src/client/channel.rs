@@ -195,6 +195,9 @@ async fn call(
     let _slot = Slot(&shared.in_flight);
     shared.deposit_retry_tokens();
 
+    if comb_contracts::CLIENT_STREAMING_METHODS.contains(&rpc) {
+        return stream_to_one(&shared, request, callers_time, deadline, outcome).await;
+    }
     let retry_safe = comb_contracts::RETRY_SAFE_METHODS.contains(&rpc);
     let (parts, body) = request.into_parts();
     // Unary request bodies are small: kept, so the call can go to another instance.
@@ -234,7 +237,7 @@ async fn call(
         };
         tried.insert(instance.url.clone());
         let left = deadline.saturating_duration_since(Instant::now());
-        let body = Full::new(Bytes::clone(&kept));
+        let body = tonic::body::Body::new(Full::new(Bytes::clone(&kept)));
         let mut attempt_request = http::Request::from_parts(clone_parts(&parts), body);
         if let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left)) {
             attempt_request.headers_mut().insert(GRPC_TIMEOUT, value);
@@ -300,6 +303,64 @@ async fn call(
             )))
         });
     }
+}
+
+/// A client-streaming call (an upload): its body is not kept, so it goes to one instance,
+/// once, and is bounded by the caller's deadline only (a large file takes as long as it
+/// takes); the call timeout bounds only finding an instance.
+async fn stream_to_one(
+    shared: &Arc<Shared>,
+    request: http::Request<tonic::body::Body>,
+    callers_time: Option<Duration>,
+    find_by: Instant,
+    mut outcome: Outcome<'_>,
+) -> Result<http::Response<tonic::body::Body>, CallError> {
+    let service = Arc::clone(&shared.service);
+    let mut instance = shared.pick(&HashSet::new());
+    if instance.is_none() {
+        instance = shared.first_instance(find_by).await;
+    }
+    let Some(instance) = instance else {
+        outcome.neutral();
+        return Ok(refusal(
+            tonic::Code::Unavailable,
+            crate::grpc::Refusal::NoInstance,
+            &format!("no instance of {service} to send the stream to"),
+        ));
+    };
+    let mut request = request;
+    if let Some(left) = callers_time
+        && let Ok(value) = HeaderValue::from_str(&format_grpc_timeout(left))
+    {
+        request.headers_mut().insert(GRPC_TIMEOUT, value);
+    }
+    instance.in_flight.fetch_add(1, Ordering::Relaxed);
+    let sent = {
+        let _instance_slot = Slot(&instance.in_flight);
+        match callers_time {
+            Some(left) => tokio::time::timeout(left, instance.connection.send(request))
+                .await
+                .ok(),
+            None => Some(instance.connection.send(request).await),
+        }
+    };
+    let Some(result) = sent else {
+        outcome.neutral();
+        return Ok(refusal(
+            tonic::Code::DeadlineExceeded,
+            crate::grpc::Refusal::Deadline,
+            &format!("{service} did not answer in time"),
+        ));
+    };
+    let verdict = verdict_of(&result);
+    shared.record_attempt(&instance, verdict);
+    outcome.report(matches!(verdict, Verdict::Answered));
+    tracing::Span::current().record("attempts", 1);
+    result.map_err(|error| -> CallError {
+        Box::new(tonic::Status::unavailable(format!(
+            "{service} could not be reached: {error}"
+        )))
+    })
 }
 
 /// A copy of a request's head (extensions are not needed by the channel).

@@ -256,6 +256,27 @@ impl Server {
     }
 }
 
+/// Says which request paths carry a stream (an upload) that their handler reads itself,
+/// under bounds of its own: such bodies are not read ahead nor held to the body and answer
+/// timeouts. Paths are matched in every server of the process.
+pub fn stream_bodies_of(paths: fn(&str) -> bool) {
+    STREAMED_PATHS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(paths);
+}
+
+static STREAMED_PATHS: std::sync::RwLock<Vec<fn(&str) -> bool>> =
+    std::sync::RwLock::new(Vec::new());
+
+fn is_streamed(path: &str) -> bool {
+    STREAMED_PATHS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .any(|streamed| streamed(path))
+}
+
 /// Reads a request's body within the body timeout before anything else sees the request
 /// (so a slow body holds no `max_in_flight` place), then bounds the answer by the request
 /// timeout.
@@ -267,6 +288,8 @@ async fn bound_request(
     let grpc = crate::telemetry::is_grpc(&request);
     let request = if request.body().is_end_stream() {
         request
+    } else if is_streamed(request.uri().path()) {
+        return next.run(request).await;
     } else {
         let (parts, body) = request.into_parts();
         match tokio::time::timeout(timeouts.body, axum::body::to_bytes(body, max_body)).await {

@@ -422,6 +422,7 @@ fn changed(id: &str, draft: &ProductDraft) -> contract::ProductChanged {
         title: draft.title.clone(),
         price_minor: draft.price.amount_minor,
         currency: draft.price.currency.clone(),
+        creators: draft.creators.clone(),
     }
 }
 

@@ -1,0 +1,57 @@
+-- Product media: the masters (assets), the files made from them (renditions), and the
+-- jobs that make them, leased to workers.
+CREATE TABLE assets (
+    id TEXT PRIMARY KEY,
+    product_id TEXT NOT NULL,
+    -- image, audio or video.
+    kind TEXT NOT NULL,
+    -- upload, or generated (a drawn cover).
+    origin TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    master_sha256 TEXT NOT NULL,
+    master_type TEXT NOT NULL,
+    master_bytes INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+CREATE INDEX assets_by_product ON assets (product_id, created_at_ms);
+
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    asset_id TEXT NOT NULL REFERENCES assets (id),
+    -- queued, running, done, failed or cancelled.
+    state TEXT NOT NULL,
+    percent INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    failure TEXT NOT NULL DEFAULT '',
+    lease TEXT,
+    worker TEXT,
+    lease_until_ms INTEGER,
+    run_after_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER
+);
+CREATE INDEX jobs_due ON jobs (state, run_after_ms);
+
+CREATE TABLE renditions (
+    asset_id TEXT NOT NULL REFERENCES assets (id),
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    public INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (asset_id, name)
+);
+
+-- The title and creators each product's drawn cover shows, so a renamed product gets a
+-- new one and an unchanged product none.
+CREATE TABLE drawn_covers (
+    product_id TEXT PRIMARY KEY,
+    drawn_from TEXT NOT NULL,
+    asset_id TEXT NOT NULL
+);
