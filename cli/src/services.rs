@@ -27,6 +27,10 @@ pub const SERVICES: &[(&str, BuildFn)] = &[
     ("notifications", |config| {
         Box::pin(comb_notifications::build(config))
     }),
+    ("media", |config| Box::pin(comb_media::build(config))),
+    ("media-worker", |config| {
+        Box::pin(comb_media_worker::build(config))
+    }),
     ("orders", |config| Box::pin(comb_orders::build(config))),
     ("payments", |config| Box::pin(comb_payments::build(config))),
     ("recommendations", |config| {
@@ -38,9 +42,9 @@ pub const SERVICES: &[(&str, BuildFn)] = &[
     ("users", |config| Box::pin(comb_users::build(config))),
 ];
 
-/// The services that keep no data of their own (the gateway only calls the others): they
-/// get no database.
-const STATELESS: &[&str] = &["gateway"];
+/// The services that keep no data of their own (the gateway only calls the others; a media
+/// worker works on media's files): they get no database.
+const STATELESS: &[&str] = &["gateway", "media-worker"];
 
 /// Whether `service` keeps data, and so needs a database of its own.
 pub fn keeps_data(service: &str) -> bool {
@@ -152,7 +156,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, reviews, shipping, users"),
+                .contains("cart, catalog, gateway, inventory, media, media-worker, notifications, orders, payments, recommendations, reports, reviews, shipping, users"),
             "{error}"
         );
     }

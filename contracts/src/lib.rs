@@ -128,6 +128,22 @@ pub mod versions {
 
 /// The media service: product media, their renditions and the jobs that make them.
 pub mod media {
+    /// Whether `name` can name a rendition (`/media/{asset}/{name}`): lower-case letters,
+    /// digits and hyphens, one dot and a known extension; so no name is ever a path.
+    pub fn is_rendition_name(name: &str) -> bool {
+        let Some((stem, extension)) = name.split_once('.') else {
+            return false;
+        };
+        (1..=48).contains(&stem.len())
+            && stem
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
+            && [
+                "webp", "jpg", "svg", "m4a", "webm", "mp3", "mp4", "m3u8", "ts",
+            ]
+            .contains(&extension)
+    }
+
     /// Version 1 of the media protocol.
     pub mod v1 {
         #![allow(unreachable_pub, missing_docs, clippy::all)]

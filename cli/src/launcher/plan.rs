@@ -106,6 +106,11 @@ impl Layout {
         self.root.join("instances").join(instance)
     }
 
+    /// Media's blob store, shared by media and its workers.
+    pub fn media_blobs(&self) -> PathBuf {
+        self.root.join("services").join("media").join("blobs")
+    }
+
     /// A service's SQLite database, shared by its instances.
     pub fn service_database(&self, service: &str) -> PathBuf {
         self.root
@@ -153,6 +158,14 @@ pub fn plan(topology: &Topology, inputs: &PlanInputs<'_>) -> anyhow::Result<Plan
                 env.insert(
                     env_name("database_url"),
                     sqlite_url(&inputs.layout.service_database(service)),
+                );
+            }
+            // Media and its workers share one blob store.
+            let blobs_in_topology = topology.settings_for(service).contains_key("media_store");
+            if (service == "media" || service == "media-worker") && !blobs_in_topology {
+                env.insert(
+                    env_name("media_store"),
+                    inputs.layout.media_blobs().display().to_string(),
                 );
             }
             for callee in &spec.calls {

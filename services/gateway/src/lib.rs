@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod forwarded;
 pub mod kept;
 pub mod limits;
+pub mod media;
 pub mod messages;
 pub mod openapi;
 pub mod orders;
@@ -56,6 +57,10 @@ pub struct GatewayState {
     /// For the storefront's shipping quotes; without it, shipping is quoted with the order.
     pub shipping: Option<Arc<Upstream>>,
     pub users: Arc<Upstream>,
+    /// Product media (uploads, jobs, files); without it, media routes answer 503.
+    pub media: Option<Arc<Upstream>>,
+    /// The largest master an admin may upload (`media_max_upload_bytes`).
+    pub max_upload_bytes: u64,
     pub verifier: Arc<Verifier>,
     /// Catalog answers already rendered, kept while the catalog's version stands.
     pub rendered: Arc<rendered::RenderedCache>,
@@ -95,6 +100,17 @@ impl GatewayState {
                 None
             },
             recommendations: Arc::new(Upstream::from_config(config, "recommendations")?),
+            media: if config.calls("media") {
+                Some(Arc::new(Upstream::from_config(config, "media")?))
+            } else {
+                None
+            },
+            max_upload_bytes: config.number(
+                "media_max_upload_bytes",
+                1..=u64::MAX,
+                "a number of bytes",
+                media::DEFAULT_MAX_UPLOAD_BYTES,
+            )?,
             notifications: Arc::new(Upstream::from_config(config, "notifications")?),
             orders: Arc::new(orders),
             verifier: Arc::new(Verifier::new(
@@ -119,6 +135,7 @@ impl GatewayState {
 /// routes take.
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let state = GatewayState::connect(&config)?;
+    comb_kit::server::stream_bodies_of(media::is_upload_path);
     Ok(Service::new(routes(state)).max_body_bytes(body::MAX_BODY_BYTES))
 }
 
@@ -207,6 +224,12 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(admin::set_stock))
         .routes(routes!(reports::sales))
         .routes(routes!(reports::sales_csv))
+        .routes(routes!(media::upload))
+        .routes(routes!(media::list_jobs))
+        .routes(routes!(media::get_job))
+        .routes(routes!(media::retry_job))
+        .routes(routes!(media::cancel_job))
+        .routes(routes!(media::file))
 }
 
 /// The OpenAPI document of the public API.

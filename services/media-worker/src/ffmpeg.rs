@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -309,6 +308,3 @@ impl Drop for Scratch {
         }
     }
 }
-
-/// How long a heartbeat waits between two progress reports.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);

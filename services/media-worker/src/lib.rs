@@ -21,7 +21,7 @@ use comb_kit::service::Service;
 use comb_media::blobs::Blobs;
 use tokio::sync::watch;
 
-use crate::ffmpeg::{HEARTBEAT_EVERY, Scratch, ToolError, Tools};
+use crate::ffmpeg::{Scratch, ToolError, Tools};
 use crate::recipes::Plan;
 
 /// How a worker works.
@@ -42,7 +42,7 @@ pub struct WorkerSettings {
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let settings = WorkerSettings {
         jobs: config.number("media_worker_jobs", 1..=16, "a number of jobs", 1)?,
-        lease: config.seconds("media_lease_seconds", Duration::from_secs(20))?,
+        lease: config.millis("media_lease_ms", Duration::from_secs(20))?,
         idle_poll: config.millis("media_idle_poll_ms", Duration::from_millis(500))?,
         scratch: config.data_dir.join("work"),
         tools: Tools {
@@ -186,9 +186,10 @@ impl Worker {
         progress: &AtomicU32,
         stop: watch::Sender<bool>,
     ) {
+        let every = self.settings.lease / 3;
         let mut failures = 0;
         loop {
-            tokio::time::sleep(HEARTBEAT_EVERY).await;
+            tokio::time::sleep(every).await;
             let answer = MediaClient::new(self.media.channel())
                 .heartbeat(proto::HeartbeatRequest {
                     job_id: job.id.clone(),
@@ -207,7 +208,7 @@ impl Worker {
                 Err(status) => {
                     failures += 1;
                     // Keep working while the lease may still hold; give up once it cannot.
-                    if HEARTBEAT_EVERY * failures >= self.settings.lease {
+                    if every * failures >= self.settings.lease {
                         tracing::warn!(job = %job.id, %status, "media did not answer heartbeats for a whole lease; stopping the job");
                         stop.send_replace(true);
                         return;

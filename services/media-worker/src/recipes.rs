@@ -94,7 +94,11 @@ pub fn image(master: &str, probe: &Probe) -> Result<Plan, String> {
                 content_type,
                 public: true,
                 expect: Expect {
-                    container: if extension == "webp" { "webp" } else { "jpeg" },
+                    container: if extension == "webp" {
+                        "webp"
+                    } else {
+                        "image2"
+                    },
                     video_codec: Some(codec),
                     width: Some(target),
                     height: Some(target_height),
@@ -318,7 +322,7 @@ pub fn video(master: &str, probe: &Probe) -> Result<Plan, String> {
         content_type: "image/jpeg",
         public: true,
         expect: Expect {
-            container: "jpeg",
+            container: "image2",
             video_codec: Some("mjpeg"),
             width: Some(width_at(top)),
             height: Some(top),

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use comb_contracts::media::is_rendition_name;
 use comb_contracts::media::v1 as proto;
 use comb_contracts::media::v1::media_server::Media;
 use comb_kit::clock::now_ms;
@@ -438,22 +439,6 @@ fn lease_ms(requested: u64) -> Result<i64, Status> {
         )]));
     }
     Ok(i64::try_from(requested).unwrap_or(600_000))
-}
-
-/// Whether `name` can name a rendition: lower-case letters, digits and hyphens, one dot
-/// and a known extension.
-pub fn is_rendition_name(name: &str) -> bool {
-    let Some((stem, extension)) = name.split_once('.') else {
-        return false;
-    };
-    (1..=48).contains(&stem.len())
-        && stem
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-')
-        && [
-            "webp", "jpg", "svg", "m4a", "webm", "mp3", "mp4", "m3u8", "ts",
-        ]
-        .contains(&extension)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod contract;
 mod events;
 mod kept;
 mod matrix;
+mod media;
 mod reviews;
 mod storefront;
 
@@ -77,6 +78,8 @@ fn build(name: &str, config: ServiceConfig) -> Built {
         "recommendations" => Box::pin(comb_recommendations::build(config)),
         "reports" => Box::pin(comb_reports::build(config)),
         "reviews" => Box::pin(comb_reviews::build(config)),
+        "media" => Box::pin(comb_media::build(config)),
+        "media-worker" => Box::pin(comb_media_worker::build(config)),
         "gateway" => Box::pin(comb_gateway::build(config)),
         other => panic!("no service is called {other}"),
     }
@@ -176,7 +179,11 @@ pub struct System {
     pub recommendations: Instance,
     pub reports: Instance,
     pub reviews: Instance,
+    pub media: Instance,
+    pub media_worker: Instance,
     pub http: reqwest::Client,
+    /// Media's blob store and the workers' scratch space.
+    pub media_dir: std::sync::Arc<tempfile::TempDir>,
     nats_prefix: Option<String>,
     databases: BTreeMap<&'static str, TestDatabase>,
 }
@@ -207,8 +214,8 @@ fn nats_url() -> String {
 }
 
 /// Who calls whom, as the topology wires it.
-const CALLS: [(&str, &[&str]); 12] = [
-    ("catalog", &["reviews"]),
+const CALLS: [(&str, &[&str]); 14] = [
+    ("catalog", &["reviews", "media"]),
     ("users", &[]),
     ("cart", &["catalog"]),
     ("inventory", &["catalog"]),
@@ -219,6 +226,8 @@ const CALLS: [(&str, &[&str]); 12] = [
     ("recommendations", &["orders"]),
     ("reports", &["orders"]),
     ("reviews", &["orders"]),
+    ("media", &["catalog"]),
+    ("media-worker", &["media"]),
     (
         "gateway",
         &[
@@ -231,6 +240,7 @@ const CALLS: [(&str, &[&str]); 12] = [
             "recommendations",
             "reports",
             "reviews",
+            "media",
         ],
     ),
 ];
@@ -257,6 +267,7 @@ impl System {
             .collect();
         let mut databases = BTreeMap::new();
         let mut instances = BTreeMap::new();
+        let media_dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
         for (name, calls) in CALLS {
             let mut settings: Vec<(String, String)> = calls
                 .iter()
@@ -272,6 +283,17 @@ impl System {
                     .into_iter()
                     .map(|(key, value)| (key.to_owned(), value)),
             );
+            if name.starts_with("media") {
+                let directory = media_dir.path();
+                settings.push((
+                    "COMB_MEDIA_STORE".into(),
+                    directory.join("blobs").display().to_string(),
+                ));
+                settings.push((
+                    "COMB_DATA_DIR".into(),
+                    directory.join(name).display().to_string(),
+                ));
+            }
             if let Some(prefix) = &nats_prefix {
                 settings.push(("COMB_EVENTS_TRANSPORT".into(), "nats".into()));
                 settings.push(("COMB_NATS_URL".into(), nats_url()));
@@ -301,7 +323,10 @@ impl System {
             recommendations: take("recommendations"),
             reports: take("reports"),
             reviews: take("reviews"),
+            media: take("media"),
+            media_worker: take("media-worker"),
             http: reqwest::Client::new(),
+            media_dir,
             nats_prefix,
             databases,
         }
@@ -328,8 +353,20 @@ impl System {
                 ),
                 ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
             ],
+            // Failed jobs come back soon, and a worker that vanished loses its lease soon.
+            "media" => vec![("COMB_MEDIA_RETRY_BACKOFF_MS", "200".to_owned())],
+            "media-worker" => vec![
+                ("COMB_MEDIA_LEASE_MS", "1500".to_owned()),
+                ("COMB_MEDIA_IDLE_POLL_MS", "100".to_owned()),
+            ],
             "gateway" => {
-                let mut settings = vec![("COMB_CALL_TIMEOUT_MS", "2000".to_owned())];
+                let mut settings = vec![
+                    ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
+                    (
+                        "COMB_MEDIA_MAX_UPLOAD_BYTES",
+                        (32 * 1024 * 1024).to_string(),
+                    ),
+                ];
                 if let Some(n) = options.checkouts_per_account {
                     settings.push(("COMB_CHECKOUTS_PER_ACCOUNT", n.to_string()));
                 }
@@ -352,6 +389,8 @@ impl System {
             "recommendations" => &mut self.recommendations,
             "reports" => &mut self.reports,
             "reviews" => &mut self.reviews,
+            "media" => &mut self.media,
+            "media-worker" => &mut self.media_worker,
             "gateway" => &mut self.gateway,
             other => panic!("no service is called {other}"),
         }
