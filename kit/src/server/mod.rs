@@ -259,14 +259,17 @@ impl Server {
 /// Says which request paths carry a stream (an upload) that their handler reads itself,
 /// under bounds of its own: such bodies are not read ahead nor held to the body and answer
 /// timeouts. Paths are matched in every server of the process.
-pub fn stream_bodies_of(paths: fn(&str) -> bool) {
+pub fn stream_bodies_of(paths: StreamedPaths) {
     STREAMED_PATHS
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push(paths);
 }
 
-static STREAMED_PATHS: std::sync::RwLock<Vec<fn(&str) -> bool>> =
+/// Says whether a request path carries a streamed body.
+pub type StreamedPaths = fn(&str) -> bool;
+
+static STREAMED_PATHS: std::sync::RwLock<Vec<StreamedPaths>> =
     std::sync::RwLock::new(Vec::new());
 
 fn is_streamed(path: &str) -> bool {

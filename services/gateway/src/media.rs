@@ -392,41 +392,46 @@ pub async fn cancel_job(
     Ok(Json(job_view(job.into_inner())))
 }
 
-/// Which bytes of a file of `size` bytes a `Range` header asks for: None for the whole
-/// file (no header, or one this server does not split: several ranges, another unit),
-/// `Err` when no byte of it can be given.
-pub fn requested_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+/// What a `Range` header asks of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// The whole file: no header, or one this server does not split (several ranges,
+    /// another unit).
+    Whole,
+    /// Bytes `first..=last`.
+    Part(u64, u64),
+    /// No byte of the file can be given.
+    Unsatisfiable,
+}
+
+/// Which bytes of a file of `size` bytes a `Range` header asks for.
+pub fn requested_range(header: Option<&str>, size: u64) -> Requested {
     let Some(spec) = header.and_then(|value| value.trim().strip_prefix("bytes=")) else {
-        return Ok(None);
+        return Requested::Whole;
     };
-    if spec.contains(',') {
-        return Ok(None);
-    }
-    let Some((first, last)) = spec.split_once('-') else {
-        return Ok(None);
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Requested::Whole;
     };
     let (first, last) = (first.trim(), last.trim());
-    let range = if first.is_empty() {
-        let suffix: u64 = last.parse().map_err(|_| ())?;
-        if suffix == 0 || size == 0 {
-            return Err(());
-        }
-        (size.saturating_sub(suffix), size - 1)
-    } else {
-        let start: u64 = first.parse().map_err(|_| ())?;
-        let end = if last.is_empty() {
-            size.saturating_sub(1)
-        } else {
-            last.parse::<u64>()
-                .map_err(|_| ())?
-                .min(size.saturating_sub(1))
+    let last_byte = size.saturating_sub(1);
+    if first.is_empty() {
+        return match last.parse::<u64>() {
+            Ok(suffix) if suffix > 0 && size > 0 => {
+                Requested::Part(size.saturating_sub(suffix), last_byte)
+            }
+            _ => Requested::Unsatisfiable,
         };
-        if start >= size || end < start {
-            return Err(());
-        }
-        (start, end)
+    }
+    let start = first.parse::<u64>();
+    let end = if last.is_empty() {
+        Ok(last_byte)
+    } else {
+        last.parse::<u64>().map(|end| end.min(last_byte))
     };
-    Ok(Some(range))
+    match (start, end) {
+        (Ok(start), Ok(end)) if start < size && start <= end => Requested::Part(start, end),
+        _ => Requested::Unsatisfiable,
+    }
 }
 
 /// A media file (a cover, a preview, a poster, a playlist or one of its segments).
@@ -512,9 +517,9 @@ pub async fn file(
         _ => range,
     };
     let (status, start, end) = match requested_range(range, size) {
-        Ok(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
-        Ok(None) => (StatusCode::OK, 0, size),
-        Err(()) => {
+        Requested::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end + 1),
+        Requested::Whole => (StatusCode::OK, 0, size),
+        Requested::Unsatisfiable => {
             let mut refused = Problem::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range-not-satisfiable",
@@ -561,19 +566,19 @@ mod tests {
 
     #[test]
     fn ranges_are_read_as_the_http_rules_say() {
-        assert_eq!(requested_range(None, 100), Ok(None));
-        assert_eq!(requested_range(Some("bytes=0-9"), 100), Ok(Some((0, 9))));
-        assert_eq!(requested_range(Some("bytes=90-"), 100), Ok(Some((90, 99))));
-        assert_eq!(requested_range(Some("bytes=-10"), 100), Ok(Some((90, 99))));
-        assert_eq!(
-            requested_range(Some("bytes=50-500"), 100),
-            Ok(Some((50, 99)))
-        );
-        assert_eq!(requested_range(Some("bytes=100-"), 100), Err(()));
-        assert_eq!(requested_range(Some("bytes=9-0"), 100), Err(()));
-        assert_eq!(requested_range(Some("bytes=-0"), 100), Err(()));
-        assert_eq!(requested_range(Some("bytes=0-1,5-6"), 100), Ok(None));
-        assert_eq!(requested_range(Some("items=0-1"), 100), Ok(None));
+        use Requested::{Part, Unsatisfiable, Whole};
+        assert_eq!(requested_range(None, 100), Whole);
+        assert_eq!(requested_range(Some("bytes=0-9"), 100), Part(0, 9));
+        assert_eq!(requested_range(Some("bytes=90-"), 100), Part(90, 99));
+        assert_eq!(requested_range(Some("bytes=-10"), 100), Part(90, 99));
+        assert_eq!(requested_range(Some("bytes=-500"), 100), Part(0, 99));
+        assert_eq!(requested_range(Some("bytes=50-500"), 100), Part(50, 99));
+        assert_eq!(requested_range(Some("bytes=100-"), 100), Unsatisfiable);
+        assert_eq!(requested_range(Some("bytes=9-0"), 100), Unsatisfiable);
+        assert_eq!(requested_range(Some("bytes=-0"), 100), Unsatisfiable);
+        assert_eq!(requested_range(Some("bytes=x-"), 100), Unsatisfiable);
+        assert_eq!(requested_range(Some("bytes=0-1,5-6"), 100), Whole);
+        assert_eq!(requested_range(Some("items=0-1"), 100), Whole);
     }
 
     #[test]

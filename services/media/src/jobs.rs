@@ -225,7 +225,7 @@ impl MediaStore {
         .fetch_optional(&self.db)
         .await?
         .ok_or_else(|| JobError::NoSuchJob(id.to_owned()))?;
-        Ok(job_from(&row)?)
+        job_from(&row)
     }
 
     /// The newest jobs first, of one state or of every state.
@@ -256,7 +256,7 @@ impl MediaStore {
                 .await?
             }
         };
-        Ok(rows.iter().map(job_from).collect::<Result<_, _>>()?)
+        rows.iter().map(job_from).collect()
     }
 
     /// Jobs by state, and the bytes of every rendition kept.

@@ -685,7 +685,7 @@ async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another() {
     let job = settled(&system, &token, &job_id, Duration::from_secs(240)).await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["attempts"], 2, "{job}");
-    let files = renditions(&system, &accepted["asset_id"].as_str().unwrap().to_owned()).await;
+    let files = renditions(&system, accepted["asset_id"].as_str().unwrap()).await;
     let mut names: Vec<&str> = files.iter().map(|(name, ..)| name.as_str()).collect();
     let count = names.len();
     names.dedup();
