@@ -269,8 +269,7 @@ pub fn stream_bodies_of(paths: StreamedPaths) {
 /// Says whether a request path carries a streamed body.
 pub type StreamedPaths = fn(&str) -> bool;
 
-static STREAMED_PATHS: std::sync::RwLock<Vec<StreamedPaths>> =
-    std::sync::RwLock::new(Vec::new());
+static STREAMED_PATHS: std::sync::RwLock<Vec<StreamedPaths>> = std::sync::RwLock::new(Vec::new());
 
 fn is_streamed(path: &str) -> bool {
     STREAMED_PATHS

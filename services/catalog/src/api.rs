@@ -428,5 +428,33 @@ pub fn product_to_proto(product: Product) -> proto::Product {
         created_at: product.created_at,
         updated_at: product.updated_at,
         rating: None,
+        media: media_to_proto(product.media),
     }
+}
+
+/// The wire form of a product's media; none when it has none yet.
+fn media_to_proto(media: crate::domain::ProductMedia) -> Option<proto::ProductMedia> {
+    if media == crate::domain::ProductMedia::default() {
+        return None;
+    }
+    let asset = |asset: crate::domain::MediaAsset| proto::MediaAsset {
+        asset_id: asset.asset_id,
+        kind: asset.kind,
+        files: asset
+            .files
+            .into_iter()
+            .map(|file| proto::MediaFile {
+                name: file.name,
+                content_type: file.content_type,
+                width: file.width,
+                height: file.height,
+                duration_ms: file.duration_ms,
+            })
+            .collect(),
+    };
+    Some(proto::ProductMedia {
+        cover: media.cover.map(asset),
+        preview: media.preview.map(asset),
+        downloadable: media.downloadable,
+    })
 }

@@ -229,6 +229,42 @@ pub struct Product {
     /// RFC 3339, UTC.
     pub created_at: String,
     pub updated_at: String,
+    pub media: ProductMedia,
+}
+
+/// What the shop shows and sells of a product, as the media service announced it ready;
+/// kept as JSON beside the product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct ProductMedia {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover: Option<MediaAsset>,
+    /// What the product page plays (audio or video).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<MediaAsset>,
+    /// Sold as a download too: its full-length file is ready.
+    #[serde(default)]
+    pub downloadable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct MediaAsset {
+    pub asset_id: String,
+    /// image, audio or video.
+    pub kind: String,
+    /// The files anyone may fetch.
+    pub files: Vec<MediaFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct MediaFile {
+    pub name: String,
+    pub content_type: String,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub duration_ms: u64,
 }
 
 /// A category with the number of products in it.

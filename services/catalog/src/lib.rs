@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cache;
 pub mod domain;
+pub mod media;
 pub mod ratings;
 pub mod store;
 
@@ -36,6 +37,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             description: "ratings",
             sql: include_str!("../migrations/sqlite/0002_ratings.sql"),
         },
+        Migration {
+            version: 3,
+            description: "media",
+            sql: include_str!("../migrations/sqlite/0003_media.sql"),
+        },
     ],
     postgres: &[
         Migration {
@@ -47,6 +53,11 @@ pub const MIGRATIONS: Migrations = Migrations {
             version: 2,
             description: "ratings",
             sql: include_str!("../migrations/postgres/0002_ratings.sql"),
+        },
+        Migration {
+            version: 3,
+            description: "media",
+            sql: include_str!("../migrations/postgres/0003_media.sql"),
         },
     ],
 };
@@ -62,6 +73,17 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         service = service.task("ratings consumer", ratings.run());
     } else {
         tracing::info!("no reviews service configured: products carry no rating summary");
+    }
+    if config.calls("media") || matches!(transport, Transport::Nats(_)) {
+        let media = transport
+            .consumer(
+                &config,
+                store.database(),
+                "media",
+                Arc::new(media::MediaShown),
+            )
+            .await?;
+        service = service.task("media consumer", media.run());
     }
     Ok(service)
 }

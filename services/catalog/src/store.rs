@@ -44,6 +44,13 @@ macro_rules! product_columns {
     };
 }
 
+/// Every column a read of a product returns: its own and its media.
+macro_rules! selected_columns {
+    () => {
+        concat!(product_columns!(), ", media")
+    };
+}
+
 /// Writes of a product take the same parameters: see [`bind_product`].
 macro_rules! insert_product {
     () => {
@@ -96,7 +103,7 @@ impl CatalogStore {
             .unwrap_or_default();
         let rows = sql::query(concat!(
             "SELECT ",
-            product_columns!(),
+            selected_columns!(),
             " FROM products WHERE ($1 = '' OR kind = $1) AND ($2 = '' OR category = $2) AND id > $3",
             " ORDER BY id LIMIT CAST($4 AS BIGINT)"
         ))
@@ -122,7 +129,7 @@ impl CatalogStore {
     pub async fn get(&self, id: &str) -> Result<Option<Product>, StoreError> {
         let row = sql::query(concat!(
             "SELECT ",
-            product_columns!(),
+            selected_columns!(),
             " FROM products WHERE id = $1"
         ))
         .bind(id)
@@ -143,7 +150,7 @@ impl CatalogStore {
             .join(", ");
         let sql = format!(
             "SELECT {} FROM products WHERE id IN ({placeholders})",
-            product_columns!()
+            selected_columns!()
         );
         let mut query = sql::query(sql);
         for id in ids {
@@ -176,7 +183,7 @@ impl CatalogStore {
                     "WITH hits AS (SELECT rowid AS hit, bm25(products_fts, 10.0, 5.0, 1.0, 3.0) AS score",
                     " FROM products_fts WHERE products_fts MATCH $1 ORDER BY score LIMIT CAST($2 AS BIGINT))",
                     " SELECT ",
-                    product_columns!(),
+                    selected_columns!(),
                     " FROM products JOIN hits ON products.rowid = hits.hit ORDER BY hits.score, id"
                 ))
                 .bind(query.to_fts5())
@@ -184,7 +191,7 @@ impl CatalogStore {
             Backend::Postgres => {
                 sql::query(concat!(
                     "SELECT ",
-                    product_columns!(),
+                    selected_columns!(),
                     " FROM products, to_tsquery('english', $1) AS q WHERE search @@ q",
                     " ORDER BY ts_rank(search, q) DESC, id LIMIT CAST($2 AS BIGINT)"
                 ))
@@ -226,6 +233,7 @@ impl CatalogStore {
             draft: draft.clone(),
             created_at: now.clone(),
             updated_at: now,
+            media: crate::domain::ProductMedia::default(),
         };
         let mut tx = self.db.begin_write().await?;
         bind_product(INSERT_PRODUCT, &product.id, draft, &product.created_at)
@@ -338,9 +346,20 @@ impl CatalogStore {
             let result = bind_product(SEED_PRODUCT, &id, draft, &now)
                 .execute(&mut *tx)
                 .await?;
+            // Announced like any new product, so the services that keep something per
+            // product (stock lines, drawn covers) have it for the seeded ones too.
+            if result.rows_affected() > 0 {
+                publish(
+                    &self.db,
+                    &mut tx,
+                    contract::PRODUCT_CREATED,
+                    &changed(&id, draft),
+                )
+                .await?;
+            }
             added += result.rows_affected() as usize;
         }
-        tx.commit().await?;
+        events::commit(&self.db, tx).await?;
         Ok(added)
     }
 }
@@ -477,5 +496,10 @@ fn product_from_row(row: &sql::Row) -> Result<Product, StoreError> {
         },
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        media: {
+            let text: String = row.try_get("media")?;
+            serde_json::from_str(&text)
+                .map_err(|error| StoreError::Corrupt(format!("products.media: {error}")))?
+        },
     })
 }

@@ -139,6 +139,77 @@ pub struct Product {
     /// From reviews; on a single product once it has any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rating: Option<Rating>,
+    /// Its cover and preview once ready, and whether it is sold as a download.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<ProductMedia>,
+}
+
+/// What the shop shows and sells of a product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProductMedia {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cover: Option<MediaAsset>,
+    /// What the product page plays: audio or video.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<MediaAsset>,
+    /// Sold as a download too: buyers get a link to the full-length file.
+    pub downloadable: bool,
+}
+
+/// One media asset and the files anyone may fetch of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MediaAsset {
+    pub asset_id: String,
+    /// image, audio or video.
+    pub kind: String,
+    pub files: Vec<MediaFile>,
+}
+
+/// A file of an asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MediaFile {
+    pub name: String,
+    /// Where to fetch it: `/media/{asset_id}/{name}`.
+    pub url: String,
+    pub content_type: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub width: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub height: u32,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub duration_ms: u64,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
+    *value == 0
+}
+
+fn media_from_proto(media: proto::ProductMedia) -> ProductMedia {
+    let asset = |asset: proto::MediaAsset| MediaAsset {
+        files: asset
+            .files
+            .into_iter()
+            .map(|file| MediaFile {
+                url: format!("/media/{}/{}", asset.asset_id, file.name),
+                name: file.name,
+                content_type: file.content_type,
+                width: file.width,
+                height: file.height,
+                duration_ms: file.duration_ms,
+            })
+            .collect(),
+        asset_id: asset.asset_id,
+        kind: asset.kind,
+    };
+    ProductMedia {
+        cover: media.cover.map(asset),
+        preview: media.preview.map(asset),
+        downloadable: media.downloadable,
+    }
 }
 
 /// A product's rating summary.
@@ -497,6 +568,7 @@ pub(crate) fn product_from_proto(product: proto::Product) -> Result<Product, Pro
             average: rating.average,
             count: rating.count,
         }),
+        media: product.media.map(media_from_proto),
     })
 }
 

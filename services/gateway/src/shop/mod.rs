@@ -324,7 +324,8 @@ main { max-width:1100px; margin:0 auto; padding:20px; }
 footer { color:var(--muted); font-size:14px; padding:20px; text-align:center; }
 .grid { display:grid; grid-template-columns:repeat(auto-fill, minmax(200px, 1fr)); gap:16px; padding:0; list-style:none; }
 .card { background:#fff; border:1px solid var(--line); border-radius:6px; padding:12px; }
-.card img, .cover { width:100%; aspect-ratio:3/4; object-fit:cover; border-radius:4px; background:#e8ebf2; }
+.card img, .cover { width:100%; height:auto; aspect-ratio:3/4; object-fit:cover; border-radius:4px; background:#e8ebf2; }
+.preview { margin:1rem 0; } .preview audio, .preview video { width:100%; max-width:480px; height:auto; }
 .price { font-weight:700; }
 .muted { color:var(--muted); }
 .ok { color:var(--ok); } .bad { color:var(--bad); }

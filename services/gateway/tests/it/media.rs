@@ -170,6 +170,30 @@ async fn renditions(system: &System, asset: &str) -> Vec<(String, PathBuf, bool,
         .collect()
 }
 
+/// The product as the API shows it once its media shows `asset` in `role` (the catalog
+/// learns of it from media's events).
+async fn showing(system: &System, product: &str, role: &str, asset: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = system.json(&format!("/api/v1/products/{product}")).await;
+        if shown["media"][role]["asset_id"] == asset {
+            return shown;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the catalog never showed {asset} as {role}: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The storefront's page of a product.
+async fn page(system: &System, product: &str) -> String {
+    let page = system.get(&format!("/shop/products/{product}")).await;
+    assert_eq!(page.status(), 200);
+    page.text().await.unwrap()
+}
+
 /// Uploads `file` for a product of `kind` and waits for its job to be done.
 async fn made(system: &System, token: &str, kind: &str, file: &Path) -> (String, Value) {
     let product = first_product(system, kind).await;
@@ -200,6 +224,8 @@ async fn made(system: &System, token: &str, kind: &str, file: &Path) -> (String,
     .await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(job["percent"], 100);
+    let mut accepted = accepted;
+    accepted["product_id"] = Value::String(product);
     (accepted["asset_id"].as_str().unwrap().to_owned(), accepted)
 }
 
@@ -276,6 +302,24 @@ async fn an_image_becomes_webp_and_jpeg_at_three_widths() {
         .await
         .unwrap();
     assert_eq!(again.status(), 304);
+    // The shop shows it, in every width, WebP where the browser takes it.
+    let product = accepted["product_id"].as_str().unwrap();
+    let shown = showing(&system, product, "cover", &asset).await;
+    assert_eq!(
+        shown["media"]["cover"]["files"].as_array().unwrap().len(),
+        6
+    );
+    let html = page(&system, product).await;
+    assert!(
+        html.contains(&format!("/media/{asset}/w320.webp 320w")),
+        "{html}"
+    );
+    assert!(html.contains(r#"<source type="image/webp""#), "{html}");
+    assert!(
+        html.contains(&format!("/media/{asset}/w640.jpg 640w")),
+        "{html}"
+    );
+    assert!(html.contains("alt=\"Cover of "), "{html}");
 }
 
 #[tokio::test]
@@ -330,6 +374,29 @@ async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
     // The full length is sold, not given away.
     let refused = system.get(&format!("/media/{asset}/download.mp3")).await;
     problem(refused, 403).await;
+    // The product page plays the preview, with no script.
+    let product = accepted["product_id"].as_str().unwrap();
+    let shown = showing(&system, product, "preview", &asset).await;
+    assert_eq!(shown["media"]["downloadable"], true);
+    let names: Vec<&str> = shown["media"]["preview"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|file| file["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["preview.m4a", "preview.webm"],
+        "only public files are listed"
+    );
+    let html = page(&system, product).await;
+    assert!(html.contains("<audio id=\"preview\" controls"), "{html}");
+    assert!(
+        html.contains(&format!(
+            r#"<source src="/media/{asset}/preview.m4a" type="audio/mp4">"#
+        )),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -415,6 +482,71 @@ async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview() {
     }
     let ladder = probe(&probed);
     assert!((seconds(&ladder) - 4.0).abs() <= 0.5, "{ladder}");
+    let product = accepted["product_id"].as_str().unwrap();
+    showing(&system, product, "preview", &asset).await;
+    let html = page(&system, product).await;
+    assert!(
+        html.contains(&format!(r#"poster="/media/{asset}/poster.jpg""#)),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            r#"<source src="/media/{asset}/hls.m3u8" type="application/vnd.apple.mpegurl">"#
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            r#"<source src="/media/{asset}/preview.mp4" type="video/mp4">"#
+        )),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn every_product_gets_a_drawn_cover_until_one_is_uploaded() {
+    let system = System::start().await;
+    let page_of_books = system.json("/api/v1/products?kind=book&limit=5").await;
+    let product = page_of_books["items"][0]["id"].as_str().unwrap().to_owned();
+    let title = page_of_books["items"][0]["title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cover = loop {
+        let shown = system.json(&format!("/api/v1/products/{product}")).await;
+        if let Some(url) = shown["media"]["cover"]["files"][0]["url"].as_str() {
+            break url.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no drawn cover: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(cover.ends_with("/cover.svg"), "{cover}");
+    let drawn = system.get(&cover).await;
+    assert_eq!(drawn.status(), 200);
+    assert_eq!(drawn.headers()["content-type"], "image/svg+xml");
+    let svg = drawn.text().await.unwrap();
+    let first_word = title
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .replace('&', "&amp;");
+    assert!(
+        svg.contains(&first_word),
+        "the cover shows the title {title}: {svg}"
+    );
+    // Lists carry covers too, so the shelves show them.
+    let listed = system.json("/api/v1/products?kind=book&limit=5").await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["media"]["cover"].is_object()),
+        "{listed}"
+    );
+    let html = system.get("/").await.text().await.unwrap();
+    assert!(html.contains("/cover.svg"), "{html}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::shop::browser::form_token_field;
 use crate::shop::{Visitor, error_page, foreign_post, problem_page, see_other, visitor};
 use crate::{GatewayState, backend};
 
-use super::{cover, page, product_card};
+use super::{cover, page, preview_player, product_card};
 use crate::backend::catalog::{Listing, Read};
 use crate::catalog::{ProductKind, malformed};
 
@@ -247,7 +247,7 @@ pub(in crate::shop) async fn product(
     let recommendations = detail.recommendations.as_ref();
     let body = html! {
         article.product {
-            (cover(product.kind.label(), &product.title))
+            (cover(product, "(max-width: 600px) 90vw, 320px"))
             div {
                 h1 { (product.title) }
                 p.muted { (product.creators.join(", ")) " · " (product.kind.label()) " · " (product.category) }
@@ -273,6 +273,12 @@ pub(in crate::shop) async fn product(
                     button type="submit" disabled[stock == Some(0)] { "Add to cart" }
                 }
                 p { (product.description) }
+                @if let Some(player) = preview_player(product) {
+                    (player)
+                }
+                @if product.media.as_ref().is_some_and(|media| media.downloadable) {
+                    p.muted #download-note { "Also sold as a download: the link is on your order page once the order is confirmed." }
+                }
             }
         }
         section aria-labelledby="reviews-heading" #reviews {
