@@ -360,6 +360,7 @@ impl CatalogStore {
             added += result.rows_affected() as usize;
         }
         events::commit(&self.db, tx).await?;
+        self.seen_own_write().await;
         Ok(added)
     }
 }
