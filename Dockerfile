@@ -21,7 +21,27 @@ COPY . .
 RUN --mount=type=cache,id=comb-cargo-registry-$TARGETPLATFORM,target=/usr/local/cargo/registry \
     --mount=type=cache,id=comb-target-$TARGETPLATFORM,target=/src/target \
     cargo build --release --locked -p comb \
-    && install -D -m 0755 target/release/comb /out/comb
+    && install -D -m 0755 target/release/comb /out/comb \
+    && mkdir -p /out/media
+
+# The media worker's image: the same binary with Debian's ffmpeg, which it runs to make
+# renditions. Build it with `--target media-worker` and tag it like the main image with
+# `-media-worker` after the name (REGISTRY/comb-media-worker:0.1.0): `comb export` names
+# it so.
+FROM debian:bookworm-slim AS media-worker
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/comb /usr/local/bin/comb
+COPY --from=build --chown=65532:65532 /out/media /var/lib/comb/media
+USER 65532:65532
+ENV COMB_LISTEN=0.0.0.0:8080 \
+    COMB_DATA_DIR=/tmp/comb \
+    COMB_LOG_FORMAT=json \
+    COMB_MEDIA_STORE=/var/lib/comb/media
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/comb"]
+CMD ["serve", "media-worker"]
 
 # distroless/cc: glibc (the build image is also Debian 12, so the versions match), CA
 # certificates and nothing else: no shell, no package manager.
@@ -31,6 +51,8 @@ LABEL org.opencontainers.image.title="comb" \
       org.opencontainers.image.source="https://example.invalid/comb" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/comb /usr/local/bin/comb
+# Media's shared files, owned by the service's user so a fresh named volume is writable.
+COPY --from=build --chown=65532:65532 /out/media /var/lib/comb/media
 # Numeric, so Kubernetes can verify runAsNonRoot without looking the name up.
 USER 65532:65532
 # The built-in default listens on a random loopback port, which nothing outside the

@@ -54,7 +54,7 @@ pub fn compose_file(topology: &Topology, options: &ExportOptions) -> anyhow::Res
             );
         }
         let mut definition = json!({
-            "image": options.image,
+            "image": super::image_for(&options.image, service),
             "command": ["serve", service],
             "environment": environment,
             "depends_on": {
@@ -73,6 +73,9 @@ pub fn compose_file(topology: &Topology, options: &ExportOptions) -> anyhow::Res
         if service == "gateway" {
             definition["ports"] = json!([format!("8080:{PORT}")]);
         }
+        if super::uses_media_store(service) {
+            definition["volumes"] = json!([format!("media-blobs:{}", super::MEDIA_STORE_PATH)]);
+        }
         services.insert(service.clone(), definition);
     }
     let file = json!({
@@ -83,7 +86,7 @@ pub fn compose_file(topology: &Topology, options: &ExportOptions) -> anyhow::Res
                 "content": escape(&crate::postgres::init_script(&service_databases(topology))),
             },
         },
-        "volumes": { "postgres-data": {}, "nats-data": {} },
+        "volumes": { "postgres-data": {}, "nats-data": {}, "media-blobs": {} },
     });
     yaml_documents(HEADER, &[file])
 }

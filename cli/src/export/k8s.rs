@@ -270,6 +270,48 @@ fn http_probe(path: &str, period: u64, failures: u64) -> Value {
     })
 }
 
+/// A container's mounts: /tmp, and media's shared files for media and its workers.
+fn media_mounts(service: &str) -> Value {
+    let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
+    if super::uses_media_store(service) {
+        mounts.push(json!({ "name": "media-blobs", "mountPath": super::MEDIA_STORE_PATH }));
+    }
+    Value::Array(mounts)
+}
+
+/// A pod's volumes: /tmp (a worker's scratch space for whole videos, so larger), and the
+/// claim on media's shared files.
+fn media_volumes(service: &str) -> Value {
+    let tmp = if service == "media-worker" {
+        "8Gi"
+    } else {
+        "64Mi"
+    };
+    let mut volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": tmp } })];
+    if super::uses_media_store(service) {
+        volumes.push(json!({
+            "name": "media-blobs",
+            "persistentVolumeClaim": { "claimName": MEDIA_CLAIM },
+        }));
+    }
+    Value::Array(volumes)
+}
+
+/// The claim media and its workers share: ReadWriteMany, so pods on any node mount it.
+const MEDIA_CLAIM: &str = "comb-media-blobs";
+
+fn media_claim(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": { "name": MEDIA_CLAIM, "namespace": namespace, "labels": labels("media", "service") },
+        "spec": {
+            "accessModes": ["ReadWriteMany"],
+            "resources": { "requests": { "storage": "20Gi" } },
+        },
+    })
+}
+
 /// The manifests of one service.
 fn service_manifests(
     topology: &Topology,
@@ -287,10 +329,14 @@ fn service_manifests(
         Some(service),
         &service_environment(topology, service),
     )];
+    if service == "media" {
+        documents.push(media_claim(namespace));
+    }
 
+    let worker = service == "media-worker";
     let container = json!({
         "name": service,
-        "image": args.options.image,
+        "image": super::image_for(&args.options.image, service),
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve", service],
         "ports": [
@@ -308,12 +354,14 @@ fn service_manifests(
         "startupProbe": http_probe("/healthz", 1, 30),
         "livenessProbe": http_probe("/healthz", 10, 3),
         "readinessProbe": http_probe("/readyz", 5, 2),
-        "resources": {
-            "requests": { "cpu": "50m", "memory": "32Mi" },
-            "limits": { "cpu": "1", "memory": "256Mi" },
+        // A worker's ffmpeg needs CPU and memory for 720p video; the rest are small.
+        "resources": if worker {
+            json!({ "requests": { "cpu": "500m", "memory": "256Mi" }, "limits": { "cpu": "2", "memory": "1Gi" } })
+        } else {
+            json!({ "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "cpu": "1", "memory": "256Mi" } })
         },
         "securityContext": container_security(COMB_UID),
-        "volumeMounts": [{ "name": "tmp", "mountPath": "/tmp" }],
+        "volumeMounts": media_mounts(service),
     });
     let mut deployment_spec = json!({
         "selector": { "matchLabels": selector(name) },
@@ -334,7 +382,7 @@ fn service_manifests(
                 // lets it finish before the kill.
                 "terminationGracePeriodSeconds": drain_seconds(topology, service)? + 5,
                 "containers": [container],
-                "volumes": [{ "name": "tmp", "emptyDir": { "sizeLimit": "64Mi" } }],
+                "volumes": media_volumes(service),
             },
         },
     });

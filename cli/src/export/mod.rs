@@ -218,6 +218,31 @@ fn shared_environment(topology: &Topology, options: &ExportOptions) -> Vec<(Stri
     env
 }
 
+/// Where media and its workers keep their shared files inside a container: one volume
+/// mounted by both (ReadWriteMany on Kubernetes).
+pub(crate) const MEDIA_STORE_PATH: &str = "/var/lib/comb/media";
+
+/// Whether `service` reads and writes media's blob store.
+pub(crate) fn uses_media_store(service: &str) -> bool {
+    service == "media" || service == "media-worker"
+}
+
+/// The image `service` runs: the media worker's is the comb image with ffmpeg (the
+/// Dockerfile's `media-worker` target), tagged like it with `-media-worker` after the name.
+pub(crate) fn image_for(image: &str, service: &str) -> String {
+    if service != "media-worker" {
+        return image.to_owned();
+    }
+    let name_end = image.rfind('/').map_or(0, |slash| slash + 1);
+    match image[name_end..].find([':', '@']) {
+        Some(tag) => {
+            let split = name_end + tag;
+            format!("{}-media-worker{}", &image[..split], &image[split..])
+        }
+        None => format!("{image}-media-worker"),
+    }
+}
+
 /// The environment of one service: its upstreams and its own settings.
 fn service_environment(topology: &Topology, service: &str) -> Vec<(String, String)> {
     let Some(spec) = topology.services.get(service) else {
@@ -237,6 +262,9 @@ fn service_environment(topology: &Topology, service: &str) -> Vec<(String, Strin
         if !is_backend_setting(key) {
             env.push((setting_variable(key), value.clone()));
         }
+    }
+    if uses_media_store(service) && !spec.settings.contains_key("media_store") {
+        env.push((setting_variable("media_store"), MEDIA_STORE_PATH.to_owned()));
     }
     env.sort();
     env

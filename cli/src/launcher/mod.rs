@@ -416,6 +416,33 @@ fn print_banner(
     }
     logs.launcher(format!("dashboard: {dashboard}/"));
     logs.launcher("status: comb status   logs: comb logs -f   stop: Ctrl-C".to_owned());
+    let workers = plan
+        .instances
+        .iter()
+        .any(|instance| instance.service == "media-worker");
+    if let Some(note) = media_tools_note(workers) {
+        logs.launcher(note);
+    }
+}
+
+/// What to say when media workers run without ffmpeg: everything else works, but uploaded
+/// media waits unprocessed.
+fn media_tools_note(workers: bool) -> Option<String> {
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|directory| directory.join(tool).is_file())
+        })
+    };
+    let missing: Vec<&str> = ["ffmpeg", "ffprobe"]
+        .into_iter()
+        .filter(|tool| !on_path(tool))
+        .collect();
+    (workers && !missing.is_empty()).then(|| {
+        format!(
+            "media: {} not installed, so uploaded images, audio and video wait unprocessed (drawn covers and everything else work); install it (Debian: apt-get install ffmpeg) and the workers start on the queue",
+            missing.join(" and ")
+        )
+    })
 }
 
 /// Starts a launcher in the background and returns once the system is ready.
@@ -513,6 +540,13 @@ fn print_detached(state: &LauncherState, status: &SystemStatus, took: Duration, 
         println!("gateway: {url}   try: curl {url}/api/v1/products");
     }
     println!("dashboard: {}/", state.control_url);
+    let workers = status
+        .instances
+        .iter()
+        .any(|instance| instance.service == "media-worker");
+    if let Some(note) = media_tools_note(workers) {
+        println!("{note}");
+    }
     let data_dir = layout.root.display();
     println!(
         "status: comb status --data-dir {data_dir}   logs: comb logs -f --data-dir {data_dir}   stop: comb down --data-dir {data_dir}"

@@ -122,6 +122,12 @@ fn kubernetes_manifests_validate_and_keep_their_promises() {
         .collect();
     assert_eq!(listed, written);
     assert_eq!(kustomization["namespace"], "comb");
+    let claim =
+        find(&documents, "PersistentVolumeClaim", "comb-media-blobs").expect("media's claim");
+    assert_eq!(
+        claim["spec"]["accessModes"],
+        serde_json::json!(["ReadWriteMany"])
+    );
 
     for (service, spec) in &topology.services {
         let deployment = find(&documents, "Deployment", service)
@@ -143,6 +149,19 @@ fn kubernetes_manifests_validate_and_keep_their_promises() {
                     "{service}: {bound}.{resource} set"
                 );
             }
+        }
+        // Media and its workers share one claim on media's files.
+        let mounts_media = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|mount| mount["name"] == "media-blobs");
+        assert_eq!(mounts_media, service.starts_with("media"), "{service}");
+        if service == "media-worker" {
+            assert!(
+                image.contains("comb-media-worker:"),
+                "the worker's image has ffmpeg: {image}"
+            );
         }
         let security = &container["securityContext"];
         assert_eq!(security["runAsNonRoot"], true, "{service}");
@@ -168,8 +187,8 @@ fn kubernetes_manifests_validate_and_keep_their_promises() {
         );
         let secret = find(&documents, "Secret", &format!("comb-{service}")).unwrap();
         let database = &secret["stringData"]["COMB_DATABASE_URL"];
-        if service == "gateway" {
-            assert!(database.is_null(), "the gateway keeps no data: {database}");
+        if service == "gateway" || service == "media-worker" {
+            assert!(database.is_null(), "{service} keeps no data: {database}");
         } else {
             assert!(
                 database
@@ -272,8 +291,12 @@ fn kubernetes_manifests_validate_and_keep_their_promises() {
     let init = find(&documents, "Secret", "comb-postgres-init").unwrap();
     let script = init["stringData"]["init.sql"].as_str().unwrap();
     for service in topology.services.keys() {
-        let revoked = format!("REVOKE ALL ON DATABASE \"comb_{service}\" FROM PUBLIC");
-        assert_eq!(script.contains(&revoked), service != "gateway", "{service}");
+        let revoked = format!(
+            "REVOKE ALL ON DATABASE \"comb_{}\" FROM PUBLIC",
+            service.replace('-', "_")
+        );
+        let keeps_data = service != "gateway" && service != "media-worker";
+        assert_eq!(script.contains(&revoked), keeps_data, "{service}");
     }
 }
 
@@ -381,8 +404,8 @@ fn the_compose_file_lists_every_service_with_its_dependencies() {
             );
         }
         let database = &definition["environment"]["COMB_DATABASE_URL"];
-        if service == "gateway" {
-            assert!(database.is_null(), "the gateway keeps no data");
+        if service == "gateway" || service == "media-worker" {
+            assert!(database.is_null(), "{service} keeps no data");
         } else {
             assert!(
                 database
@@ -410,14 +433,25 @@ fn the_image_recipe_is_pinned_and_runs_as_non_root() {
         .lines()
         .filter_map(|line| line.strip_prefix("FROM "))
         .collect();
-    assert_eq!(stages.len(), 2, "a build stage and a runtime stage");
+    assert_eq!(
+        stages.len(),
+        3,
+        "a build stage, the media worker's (with ffmpeg) and the runtime stage"
+    );
+    assert!(stages[1].ends_with(" AS media-worker"), "{stages:?}");
+    let worker =
+        &dockerfile[dockerfile.find(stages[1]).unwrap()..dockerfile.rfind("FROM ").unwrap()];
+    assert!(
+        worker.contains("ffmpeg") && worker.contains("USER 65532:65532"),
+        "{worker}"
+    );
     for stage in &stages {
         let image = stage.split_whitespace().next().unwrap();
         let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
         assert!(!tag.is_empty() && tag != "latest", "{image} is pinned");
     }
     assert!(
-        stages[1].starts_with("gcr.io/distroless/"),
+        stages[2].starts_with("gcr.io/distroless/"),
         "no shell at run time"
     );
     let runtime = &dockerfile[dockerfile.rfind("FROM ").unwrap()..];

@@ -9,6 +9,7 @@ mod bench;
 mod export;
 mod hardening;
 mod launcher;
+mod media;
 mod observability;
 mod resilience;
 mod saga;

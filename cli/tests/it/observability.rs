@@ -323,7 +323,7 @@ async fn a_checkout_is_one_trace_across_the_services() {
     assert!(list.contains("POST /api/v1/orders"));
     let overview = render(&chromium, &format!("{dashboard}/"));
     assert!(overview.contains("payments-1") && overview.contains("ready"));
-    assert!(overview.contains("12 of 12 instances ready"), "{overview}");
+    assert!(overview.contains("14 of 14 instances ready"), "{overview}");
     let logs = render(&chromium, &format!("{dashboard}/logs?trace={trace_id}"));
     assert!(logs.contains("order placed"), "{logs}");
     let mailbox = eventually(

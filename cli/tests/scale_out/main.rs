@@ -11,6 +11,8 @@
 #![allow(dead_code)]
 
 mod isolation;
+#[path = "../it/media.rs"]
+mod media;
 #[path = "../it/observability.rs"]
 mod observability;
 #[path = "../it/resilience.rs"]

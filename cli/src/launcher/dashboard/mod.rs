@@ -240,6 +240,7 @@ fn page(title: &str, active: &str, refresh_secs: Option<u32>, body: Markup) -> H
                     (tab("/traces", "traces", "Traces"))
                     (tab("/logs", "logs", "Logs"))
                     (tab("/mailbox", "mailbox", "Mailbox"))
+                    (tab("/media", "media", "Media"))
                 }
                 main { (body) }
             }
@@ -300,6 +301,7 @@ pub fn pages() -> axum::Router<Control> {
         .route("/traces/{id}", get(trace))
         .route("/logs", get(logs))
         .route("/mailbox", get(mailbox))
+        .route("/media", get(media))
         .route("/api/traces", get(api_traces))
         .route("/api/traces/{id}", get(api_trace))
 }
@@ -723,6 +725,110 @@ pub async fn mailbox(State(control): State<Control>) -> Response {
         },
     )
     .into_response()
+}
+
+/// `GET /media`: the media queue (depth, running jobs and their progress, failures and
+/// why) and what is stored.
+pub async fn media(State(control): State<Control>) -> Response {
+    let instances = control.supervisor.status();
+    let address = instances
+        .iter()
+        .find(|i| i.service == "media" && i.health == Health::Ready)
+        .map(|i| i.address.clone());
+    let workers = instances
+        .iter()
+        .filter(|i| i.service == "media-worker" && i.health == Health::Ready)
+        .count();
+    let fetched = match address {
+        None => Err("no media instance is ready".to_owned()),
+        Some(address) => media_queue(&address).await,
+    };
+    page(
+        "media",
+        "media",
+        Some(5),
+        html! {
+            h1 { "Media" }
+            p.muted { "Uploaded masters become renditions in the media workers (" (workers) " ready); scale them with " code { "comb scale media-worker=N" } "." }
+            @match fetched {
+                Err(why) => p.error { "The media queue cannot be shown: " (why) "." },
+                Ok((stats, jobs)) => {
+                    table {
+                        thead { tr { th { "queued" } th { "running" } th { "done" } th { "failed" } th { "cancelled" } th { "stored" } } }
+                        tbody { tr {
+                            td { (stats.queued) } td { (stats.running) } td { (stats.done) }
+                            td { (stats.failed) } td { (stats.cancelled) }
+                            td { (format!("{:.1} MB", stats.bytes_stored as f64 / 1e6)) }
+                        } }
+                    }
+                    h2 { "Jobs, newest first" }
+                    @if jobs.is_empty() {
+                        p.muted { "No uploads yet: POST a master to /api/v1/admin/products/{id}/media." }
+                    } @else {
+                        table {
+                            thead { tr { th { "job" } th { "product" } th { "kind" } th { "state" } th { "progress" } th { "attempts" } th { "took" } th { "failure" } } }
+                            tbody {
+                                @for job in &jobs {
+                                    tr {
+                                        td { code { (job.id) } }
+                                        td { code { (job.product_id) } }
+                                        td { (word(job.kind().as_str_name(), "MEDIA_KIND_")) }
+                                        td { (word(job.state().as_str_name(), "JOB_STATE_")) }
+                                        td { progress max="100" value=(job.percent) { (job.percent) "%" } " " (job.percent) "%" }
+                                        td { (job.attempts) }
+                                        td { @if job.duration_ms > 0 { (millis(job.duration_ms as f64)) } }
+                                        td { (job.failure) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        },
+    )
+    .into_response()
+}
+
+fn word(name: &str, prefix: &str) -> String {
+    name.trim_start_matches(prefix).to_lowercase()
+}
+
+async fn media_queue(
+    address: &str,
+) -> Result<
+    (
+        comb_contracts::media::v1::QueueStatsResponse,
+        Vec<comb_contracts::media::v1::Job>,
+    ),
+    String,
+> {
+    use comb_contracts::media::v1::media_client::MediaClient;
+    use comb_contracts::media::v1::{ListJobsRequest, QueueStatsRequest};
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| error.to_string())?
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT);
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|error| format!("media at {address} does not answer ({error})"))?;
+    let mut client = MediaClient::new(channel);
+    let stats = client
+        .queue_stats(QueueStatsRequest {})
+        .await
+        .map_err(|status| format!("media answered {}", status.message()))?
+        .into_inner();
+    let jobs = client
+        .list_jobs(ListJobsRequest {
+            state: 0,
+            limit: 50,
+        })
+        .await
+        .map_err(|status| format!("media answered {}", status.message()))?
+        .into_inner()
+        .items;
+    Ok((stats, jobs))
 }
 
 async fn recent_messages(

@@ -381,7 +381,9 @@ async fn each_change_is_announced_and_refused_ones_are_not(database: TestDatabas
     let seeded = Seed::bundled().unwrap().products.len();
     let kinds: Vec<&str> = published.iter().map(|event| event.kind.as_str()).collect();
     assert!(
-        kinds[..seeded].iter().all(|kind| *kind == "comb.product.created"),
+        kinds[..seeded]
+            .iter()
+            .all(|kind| *kind == "comb.product.created"),
         "each seeded product is announced: {kinds:?}"
     );
     assert_eq!(

@@ -245,6 +245,12 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/admin/stock/{product_id}", "put"),
         ("/api/v1/admin/reports/sales", "get"),
         ("/api/v1/admin/reports/sales.csv", "get"),
+        ("/api/v1/admin/products/{id}/media", "post"),
+        ("/api/v1/admin/media/jobs", "get"),
+        ("/api/v1/admin/media/jobs/{id}", "get"),
+        ("/api/v1/admin/media/jobs/{id}/retry", "post"),
+        ("/api/v1/admin/media/jobs/{id}/cancel", "post"),
+        ("/media/{asset}/{rendition}", "get"),
     ];
     // What a checkout creates links to where it can be read.
     let placed = &paths["/api/v1/orders"]["post"]["responses"]["202"]["links"]["GetOrder"];
