@@ -275,14 +275,17 @@ impl MediaStore {
                 JobState::Cancelled => stats.cancelled = count,
             }
         }
-        let renditions: Option<i64> = sql::query_scalar("SELECT SUM(bytes) FROM renditions")
+        // PostgreSQL sums BIGINTs as NUMERIC: cast back.
+        let sum = |table: &str, column: &str| {
+            format!("SELECT CAST(COALESCE(SUM({column}), 0) AS BIGINT) FROM {table}")
+        };
+        let renditions: i64 = sql::query_scalar(sum("renditions", "bytes"))
             .fetch_one(&self.db)
             .await?;
-        let masters: Option<i64> = sql::query_scalar("SELECT SUM(master_bytes) FROM assets")
+        let masters: i64 = sql::query_scalar(sum("assets", "master_bytes"))
             .fetch_one(&self.db)
             .await?;
-        stats.bytes_stored =
-            u64::try_from(renditions.unwrap_or(0) + masters.unwrap_or(0)).unwrap_or(0);
+        stats.bytes_stored = u64::try_from(renditions + masters).unwrap_or(0);
         Ok(stats)
     }
 

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use comb_kit::storage::sql;
 use serde_json::Value;
 
-use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, System, problem};
+use crate::checkout::admin;
+use crate::{Options, System, nats_reachable, problem};
 
 /// Whether ffmpeg is here; without it (outside CI) the media tests say so and skip.
 fn ffmpeg_present() -> bool {
@@ -78,19 +79,6 @@ fn stream<'a>(probe: &'a Value, kind: &str) -> &'a Value {
         .iter()
         .find(|stream| stream["codec_type"] == kind)
         .unwrap_or_else(|| panic!("no {kind} stream in {probe}"))
-}
-
-async fn admin(system: &System) -> String {
-    let body: Value = system
-        .post_json(
-            "/api/v1/auth/login",
-            serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["token"].as_str().unwrap().to_owned()
 }
 
 async fn first_product(system: &System, kind: &str) -> String {
@@ -231,10 +219,26 @@ async fn made(system: &System, token: &str, kind: &str, file: &Path) -> (String,
 
 #[tokio::test]
 async fn an_image_becomes_webp_and_jpeg_at_three_widths() {
+    an_image_becomes_webp_and_jpeg_at_three_widths_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn an_image_becomes_webp_and_jpeg_at_three_widths_on_postgres_over_nats() {
+    if nats_reachable().await {
+        an_image_becomes_webp_and_jpeg_at_three_widths_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
     if !ffmpeg_present() {
         return;
     }
-    let system = System::start().await;
+    let system = System::start_with(options).await;
     let token = admin(&system).await;
     let scratch = tempfile::tempdir().unwrap();
     let master = fixture(
@@ -615,10 +619,32 @@ async fn a_range_request_gets_exactly_those_bytes() {
 
 #[tokio::test]
 async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows() {
+    a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(
+        Options::default(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_on_postgres_over_nats()
+ {
+    if nats_reachable().await {
+        a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(
+    options: Options,
+) {
     if !ffmpeg_present() {
         return;
     }
-    let system = System::start().await;
+    let system = System::start_with(options).await;
     let token = admin(&system).await;
     let product = first_product(&system, "music").await;
     // A WAV header and then noise: sniffed as audio, but no decoder can read it.
@@ -756,10 +782,27 @@ async fn uploads_that_are_too_large_of_the_wrong_type_or_not_an_admins_are_refus
 
 #[tokio::test]
 async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another() {
+    a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(Options::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_on_postgres_over_nats() {
+    if nats_reachable().await {
+        a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(options: Options) {
     if !ffmpeg_present() {
         return;
     }
-    let mut system = System::start().await;
+    let mut system = System::start_with(options).await;
     let token = admin(&system).await;
     let scratch = tempfile::tempdir().unwrap();
     let master = fixture(
