@@ -3,6 +3,7 @@
 //! launcher starts in its place; the catalog learns of the ready media through events and
 //! the dashboard's media page shows the job.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,33 +13,33 @@ use serde_json::Value;
 
 use crate::{Comb, eventually, repo_topology};
 
-const ADMIN_EMAIL: &str = "media-admin@comb.example";
-const ADMIN_PASSWORD: &str = "a media admin password";
+pub(crate) const ADMIN_EMAIL: &str = "media-admin@comb.example";
+pub(crate) const ADMIN_PASSWORD: &str = "a media admin password";
 
-#[tokio::test]
-async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
-    if Command::new("ffmpeg").arg("-version").output().is_err() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "ffmpeg is missing; CI installs it (.ci/run)"
-        );
-        eprintln!("ffmpeg is not installed here: the media system test skips");
-        return;
+/// The settings that make the launcher's users service create the admin.
+pub(crate) const ADMIN: [(&str, &str); 2] = [
+    ("COMB_ADMIN_EMAIL", ADMIN_EMAIL),
+    ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD),
+];
+
+/// Whether ffmpeg is here; on CI it must be.
+pub(crate) fn ffmpeg_present() -> bool {
+    if Command::new("ffmpeg").arg("-version").output().is_ok() {
+        return true;
     }
-    let Some(comb) = Comb::system_with_env(
-        &repo_topology(),
-        &[
-            ("COMB_ADMIN_EMAIL", ADMIN_EMAIL),
-            ("COMB_ADMIN_PASSWORD", ADMIN_PASSWORD),
-            ("COMB_MEDIA_LEASE_MS", "2000"),
-        ],
-    ) else {
-        return;
-    };
-    let gateway = comb.gateway();
+    assert!(
+        std::env::var("CI").is_err(),
+        "ffmpeg is missing; CI installs it (.ci/run)"
+    );
+    eprintln!("ffmpeg is not installed here: the media system tests skip");
+    false
+}
+
+/// The admin's token (the system is started with [`ADMIN`]).
+pub(crate) async fn admin_token(comb: &Comb) -> String {
     let login: Value = comb
         .http
-        .post(format!("{gateway}/api/v1/auth/login"))
+        .post(format!("{}/api/v1/auth/login", comb.gateway()))
         .json(&serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
         .send()
         .await
@@ -46,25 +47,38 @@ async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
         .json()
         .await
         .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
-    let scratch = tempfile::tempdir().unwrap();
-    let master = scratch.path().join("master.mp4");
+    login["token"].as_str().unwrap().to_owned()
+}
+
+/// A master made by ffmpeg from `args` (lavfi sources).
+pub(crate) fn master(directory: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let path = directory.join(name);
     let made = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg made no {name}");
+    path
+}
+
+/// A video master of `seconds` at 720p with sound.
+pub(crate) fn video_master(directory: &Path, seconds: u32) -> PathBuf {
+    let picture = format!("testsrc=size=1280x720:rate=24:duration={seconds}");
+    let sound = format!("sine=duration={seconds}");
+    master(
+        directory,
+        "master.mp4",
+        &[
             "-f",
             "lavfi",
             "-i",
-        ])
-        .arg("testsrc=size=1280x720:rate=24:duration=20")
-        .args([
+            &picture,
             "-f",
             "lavfi",
             "-i",
-            "sine=duration=20",
+            &sound,
             "-c:v",
             "libx264",
             "-preset",
@@ -72,62 +86,111 @@ async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
             "-c:a",
             "aac",
             "-shortest",
-        ])
-        .arg(&master)
-        .status()
-        .unwrap();
-    assert!(made.success());
+        ],
+    )
+}
+
+/// The first product of `kind`.
+pub(crate) async fn first_product(comb: &Comb, kind: &str) -> String {
     let products: Value = comb
-        .http
-        .get(format!("{gateway}/api/v1/products?kind=video&limit=1"))
-        .send()
+        .get(&format!("/api/v1/products?kind={kind}&limit=1"))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let product = products["items"][0]["id"].as_str().unwrap().to_owned();
-    let accepted: Value = comb
-        .http
-        .post(format!("{gateway}/api/v1/admin/products/{product}/media"))
-        .bearer_auth(&token)
-        .body(std::fs::read(&master).unwrap())
+    products["items"][0]["id"].as_str().unwrap().to_owned()
+}
+
+/// Uploads `file` for `product`: the upload's answer (asset and job).
+pub(crate) async fn upload(comb: &Comb, token: &str, product: &str, file: &Path) -> Value {
+    comb.http
+        .post(format!(
+            "{}/api/v1/admin/products/{product}/media",
+            comb.gateway()
+        ))
+        .bearer_auth(token)
+        .body(std::fs::read(file).unwrap())
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A job as the admin API shows it.
+async fn job(comb: &Comb, token: &str, job: &str) -> Option<Value> {
+    let url = format!("{}/api/v1/admin/media/jobs/{job}", comb.gateway());
+    comb.http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// The job once it is neither queued nor running.
+pub(crate) async fn settled(comb: &Comb, token: &str, id: &str, within: Duration) -> Value {
+    eventually("the job to finish", within, || async {
+        job(comb, token, id)
+            .await
+            .filter(|job| job["state"] != "running" && job["state"] != "queued")
+    })
+    .await
+}
+
+/// The product once the catalog shows `asset` as its `role` (cover or preview).
+pub(crate) async fn showing(comb: &Comb, product: &str, role: &str, asset: &str) -> Value {
+    eventually(
+        "the catalog showing the media",
+        Duration::from_secs(30),
+        || async {
+            let shown: Value = comb
+                .get(&format!("/api/v1/products/{product}"))
+                .await?
+                .json()
+                .await
+                .ok()?;
+            (shown["media"][role]["asset_id"] == asset).then_some(shown)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
+    if !ffmpeg_present() {
+        return;
+    }
+    let mut env = ADMIN.to_vec();
+    env.push(("COMB_MEDIA_LEASE_MS", "2000"));
+    let Some(comb) = Comb::system_with_env(&repo_topology(), &env) else {
+        return;
+    };
+    let token = admin_token(&comb).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let file = video_master(scratch.path(), 20);
+    let product = first_product(&comb, "video").await;
+    let accepted = upload(&comb, &token, &product, &file).await;
     let job_id = accepted["job"]["id"].as_str().unwrap().to_owned();
     let asset = accepted["asset_id"].as_str().unwrap().to_owned();
-    let job_url = format!("{gateway}/api/v1/admin/media/jobs/{job_id}");
-    let job = || {
-        let request = comb.http.get(&job_url).bearer_auth(&token);
-        async move { request.send().await.ok()?.json::<Value>().await.ok() }
-    };
     eventually(
         "the worker transcoding",
         Duration::from_secs(60),
         || async {
-            job()
+            job(&comb, &token, &job_id)
                 .await
                 .filter(|job| job["state"] == "running" && job["percent"].as_u64() > Some(0))
         },
     )
     .await;
-    let worker = comb.instance("media-worker-1");
-    let pid = worker["pid"].as_u64().unwrap();
+    let pid = comb.instance("media-worker-1")["pid"].as_u64().unwrap();
     kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
-    let done = eventually(
-        "the job done by the next worker",
-        Duration::from_secs(300),
-        || async {
-            job()
-                .await
-                .filter(|job| job["state"] != "running" && job["state"] != "queued")
-        },
-    )
-    .await;
+    let done = settled(&comb, &token, &job_id, Duration::from_secs(300)).await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(
         done["attempts"], 2,
@@ -138,24 +201,11 @@ async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
         pid
     );
     // The catalog shows it (through the event transport), and its preview plays in parts.
-    let shown = eventually(
-        "the catalog showing the preview",
-        Duration::from_secs(30),
-        || async {
-            let product: Value = comb
-                .get(&format!("/api/v1/products/{product}"))
-                .await?
-                .json()
-                .await
-                .ok()?;
-            (product["media"]["preview"]["asset_id"] == asset.as_str()).then_some(product)
-        },
-    )
-    .await;
+    let shown = showing(&comb, &product, "preview", &asset).await;
     assert_eq!(shown["media"]["downloadable"], true);
     let part = comb
         .http
-        .get(format!("{gateway}/media/{asset}/preview.mp4"))
+        .get(format!("{}/media/{asset}/preview.mp4", comb.gateway()))
         .header("range", "bytes=0-1023")
         .send()
         .await

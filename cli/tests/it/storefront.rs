@@ -64,7 +64,8 @@ async fn browser(journey: &str) -> Option<Browser> {
         "goog:chromeOptions".to_owned(),
         json!({
             "binary": binary,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"],
+            // Previews are started by the test, with no user gesture to allow them.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required"],
         }),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -531,4 +532,92 @@ async fn a_declined_card_can_be_retried_from_the_keyboard() {
     browser.wait_for(">CONFIRMED<", true).await;
     browser.check("paid-after-decline").await;
     browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn music_and_video_previews_play_on_their_product_pages() {
+    use crate::media::{
+        ADMIN, admin_token, ffmpeg_present, first_product, master, settled, showing, upload,
+        video_master,
+    };
+    if !ffmpeg_present() {
+        return;
+    }
+    let comb = Comb::up_with_env(&repo_topology(), &ADMIN);
+    let Some(browser) = browser("media").await else {
+        return;
+    };
+    let token = admin_token(&comb).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let sound = master(
+        scratch.path(),
+        "take.flac",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:duration=45",
+            "-ac",
+            "2",
+        ],
+    );
+    let music = first_product(&comb, "music").await;
+    let video = first_product(&comb, "video").await;
+    let picture = video_master(scratch.path(), 6);
+    let uploads = [
+        (music.clone(), upload(&comb, &token, &music, &sound).await),
+        (video.clone(), upload(&comb, &token, &video, &picture).await),
+    ];
+    for (product, accepted) in &uploads {
+        let job = accepted["job"]["id"].as_str().unwrap();
+        let done = settled(&comb, &token, job, Duration::from_secs(180)).await;
+        assert_eq!(done["state"], "done", "{done}");
+        showing(
+            &comb,
+            product,
+            "preview",
+            accepted["asset_id"].as_str().unwrap(),
+        )
+        .await;
+    }
+    let shop = comb.gateway();
+    browser.goto(&format!("{shop}/")).await;
+    browser.check("home-with-covers").await;
+    for (product, element) in [(&music, "audio"), (&video, "video")] {
+        browser
+            .goto(&format!("{shop}/shop/products/{product}"))
+            .await;
+        browser.check(&format!("{element}-preview")).await;
+        // Muted, a preview may play without a gesture; it must load and its clock move.
+        let played = browser
+            .client
+            .execute_async(
+                r#"
+                const done = arguments[arguments.length - 1];
+                const media = document.getElementById('preview');
+                media.muted = true;
+                const started = performance.now();
+                media.play().catch(error => done({ error: String(error) }));
+                const look = () => {
+                  if (media.readyState >= 2 && media.currentTime > 0.3) {
+                    done({ readyState: media.readyState, currentTime: media.currentTime, source: media.currentSrc });
+                  } else if (performance.now() - started > 15000) {
+                    done({ error: 'stuck', readyState: media.readyState, currentTime: media.currentTime, source: media.currentSrc, code: media.error && media.error.code });
+                  } else {
+                    setTimeout(look, 100);
+                  }
+                };
+                look();
+                "#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            played["error"].is_null(),
+            "the {element} preview does not play: {played}"
+        );
+        assert!(played["readyState"].as_u64().unwrap() >= 2, "{played}");
+        browser.check(&format!("{element}-playing")).await;
+    }
 }

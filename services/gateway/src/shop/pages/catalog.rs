@@ -276,9 +276,6 @@ pub(in crate::shop) async fn product(
                 @if let Some(player) = preview_player(product) {
                     (player)
                 }
-                @if product.media.as_ref().is_some_and(|media| media.downloadable) {
-                    p.muted #download-note { "Also sold as a download: the link is on your order page once the order is confirmed." }
-                }
             }
         }
         section aria-labelledby="reviews-heading" #reviews {
