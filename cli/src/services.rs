@@ -24,12 +24,12 @@ pub const SERVICES: &[(&str, BuildFn)] = &[
     ("inventory", |config| {
         Box::pin(comb_inventory::build(config))
     }),
-    ("notifications", |config| {
-        Box::pin(comb_notifications::build(config))
-    }),
     ("media", |config| Box::pin(comb_media::build(config))),
     ("media-worker", |config| {
         Box::pin(comb_media_worker::build(config))
+    }),
+    ("notifications", |config| {
+        Box::pin(comb_notifications::build(config))
     }),
     ("orders", |config| Box::pin(comb_orders::build(config))),
     ("payments", |config| Box::pin(comb_payments::build(config))),
