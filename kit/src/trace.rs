@@ -39,10 +39,17 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACERESPONSE: &str = "traceresponse";
 
 /// Paths that are never traced: probes and scrapes arrive every second and say nothing
-/// about what users do; a feed read is a long poll that would bury real traces.
+/// about what users do; a feed read is a long poll, and a media worker's asking for a job
+/// or renewing its lease a steady beat, that would bury real traces.
 pub(crate) fn untraced(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
-        || path.starts_with("/comb.events.v1.EventFeed/")
+    matches!(
+        path,
+        "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/comb.media.v1.Media/LeaseJob"
+            | "/comb.media.v1.Media/Heartbeat"
+    ) || path.starts_with("/comb.events.v1.EventFeed/")
 }
 
 /// A span's place in its trace: what `traceparent` carries.
@@ -456,6 +463,8 @@ mod tests {
         assert!(untraced("/healthz"));
         assert!(untraced("/metrics"));
         assert!(untraced("/comb.events.v1.EventFeed/Read"));
+        assert!(untraced("/comb.media.v1.Media/LeaseJob"));
+        assert!(!untraced("/comb.media.v1.Media/CompleteJob"));
         assert!(!untraced("/api/v1/products"));
         assert!(!untraced("/comb.orders.v1.Orders/CreateOrder"));
     }

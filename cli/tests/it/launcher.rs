@@ -57,6 +57,8 @@ async fn up_serves_the_seeded_catalog_from_separate_processes_and_down_stops_the
             "cart-1",
             "catalog-1",
             "inventory-1",
+            "media-1",
+            "media-worker-1",
             "notifications-1",
             "orders-1",
             "payments-1",
@@ -344,7 +346,7 @@ async fn mistakes_are_refused_with_advice() {
     assert!(!serve.status.success());
     assert!(
         text(&serve).contains(
-            "comb runs cart, catalog, gateway, inventory, notifications, orders, payments, recommendations, reports, reviews, shipping, users"
+            "comb runs cart, catalog, gateway, inventory, media, media-worker, notifications, orders, payments, recommendations, reports, reviews, shipping, users"
         ),
         "{}",
         text(&serve)

@@ -74,10 +74,13 @@ pub struct UploadAccepted {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
-    /// Only jobs in this state.
+    /// Only jobs in this state: queued, running, done, failed or cancelled.
+    #[param(pattern = "^(queued|running|done|failed|cancelled)$")]
     pub state: Option<String>,
     /// At most this many, newest first (1 to 500, 100 by default).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
 }
 

@@ -109,7 +109,7 @@ impl Worker {
             return;
         }
         loop {
-            let leased = MediaClient::new(self.media.channel())
+            let leased = MediaClient::new(self.media.untraced_channel())
                 .lease_job(proto::LeaseJobRequest {
                     worker: self.name.clone(),
                     lease_ms: self.settings.lease.as_millis() as u64,
@@ -190,7 +190,7 @@ impl Worker {
         let mut failures = 0;
         loop {
             tokio::time::sleep(every).await;
-            let answer = MediaClient::new(self.media.channel())
+            let answer = MediaClient::new(self.media.untraced_channel())
                 .heartbeat(proto::HeartbeatRequest {
                     job_id: job.id.clone(),
                     lease: job.lease.clone(),
