@@ -13,6 +13,7 @@ use anyhow::Context;
 use axum::Router;
 use comb_contracts::catalog::v1::catalog_server::CatalogServer;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use comb_kit::ServiceConfig;
 use comb_kit::events::{Consumer, Transport};
@@ -95,8 +96,12 @@ pub async fn open_store(config: &ServiceConfig) -> anyhow::Result<CatalogStore> 
     let store = CatalogStore::new(db);
     if config.flag("seed", true)? {
         let seed = Seed::bundled().context("the bundled seed catalog is broken")?;
+        // One trace for the whole seed: its announcements and what the readers do with
+        // them, instead of a trace per seeded product.
+        let span = tracing::info_span!("seed catalog", otel.kind = "internal");
         let added = store
             .seed_if_empty(&seed)
+            .instrument(span)
             .await
             .context("seeding the catalog")?;
         if added > 0 {

@@ -265,6 +265,7 @@ pub async fn upload(
     params(JobsQuery),
     responses(
         (status = 200, description = "The jobs", body = MediaJobs),
+        (status = 400, description = "The state or limit is not one the list takes", body = ProblemDoc, content_type = "application/problem+json"),
         Unauthorized,
         NotAdmin,
     )
