@@ -60,6 +60,14 @@ pub struct OrderLine {
     pub quantity: Quantity,
     pub unit_price_minor: i64,
     pub line_total_minor: i64,
+    /// Sold as a download: no stock, no shipment, an entitlement for the buyer. Absent
+    /// (false) on physical lines and in events published before downloads were sold.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub digital: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -304,6 +304,7 @@ pub fn order_confirmed(order_id: &str, owner: &str, products: &[&str]) -> comb_k
     let lines: Vec<OrderLine> = products
         .iter()
         .map(|product| OrderLine {
+            digital: false,
             product_id: (*product).into(),
             sku: format!("SKU-{product}").into(),
             title: format!("Product {product}"),

@@ -94,8 +94,14 @@ impl CartApi {
                 continue;
             };
             let price = product.price.clone().unwrap_or_default();
+            // A download is bought once, whatever quantity the line was given.
+            let digital = product
+                .media
+                .as_ref()
+                .is_some_and(|media| media.downloadable);
+            let quantity = if digital { 1 } else { line.quantity };
             let line_total = catalog::Money {
-                amount_minor: price.amount_minor.saturating_mul(line.quantity),
+                amount_minor: price.amount_minor.saturating_mul(quantity),
                 currency: price.currency.clone(),
             };
             let sum = total.get_or_insert_with(|| catalog::Money {
@@ -110,9 +116,10 @@ impl CartApi {
                 product_id: line.product_id,
                 sku: product.sku.clone(),
                 title: product.title.clone(),
-                quantity: line.quantity,
+                quantity,
                 unit_price: Some(price),
                 line_total: Some(line_total),
+                digital,
             });
         }
         Ok(Response::new(proto::CartView {

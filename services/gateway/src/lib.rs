@@ -218,6 +218,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(cart::set_quantity, cart::remove_item))
         .routes(routes!(orders::place_order, orders::list_orders))
         .routes(routes!(orders::get_order))
+        .routes(routes!(orders::order_downloads))
         .routes(routes!(messages::list_messages))
         .routes(routes!(admin::create_product))
         .routes(routes!(admin::update_product))

@@ -73,6 +73,27 @@ pub struct UploadAccepted {
     pub job: MediaJob,
 }
 
+/// What a signed download link adds to a file's address.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct SignedLink {
+    /// The order that entitles the link's holder.
+    pub order: Option<String>,
+    /// Unix seconds after which the link is refused.
+    pub expires: Option<u64>,
+    /// The link's signature.
+    pub sig: Option<String>,
+}
+
+impl SignedLink {
+    fn grant(self) -> Option<proto::DownloadGrant> {
+        Some(proto::DownloadGrant {
+            order_id: self.order?,
+            expires: self.expires?,
+            signature: self.sig?,
+        })
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct JobsQuery {
@@ -449,12 +470,13 @@ pub fn requested_range(header: Option<&str>, size: u64) -> Requested {
     params(
         ("asset" = String, Path, description = "The asset's id"),
         ("rendition" = String, Path, description = "The file's name, as the product's media lists it"),
+        SignedLink,
     ),
     responses(
         (status = 200, description = "The whole file"),
         (status = 206, description = "The requested bytes"),
         (status = 304, description = "The copy the client has is current"),
-        (status = 403, description = "The file is sold as a download", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 403, description = "The file is sold as a download and the link is missing, forged, expired or for a cancelled order", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "There is no such file", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 416, description = "The range asks for no byte of the file", body = ProblemDoc, content_type = "application/problem+json"),
     )
@@ -462,6 +484,7 @@ pub fn requested_range(header: Option<&str>, size: u64) -> Requested {
 pub async fn file(
     State(state): State<GatewayState>,
     Path((asset, name)): Path<(String, String)>,
+    ApiQuery(link): ApiQuery<SignedLink>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let media = media(&state)?;
@@ -469,11 +492,13 @@ pub async fn file(
     if !is_key(&asset) || !comb_contracts::media::is_rendition_name(&name) {
         return Err(not_found());
     }
+    let grant = link.grant();
     let mut client = MediaClient::new(media.channel());
     let rendition = client
         .stat_rendition(proto::RenditionRef {
             asset_id: asset.clone(),
             name: name.clone(),
+            grant: grant.clone(),
         })
         .await
         .map_err(|status| match status.code() {
@@ -481,11 +506,6 @@ pub async fn file(
             _ => media.problem(&status),
         })?
         .into_inner();
-    if !rendition.public {
-        return Err(Problem::forbidden(
-            "this file is sold as a download: buy the product, then use the link on the order page",
-        ));
-    }
     let etag = format!("\"{}\"", rendition.sha256);
     let size = rendition.bytes;
     let mut response_headers = HeaderMap::new();
@@ -495,7 +515,16 @@ pub async fn file(
         }
     };
     set(header::ETAG, &etag);
-    set(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    if rendition.public {
+        set(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    } else {
+        // A buyer's file: no shared cache keeps it, and the browser saves it.
+        set(header::CACHE_CONTROL, "private, no-store");
+        set(
+            header::CONTENT_DISPOSITION,
+            &format!("attachment; filename=\"{}\"", rendition.name),
+        );
+    }
     set(header::ACCEPT_RANGES, "bytes");
     set(header::CONTENT_TYPE, &rendition.content_type);
     let matches = headers
@@ -551,6 +580,7 @@ pub async fn file(
                 name,
                 offset: start,
                 length: end - start,
+                grant,
             })
             .await
             .map_err(|status| media.problem(&status))?

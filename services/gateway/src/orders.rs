@@ -81,7 +81,8 @@ pub struct CheckoutBody {
         pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]{1,64}@[^@\s.\x00-\x1f\x7f-\x9f]{1,63}(\.[^@\s.\x00-\x1f\x7f-\x9f]{1,63})+$"
     )]
     pub email: Option<String>,
-    pub shipping_address: ShippingAddress,
+    /// Where to ship; not needed when the cart holds only downloads.
+    pub shipping_address: Option<ShippingAddress>,
     pub payment: PaymentCard,
 }
 
@@ -151,14 +152,14 @@ pub async fn place_order(
         owner: claims.sub,
         idempotency_key: key,
         email,
-        address: Address {
+        address: address.map(|address| Address {
             name: address.name,
             line1: address.line1,
             line2: address.line2.unwrap_or_default(),
             city: address.city,
             postal_code: address.postal_code,
             country: address.country,
-        },
+        }),
         card: Card {
             number: card.card_number,
             exp_month: card.exp_month,
@@ -222,4 +223,30 @@ pub async fn get_order(
     let any_owner = caller.role() == Role::Admin;
     let order = backend::orders::get(&state, &caller.0.sub, id, any_owner).await?;
     Ok(Json(order))
+}
+
+/// Signed links to the files a confirmed order entitles the caller to: its downloads.
+/// Each link expires (48 hours by default); ask again for fresh ones.
+#[utoipa::path(
+    get,
+    path = "/api/v1/orders/{id}/downloads",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The signed links", body = backend::orders::Downloads),
+        Unauthorized,
+        (status = 404, description = "No such order among the caller's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not confirmed, or has no downloads", body = ProblemDoc, content_type = "application/problem+json"),
+        OrdersUnavailable,
+    )
+)]
+pub async fn order_downloads(
+    State(state): State<GatewayState>,
+    caller: Caller,
+    OrderId(id): OrderId,
+) -> Result<Json<backend::orders::Downloads>, Problem> {
+    Ok(Json(
+        backend::orders::downloads(&state, &caller.0.sub, id).await?,
+    ))
 }

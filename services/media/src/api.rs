@@ -14,6 +14,7 @@ use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::blobs::{BlobError, Blobs};
+use crate::downloads::{self, Links, Refused, Signer};
 use crate::jobs::{JobError, JobState, MediaStore, NewAsset};
 use crate::sniff;
 
@@ -26,6 +27,8 @@ pub struct Limits {
     pub upload_idle: Duration,
     /// The first wait before a failed job runs again; doubled per attempt.
     pub retry_backoff: Duration,
+    /// How long a signed download link lasts.
+    pub download_link_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -33,6 +36,7 @@ pub struct MediaApi {
     pub(crate) store: MediaStore,
     pub(crate) blobs: Blobs,
     pub(crate) limits: Arc<Limits>,
+    pub(crate) signer: Signer,
 }
 
 /// Bytes read before a master's type is decided.
@@ -246,7 +250,9 @@ impl Media for MediaApi {
         request: Request<proto::ReadRenditionRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let request = request.into_inner();
-        let rendition = self.find(&request.asset_id, &request.name).await?;
+        let rendition = self
+            .find(&request.asset_id, &request.name, request.grant.as_ref())
+            .await?;
         let start = request.offset;
         let end = match request.length {
             0 => rendition.bytes,
@@ -278,6 +284,44 @@ impl Media for MediaApi {
             futures_util::stream::iter(messages)
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn sign_downloads(
+        &self,
+        request: Request<proto::SignDownloadsRequest>,
+    ) -> Result<Response<proto::SignDownloadsResponse>, Status> {
+        let request = request.into_inner();
+        let mut errors = Vec::new();
+        if !is_key(&request.order_id) {
+            errors.push(key_error("order_id"));
+        }
+        if !is_key(&request.owner) {
+            errors.push(key_error("owner"));
+        }
+        if request.product_ids.len() > 100 || !request.product_ids.iter().all(|id| is_key(id)) {
+            errors.push(key_error("product_ids"));
+        }
+        if !errors.is_empty() {
+            return Err(invalid_argument(&errors));
+        }
+        let lifetime = i64::try_from(self.limits.download_link_lifetime.as_millis()).unwrap_or(i64::MAX);
+        let links = downloads::sign(
+            self.store.database(),
+            &self.signer,
+            &request.order_id,
+            &request.owner,
+            &request.product_ids,
+            now_ms().saturating_add(lifetime),
+        )
+        .await
+        .map_err(internal)?;
+        match links {
+            Links::Signed(items) => Ok(Response::new(proto::SignDownloadsResponse { items })),
+            Links::NoneYet => Err(Status::failed_precondition(
+                "this order has no downloads yet: they come once an order with downloads is confirmed",
+            )),
+            Links::NotTheirs => Err(Status::not_found("there is no such order")),
+        }
     }
 
     async fn queue_stats(
@@ -419,15 +463,38 @@ impl Media for MediaApi {
 }
 
 impl MediaApi {
-    async fn find(&self, asset: &str, name: &str) -> Result<proto::Rendition, Status> {
+    /// A rendition anyone may fetch, or one sold as a download that `grant` opens: signed
+    /// for it, not expired, and from an order that still entitles its buyer.
+    async fn find(
+        &self,
+        asset: &str,
+        name: &str,
+        grant: Option<&proto::DownloadGrant>,
+    ) -> Result<proto::Rendition, Status> {
         if !is_key(asset) || !is_rendition_name(name) {
             return Err(Status::not_found("no such file"));
         }
-        self.store
+        let rendition = self
+            .store
             .rendition(asset, name)
             .await
             .map_err(job_status)?
-            .ok_or_else(|| Status::not_found("no such file"))
+            .ok_or_else(|| Status::not_found("no such file"))?;
+        if rendition.public {
+            return Ok(rendition);
+        }
+        let refused = |why: Refused| Status::permission_denied(why.to_string());
+        let grant = grant.ok_or_else(|| refused(Refused::NoLink))?;
+        let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
+        self.signer.check(asset, name, grant, now).map_err(refused)?;
+        let product = self.store.product_of(asset).await.map_err(job_status)?;
+        let entitled = downloads::entitled(self.store.database(), &grant.order_id, &product)
+            .await
+            .map_err(internal)?;
+        if !entitled {
+            return Err(refused(Refused::Revoked));
+        }
+        Ok(rendition)
     }
 }
 

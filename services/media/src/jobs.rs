@@ -517,6 +517,15 @@ impl MediaStore {
         Ok(row.as_ref().map(rendition_from).transpose()?)
     }
 
+    /// The product an asset belongs to.
+    pub async fn product_of(&self, asset: &str) -> Result<String, JobError> {
+        sql::query_scalar("SELECT product_id FROM assets WHERE id = $1")
+            .bind(asset)
+            .fetch_optional(&self.db)
+            .await?
+            .ok_or_else(|| JobError::Corrupt(format!("a rendition of asset {asset}, which is not recorded")))
+    }
+
     /// Whether a product has a cover someone uploaded (then no cover is drawn for it).
     pub async fn has_uploaded_image(
         &self,

@@ -3,12 +3,13 @@
 //! which lease jobs from here), records the renditions, and serves their bytes to the
 //! gateway. Files live in a content-addressed blob store; assets, renditions and jobs in
 //! media's own database. It draws a cover for every product that has none uploaded, from
-//! the catalog's feed, and announces MediaUploaded, MediaReady and MediaFailed through its
-//! outbox.
+//! the catalog's feed; entitles buyers to downloads from the orders feed and signs their
+//! links; and announces MediaUploaded, MediaReady and MediaFailed through its outbox.
 
 pub mod api;
 pub mod blobs;
 pub mod covers;
+pub mod downloads;
 pub mod jobs;
 pub mod sniff;
 
@@ -29,19 +30,34 @@ use comb_kit::storage::{Database, Migration, Migrations};
 
 use crate::api::{Limits, MediaApi};
 use crate::blobs::Blobs;
+use crate::downloads::{Entitlements, Signer};
 use crate::jobs::{MediaKind, MediaStore, NewAsset};
 
 pub const MIGRATIONS: Migrations = Migrations {
-    sqlite: &[Migration {
-        version: 1,
-        description: "media",
-        sql: include_str!("../migrations/sqlite/0001_media.sql"),
-    }],
-    postgres: &[Migration {
-        version: 1,
-        description: "media",
-        sql: include_str!("../migrations/postgres/0001_media.sql"),
-    }],
+    sqlite: &[
+        Migration {
+            version: 1,
+            description: "media",
+            sql: include_str!("../migrations/sqlite/0001_media.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "downloads",
+            sql: include_str!("../migrations/sqlite/0002_downloads.sql"),
+        },
+    ],
+    postgres: &[
+        Migration {
+            version: 1,
+            description: "media",
+            sql: include_str!("../migrations/postgres/0001_media.sql"),
+        },
+        Migration {
+            version: 2,
+            description: "downloads",
+            sql: include_str!("../migrations/postgres/0002_downloads.sql"),
+        },
+    ],
 };
 
 /// The path of an upload: its body is a stream the handler reads itself.
@@ -67,6 +83,10 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         )?,
         upload_idle: config.seconds("media_upload_idle_seconds", Duration::from_secs(60))?,
         retry_backoff: config.millis("media_retry_backoff_ms", Duration::from_secs(2))?,
+        download_link_lifetime: config.seconds(
+            "media_download_link_seconds",
+            Duration::from_secs(48 * 3600),
+        )?,
     };
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let blobs = Blobs::open(&blob_store_location(&config))?;
@@ -88,11 +108,20 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         store: store.clone(),
         blobs,
         limits: Arc::new(limits),
+        signer: Signer::load(&db).await?,
     };
-    Ok(Service::new(routes(api, &db))
+    let mut service = Service::new(routes(api, &db))
         .producing(&transport, &db, "media")
         .task("catalog consumer", catalog.run())
-        .task("queue gauge", gauge_queue(store)))
+        .task("queue gauge", gauge_queue(store));
+    // Downloads come from confirmed orders; without orders, none are sold.
+    if config.calls("orders") || matches!(transport, Transport::Nats(_)) {
+        let orders = transport
+            .consumer(&config, &db, "orders", Arc::new(Entitlements))
+            .await?;
+        service = service.task("orders consumer", orders.run());
+    }
+    Ok(service)
 }
 
 /// The media API, the feed of media events, and the watch of its data version.

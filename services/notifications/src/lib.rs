@@ -10,9 +10,12 @@ use axum::Router;
 use comb_contracts::events::{
     self as contract, OrderCancelled, OrderConfirmed, ShipmentShipped, UserRegistered,
 };
+use comb_contracts::media::v1::SignDownloadsRequest;
+use comb_contracts::media::v1::media_client::MediaClient;
 use comb_contracts::notifications::v1 as proto;
 use comb_contracts::notifications::v1::notifications_server::{Notifications, NotificationsServer};
 use comb_kit::ServiceConfig;
+use comb_kit::client::Upstream;
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 use comb_kit::events::{Event, Handler, HandlerError, Transport};
 use comb_kit::grpc::{check_key, invalid_argument};
@@ -47,17 +50,74 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
     let transport = Transport::from_config(&config).await?;
     let mut service = Service::new(routes(db.clone()));
+    let mailbox = Arc::new(Mailbox {
+        media: if config.calls("media") {
+            Some(Arc::new(Upstream::from_config(&config, "media")?))
+        } else {
+            None
+        },
+    });
     for producer in PRODUCERS {
         let consumer = transport
-            .consumer(&config, &db, producer, Arc::new(Mailbox))
+            .consumer(&config, &db, producer, Arc::clone(&mailbox) as Arc<dyn Handler>)
             .await?;
         service = service.task("event consumer", consumer.run());
     }
     Ok(service)
 }
 
-/// Turns events into messages.
-struct Mailbox;
+/// Turns events into messages; a confirmation of downloads carries their signed links,
+/// from media.
+struct Mailbox {
+    media: Option<Arc<Upstream>>,
+}
+
+impl Mailbox {
+    /// Signed links to an order's downloads, or None (the message then points to the
+    /// order page) when media cannot sign them now: a confirmation is never held back.
+    async fn downloads(&self, order: &OrderConfirmed) -> Option<Vec<render::DownloadLink>> {
+        let digital: Vec<String> = order
+            .lines
+            .iter()
+            .filter(|line| line.digital)
+            .map(|line| line.product_id.as_str().to_owned())
+            .collect();
+        if digital.is_empty() {
+            return None;
+        }
+        let media = self.media.as_ref()?;
+        let signed = MediaClient::new(media.channel())
+            .sign_downloads(SignDownloadsRequest {
+                order_id: order.order_id.as_str().to_owned(),
+                owner: order.owner.clone(),
+                product_ids: digital,
+            })
+            .await;
+        match signed {
+            Ok(signed) => Some(
+                signed
+                    .into_inner()
+                    .items
+                    .into_iter()
+                    .map(|download| render::DownloadLink {
+                        title: order
+                            .lines
+                            .iter()
+                            .find(|line| line.product_id.as_str() == download.product_id)
+                            .map(|line| line.title.clone())
+                            .unwrap_or_default(),
+                        url: download.url,
+                        expires_at: download.expires_at,
+                    })
+                    .collect(),
+            ),
+            Err(status) => {
+                tracing::warn!(order = %order.order_id, %status, "download links could not be signed; the confirmation points to the order page");
+                None
+            }
+        }
+    }
+}
 
 #[tonic::async_trait]
 impl Handler for Mailbox {
@@ -80,10 +140,11 @@ impl Handler for Mailbox {
         let (recipient, email, message) = match event.kind.as_str() {
             contract::ORDER_CONFIRMED => {
                 let order: OrderConfirmed = event.data()?;
+                let downloads = self.downloads(&order).await;
                 (
                     order.owner.clone(),
                     order.email.clone(),
-                    render::order_confirmed(&order),
+                    render::order_confirmed(&order, downloads.as_deref()),
                 )
             }
             contract::ORDER_CANCELLED => {

@@ -29,15 +29,45 @@ fn short(order_id: &str) -> &str {
         .unwrap_or(order_id)
 }
 
-pub fn order_confirmed(order: &OrderConfirmed) -> Rendered {
+/// A signed link to a download, as a confirmation lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadLink {
+    pub title: String,
+    /// The link's path on the shop.
+    pub url: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// The confirmation of `order`, with the signed links to its downloads when there are
+/// some (`None`: they could not be signed, so the message points to the order page).
+pub fn order_confirmed(order: &OrderConfirmed, downloads: Option<&[DownloadLink]>) -> Rendered {
     let mut body = String::from("Thank you for your order. Here is what is on its way:\n\n");
     for line in &order.lines {
         body.push_str(&format!(
-            "  {} × {} — {}\n",
+            "  {} × {}{} — {}\n",
             line.quantity,
             line.title,
+            if line.digital { " (download)" } else { "" },
             money(line.line_total_minor, &order.currency)
         ));
+    }
+    if order.lines.iter().any(|line| line.digital) {
+        match downloads {
+            Some(links) if !links.is_empty() => {
+                body.push_str("\nYour downloads (each link works until it expires; fresh ones are on your order page):\n");
+                for link in links {
+                    body.push_str(&format!(
+                        "  {}: {} (until {})\n",
+                        link.title, link.url, link.expires_at
+                    ));
+                }
+            }
+            _ => body.push_str(&format!(
+                "\nYour downloads are on your order page: /shop/orders/{}\n",
+                order.order_id.as_str()
+            )),
+        }
     }
     body.push_str(&format!(
         "\nSubtotal: {}\nShipping: {}\nTotal: {}\n",
@@ -130,6 +160,7 @@ mod tests {
             owner: "u".into(),
             email: "a@b.co".into(),
             lines: vec![OrderLine {
+                digital: false,
                 product_id: "p".into(),
                 sku: "BK-1".into(),
                 title: "Dune".into(),
@@ -143,7 +174,7 @@ mod tests {
             currency: "USD".into(),
             tracking_id: "CMB123".into(),
             placed_at: String::new(),
-        });
+        }, None);
         assert_eq!(message.subject, "Your comb order …1234abcd is confirmed");
         for part in [
             "2 × Dune — $19.98",
@@ -154,6 +185,41 @@ mod tests {
         ] {
             assert!(message.body.contains(part), "{part} in {}", message.body);
         }
+    }
+
+    #[test]
+    fn a_confirmation_of_downloads_carries_their_links_or_the_order_page() {
+        let order = OrderConfirmed {
+            order_id: "o-1".into(),
+            owner: "u".into(),
+            email: "a@b.co".into(),
+            lines: vec![OrderLine {
+                digital: true,
+                product_id: "p".into(),
+                sku: "MU-1".into(),
+                title: "Kind of Blue".into(),
+                quantity: 1.into(),
+                unit_price_minor: 999,
+                line_total_minor: 999,
+            }],
+            subtotal_minor: 999,
+            shipping_minor: 0,
+            total_minor: 999,
+            currency: "USD".into(),
+            tracking_id: String::new(),
+            placed_at: String::new(),
+        };
+        let links = [DownloadLink {
+            title: "Kind of Blue".into(),
+            url: "/media/a/download.mp3?order=o-1&expires=9&sig=ab".into(),
+            expires_at: "2026-12-09T00:00:00Z".into(),
+        }];
+        let message = order_confirmed(&order, Some(&links));
+        assert!(message.body.contains("1 × Kind of Blue (download)"), "{}", message.body);
+        assert!(message.body.contains("Kind of Blue: /media/a/download.mp3?order=o-1&expires=9&sig=ab (until 2026-12-09T00:00:00Z)"), "{}", message.body);
+        let unsigned = order_confirmed(&order, None);
+        assert!(unsigned.body.contains("/shop/orders/o-1"), "{}", unsigned.body);
+        assert!(!unsigned.body.contains("Tracking"), "{}", unsigned.body);
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn order_to_proto(order: Order, shipment: proto::ShipmentState) -> proto::Order 
                 quantity: line.quantity,
                 unit_price: money(line.unit_price_minor, &order.currency),
                 line_total: money(line.line_total_minor, &order.currency),
+                digital: line.digital,
             })
             .collect(),
         subtotal: money(order.subtotal_minor, &order.currency),
@@ -235,11 +236,26 @@ impl Orders for OrdersApi {
                 quantity: line.quantity,
                 unit_price_minor: line.unit_price.unwrap_or_default().amount_minor,
                 line_total_minor: line.line_total.unwrap_or_default().amount_minor,
+                digital: line.digital,
             })
             .collect();
-        let item_count: i64 = lines.iter().map(|line| line.quantity).sum();
+        let item_count: i64 = lines
+            .iter()
+            .filter(|line| !line.digital)
+            .map(|line| line.quantity)
+            .sum();
         let address = request.shipping_address.unwrap_or_default();
-        let quote = ShippingClient::new(self.upstreams.shipping.channel())
+        // Downloads alone need no address and cost nothing to ship.
+        let quote = if item_count == 0 {
+            shipping::ShippingQuote {
+                cost: Some(comb_contracts::catalog::v1::Money {
+                    amount_minor: 0,
+                    currency: currency.clone(),
+                }),
+                ..shipping::ShippingQuote::default()
+            }
+        } else {
+            ShippingClient::new(self.upstreams.shipping.channel())
             .quote(shipping::QuoteRequest {
                 address: Some(address.clone()),
                 item_count: u32::try_from(item_count).unwrap_or(u32::MAX),
@@ -261,7 +277,8 @@ impl Orders for OrdersApi {
                 ),
                 None => callee_failed("shipping", &status),
             })?
-            .into_inner();
+            .into_inner()
+        };
         let subtotal: i64 = lines.iter().map(|line| line.line_total_minor).sum();
         let quoted = quote.cost.unwrap_or_default();
         // One currency per order: a price is never added to an amount in another currency.
@@ -320,6 +337,7 @@ impl Orders for OrdersApi {
                         quantity: line.quantity.into(),
                         unit_price_minor: line.unit_price_minor,
                         line_total_minor: line.line_total_minor,
+                        digital: line.digital,
                     })
                     .collect(),
                 total_minor: order.total_minor,

@@ -106,6 +106,7 @@ fn announcement(next: &Order, from: Step) -> Option<Event> {
                 quantity: line.quantity.into(),
                 unit_price_minor: line.unit_price_minor,
                 line_total_minor: line.line_total_minor,
+                digital: line.digital,
             })
             .collect()
     };
@@ -306,7 +307,7 @@ impl Saga {
         order.status = OrderStatus::Cancelled;
         order.cancel_reason = reason.to_owned();
         order.step = Step::Compensate;
-        order.release_pending = true;
+        order.release_pending = order.ships();
         order.void_pending = void;
         Outcome::Advance(Box::new(order))
     }
@@ -320,14 +321,17 @@ impl Saga {
         if Self::past_deadline(&order) {
             return Self::cancel(order, "deadline_exceeded", false);
         }
+        // Downloads take no stock.
+        if !order.ships() {
+            return Self::advance(order, Step::Authorize);
+        }
         let remaining =
             Duration::from_millis(u64::try_from(order.deadline_at_ms - now_ms()).unwrap_or(0));
         let ttl = remaining + self.timing.reservation_margin;
         let request = inventory::ReserveRequest {
             order_id: order.id.clone(),
             lines: order
-                .lines
-                .iter()
+                .physical_lines()
                 .map(|line| inventory::Line {
                     sku: line.sku.clone(),
                     quantity: line.quantity,
@@ -406,17 +410,19 @@ impl Saga {
     /// Commit the stock, capture the payment, create the shipment and empty the cart.
     /// Past authorization the order only goes forward, however long that takes.
     async fn confirm(&self, mut order: Order) -> Outcome {
-        let commit = InventoryClient::new(self.upstreams.inventory.channel())
-            .commit(inventory::CommitRequest {
-                order_id: order.id.clone(),
-            })
-            .await;
-        match commit {
-            Ok(_) => {}
-            Err(status) if transient(&status) => return Outcome::Retry,
-            Err(status) => {
-                tracing::error!(order = %order.id, message = status.message(), "the reservation could not be committed");
-                return Self::cancel(order, "out_of_stock", true);
+        if order.ships() {
+            let commit = InventoryClient::new(self.upstreams.inventory.channel())
+                .commit(inventory::CommitRequest {
+                    order_id: order.id.clone(),
+                })
+                .await;
+            match commit {
+                Ok(_) => {}
+                Err(status) if transient(&status) => return Outcome::Retry,
+                Err(status) => {
+                    tracing::error!(order = %order.id, message = status.message(), "the reservation could not be committed");
+                    return Self::cancel(order, "out_of_stock", true);
+                }
             }
         }
         // The stock is the buyer's now; the rest does not depend on each other, so it runs
@@ -433,7 +439,7 @@ impl Saga {
                 .map(|_| Some(PaymentStatus::Captured))
         };
         let ship = async {
-            if !order.tracking_id.is_empty() {
+            if !order.tracking_id.is_empty() || !order.ships() {
                 return Ok(None);
             }
             let address = &order.address;

@@ -122,6 +122,10 @@ pub struct Line {
     pub quantity: i64,
     pub unit_price_minor: i64,
     pub line_total_minor: i64,
+    /// Sold as a download: it takes no stock and is not shipped. Absent in orders placed
+    /// before downloads were sold.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub digital: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,8 +163,19 @@ pub struct Order {
 }
 
 impl Order {
+    /// The items to ship: every line's but downloads'.
     pub fn item_count(&self) -> i64 {
-        self.lines.iter().map(|line| line.quantity).sum()
+        self.physical_lines().map(|line| line.quantity).sum()
+    }
+
+    /// The lines that take stock and are shipped.
+    pub fn physical_lines(&self) -> impl Iterator<Item = &Line> {
+        self.lines.iter().filter(|line| !line.digital)
+    }
+
+    /// Whether anything is shipped (an order of downloads only takes no stock either).
+    pub fn ships(&self) -> bool {
+        self.physical_lines().next().is_some()
     }
 }
 

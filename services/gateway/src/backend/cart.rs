@@ -19,6 +19,8 @@ pub struct CartItem {
     /// The catalog's current price.
     pub unit_price: Money,
     pub line_total: Money,
+    /// Sold as a download: bought once (quantity 1), not shipped.
+    pub digital: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -53,6 +55,7 @@ fn cart_body(view: proto::CartView) -> Result<CartBody, Problem> {
                     quantity: line.quantity,
                     unit_price: money(line.unit_price)?,
                     line_total: money(line.line_total)?,
+                    digital: line.digital,
                 })
             })
             .collect::<Result<_, Problem>>()?,

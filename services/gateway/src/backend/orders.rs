@@ -20,6 +20,8 @@ pub struct OrderItem {
     pub quantity: i64,
     pub unit_price: Money,
     pub line_total: Money,
+    /// Sold as a download: links at `/api/v1/orders/{id}/downloads` once confirmed.
+    pub digital: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -210,6 +212,7 @@ fn order_body(order: proto::Order) -> Result<OrderBody, Problem> {
                     quantity: line.quantity,
                     unit_price: money(line.unit_price)?,
                     line_total: money(line.line_total)?,
+                    digital: line.digital,
                 })
             })
             .collect::<Result<_, Problem>>()?,
@@ -232,7 +235,8 @@ pub struct Checkout {
     /// The same key from the same owner is the same order.
     pub idempotency_key: String,
     pub email: String,
-    pub address: Address,
+    /// None when the cart holds only downloads (orders refuses it for anything shipped).
+    pub address: Option<Address>,
     pub card: Card,
 }
 
@@ -254,7 +258,7 @@ pub async fn place(state: &GatewayState, checkout: Checkout) -> Result<OrderBody
             owner: checkout.owner,
             idempotency_key: checkout.idempotency_key,
             email: checkout.email,
-            shipping_address: Some(checkout.address),
+            shipping_address: checkout.address,
             card: Some(checkout.card),
         })
         .await
@@ -296,6 +300,75 @@ pub async fn get(
         .await
         .answered_by(&state.orders)?;
     order_body(order)
+}
+
+/// A signed, expiring link to a file an order's buyer is entitled to.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Download {
+    pub product_id: String,
+    /// The product's title, as the order has it.
+    pub title: String,
+    /// The file's name, e.g. download.mp3 or 720p.mp4.
+    pub name: String,
+    pub content_type: String,
+    pub bytes: u64,
+    /// The signed link: `/media/{asset}/{name}?order=…&expires=…&sig=…`.
+    pub url: String,
+    /// RFC 3339, UTC: the link is refused after this.
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Downloads {
+    pub items: Vec<Download>,
+}
+
+/// The signed links to the files `owner`'s order `id` entitles them to: 404 for someone
+/// else's order, 409 before it is confirmed or when it has no downloads.
+pub async fn downloads(state: &GatewayState, owner: &str, id: String) -> Result<Downloads, Problem> {
+    let order = get(state, owner, id.clone(), false).await?;
+    if !order.items.iter().any(|item| item.digital) {
+        return Err(Problem::conflict("this order has no downloads: nothing in it is sold as a file"));
+    }
+    if order.status != OrderStatus::Confirmed {
+        return Err(Problem::conflict(
+            "the downloads are ready once the order is confirmed: follow it at /api/v1/orders/{id}",
+        ));
+    }
+    let media = state
+        .media
+        .as_ref()
+        .ok_or_else(|| Problem::unavailable("media is not part of this deployment"))?;
+    let signed = comb_contracts::media::v1::media_client::MediaClient::new(media.channel())
+        .sign_downloads(comb_contracts::media::v1::SignDownloadsRequest {
+            order_id: id,
+            owner: owner.to_owned(),
+        })
+        .await
+        .answered_by(media)?;
+    let title = |product: &str| {
+        order
+            .items
+            .iter()
+            .find(|item| item.product_id == product)
+            .map(|item| item.title.clone())
+            .unwrap_or_default()
+    };
+    Ok(Downloads {
+        items: signed
+            .items
+            .into_iter()
+            .map(|download| Download {
+                title: title(&download.product_id),
+                product_id: download.product_id,
+                name: download.name,
+                content_type: download.content_type,
+                bytes: download.bytes,
+                url: download.url,
+                expires_at: download.expires_at,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

@@ -222,11 +222,11 @@ const CALLS: [(&str, &[&str]); 14] = [
     ("payments", &[]),
     ("shipping", &[]),
     ("orders", &["cart", "inventory", "payments", "shipping"]),
-    ("notifications", &["orders", "users", "shipping"]),
+    ("notifications", &["orders", "users", "shipping", "media"]),
     ("recommendations", &["orders"]),
     ("reports", &["orders"]),
     ("reviews", &["orders"]),
-    ("media", &["catalog"]),
+    ("media", &["catalog", "orders"]),
     ("media-worker", &["media"]),
     (
         "gateway",

@@ -75,12 +75,23 @@ fn checkout_key(presented: &str) -> String {
         .to_string()
 }
 
+/// Whether the visitor's cart holds anything to ship (not only downloads); when the cart
+/// cannot be read, it is taken to, so the address is asked for.
+async fn cart_ships(state: &GatewayState, owner: Option<&str>) -> bool {
+    let Some(owner) = owner else { return true };
+    match backend::cart::get(state, owner).await {
+        Ok(cart) => cart.items.is_empty() || cart.items.iter().any(|item| !item.digital),
+        Err(_) => true,
+    }
+}
+
 fn checkout_page(
     form_token: &str,
     form: &CheckoutForm,
     errors: &[(String, String)],
     notice: Option<&str>,
     quote: Option<&Quote>,
+    ships: bool,
 ) -> Markup {
     let country = if form.country.is_empty() {
         "US"
@@ -95,6 +106,10 @@ fn checkout_page(
     };
     html! {
         h1 { "Check out" }
+        @if !ships {
+            p #downloads-only { "Your cart holds downloads only: nothing is shipped, and the links come with your order." }
+        }
+        @if ships {
         form.quote method="get" action="/shop/checkout" {
             label for="quote-country" { "Shipping to" }
             " "
@@ -109,6 +124,7 @@ fn checkout_page(
                 p #shipping-quote { "Shipping to " (country_name(&quote.country)) ": " strong { (quote.cost) } ", about " (quote.days) " day" @if quote.days != 1 { "s" } "." }
             }
         }
+        }
         @if let Some(notice) = notice {
             div.error-box role="alert" { p { (notice) } }
         }
@@ -122,6 +138,7 @@ fn checkout_page(
                 legend { "Contact" }
                 (field("email", "Email", &form.email, "email", "email", errors))
             }
+            @if ships {
             fieldset {
                 legend { "Shipping address" }
                 (field("name", "Full name", &form.name, "text", "name", errors))
@@ -137,6 +154,7 @@ fn checkout_page(
                     }
                 }
                 p.muted { "Shipping is added to the total for the country you ship to." }
+            }
             }
             fieldset {
                 legend { "Payment (test card 4242 4242 4242 4242)" }
@@ -181,7 +199,12 @@ pub(in crate::shop) async fn checkout_form(
         .country
         .filter(|code| COUNTRIES.iter().any(|(c, _)| c == code))
         .unwrap_or_else(|| "US".to_owned());
-    let quote = quote(&state, &visitor, &country).await;
+    let ships = cart_ships(&state, visitor.owner()).await;
+    let quote = if ships {
+        quote(&state, &visitor, &country).await
+    } else {
+        None
+    };
     let form = CheckoutForm {
         country,
         email: visitor
@@ -201,7 +224,7 @@ pub(in crate::shop) async fn checkout_form(
         &state,
         &visitor,
         "Check out",
-        checkout_page(&visitor.form_token, &form, &[], None, quote.as_ref()),
+        checkout_page(&visitor.form_token, &form, &[], None, quote.as_ref(), ships),
     )
     .await
 }
@@ -228,11 +251,14 @@ pub(in crate::shop) async fn checkout(
             errors.push((name.to_owned(), format!("Enter {what}.")));
         }
     };
+    let ships = cart_ships(&state, Some(&owner)).await;
     require("email", &form.email, "your email address");
-    require("name", &form.name, "the name to ship to");
-    require("line1", &form.line1, "the street address");
-    require("city", &form.city, "the city");
-    require("postal_code", &form.postal_code, "the postal code");
+    if ships {
+        require("name", &form.name, "the name to ship to");
+        require("line1", &form.line1, "the street address");
+        require("city", &form.city, "the city");
+        require("postal_code", &form.postal_code, "the postal code");
+    }
     require("card_number", &form.card_number, "the card number");
     let month: Option<u32> = form
         .exp_month
@@ -256,7 +282,7 @@ pub(in crate::shop) async fn checkout(
         errors.push(("exp_year".into(), "Enter the year, e.g. 2030.".into()));
     }
     if !errors.is_empty() {
-        let page_body = checkout_page(&visitor.form_token, &form, &errors, None, None);
+        let page_body = checkout_page(&visitor.form_token, &form, &errors, None, None, ships);
         let mut response = page(&state, &visitor, "Check out", page_body).await;
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         return response;
@@ -265,14 +291,14 @@ pub(in crate::shop) async fn checkout(
         owner,
         idempotency_key: form.checkout_key.clone(),
         email: form.email.trim().to_owned(),
-        address: shipping::Address {
+        address: ships.then(|| shipping::Address {
             name: form.name.trim().to_owned(),
             line1: form.line1.trim().to_owned(),
             line2: String::new(),
             city: form.city.trim().to_owned(),
             postal_code: form.postal_code.trim().to_owned(),
             country: form.country.trim().to_owned(),
-        },
+        }),
         card: payments::Card {
             number: form.card_number.replace([' ', '-'], ""),
             exp_month: month.unwrap_or_default(),
@@ -298,8 +324,14 @@ pub(in crate::shop) async fn checkout(
                 })
                 .collect();
             let notice = errors.is_empty().then(|| capitalize(&problem.detail));
-            let page_body =
-                checkout_page(&visitor.form_token, &form, &errors, notice.as_deref(), None);
+            let page_body = checkout_page(
+                &visitor.form_token,
+                &form,
+                &errors,
+                notice.as_deref(),
+                None,
+                ships,
+            );
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             response
@@ -311,6 +343,7 @@ pub(in crate::shop) async fn checkout(
                 &[],
                 Some(&format!("{}.", capitalize(&problem.detail))),
                 None,
+                ships,
             );
             let mut response = page(&state, &visitor, "Check out", page_body).await;
             *response.status_mut() = StatusCode::CONFLICT;

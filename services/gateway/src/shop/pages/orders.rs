@@ -63,6 +63,12 @@ pub(in crate::shop) async fn order(
     };
     let (label, class) = status_text(&order);
     let pending = label == "PENDING";
+    // A confirmed order's downloads: fresh signed links at every visit.
+    let downloads = if order.status == OrderStatus::Confirmed && order.items.iter().any(|item| item.digital) {
+        Some(backend::orders::downloads(&state, &owner, order.id.clone()).await)
+    } else {
+        None
+    };
     let body = html! {
         h1 { "Order " span.muted { (order.id) } }
         p { "Status: " strong.(class) #order-status { (label) } }
@@ -91,6 +97,24 @@ pub(in crate::shop) async fn order(
         }
         @if let Some(shipment) = &order.shipment {
             p { "Shipment " (shipment.tracking_id) ": " (shipment.status.as_str()) }
+        }
+        @match &downloads {
+            None => {},
+            Some(Ok(links)) => section #downloads aria-labelledby="downloads-heading" {
+                h2 #downloads-heading { "Your downloads" }
+                @if links.items.is_empty() {
+                    p.muted { "No file is available for this order any more." }
+                }
+                ul {
+                    @for link in &links.items {
+                        li {
+                            a href=(link.url) download { (link.title) " · " (link.name) }
+                            " " span.muted { "(" (format!("{:.1} MB", link.bytes as f64 / 1e6)) ", link valid until " (link.expires_at.get(..16).unwrap_or(&link.expires_at).replace('T', " ")) " UTC)" }
+                        }
+                    }
+                }
+            },
+            Some(Err(_)) => p.notice #downloads { "Your downloads cannot be listed right now; reload this page in a moment." },
         }
     };
     page(&state, &visitor, "Your order", body).await
