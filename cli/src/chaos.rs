@@ -421,7 +421,8 @@ async fn verdicts(
             // Downloads take no stock: an order of downloads only reserves nothing.
             OrderStatus::Confirmed if !order.ships() => {
                 if reservation.is_some_and(|r| r.status == ReservationStatus::Committed) {
-                    stock_problems.push(format!("{} holds only downloads, yet took stock", order.id));
+                    stock_problems
+                        .push(format!("{} holds only downloads, yet took stock", order.id));
                 }
             }
             OrderStatus::Confirmed => {

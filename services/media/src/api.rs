@@ -239,7 +239,8 @@ impl Media for MediaApi {
     ) -> Result<Response<proto::Rendition>, Status> {
         let request = request.into_inner();
         Ok(Response::new(
-            self.find(&request.asset_id, &request.name).await?,
+            self.find(&request.asset_id, &request.name, request.grant.as_ref())
+                .await?,
         ))
     }
 
@@ -304,7 +305,8 @@ impl Media for MediaApi {
         if !errors.is_empty() {
             return Err(invalid_argument(&errors));
         }
-        let lifetime = i64::try_from(self.limits.download_link_lifetime.as_millis()).unwrap_or(i64::MAX);
+        let lifetime =
+            i64::try_from(self.limits.download_link_lifetime.as_millis()).unwrap_or(i64::MAX);
         let links = downloads::sign(
             self.store.database(),
             &self.signer,
@@ -486,13 +488,21 @@ impl MediaApi {
         let refused = |why: Refused| Status::permission_denied(why.to_string());
         let grant = grant.ok_or_else(|| refused(Refused::NoLink))?;
         let now = u64::try_from(now_ms() / 1000).unwrap_or(0);
-        self.signer.check(asset, name, grant, now).map_err(refused)?;
+        self.signer
+            .check(asset, name, grant, now)
+            .map_err(refused)?;
         let product = self.store.product_of(asset).await.map_err(job_status)?;
         let entitled = downloads::entitled(self.store.database(), &grant.order_id, &product)
             .await
             .map_err(internal)?;
-        if !entitled {
-            return Err(refused(Refused::Revoked));
+        match entitled {
+            Some(true) => {}
+            Some(false) => return Err(refused(Refused::Revoked)),
+            None => {
+                return Err(Status::unavailable(
+                    "the order is still being recorded; retry in a moment",
+                ));
+            }
         }
         Ok(rendition)
     }

@@ -29,7 +29,9 @@ impl std::fmt::Debug for Signer {
 /// Why a download link does not open its file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
-    #[error("this file is sold as a download: buy the product, then use the link on the order page")]
+    #[error(
+        "this file is sold as a download: buy the product, then use the link on the order page"
+    )]
     NoLink,
     #[error("the download link is not valid: use the link on the order page as it is")]
     Forged,
@@ -51,10 +53,12 @@ impl Signer {
     pub async fn load(db: &Database) -> anyhow::Result<Self> {
         let mut made = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut made[..]);
-        sql::query("INSERT INTO signing_keys (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
-            .bind(hex(&made).as_str())
-            .execute(db)
-            .await?;
+        sql::query(
+            "INSERT INTO signing_keys (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(hex(&made).as_str())
+        .execute(db)
+        .await?;
         let secret: String = sql::query_scalar("SELECT secret FROM signing_keys WHERE id = 1")
             .fetch_one(db)
             .await?;
@@ -70,7 +74,10 @@ impl Signer {
 
     /// The signature of a link to `asset`/`name` for `order` until `expires` (Unix seconds).
     pub fn sign(&self, asset: &str, name: &str, order: &str, expires: u64) -> String {
-        hex(&self.mac(asset, name, order, expires).finalize().into_bytes())
+        hex(&self
+            .mac(asset, name, order, expires)
+            .finalize()
+            .into_bytes())
     }
 
     /// Whether `grant` was signed for `asset`/`name` and is still good at `now` (Unix
@@ -103,16 +110,18 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Whether `order` still entitles its buyer to `product`'s files.
-pub async fn entitled(db: &Database, order: &str, product: &str) -> Result<bool, sql::DbError> {
-    let active: Option<bool> = sql::query_scalar(
-        "SELECT active FROM entitlements WHERE order_id = $1 AND product_id = $2",
-    )
-    .bind(order)
-    .bind(product)
-    .fetch_optional(db)
-    .await?;
-    Ok(active == Some(true))
+/// Whether `order` still entitles its buyer to `product`'s files; None while media has
+/// not yet recorded the order (its confirmation is on its way).
+pub async fn entitled(
+    db: &Database,
+    order: &str,
+    product: &str,
+) -> Result<Option<bool>, sql::DbError> {
+    sql::query_scalar("SELECT active FROM entitlements WHERE order_id = $1 AND product_id = $2")
+        .bind(order)
+        .bind(product)
+        .fetch_optional(db)
+        .await
 }
 
 /// What asking for an order's links found.
@@ -200,7 +209,10 @@ async fn full_length_files(db: &Database, product: &str) -> Result<Vec<File>, sq
     .bind(false)
     .fetch_all(db)
     .await?;
-    let newest: Option<String> = rows.first().map(|row| row.try_get("asset_id")).transpose()?;
+    let newest: Option<String> = rows
+        .first()
+        .map(|row| row.try_get("asset_id"))
+        .transpose()?;
     rows.iter()
         .filter(|row| row.try_get::<String, _>("asset_id").ok() == newest)
         .map(|row| {
@@ -282,24 +294,42 @@ mod tests {
         let signer = Signer::new(b"a test key").unwrap();
         let good = grant(&signer, 1_000);
         assert_eq!(signer.check("a-1", "download.mp3", &good, 999), Ok(()));
-        assert_eq!(signer.check("a-1", "download.mp3", &good, 1_001), Err(Refused::Expired));
-        assert_eq!(signer.check("a-2", "download.mp3", &good, 999), Err(Refused::Forged));
-        assert_eq!(signer.check("a-1", "720p.mp4", &good, 999), Err(Refused::Forged));
+        assert_eq!(
+            signer.check("a-1", "download.mp3", &good, 1_001),
+            Err(Refused::Expired)
+        );
+        assert_eq!(
+            signer.check("a-2", "download.mp3", &good, 999),
+            Err(Refused::Forged)
+        );
+        assert_eq!(
+            signer.check("a-1", "720p.mp4", &good, 999),
+            Err(Refused::Forged)
+        );
         let other_order = proto::DownloadGrant {
             order_id: "o-2".into(),
             ..good.clone()
         };
-        assert_eq!(signer.check("a-1", "download.mp3", &other_order, 999), Err(Refused::Forged));
+        assert_eq!(
+            signer.check("a-1", "download.mp3", &other_order, 999),
+            Err(Refused::Forged)
+        );
         let longer = proto::DownloadGrant {
             expires: 9_999,
             ..good.clone()
         };
-        assert_eq!(signer.check("a-1", "download.mp3", &longer, 999), Err(Refused::Forged));
+        assert_eq!(
+            signer.check("a-1", "download.mp3", &longer, 999),
+            Err(Refused::Forged)
+        );
         let garbled = proto::DownloadGrant {
             signature: "zz".into(),
             ..good
         };
-        assert_eq!(signer.check("a-1", "download.mp3", &garbled, 999), Err(Refused::Forged));
+        assert_eq!(
+            signer.check("a-1", "download.mp3", &garbled, 999),
+            Err(Refused::Forged)
+        );
         let another_key = Signer::new(b"another deployment").unwrap();
         assert_eq!(
             another_key.check("a-1", "download.mp3", &grant(&signer, 1_000), 999),

@@ -523,7 +523,11 @@ impl MediaStore {
             .bind(asset)
             .fetch_optional(&self.db)
             .await?
-            .ok_or_else(|| JobError::Corrupt(format!("a rendition of asset {asset}, which is not recorded")))
+            .ok_or_else(|| {
+                JobError::Corrupt(format!(
+                    "a rendition of asset {asset}, which is not recorded"
+                ))
+            })
     }
 
     /// Whether a product has a cover someone uploaded (then no cover is drawn for it).

@@ -59,7 +59,12 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
     });
     for producer in PRODUCERS {
         let consumer = transport
-            .consumer(&config, &db, producer, Arc::clone(&mailbox) as Arc<dyn Handler>)
+            .consumer(
+                &config,
+                &db,
+                producer,
+                Arc::clone(&mailbox) as Arc<dyn Handler>,
+            )
             .await?;
         service = service.task("event consumer", consumer.run());
     }

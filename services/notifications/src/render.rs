@@ -155,26 +155,29 @@ mod tests {
 
     #[test]
     fn a_confirmation_lists_lines_totals_and_tracking() {
-        let message = order_confirmed(&OrderConfirmed {
-            order_id: "01a2-0000-1234abcd".into(),
-            owner: "u".into(),
-            email: "a@b.co".into(),
-            lines: vec![OrderLine {
-                digital: false,
-                product_id: "p".into(),
-                sku: "BK-1".into(),
-                title: "Dune".into(),
-                quantity: 2.into(),
-                unit_price_minor: 999,
-                line_total_minor: 1998,
-            }],
-            subtotal_minor: 1998,
-            shipping_minor: 499,
-            total_minor: 2497,
-            currency: "USD".into(),
-            tracking_id: "CMB123".into(),
-            placed_at: String::new(),
-        }, None);
+        let message = order_confirmed(
+            &OrderConfirmed {
+                order_id: "01a2-0000-1234abcd".into(),
+                owner: "u".into(),
+                email: "a@b.co".into(),
+                lines: vec![OrderLine {
+                    digital: false,
+                    product_id: "p".into(),
+                    sku: "BK-1".into(),
+                    title: "Dune".into(),
+                    quantity: 2.into(),
+                    unit_price_minor: 999,
+                    line_total_minor: 1998,
+                }],
+                subtotal_minor: 1998,
+                shipping_minor: 499,
+                total_minor: 2497,
+                currency: "USD".into(),
+                tracking_id: "CMB123".into(),
+                placed_at: String::new(),
+            },
+            None,
+        );
         assert_eq!(message.subject, "Your comb order …1234abcd is confirmed");
         for part in [
             "2 × Dune — $19.98",
@@ -215,10 +218,18 @@ mod tests {
             expires_at: "2026-12-09T00:00:00Z".into(),
         }];
         let message = order_confirmed(&order, Some(&links));
-        assert!(message.body.contains("1 × Kind of Blue (download)"), "{}", message.body);
+        assert!(
+            message.body.contains("1 × Kind of Blue (download)"),
+            "{}",
+            message.body
+        );
         assert!(message.body.contains("Kind of Blue: /media/a/download.mp3?order=o-1&expires=9&sig=ab (until 2026-12-09T00:00:00Z)"), "{}", message.body);
         let unsigned = order_confirmed(&order, None);
-        assert!(unsigned.body.contains("/shop/orders/o-1"), "{}", unsigned.body);
+        assert!(
+            unsigned.body.contains("/shop/orders/o-1"),
+            "{}",
+            unsigned.body
+        );
         assert!(!unsigned.body.contains("Tracking"), "{}", unsigned.body);
     }
 

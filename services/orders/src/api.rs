@@ -256,28 +256,28 @@ impl Orders for OrdersApi {
             }
         } else {
             ShippingClient::new(self.upstreams.shipping.channel())
-            .quote(shipping::QuoteRequest {
-                address: Some(address.clone()),
-                item_count: u32::try_from(item_count).unwrap_or(u32::MAX),
-            })
-            .await
-            .map_err(|status| match field_errors(&status) {
-                // The shipping service names address fields `address.*`; the caller sent them
-                // as `shipping_address.*`.
-                Some(errors) => invalid_argument(
-                    &errors
-                        .into_iter()
-                        .map(|error| {
-                            FieldError::new(
-                                error.field.replacen("address.", "shipping_address.", 1),
-                                error.message,
-                            )
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                None => callee_failed("shipping", &status),
-            })?
-            .into_inner()
+                .quote(shipping::QuoteRequest {
+                    address: Some(address.clone()),
+                    item_count: u32::try_from(item_count).unwrap_or(u32::MAX),
+                })
+                .await
+                .map_err(|status| match field_errors(&status) {
+                    // The shipping service names address fields `address.*`; the caller sent them
+                    // as `shipping_address.*`.
+                    Some(errors) => invalid_argument(
+                        &errors
+                            .into_iter()
+                            .map(|error| {
+                                FieldError::new(
+                                    error.field.replacen("address.", "shipping_address.", 1),
+                                    error.message,
+                                )
+                            })
+                            .collect::<Vec<_>>(),
+                    ),
+                    None => callee_failed("shipping", &status),
+                })?
+                .into_inner()
         };
         let subtotal: i64 = lines.iter().map(|line| line.line_total_minor).sum();
         let quoted = quote.cost.unwrap_or_default();

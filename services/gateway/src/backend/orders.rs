@@ -325,10 +325,16 @@ pub struct Downloads {
 
 /// The signed links to the files `owner`'s order `id` entitles them to: 404 for someone
 /// else's order, 409 before it is confirmed or when it has no downloads.
-pub async fn downloads(state: &GatewayState, owner: &str, id: String) -> Result<Downloads, Problem> {
+pub async fn downloads(
+    state: &GatewayState,
+    owner: &str,
+    id: String,
+) -> Result<Downloads, Problem> {
     let order = get(state, owner, id.clone(), false).await?;
     if !order.items.iter().any(|item| item.digital) {
-        return Err(Problem::conflict("this order has no downloads: nothing in it is sold as a file"));
+        return Err(Problem::conflict(
+            "this order has no downloads: nothing in it is sold as a file",
+        ));
     }
     if order.status != OrderStatus::Confirmed {
         return Err(Problem::conflict(
@@ -343,6 +349,14 @@ pub async fn downloads(state: &GatewayState, owner: &str, id: String) -> Result<
         .sign_downloads(comb_contracts::media::v1::SignDownloadsRequest {
             order_id: id,
             owner: owner.to_owned(),
+            // Orders said this order is the caller's and what it sold as downloads: the
+            // links are signed at once, and open once media has recorded the order.
+            product_ids: order
+                .items
+                .iter()
+                .filter(|item| item.digital)
+                .map(|item| item.product_id.clone())
+                .collect(),
         })
         .await
         .answered_by(media)?;

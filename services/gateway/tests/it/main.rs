@@ -13,6 +13,7 @@ mod cart;
 mod catalog_down;
 mod checkout;
 mod contract;
+mod downloads;
 mod events;
 mod kept;
 mod matrix;
@@ -48,6 +49,8 @@ pub struct Options {
     /// The gateway's checkouts per account a minute, when a test needs more than the
     /// default.
     pub checkouts_per_account: Option<u32>,
+    /// How long media's signed download links last, when a test needs them to expire.
+    pub download_link_seconds: Option<u64>,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             nats: false,
             postgres: false,
             checkouts_per_account: None,
+            download_link_seconds: None,
         }
     }
 }
@@ -354,7 +358,13 @@ impl System {
                 ("COMB_CALL_TIMEOUT_MS", "2000".to_owned()),
             ],
             // Failed jobs come back soon, and a worker that vanished loses its lease soon.
-            "media" => vec![("COMB_MEDIA_RETRY_BACKOFF_MS", "200".to_owned())],
+            "media" => {
+                let mut settings = vec![("COMB_MEDIA_RETRY_BACKOFF_MS", "200".to_owned())];
+                if let Some(seconds) = options.download_link_seconds {
+                    settings.push(("COMB_MEDIA_DOWNLOAD_LINK_SECONDS", seconds.to_string()));
+                }
+                settings
+            }
             "media-worker" => vec![
                 ("COMB_MEDIA_LEASE_MS", "1500".to_owned()),
                 ("COMB_MEDIA_IDLE_POLL_MS", "100".to_owned()),

@@ -14,7 +14,7 @@ use crate::checkout::admin;
 use crate::{Options, System, nats_reachable, problem};
 
 /// Whether ffmpeg is here; without it (outside CI) the media tests say so and skip.
-fn ffmpeg_present() -> bool {
+pub(crate) fn ffmpeg_present() -> bool {
     let present = Command::new("ffmpeg")
         .arg("-version")
         .output()
@@ -30,7 +30,7 @@ fn ffmpeg_present() -> bool {
 }
 
 /// A file made by ffmpeg from `args` (lavfi sources), in `directory`.
-fn fixture(directory: &Path, name: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn fixture(directory: &Path, name: &str, args: &[&str]) -> PathBuf {
     let path = directory.join(name);
     let made = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
@@ -81,7 +81,7 @@ fn stream<'a>(probe: &'a Value, kind: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} stream in {probe}"))
 }
 
-async fn first_product(system: &System, kind: &str) -> String {
+pub(crate) async fn first_product(system: &System, kind: &str) -> String {
     let page = system
         .json(&format!("/api/v1/products?kind={kind}&limit=1"))
         .await;
@@ -160,7 +160,7 @@ async fn renditions(system: &System, asset: &str) -> Vec<(String, PathBuf, bool,
 
 /// The product as the API shows it once its media shows `asset` in `role` (the catalog
 /// learns of it from media's events).
-async fn showing(system: &System, product: &str, role: &str, asset: &str) -> Value {
+pub(crate) async fn showing(system: &System, product: &str, role: &str, asset: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let shown = system.json(&format!("/api/v1/products/{product}")).await;
@@ -183,7 +183,7 @@ async fn page(system: &System, product: &str) -> String {
 }
 
 /// Uploads `file` for a product of `kind` and waits for its job to be done.
-async fn made(system: &System, token: &str, kind: &str, file: &Path) -> (String, Value) {
+pub(crate) async fn made(system: &System, token: &str, kind: &str, file: &Path) -> (String, Value) {
     let product = first_product(system, kind).await;
     let response = upload(
         system,

@@ -37,6 +37,7 @@ fn order(id: &str, owner: &str, key: &str, created_at_ms: i64) -> Order {
             quantity: 2,
             unit_price_minor: 500,
             line_total_minor: 1000,
+            digital: false,
         }],
         subtotal_minor: 1000,
         shipping_minor: 499,

@@ -64,11 +64,12 @@ pub(in crate::shop) async fn order(
     let (label, class) = status_text(&order);
     let pending = label == "PENDING";
     // A confirmed order's downloads: fresh signed links at every visit.
-    let downloads = if order.status == OrderStatus::Confirmed && order.items.iter().any(|item| item.digital) {
-        Some(backend::orders::downloads(&state, &owner, order.id.clone()).await)
-    } else {
-        None
-    };
+    let downloads =
+        if order.status == OrderStatus::Confirmed && order.items.iter().any(|item| item.digital) {
+            Some(backend::orders::downloads(&state, &owner, order.id.clone()).await)
+        } else {
+            None
+        };
     let body = html! {
         h1 { "Order " span.muted { (order.id) } }
         p { "Status: " strong.(class) #order-status { (label) } }
