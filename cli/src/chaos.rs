@@ -419,12 +419,13 @@ async fn verdicts(
         let status = reservation.map(|r| r.status.as_str());
         match order.status {
             // Downloads take no stock: an order of downloads only reserves nothing.
-            OrderStatus::Confirmed if !order.ships() => {
-                if reservation.is_some_and(|r| r.status == ReservationStatus::Committed) {
-                    stock_problems
-                        .push(format!("{} holds only downloads, yet took stock", order.id));
-                }
+            OrderStatus::Confirmed
+                if !order.ships()
+                    && reservation.is_some_and(|r| r.status == ReservationStatus::Committed) =>
+            {
+                stock_problems.push(format!("{} holds only downloads, yet took stock", order.id));
             }
+            OrderStatus::Confirmed if !order.ships() => {}
             OrderStatus::Confirmed => {
                 let wanted = quantities(order.physical_lines().map(|l| (&l.sku, l.quantity)));
                 match reservation {
