@@ -18,10 +18,10 @@ async fn a_services_role_cannot_open_another_services_database() {
     let databases = comb.databases().await;
     assert_eq!(
         databases.len(),
-        11,
-        "a database for every service but the gateway: {databases:?}"
+        12,
+        "a database for every service but the gateway and the media workers: {databases:?}"
     );
-    assert!(!databases.contains_key("gateway"));
+    assert!(!databases.contains_key("gateway") && !databases.contains_key("media-worker"));
     // Without the operator token the launcher shows no password.
     let shown: std::collections::BTreeMap<String, String> = comb
         .http
