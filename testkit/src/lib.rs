@@ -388,3 +388,85 @@ macro_rules! on_each_backend {
         )+
     };
 }
+
+/// An S3-compatible bucket for a test: moto's server (`pip install 'moto[server]'`) on a
+/// random port with one empty bucket, stopped when dropped. `None` (and why) where moto is
+/// not installed, except under `CI=true`, where it must be.
+pub struct TestBucket {
+    pub endpoint: String,
+    pub bucket: String,
+    server: std::process::Child,
+}
+
+impl TestBucket {
+    pub async fn start() -> Option<Self> {
+        // moto takes its port from the command line: find a free one first.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let server = match std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(server) => server,
+            Err(error) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "moto_server is required on CI (.ci/run installs moto[server]): {error}"
+                );
+                eprintln!("no moto_server here ({error}): this S3 test skips");
+                return None;
+            }
+        };
+        let bucket = Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: format!("comb-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+            server,
+        };
+        // Ready once it answers; the bucket is made with a plain PUT, which moto takes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if bucket.put_bucket().await {
+                return Some(bucket);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not answer on port {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn put_bucket(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.endpoint.trim_start_matches("http://");
+        let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+            return false;
+        };
+        let request = format!(
+            "PUT /{} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.bucket
+        );
+        if stream.write_all(request.as_bytes()).await.is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        answer.starts_with(b"HTTP/1.1 200") || answer.starts_with(b"HTTP/1.0 200")
+    }
+
+    /// `s3://BUCKET/prefix`, for `media_store`.
+    pub fn location(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+}
+
+impl Drop for TestBucket {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}

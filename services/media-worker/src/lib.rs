@@ -53,7 +53,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         },
     };
     let media = Arc::new(Upstream::from_config(&config, "media")?);
-    let blobs = Blobs::open(&comb_media::blob_store_location(&config))?;
+    let blobs = comb_media::blob_store(&config)?;
     let worker = Arc::new(Worker {
         name: config.instance.clone(),
         media,

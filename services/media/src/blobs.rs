@@ -6,8 +6,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
@@ -48,15 +50,54 @@ pub struct Stored {
     pub bytes: u64,
 }
 
+/// How to reach an S3-compatible bucket; what is not given comes from the standard AWS
+/// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// An S3-compatible server's address (MinIO, Ceph, a cloud's); plain `http://` is
+    /// allowed when named here.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
 impl Blobs {
-    /// The store at `location`: a local directory (a path, or a `file://` URL), created
-    /// when missing.
-    pub fn open(location: &str) -> Result<Self, BlobError> {
-        let directory = location.strip_prefix("file://").unwrap_or(location);
+    /// The store at `location`: an S3-compatible bucket (`s3://bucket[/prefix]`), or a
+    /// local directory (a path, or a `file://` URL), created when missing.
+    pub fn open(location: &str, s3: &S3Options) -> Result<Self, BlobError> {
         let open_error = |source| BlobError::Open {
             location: location.to_owned(),
             source,
         };
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_http_connector(PlainHttpConnector);
+            if let Some(endpoint) = &s3.endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"));
+            }
+            if let Some(region) = &s3.region {
+                builder = builder.with_region(region);
+            }
+            if let Some(key) = &s3.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &s3.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            let bucket_store = builder.build().map_err(open_error)?;
+            let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+                Arc::new(bucket_store)
+            } else {
+                Arc::new(PrefixStore::new(bucket_store, prefix.trim_matches('/')))
+            };
+            return Ok(Self { store });
+        }
+        let directory = location.strip_prefix("file://").unwrap_or(location);
         std::fs::create_dir_all(directory).map_err(|error| {
             open_error(object_store::Error::Generic {
                 store: "local directory",
@@ -146,6 +187,60 @@ impl Blobs {
     }
 }
 
+/// Sends a bucket's requests with hyper over plain HTTP: an S3-compatible server inside the
+/// deployment (MinIO, Ceph, or a TLS-terminating proxy in front of a cloud's), without a
+/// TLS stack in the build.
+#[derive(Debug)]
+struct PlainHttpConnector;
+
+impl object_store::client::HttpConnector for PlainHttpConnector {
+    fn connect(
+        &self,
+        _options: &object_store::ClientOptions,
+    ) -> object_store::Result<object_store::client::HttpClient> {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        Ok(object_store::client::HttpClient::new(PlainHttp(client)))
+    }
+}
+
+#[derive(Debug)]
+struct PlainHttp(
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        object_store::client::HttpRequestBody,
+    >,
+);
+
+#[tonic::async_trait]
+impl object_store::client::HttpService for PlainHttp {
+    async fn call(
+        &self,
+        request: object_store::client::HttpRequest,
+    ) -> Result<object_store::client::HttpResponse, object_store::client::HttpError> {
+        use http_body_util::BodyExt;
+        use object_store::client::{HttpError, HttpErrorKind, HttpResponseBody};
+        if request.uri().scheme_str() != Some("http") {
+            return Err(HttpError::new(
+                HttpErrorKind::Connect,
+                std::io::Error::other("buckets are reached over http:// (media_s3_endpoint)"),
+            ));
+        }
+        let response = self
+            .0
+            .request(request)
+            .await
+            .map_err(|error| HttpError::new(HttpErrorKind::Request, error))?;
+        Ok(response.map(|body| {
+            HttpResponseBody::new(
+                http_body_util::combinators::BoxBody::new(body)
+                    .map_err(|error| HttpError::new(HttpErrorKind::Decode, error)),
+            )
+        }))
+    }
+}
+
 fn generic(error: std::io::Error) -> BlobError {
     BlobError::Store(object_store::Error::Generic {
         store: "local file",
@@ -196,6 +291,14 @@ impl BlobWriter {
             Err(object_store::Error::AlreadyExists { .. }) => {
                 self.store.delete(&self.staging).await?;
             }
+            // A bucket without conditional copies: the name is the content, so replacing
+            // a file with the same bytes changes nothing a reader can see.
+            Err(
+                object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. },
+            ) => {
+                self.store.rename(&self.staging, &final_location).await?;
+            }
             Err(error) => return Err(error.into()),
         }
         Ok(Stored {
@@ -235,7 +338,11 @@ mod tests {
     #[tokio::test]
     async fn files_are_named_by_their_digest_and_read_by_range() {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let blobs = Blobs::open(&directory.path().display().to_string()).expect("store");
+        let blobs = Blobs::open(
+            &directory.path().display().to_string(),
+            &S3Options::default(),
+        )
+        .expect("store");
         let stored = blobs.put(b"hello, media").await.expect("put");
         assert_eq!(stored.sha256, hex(&Sha256::digest(b"hello, media")));
         assert_eq!(stored.bytes, 12);
@@ -257,7 +364,11 @@ mod tests {
     #[tokio::test]
     async fn only_digests_name_files() {
         let directory = tempfile::tempdir().expect("temporary directory");
-        let blobs = Blobs::open(&directory.path().display().to_string()).expect("store");
+        let blobs = Blobs::open(
+            &directory.path().display().to_string(),
+            &S3Options::default(),
+        )
+        .expect("store");
         for name in ["../../etc/passwd", "abc", &"g".repeat(64)] {
             assert!(matches!(
                 blobs.size(name).await,

@@ -63,11 +63,24 @@ pub const MIGRATIONS: Migrations = Migrations {
 /// The path of an upload: its body is a stream the handler reads itself.
 const UPLOAD_PATH: &str = "/comb.media.v1.Media/Upload";
 
-/// Where media keeps its files when `media_store` names no place: beside its database.
-pub fn blob_store_location(config: &ServiceConfig) -> String {
-    config.setting("media_store").map_or_else(
+/// Media's blob store as the settings name it (media and its workers open the same):
+/// `media_store`, a directory (by default `DATA_DIR/blobs`) or `s3://bucket[/prefix]`,
+/// with `media_s3_endpoint`, `media_s3_region`, `media_s3_access_key_id` and
+/// `media_s3_secret_access_key` (else the standard AWS variables) for a bucket.
+pub fn blob_store(config: &ServiceConfig) -> Result<Blobs, blobs::BlobError> {
+    let location = config.setting("media_store").map_or_else(
         || config.data_dir.join("blobs").display().to_string(),
         str::to_owned,
+    );
+    let setting = |key: &str| config.setting(key).map(str::to_owned);
+    Blobs::open(
+        &location,
+        &blobs::S3Options {
+            endpoint: setting("media_s3_endpoint"),
+            region: setting("media_s3_region"),
+            access_key_id: setting("media_s3_access_key_id"),
+            secret_access_key: setting("media_s3_secret_access_key"),
+        },
     )
 }
 
@@ -89,7 +102,7 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         )?,
     };
     let db = Database::open(&config.database_url, &MIGRATIONS).await?;
-    let blobs = Blobs::open(&blob_store_location(&config))?;
+    let blobs = blob_store(&config)?;
     let store = MediaStore::new(db.clone());
     let transport = Transport::from_config(&config).await?;
     let catalog = transport

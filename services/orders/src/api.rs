@@ -244,6 +244,12 @@ impl Orders for OrdersApi {
             .filter(|line| !line.digital)
             .map(|line| line.quantity)
             .sum();
+        if item_count > 0 && request.shipping_address.is_none() {
+            return Err(invalid_argument(&[FieldError::new(
+                "shipping_address",
+                "is required: the cart holds something to ship",
+            )]));
+        }
         let address = request.shipping_address.unwrap_or_default();
         // Downloads alone need no address and cost nothing to ship.
         let quote = if item_count == 0 {

@@ -35,7 +35,7 @@ pub const ADMIN_EMAIL: &str = "admin@comb.example";
 pub const ADMIN_PASSWORD: &str = "admin password for tests";
 
 /// How a test wants the system set up.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Options {
     /// How long an unpaid order may stay PENDING before it is cancelled.
     pub saga_deadline_ms: u64,
@@ -51,6 +51,8 @@ pub struct Options {
     pub checkouts_per_account: Option<u32>,
     /// How long media's signed download links last, when a test needs them to expire.
     pub download_link_seconds: Option<u64>,
+    /// Media's files in this S3-compatible bucket instead of a directory.
+    pub bucket: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             postgres: false,
             checkouts_per_account: None,
             download_link_seconds: None,
+            bucket: None,
         }
     }
 }
@@ -190,7 +193,14 @@ pub struct System {
     pub media_dir: std::sync::Arc<tempfile::TempDir>,
     nats_prefix: Option<String>,
     databases: BTreeMap<&'static str, TestDatabase>,
+    /// Held while this system uses PostgreSQL (see [`POSTGRES_SYSTEMS`]).
+    _postgres_turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// PostgreSQL systems run one at a time: each of the 13 services' pools may hold 5
+/// connections, and two systems at once could take more than the server's 100.
+static POSTGRES_SYSTEMS: std::sync::LazyLock<std::sync::Arc<tokio::sync::Semaphore>> =
+    std::sync::LazyLock::new(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1)));
 
 /// A new database for one service, of the kind the options ask for.
 async fn database(options: &Options) -> TestDatabase {
@@ -255,6 +265,16 @@ impl System {
     }
 
     pub async fn start_with(options: Options) -> Self {
+        let postgres_turn = if options.postgres {
+            Some(
+                std::sync::Arc::clone(&POSTGRES_SYSTEMS)
+                    .acquire_owned()
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
         let nats_prefix = options.nats.then(|| {
             format!(
                 "T{}",
@@ -289,10 +309,16 @@ impl System {
             );
             if name.starts_with("media") {
                 let directory = media_dir.path();
-                settings.push((
-                    "COMB_MEDIA_STORE".into(),
-                    directory.join("blobs").display().to_string(),
-                ));
+                let store = match &options.bucket {
+                    Some((endpoint, location)) => {
+                        settings.push(("COMB_MEDIA_S3_ENDPOINT".into(), endpoint.clone()));
+                        settings.push(("COMB_MEDIA_S3_ACCESS_KEY_ID".into(), "test".into()));
+                        settings.push(("COMB_MEDIA_S3_SECRET_ACCESS_KEY".into(), "test".into()));
+                        location.clone()
+                    }
+                    None => directory.join("blobs").display().to_string(),
+                };
+                settings.push(("COMB_MEDIA_STORE".into(), store));
                 settings.push((
                     "COMB_DATA_DIR".into(),
                     directory.join(name).display().to_string(),
@@ -333,6 +359,7 @@ impl System {
             media_dir,
             nats_prefix,
             databases,
+            _postgres_turn: postgres_turn,
         }
     }
 

@@ -867,3 +867,58 @@ async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(
     assert_eq!(names.len(), count, "each rendition recorded once");
     assert!(names.contains(&"720p.mp4"));
 }
+
+#[tokio::test]
+async fn media_keeps_its_files_in_an_s3_bucket_shared_with_its_worker() {
+    if !ffmpeg_present() {
+        return;
+    }
+    let Some(bucket) = comb_testkit::TestBucket::start().await else {
+        return;
+    };
+    let system = System::start_with(Options {
+        bucket: Some((bucket.endpoint.clone(), bucket.location("media"))),
+        ..Options::default()
+    })
+    .await;
+    let token = admin(&system).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let master = fixture(
+        scratch.path(),
+        "cover.png",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=400x600",
+            "-frames:v",
+            "1",
+        ],
+    );
+    let (asset, _) = made(&system, &token, "book", &master).await;
+    let served = system.get(&format!("/media/{asset}/w320.jpg")).await;
+    assert_eq!(served.status(), 200);
+    let file = scratch.path().join("served.jpg");
+    std::fs::write(&file, served.bytes().await.unwrap()).unwrap();
+    let found = probe(&file);
+    assert_eq!(stream(&found, "video")["width"], 320);
+    assert_eq!(stream(&found, "video")["height"], 480);
+    let part = system
+        .http
+        .get(system.url(&format!("/media/{asset}/w320.jpg")))
+        .header("range", "bytes=2-5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap().len(), 4);
+    // Nothing went to the local directory: the bucket holds the files.
+    assert!(
+        !system
+            .media_dir
+            .path()
+            .join("blobs")
+            .join("sha256")
+            .exists()
+    );
+}

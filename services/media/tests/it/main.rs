@@ -292,3 +292,35 @@ on_each_backend!(
     a_cancelled_job_stops_its_worker_and_can_be_retried,
     stats_count_jobs_and_stored_bytes,
 );
+
+#[tokio::test]
+async fn files_in_an_s3_bucket_are_named_by_their_digest_and_read_by_range() {
+    use comb_media::blobs::{Blobs, S3Options};
+    use futures_util::StreamExt;
+    let Some(bucket) = comb_testkit::TestBucket::start().await else {
+        return;
+    };
+    let options = S3Options {
+        endpoint: Some(bucket.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("test".into()),
+        secret_access_key: Some("test".into()),
+    };
+    let blobs = Blobs::open(&bucket.location("blobs"), &options).unwrap();
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let stored = blobs.put(&bytes).await.unwrap();
+    assert_eq!(stored.bytes, 200_000);
+    assert_eq!(
+        blobs.put(&bytes).await.unwrap(),
+        stored,
+        "the same bytes, the same file"
+    );
+    assert_eq!(blobs.size(&stored.sha256).await.unwrap(), Some(200_000));
+    assert_eq!(blobs.size(&"0".repeat(64)).await.unwrap(), None);
+    let mut read = Vec::new();
+    let mut chunks = blobs.read(&stored.sha256, 1_000..1_010).await.unwrap();
+    while let Some(chunk) = chunks.next().await {
+        read.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(read, bytes[1_000..1_010]);
+}
