@@ -326,12 +326,33 @@ pub async fn list_jobs(
     }))
 }
 
-fn job_ref(id: String) -> Result<proto::JobRef, Problem> {
-    if is_key(&id) {
-        Ok(proto::JobRef { id })
-    } else {
-        Err(Problem::not_found("there is no media job with that id"))
+/// What a job route asks of media.
+#[derive(Debug, Clone, Copy)]
+enum JobCall {
+    Get,
+    Retry,
+    Cancel,
+}
+
+/// Job `id` after `call`, as admins see it.
+async fn on_job(
+    state: &GatewayState,
+    id: String,
+    call: JobCall,
+) -> Result<Json<MediaJob>, Problem> {
+    let media = media(state)?;
+    if !is_key(&id) {
+        return Err(Problem::not_found("there is no media job with that id"));
     }
+    let job = proto::JobRef { id };
+    let mut client = MediaClient::new(media.channel());
+    let answer = match call {
+        JobCall::Get => client.get_job(job).await,
+        JobCall::Retry => client.retry_job(job).await,
+        JobCall::Cancel => client.cancel_job(job).await,
+    };
+    let job = answer.map_err(|status| media.problem(&status))?;
+    Ok(Json(job_view(job.into_inner())))
 }
 
 /// One media job: its state, progress, attempts and why it failed.
@@ -353,12 +374,7 @@ pub async fn get_job(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<MediaJob>, Problem> {
-    let media = media(&state)?;
-    let job = MediaClient::new(media.channel())
-        .get_job(job_ref(id)?)
-        .await
-        .map_err(|status| media.problem(&status))?;
-    Ok(Json(job_view(job.into_inner())))
+    on_job(&state, id, JobCall::Get).await
 }
 
 /// Queues a failed or cancelled job again.
@@ -381,12 +397,7 @@ pub async fn retry_job(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<MediaJob>, Problem> {
-    let media = media(&state)?;
-    let job = MediaClient::new(media.channel())
-        .retry_job(job_ref(id)?)
-        .await
-        .map_err(|status| media.problem(&status))?;
-    Ok(Json(job_view(job.into_inner())))
+    on_job(&state, id, JobCall::Retry).await
 }
 
 /// Cancels a queued or running job.
@@ -409,12 +420,7 @@ pub async fn cancel_job(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<MediaJob>, Problem> {
-    let media = media(&state)?;
-    let job = MediaClient::new(media.channel())
-        .cancel_job(job_ref(id)?)
-        .await
-        .map_err(|status| media.problem(&status))?;
-    Ok(Json(job_view(job.into_inner())))
+    on_job(&state, id, JobCall::Cancel).await
 }
 
 /// What a `Range` header asks of a file.

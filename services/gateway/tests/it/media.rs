@@ -13,6 +13,29 @@ use serde_json::Value;
 use crate::checkout::admin;
 use crate::{Options, System, nats_reachable, problem};
 
+/// A system to try media on: its admin's token and a scratch directory for fixtures.
+pub(crate) struct Lab {
+    pub system: System,
+    pub token: String,
+    pub scratch: tempfile::TempDir,
+}
+
+impl Lab {
+    /// None (the test skips, saying why) where ffmpeg is missing, outside CI.
+    pub(crate) async fn start(options: Options) -> Option<Self> {
+        if !ffmpeg_present() {
+            return None;
+        }
+        let system = System::start_with(options).await;
+        let token = admin(&system).await;
+        Some(Self {
+            system,
+            token,
+            scratch: tempfile::tempdir().unwrap(),
+        })
+    }
+}
+
 /// Whether ffmpeg is here; without it (outside CI) the media tests say so and skip.
 pub(crate) fn ffmpeg_present() -> bool {
     let present = Command::new("ffmpeg")
@@ -235,12 +258,14 @@ async fn an_image_becomes_webp_and_jpeg_at_three_widths_on_postgres_over_nats() 
 }
 
 async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
-    if !ffmpeg_present() {
+    let Some(Lab {
+        system,
+        token,
+        scratch,
+    }) = Lab::start(options).await
+    else {
         return;
-    }
-    let system = System::start_with(options).await;
-    let token = admin(&system).await;
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let master = fixture(
         scratch.path(),
         "cover.png",
@@ -328,12 +353,14 @@ async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
 
 #[tokio::test]
 async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
-    if !ffmpeg_present() {
+    let Some(Lab {
+        system,
+        token,
+        scratch,
+    }) = Lab::start(Options::default()).await
+    else {
         return;
-    }
-    let system = System::start().await;
-    let token = admin(&system).await;
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let master = fixture(
         scratch.path(),
         "take.wav",
@@ -405,12 +432,14 @@ async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
 
 #[tokio::test]
 async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview() {
-    if !ffmpeg_present() {
+    let Some(Lab {
+        system,
+        token,
+        scratch,
+    }) = Lab::start(Options::default()).await
+    else {
         return;
-    }
-    let system = System::start().await;
-    let token = admin(&system).await;
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let master = fixture(
         scratch.path(),
         "clip.mp4",
@@ -555,12 +584,14 @@ async fn every_product_gets_a_drawn_cover_until_one_is_uploaded() {
 
 #[tokio::test]
 async fn a_range_request_gets_exactly_those_bytes() {
-    if !ffmpeg_present() {
+    let Some(Lab {
+        system,
+        token,
+        scratch,
+    }) = Lab::start(Options::default()).await
+    else {
         return;
-    }
-    let system = System::start().await;
-    let token = admin(&system).await;
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let master = fixture(
         scratch.path(),
         "cover.png",
@@ -799,12 +830,14 @@ async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_on_po
 }
 
 async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(options: Options) {
-    if !ffmpeg_present() {
+    let Some(Lab {
+        mut system,
+        token,
+        scratch,
+    }) = Lab::start(options).await
+    else {
         return;
-    }
-    let mut system = System::start_with(options).await;
-    let token = admin(&system).await;
-    let scratch = tempfile::tempdir().unwrap();
+    };
     let master = fixture(
         scratch.path(),
         "long.mp4",
