@@ -36,6 +36,10 @@ pub struct Tools {
     pub ffprobe: String,
     /// Added to ffmpeg's niceness (0: run at the worker's own priority).
     pub niceness: u8,
+    /// Run ffmpeg in the idle scheduling class (`chrt --idle`, where util-linux has it):
+    /// it gets a core only when no other process wants one, so a request never waits
+    /// behind a transcode.
+    pub idle_class: bool,
     /// ffmpeg threads per run (0: ffmpeg decides).
     pub threads: u16,
 }
@@ -121,8 +125,21 @@ impl Probe {
 }
 
 impl Tools {
-    /// Whether ffmpeg and ffprobe can be run.
-    pub async fn check(&self) -> Result<(), ToolError> {
+    /// Whether ffmpeg and ffprobe can be run; without `chrt`, ffmpeg runs at its
+    /// niceness alone.
+    pub async fn check(&mut self) -> Result<(), ToolError> {
+        if self.idle_class
+            && Command::new("chrt")
+                .args(["--idle", "0", "true"])
+                .status()
+                .await
+                .map_or(true, |status| !status.success())
+        {
+            tracing::warn!(
+                "chrt cannot put ffmpeg in the idle class here; it runs at its niceness alone"
+            );
+            self.idle_class = false;
+        }
         for tool in [&self.ffmpeg, &self.ffprobe] {
             let ran = Command::new(tool)
                 .arg("-version")
@@ -187,7 +204,18 @@ impl Tools {
         progress: &Arc<AtomicU32>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ToolError> {
-        let mut command = if self.niceness > 0 {
+        let mut command = if self.idle_class {
+            let mut command = Command::new("chrt");
+            command.args([
+                "--idle",
+                "0",
+                "nice",
+                "-n",
+                &self.niceness.to_string(),
+                &self.ffmpeg,
+            ]);
+            command
+        } else if self.niceness > 0 {
             let mut command = Command::new("nice");
             command.args(["-n", &self.niceness.to_string(), &self.ffmpeg]);
             command
@@ -205,11 +233,18 @@ impl Tools {
                 "-y",
             ])
             .args(["-progress", "pipe:1"]);
+        // `-threads` bounds the encoder only where it precedes the output (the last
+        // argument); before an input it would bound the decoder alone.
+        let threads = self.threads.to_string();
+        let (output, options) = args
+            .split_last()
+            .map_or((None, args), |(last, rest)| (Some(last), rest));
+        command.args(options);
         if self.threads > 0 {
-            command.args(["-threads", &self.threads.to_string()]);
+            command.args(["-filter_threads", &threads, "-threads", &threads]);
         }
         let mut child = command
-            .args(args)
+            .args(output)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

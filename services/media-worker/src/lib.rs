@@ -40,7 +40,7 @@ pub struct WorkerSettings {
 /// A worker instance, for `comb_kit::service::run`: no API of its own (only the kit's
 /// probes and metrics), and its job slots as background tasks.
 pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
-    let settings = WorkerSettings {
+    let mut settings = WorkerSettings {
         jobs: config.number("media_worker_jobs", 1..=16, "a number of jobs", 1)?,
         lease: config.millis("media_lease_ms", Duration::from_secs(20))?,
         idle_poll: config.millis("media_idle_poll_ms", Duration::from_millis(500))?,
@@ -48,10 +48,20 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         tools: Tools {
             ffmpeg: config.setting("ffmpeg").unwrap_or("ffmpeg").to_owned(),
             ffprobe: config.setting("ffprobe").unwrap_or("ffprobe").to_owned(),
-            niceness: config.number("media_worker_niceness", 0..=19, "a niceness", 10)?,
+            niceness: config.number("media_worker_niceness", 0..=19, "a niceness", 19)?,
+            idle_class: config.flag("media_worker_idle_class", true)?,
+            // 0: ffmpeg decides (x264 uses every core). On 2 cores one such worker already
+            // takes both, and checkout's p99 suffered less than with one thread a worker
+            // (scripts/media-bench); set 1 on a big machine to scale by workers.
             threads: config.number("media_worker_threads", 0..=64, "a number of threads", 0)?,
         },
     };
+    // Without ffmpeg the instance still runs (healthy, taking no job), so the rest of the
+    // system does too, and jobs wait for a worker that has it.
+    let tools = settings.tools.check().await;
+    if let Err(error) = &tools {
+        tracing::error!(%error, "media jobs cannot run here; they wait for a worker that has ffmpeg");
+    }
     let media = Arc::new(Upstream::from_config(&config, "media")?);
     let blobs = comb_media::blob_store(&config)?;
     let worker = Arc::new(Worker {
@@ -61,7 +71,12 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
         settings,
     });
     let mut service = Service::new(Router::new());
-    for _ in 0..worker.settings.jobs {
+    let slots = if tools.is_ok() {
+        worker.settings.jobs
+    } else {
+        0
+    };
+    for _ in 0..slots {
         service = service.task("job slot", Arc::clone(&worker).work());
     }
     Ok(service)
@@ -104,10 +119,6 @@ impl From<ToolError> for Outcome {
 impl Worker {
     /// One job slot: lease, work, report, for as long as the instance runs.
     async fn work(self: Arc<Self>) {
-        if let Err(error) = self.settings.tools.check().await {
-            tracing::error!(%error, "media jobs cannot run here; they wait for a worker that has ffmpeg");
-            return;
-        }
         loop {
             let leased = MediaClient::new(self.media.untraced_channel())
                 .lease_job(proto::LeaseJobRequest {
