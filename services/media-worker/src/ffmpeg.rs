@@ -125,6 +125,29 @@ impl Probe {
 }
 
 impl Tools {
+    /// A command running `tool` at the workers' lower priority: the idle class and the
+    /// niceness, as set.
+    fn lowered(&self, tool: &str) -> Command {
+        if self.idle_class {
+            let mut command = Command::new("chrt");
+            command.args([
+                "--idle",
+                "0",
+                "nice",
+                "-n",
+                &self.niceness.to_string(),
+                tool,
+            ]);
+            command
+        } else if self.niceness > 0 {
+            let mut command = Command::new("nice");
+            command.args(["-n", &self.niceness.to_string(), tool]);
+            command
+        } else {
+            Command::new(tool)
+        }
+    }
+
     /// Whether ffmpeg and ffprobe can be run; without `chrt`, ffmpeg runs at its
     /// niceness alone.
     pub async fn check(&mut self) -> Result<(), ToolError> {
@@ -160,7 +183,8 @@ impl Tools {
 
     /// Describes `file`; an input ffprobe cannot read is undecodable.
     pub async fn probe(&self, file: &Path) -> Result<Probe, ToolError> {
-        let output = Command::new(&self.ffprobe)
+        let output = self
+            .lowered(&self.ffprobe)
             .args([
                 "-v",
                 "error",
@@ -204,24 +228,7 @@ impl Tools {
         progress: &Arc<AtomicU32>,
         stop: &tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), ToolError> {
-        let mut command = if self.idle_class {
-            let mut command = Command::new("chrt");
-            command.args([
-                "--idle",
-                "0",
-                "nice",
-                "-n",
-                &self.niceness.to_string(),
-                &self.ffmpeg,
-            ]);
-            command
-        } else if self.niceness > 0 {
-            let mut command = Command::new("nice");
-            command.args(["-n", &self.niceness.to_string(), &self.ffmpeg]);
-            command
-        } else {
-            Command::new(&self.ffmpeg)
-        };
+        let mut command = self.lowered(&self.ffmpeg);
         command
             .current_dir(directory)
             .args([
