@@ -71,10 +71,30 @@ async fn stock(system: &System, product: &str) -> Value {
 
 #[tokio::test]
 async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer() {
+    a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(Options::default())
+        .await;
+}
+
+#[tokio::test]
+async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_on_postgres_over_nats()
+ {
+    if crate::nats_reachable().await {
+        a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(
+    options: Options,
+) {
     if !crate::media::ffmpeg_present() {
         return;
     }
-    let system = System::start().await;
+    let system = System::start_with(options).await;
     let (product, asset) = downloadable(&system).await;
     let stock_before = stock(&system, &product).await;
 

@@ -353,11 +353,27 @@ async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
 
 #[tokio::test]
 async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
+    audio_becomes_previews_and_a_download_of_the_stated_lengths_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn audio_becomes_previews_and_a_download_of_the_stated_lengths_on_postgres_over_nats() {
+    if nats_reachable().await {
+        audio_becomes_previews_and_a_download_of_the_stated_lengths_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn audio_becomes_previews_and_a_download_of_the_stated_lengths_with(options: Options) {
     let Some(Lab {
         system,
         token,
         scratch,
-    }) = Lab::start(Options::default()).await
+    }) = Lab::start(options).await
     else {
         return;
     };
@@ -432,11 +448,28 @@ async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
 
 #[tokio::test]
 async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview() {
+    video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(Options::default())
+        .await;
+}
+
+#[tokio::test]
+async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_on_postgres_over_nats() {
+    if nats_reachable().await {
+        video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(options: Options) {
     let Some(Lab {
         system,
         token,
         scratch,
-    }) = Lab::start(Options::default()).await
+    }) = Lab::start(options).await
     else {
         return;
     };
@@ -584,11 +617,27 @@ async fn every_product_gets_a_drawn_cover_until_one_is_uploaded() {
 
 #[tokio::test]
 async fn a_range_request_gets_exactly_those_bytes() {
+    a_range_request_gets_exactly_those_bytes_with(Options::default()).await;
+}
+
+#[tokio::test]
+async fn a_range_request_gets_exactly_those_bytes_on_postgres_over_nats() {
+    if nats_reachable().await {
+        a_range_request_gets_exactly_those_bytes_with(Options {
+            nats: true,
+            postgres: true,
+            ..Options::default()
+        })
+        .await;
+    }
+}
+
+async fn a_range_request_gets_exactly_those_bytes_with(options: Options) {
     let Some(Lab {
         system,
         token,
         scratch,
-    }) = Lab::start(Options::default()).await
+    }) = Lab::start(options).await
     else {
         return;
     };
