@@ -3,7 +3,6 @@
 //! validators and immutable caching, since each file is named by its content.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::body::Body;
@@ -196,20 +195,17 @@ pub async fn upload(
         return Err(too_large());
     }
     crate::backend::catalog::product(&state, &product_id).await?;
-    let sent = Arc::new(AtomicU64::new(0));
     let (broken, mut broke) = tokio::sync::watch::channel(None::<BrokeOff>);
-    let counted = Arc::clone(&sent);
     let first = proto::UploadPart {
         product_id,
         file_name: file_name(&headers),
         data: Vec::new(),
     };
-    let parts = body.into_data_stream().scan((), move |(), chunk| {
+    let parts = body.into_data_stream().scan(0u64, move |total, chunk| {
         let part = match chunk {
             Ok(bytes) => {
-                let total =
-                    counted.fetch_add(bytes.len() as u64, Ordering::Relaxed) + bytes.len() as u64;
-                if total > limit {
+                *total += bytes.len() as u64;
+                if *total > limit {
                     broken.send_replace(Some(BrokeOff::TooLarge));
                     None
                 } else {
