@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bench;
+mod browser;
 mod export;
 mod hardening;
 mod launcher;

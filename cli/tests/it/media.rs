@@ -1,7 +1,8 @@
 //! Media under `comb up`: an uploaded video is transcoded by a media worker process, the
 //! worker is SIGKILLed mid-transcode, and the job is still done, once, by the worker the
 //! launcher starts in its place; the catalog learns of the ready media through events and
-//! the dashboard's media page shows the job.
+//! the dashboard's media page shows the job; in headless Chromium, the music and video
+//! previews on their product pages play.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -222,4 +223,90 @@ async fn a_video_is_done_once_though_its_worker_is_killed_mid_transcode() {
         .await
         .unwrap();
     assert!(page.contains(&job_id) && page.contains("done"), "{page}");
+}
+
+#[tokio::test]
+async fn music_and_video_previews_play_on_their_product_pages() {
+    if !ffmpeg_present() {
+        return;
+    }
+    let Some(comb) = Comb::system_with_env(&repo_topology(), &ADMIN) else {
+        return;
+    };
+    let Some(browser) = crate::browser::browser("media").await else {
+        return;
+    };
+    let token = admin_token(&comb).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let sound = master(
+        scratch.path(),
+        "take.flac",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=330:duration=45",
+            "-ac",
+            "2",
+        ],
+    );
+    let music = first_product(&comb, "music").await;
+    let video = first_product(&comb, "video").await;
+    let picture = video_master(scratch.path(), 6);
+    let uploads = [
+        (music.clone(), upload(&comb, &token, &music, &sound).await),
+        (video.clone(), upload(&comb, &token, &video, &picture).await),
+    ];
+    for (product, accepted) in &uploads {
+        let job = accepted["job"]["id"].as_str().unwrap();
+        let done = settled(&comb, &token, job, Duration::from_secs(180)).await;
+        assert_eq!(done["state"], "done", "{done}");
+        showing(
+            &comb,
+            product,
+            "preview",
+            accepted["asset_id"].as_str().unwrap(),
+        )
+        .await;
+    }
+    let shop = comb.gateway();
+    browser.goto(&format!("{shop}/")).await;
+    browser.check("home-with-covers").await;
+    for (product, element) in [(&music, "audio"), (&video, "video")] {
+        browser
+            .goto(&format!("{shop}/shop/products/{product}"))
+            .await;
+        browser.check(&format!("{element}-preview")).await;
+        // Muted, a preview may play without a gesture; it must load and its clock move.
+        let played = browser
+            .client
+            .execute_async(
+                r#"
+                const done = arguments[arguments.length - 1];
+                const media = document.getElementById('preview');
+                media.muted = true;
+                const started = performance.now();
+                media.play().catch(error => done({ error: String(error) }));
+                const look = () => {
+                  if (media.readyState >= 2 && media.currentTime > 0.3) {
+                    done({ readyState: media.readyState, currentTime: media.currentTime, source: media.currentSrc });
+                  } else if (performance.now() - started > 15000) {
+                    done({ error: 'stuck', readyState: media.readyState, currentTime: media.currentTime, source: media.currentSrc, code: media.error && media.error.code });
+                  } else {
+                    setTimeout(look, 100);
+                  }
+                };
+                look();
+                "#,
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            played["error"].is_null(),
+            "the {element} preview does not play: {played}"
+        );
+        assert!(played["readyState"].as_u64().unwrap() >= 2, "{played}");
+        browser.check(&format!("{element}-playing")).await;
+    }
 }

@@ -10,6 +10,8 @@
 // The suites share their helpers; some are used only by the embedded suite.
 #![allow(dead_code)]
 
+#[path = "../it/browser.rs"]
+mod browser;
 mod isolation;
 #[path = "../it/media.rs"]
 mod media;

@@ -12,6 +12,12 @@ use crate::checkout::{GOOD_CARD, add, admin, checkout, customer, final_order, gu
 use crate::media::{first_product, fixture, made, showing};
 use crate::{Options, System, problem};
 
+on_each_system!(
+    a_download_is_bought_without_an_address_and_opened_only_by_its_buyer,
+    a_guest_downloads_with_their_order_and_links_expire,
+    a_cart_with_something_to_ship_still_needs_an_address,
+);
+
 /// A music product sold as a download: an audio master uploaded and made.
 async fn downloadable(system: &System) -> (String, String) {
     let token = admin(system).await;
@@ -69,28 +75,7 @@ async fn stock(system: &System, product: &str) -> Value {
     system.json(&format!("/api/v1/products/{product}")).await["stock"]["available"].clone()
 }
 
-#[tokio::test]
-async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer() {
-    a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(Options::default())
-        .await;
-}
-
-#[tokio::test]
-async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_on_postgres_over_nats()
- {
-    if crate::nats_reachable().await {
-        a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_with(
-    options: Options,
-) {
+async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer(options: Options) {
     if !crate::media::ffmpeg_present() {
         return;
     }
@@ -248,14 +233,13 @@ async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer_wi
     }
 }
 
-#[tokio::test]
-async fn a_guest_downloads_with_their_order_and_links_expire() {
+async fn a_guest_downloads_with_their_order_and_links_expire(options: Options) {
     if !crate::media::ffmpeg_present() {
         return;
     }
     let system = System::start_with(Options {
         download_link_seconds: Some(2),
-        ..Options::default()
+        ..options
     })
     .await;
     let (product, _) = downloadable(&system).await;
@@ -306,12 +290,11 @@ async fn a_guest_downloads_with_their_order_and_links_expire() {
     );
 }
 
-#[tokio::test]
-async fn a_cart_with_something_to_ship_still_needs_an_address() {
+async fn a_cart_with_something_to_ship_still_needs_an_address(options: Options) {
     if !crate::media::ffmpeg_present() {
         return;
     }
-    let system = System::start().await;
+    let system = System::start_with(options).await;
     let (product, _) = downloadable(&system).await;
     let buyer = customer(&system, "mixed@example.com").await;
     add(&system, &buyer, &product, 1).await;

@@ -8,6 +8,29 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// For each `test(options: Options)`, the tests `test::on_sqlite` (the embedded backends)
+/// and `test::on_postgres_over_nats` (the scale-out ones, skipped with a note where NATS
+/// does not answer outside CI). A test adds what it needs to the options it is given.
+macro_rules! on_each_system {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn on_sqlite() {
+                    super::$test($crate::Options::default()).await;
+                }
+
+                #[tokio::test]
+                async fn on_postgres_over_nats() {
+                    if $crate::nats_reachable().await {
+                        super::$test($crate::Options::scale_out()).await;
+                    }
+                }
+            }
+        )+
+    };
+}
+
 mod accounts;
 mod cart;
 mod catalog_down;
@@ -65,6 +88,17 @@ impl Default for Options {
             checkouts_per_account: None,
             download_link_seconds: None,
             bucket: None,
+        }
+    }
+}
+
+impl Options {
+    /// Every service on PostgreSQL, events through NATS JetStream.
+    pub fn scale_out() -> Self {
+        Self {
+            nats: true,
+            postgres: true,
+            ..Self::default()
         }
     }
 }

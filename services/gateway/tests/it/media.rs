@@ -11,7 +11,19 @@ use comb_kit::storage::sql;
 use serde_json::Value;
 
 use crate::checkout::admin;
-use crate::{Options, System, nats_reachable, problem};
+use crate::{Options, System, problem};
+
+on_each_system!(
+    an_image_becomes_webp_and_jpeg_at_three_widths,
+    audio_becomes_previews_and_a_download_of_the_stated_lengths,
+    video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview,
+    every_product_gets_a_drawn_cover_until_one_is_uploaded,
+    a_range_request_gets_exactly_those_bytes,
+    a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows,
+    uploads_that_are_too_large_of_the_wrong_type_or_not_an_admins_are_refused,
+    a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another,
+    media_keeps_its_files_in_an_s3_bucket_shared_with_its_worker,
+);
 
 /// A system to try media on: its admin's token and a scratch directory for fixtures.
 pub(crate) struct Lab {
@@ -240,24 +252,7 @@ pub(crate) async fn made(system: &System, token: &str, kind: &str, file: &Path) 
     (accepted["asset_id"].as_str().unwrap().to_owned(), accepted)
 }
 
-#[tokio::test]
-async fn an_image_becomes_webp_and_jpeg_at_three_widths() {
-    an_image_becomes_webp_and_jpeg_at_three_widths_with(Options::default()).await;
-}
-
-#[tokio::test]
-async fn an_image_becomes_webp_and_jpeg_at_three_widths_on_postgres_over_nats() {
-    if nats_reachable().await {
-        an_image_becomes_webp_and_jpeg_at_three_widths_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
+async fn an_image_becomes_webp_and_jpeg_at_three_widths(options: Options) {
     let Some(Lab {
         system,
         token,
@@ -351,24 +346,7 @@ async fn an_image_becomes_webp_and_jpeg_at_three_widths_with(options: Options) {
     assert!(html.contains("alt=\"Cover of "), "{html}");
 }
 
-#[tokio::test]
-async fn audio_becomes_previews_and_a_download_of_the_stated_lengths() {
-    audio_becomes_previews_and_a_download_of_the_stated_lengths_with(Options::default()).await;
-}
-
-#[tokio::test]
-async fn audio_becomes_previews_and_a_download_of_the_stated_lengths_on_postgres_over_nats() {
-    if nats_reachable().await {
-        audio_becomes_previews_and_a_download_of_the_stated_lengths_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn audio_becomes_previews_and_a_download_of_the_stated_lengths_with(options: Options) {
+async fn audio_becomes_previews_and_a_download_of_the_stated_lengths(options: Options) {
     let Some(Lab {
         system,
         token,
@@ -446,25 +424,7 @@ async fn audio_becomes_previews_and_a_download_of_the_stated_lengths_with(option
     );
 }
 
-#[tokio::test]
-async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview() {
-    video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(Options::default())
-        .await;
-}
-
-#[tokio::test]
-async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_on_postgres_over_nats() {
-    if nats_reachable().await {
-        video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(options: Options) {
+async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview(options: Options) {
     let Some(Lab {
         system,
         token,
@@ -569,9 +529,8 @@ async fn video_becomes_mp4_renditions_an_hls_ladder_a_poster_and_a_preview_with(
     );
 }
 
-#[tokio::test]
-async fn every_product_gets_a_drawn_cover_until_one_is_uploaded() {
-    let system = System::start().await;
+async fn every_product_gets_a_drawn_cover_until_one_is_uploaded(options: Options) {
+    let system = System::start_with(options).await;
     let page_of_books = system.json("/api/v1/products?kind=book&limit=5").await;
     let product = page_of_books["items"][0]["id"].as_str().unwrap().to_owned();
     let title = page_of_books["items"][0]["title"]
@@ -615,24 +574,7 @@ async fn every_product_gets_a_drawn_cover_until_one_is_uploaded() {
     assert!(html.contains("/cover.svg"), "{html}");
 }
 
-#[tokio::test]
-async fn a_range_request_gets_exactly_those_bytes() {
-    a_range_request_gets_exactly_those_bytes_with(Options::default()).await;
-}
-
-#[tokio::test]
-async fn a_range_request_gets_exactly_those_bytes_on_postgres_over_nats() {
-    if nats_reachable().await {
-        a_range_request_gets_exactly_those_bytes_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn a_range_request_gets_exactly_those_bytes_with(options: Options) {
+async fn a_range_request_gets_exactly_those_bytes(options: Options) {
     let Some(Lab {
         system,
         token,
@@ -697,28 +639,7 @@ async fn a_range_request_gets_exactly_those_bytes_with(options: Options) {
     }
 }
 
-#[tokio::test]
-async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows() {
-    a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(
-        Options::default(),
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_on_postgres_over_nats()
- {
-    if nats_reachable().await {
-        a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows_with(
+async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_shows(
     options: Options,
 ) {
     if !ffmpeg_present() {
@@ -769,9 +690,10 @@ async fn a_corrupt_master_fails_its_job_with_a_reason_and_the_product_still_show
     assert_eq!(retried.status(), 200);
 }
 
-#[tokio::test]
-async fn uploads_that_are_too_large_of_the_wrong_type_or_not_an_admins_are_refused() {
-    let system = System::start().await;
+async fn uploads_that_are_too_large_of_the_wrong_type_or_not_an_admins_are_refused(
+    options: Options,
+) {
+    let system = System::start_with(options).await;
     let token = admin(&system).await;
     let product = first_product(&system, "book").await;
     let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n".repeat(100);
@@ -860,25 +782,7 @@ async fn uploads_that_are_too_large_of_the_wrong_type_or_not_an_admins_are_refus
     }
 }
 
-#[tokio::test]
-async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another() {
-    a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(Options::default())
-        .await;
-}
-
-#[tokio::test]
-async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_on_postgres_over_nats() {
-    if nats_reachable().await {
-        a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(Options {
-            nats: true,
-            postgres: true,
-            ..Options::default()
-        })
-        .await;
-    }
-}
-
-async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(options: Options) {
+async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another(options: Options) {
     let Some(Lab {
         mut system,
         token,
@@ -950,8 +854,7 @@ async fn a_job_whose_worker_vanishes_mid_transcode_is_done_once_by_another_with(
     assert!(names.contains(&"720p.mp4"));
 }
 
-#[tokio::test]
-async fn media_keeps_its_files_in_an_s3_bucket_shared_with_its_worker() {
+async fn media_keeps_its_files_in_an_s3_bucket_shared_with_its_worker(options: Options) {
     if !ffmpeg_present() {
         return;
     }
@@ -960,7 +863,7 @@ async fn media_keeps_its_files_in_an_s3_bucket_shared_with_its_worker() {
     };
     let system = System::start_with(Options {
         bucket: Some((bucket.endpoint.clone(), bucket.location("media"))),
-        ..Options::default()
+        ..options
     })
     .await;
     let token = admin(&system).await;
