@@ -150,6 +150,39 @@ fn the_bench_script_prints_every_row() {
     );
 }
 
+#[test]
+fn the_media_bench_script_prints_every_line() {
+    if !crate::media::ffmpeg_present() {
+        return;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/media-bench");
+    let output = Command::new("python3")
+        .arg(script)
+        .env("QUICK", "1")
+        .env("COMB", env!("CARGO_BIN_EXE_comb"))
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output));
+    let throughput = printed
+        .lines()
+        .find(|line| line.starts_with("worker throughput"))
+        .unwrap_or_else(|| panic!("no throughput line:\n{printed}"));
+    assert!(
+        throughput.contains("1 worker") && throughput.contains("2 workers"),
+        "{throughput}"
+    );
+    for label in ["1. workers idle", "1. 2 workers transcoding"] {
+        let line = printed
+            .lines()
+            .find(|line| line.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no line {label:?}:\n{printed}"));
+        assert!(line.contains(" 0 errors"), "{line}");
+    }
+    assert!(printed.contains("median p99"), "{printed}");
+    assert!(printed.contains("chaos check: passed"), "{printed}");
+}
+
 fn which(program: &str) -> bool {
     ["/usr/bin", "/usr/sbin", "/usr/local/bin"]
         .iter()
