@@ -202,3 +202,87 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_refunded_order_keeps_the_ledgers_reconciled() {
+    let Some(comb) = Comb::system_with_env(&repo_topology(), &crate::media::ADMIN) else {
+        return;
+    };
+    let gateway = comb.gateway();
+    let http = &comb.http;
+    let page: Value = http
+        .get(format!("{gateway}/api/v1/products?kind=book&limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let book = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let guest: Value = http
+        .post(format!("{gateway}/api/v1/auth/guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = guest["token"].as_str().unwrap();
+    let added = http
+        .post(format!("{gateway}/api/v1/cart/items"))
+        .bearer_auth(token)
+        .json(&json!({"product_id": book, "quantity": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+    let order: Value = http
+        .post(format!("{gateway}/api/v1/orders"))
+        .bearer_auth(token)
+        .json(&json!({
+            "email": "reader@example.com",
+            "shipping_address": {"name": "A", "line1": "1 Way", "city": "Town", "postal_code": "1000", "country": "US"},
+            "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap().to_owned();
+    eventually("the order confirmed", Duration::from_secs(30), || async {
+        let order: Value = http
+            .get(format!("{gateway}/api/v1/orders/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] == "CONFIRMED").then_some(())
+    })
+    .await;
+    let admin = crate::media::admin_token(&comb).await;
+    let refunded: Value = http
+        .post(format!("{gateway}/api/v1/admin/orders/{id}/refund"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refunded["cancel_reason"], "refunded", "{refunded}");
+    assert_eq!(refunded["payment"]["status"], "refunded", "{refunded}");
+    // Paid back, the books still sold, its confirmation still counted once: every
+    // invariant holds.
+    let check = comb.run(&["chaos", "check", "--settle", "30s", "--json"]);
+    let verdicts: Vec<Value> =
+        serde_json::from_slice(&check.stdout).unwrap_or_else(|_| panic!("{}", crate::text(&check)));
+    assert!(
+        check.status.success() && verdicts.iter().all(|v| v["ok"] == true),
+        "{verdicts:#?}"
+    );
+}

@@ -219,6 +219,7 @@ fn api_router() -> OpenApiRouter<GatewayState> {
         .routes(routes!(orders::place_order, orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::order_downloads))
+        .routes(routes!(orders::refund_order))
         .routes(routes!(messages::list_messages))
         .routes(routes!(admin::create_product))
         .routes(routes!(admin::update_product))

@@ -12,14 +12,14 @@ use comb_kit::Problem;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 pub use crate::backend::orders::{
     OrderBody, OrderItem, OrderList, OrderStatus, PaymentStatus, PaymentSummary, ShipmentStatus,
     ShipmentSummary,
 };
 use crate::body::JsonBody;
 use crate::openapi::Problem as ProblemDoc;
-use crate::openapi::responses::{OrdersUnavailable, Unauthorized};
+use crate::openapi::responses::{NotAdmin, OrdersUnavailable, Unauthorized};
 use crate::params::OrderId;
 use crate::{GatewayState, backend};
 
@@ -249,4 +249,30 @@ pub async fn order_downloads(
     Ok(Json(
         backend::orders::downloads(&state, &caller.0.sub, id).await?,
     ))
+}
+
+/// Refunds a confirmed order (admin): the order becomes CANCELLED with the reason
+/// `refunded`, its payment is refunded and its downloads stop opening. Goods that shipped
+/// stay sold: there are no returns. Refunding it again answers the order as it is.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/orders/{id}/refund",
+    tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The refunded order", body = OrderBody),
+        Unauthorized,
+        NotAdmin,
+        (status = 404, description = "No such order", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not confirmed (pending, or cancelled otherwise)", body = ProblemDoc, content_type = "application/problem+json"),
+        OrdersUnavailable,
+    )
+)]
+pub async fn refund_order(
+    State(state): State<GatewayState>,
+    _admin: Admin,
+    OrderId(id): OrderId,
+) -> Result<Json<OrderBody>, Problem> {
+    Ok(Json(backend::orders::refund(&state, id).await?))
 }

@@ -96,11 +96,26 @@ pub fn reason_in_words(reason: &str) -> &'static str {
         "payment_failed" => "the payment could not be completed",
         "deadline_exceeded" => "it could not be completed in time",
         "cancelled_by_customer" => "you cancelled it",
+        "refunded" => "it was refunded",
         _ => "it could not be completed",
     }
 }
 
 pub fn order_cancelled(order: &OrderCancelled) -> Rendered {
+    // A refund comes after a confirmation: the buyer was charged and is paid back.
+    if order.reason == "refunded" {
+        return Rendered {
+            kind: "order_cancelled",
+            subject: format!(
+                "Your comb order …{} was refunded",
+                short(order.order_id.as_str())
+            ),
+            body: format!(
+                "Your order of {} was refunded: the money goes back to your card. Its downloads no longer open.\n",
+                money(order.total_minor, &order.currency),
+            ),
+        };
+    }
     Rendered {
         kind: "order_cancelled",
         subject: format!(

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 use comb_kit::clock::{now_ms, rfc3339_from_ms};
 
-use crate::saga::{Saga, Upstreams};
+use crate::saga::{RefundRefused, Saga, Upstreams};
 use crate::store::{
     Address, Line, Order, OrderStatus, OrderStore, PaymentStatus, Step, StoreError,
 };
@@ -410,6 +410,26 @@ impl Orders for OrdersApi {
             })
             .ok_or_else(not_found)?;
         Ok(Response::new(self.to_proto(order).await))
+    }
+
+    async fn refund_order(
+        &self,
+        request: Request<proto::RefundOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let order_id = request.into_inner().order_id;
+        if !is_key(&order_id) {
+            return Err(Status::not_found(format!("there is no order {order_id:?}")));
+        }
+        match Arc::clone(&self.saga).refund(&order_id).await {
+            Ok(order) => Ok(Response::new(self.to_proto(order).await)),
+            Err(RefundRefused::NotFound(id)) => {
+                Err(Status::not_found(format!("there is no order {id:?}")))
+            }
+            Err(refused @ RefundRefused::NotConfirmed { .. }) => {
+                Err(Status::failed_precondition(refused.to_string()))
+            }
+            Err(RefundRefused::Store(error)) => Err(store_status(error)),
+        }
     }
 
     async fn list_orders(

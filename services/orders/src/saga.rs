@@ -12,6 +12,10 @@
 //! unfinished. Once an order is confirmed it is pushed forward however long that takes;
 //! once cancelled, its compensations are retried until they are done.
 //!
+//! A confirmed order can be refunded later ([`Saga::refund`]): it is cancelled as
+//! `refunded` and goes through the same compensation, whose void of a captured payment
+//! becomes a refund.
+//!
 //! The card is needed only to authorize. It is kept in memory, never stored: a saga
 //! resumed by another instance (or after a restart) before authorizing cannot authorize,
 //! and is cancelled as `payment_failed`.
@@ -35,7 +39,21 @@ use comb_kit::events::Event;
 use comb_kit::grpc::Upstream;
 use tonic::{Code, Status};
 
-use crate::store::{Order, OrderStatus, OrderStore, PaymentStatus, Step};
+use crate::store::{Order, OrderStatus, OrderStore, PaymentStatus, Step, StoreError};
+
+/// The cancellation reason of a refunded order.
+pub const REFUNDED: &str = "refunded";
+
+/// Why an order cannot be refunded.
+#[derive(Debug, thiserror::Error)]
+pub enum RefundRefused {
+    #[error("there is no order {0:?}")]
+    NotFound(String),
+    #[error("order {id} is {status}; only a confirmed order can be refunded")]
+    NotConfirmed { id: String, status: &'static str },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// The services the saga calls.
 #[derive(Debug, Clone)]
@@ -292,6 +310,56 @@ impl Saga {
         lock(&self.driving).remove(&order_id);
         lock(&self.cards).remove(&order_id);
         finished
+    }
+
+    /// Refunds a confirmed order: written as CANCELLED (`refunded`) with its payment to
+    /// give back, announced (so media revokes its downloads), then compensated here, where
+    /// the void of a captured payment becomes a refund. Its stock stays committed: shipped
+    /// goods are not taken back. An order refunded already is answered as it stands (its
+    /// compensation driven on if an earlier call was interrupted).
+    pub async fn refund(self: Arc<Self>, order_id: &str) -> Result<Order, RefundRefused> {
+        loop {
+            let order = self
+                .store
+                .get(order_id)
+                .await?
+                .ok_or_else(|| RefundRefused::NotFound(order_id.to_owned()))?;
+            match (order.status, order.step) {
+                (OrderStatus::Cancelled, _) if order.cancel_reason == REFUNDED => break,
+                (OrderStatus::Confirmed, Step::Done) => {}
+                (status, _) => {
+                    return Err(RefundRefused::NotConfirmed {
+                        id: order.id,
+                        status: status.as_str(),
+                    });
+                }
+            }
+            let mut refunded = order;
+            refunded.status = OrderStatus::Cancelled;
+            refunded.cancel_reason = REFUNDED.to_owned();
+            refunded.step = Step::Compensate;
+            refunded.release_pending = false;
+            refunded.void_pending = true;
+            let event = announcement(&refunded, Step::Done);
+            if self
+                .store
+                .advance(&refunded, Step::Done, now_ms(), event.as_ref())
+                .await?
+            {
+                tracing::info!(order = %order_id, total = refunded.total_minor, "order refunded");
+                metrics::counter!("comb_orders_cancelled_total", "reason" => REFUNDED).increment(1);
+                break;
+            }
+            // Changed meanwhile (refunded by another call): look again.
+        }
+        if let Some(finished) = Arc::clone(&self).drive(order_id.to_owned()).await {
+            return Ok(finished);
+        }
+        // Driven by another task right now: the order as it stands.
+        self.store
+            .get(order_id)
+            .await?
+            .ok_or_else(|| RefundRefused::NotFound(order_id.to_owned()))
     }
 
     pub fn is_driving(&self, order_id: &str) -> bool {

@@ -152,8 +152,8 @@ pub enum OrderStatus {
 pub struct OrderBody {
     pub id: String,
     pub status: OrderStatus,
-    /// out_of_stock, payment_declined, payment_failed, deadline_exceeded or
-    /// cancelled_by_customer; only on cancelled orders.
+    /// out_of_stock, payment_declined, payment_failed, deadline_exceeded,
+    /// cancelled_by_customer or refunded; only on cancelled orders.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
     pub email: String,
@@ -297,6 +297,15 @@ pub async fn get(
             owner: owner.to_owned(),
             any_owner,
         })
+        .await
+        .answered_by(&state.orders)?;
+    order_body(order)
+}
+
+/// Refunds order `id` (the caller is an admin): the order as it stands after.
+pub async fn refund(state: &GatewayState, id: String) -> Result<OrderBody, Problem> {
+    let order = client(state)
+        .refund_order(proto::RefundOrderRequest { order_id: id })
         .await
         .answered_by(&state.orders)?;
     order_body(order)

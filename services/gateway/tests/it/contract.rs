@@ -240,6 +240,7 @@ async fn openapi_document_describes_every_route_that_is_served() {
         ("/api/v1/orders", "get"),
         ("/api/v1/orders/{id}", "get"),
         ("/api/v1/orders/{id}/downloads", "get"),
+        ("/api/v1/admin/orders/{id}/refund", "post"),
         ("/api/v1/messages", "get"),
         ("/api/v1/admin/products", "post"),
         ("/api/v1/admin/products/{id}", "put"),

@@ -1,14 +1,15 @@
 //! Music and video sold as downloads: a cart of downloads checks out with no address, no
 //! stock and no shipment; its buyer (a customer or a guest) gets signed, expiring links on
 //! the order and in the confirmation; anyone else, an expired or altered link, and a
-//! cancelled order's link are refused.
+//! refunded order's link are refused.
 
 use std::time::{Duration, Instant};
 
-use comb_contracts::events::{ORDER_CANCELLED, OrderCancelled};
 use serde_json::{Value, json};
 
-use crate::checkout::{GOOD_CARD, add, admin, checkout, customer, final_order, guest};
+use crate::checkout::{
+    DECLINED_CARD, GOOD_CARD, add, admin, checkout, customer, final_order, guest,
+};
 use crate::media::{first_product, fixture, made, showing};
 use crate::{Options, System, problem};
 
@@ -195,25 +196,31 @@ async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer(op
     let not_a_number = url.replacen("&expires=", "&expires=x", 1);
     problem(system.get(&not_a_number).await, 400).await;
 
-    // A cancelled order (as orders announces it) no longer opens its files.
-    let cancelled = OrderCancelled {
-        order_id: order_id.into(),
-        owner: String::new(),
-        email: "listener@example.com".into(),
-        reason: "cancelled_by_customer".into(),
-        lines: Vec::new(),
-        total_minor: 0,
-        currency: "USD".into(),
-        placed_at: String::new(),
+    // A refund is an admin's: the buyer cannot, an unknown order is 404.
+    let refund = |order: &str, token: &str| {
+        system
+            .http
+            .post(system.url(&format!("/api/v1/admin/orders/{order}/refund")))
+            .bearer_auth(token.to_owned())
+            .send()
     };
-    let event =
-        comb_kit::events::Event::new("orders", ORDER_CANCELLED, order_id, &cancelled).unwrap();
-    let orders = system.connect("orders").await;
-    let mut tx = orders.begin().await.unwrap();
-    comb_kit::events::publish(&orders, &mut tx, &event)
-        .await
-        .unwrap();
-    comb_kit::events::commit(&orders, tx).await.unwrap();
+    problem(refund(order_id, &buyer).await.unwrap(), 403).await;
+    let admin_token = admin(&system).await;
+    problem(refund("no-such-order", &admin_token).await.unwrap(), 404).await;
+    // The refunded order is cancelled as `refunded`, its payment given back; asking again
+    // answers the same.
+    for _ in 0..2 {
+        let refunded: Value = refund(order_id, &admin_token)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(refunded["status"], "CANCELLED", "{refunded}");
+        assert_eq!(refunded["cancel_reason"], "refunded", "{refunded}");
+        assert_eq!(refunded["payment"]["status"], "refunded", "{refunded}");
+    }
+    // Its files stop opening, and the buyer is told.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let response = system.get(&url).await;
@@ -227,10 +234,56 @@ async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer(op
         }
         assert!(
             Instant::now() < deadline,
-            "the cancelled order's link still opens"
+            "the refunded order's link still opens"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let messages: Value = system
+            .get_as("/api/v1/messages", &buyer)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let told = messages["items"].as_array().unwrap().iter().any(|m| {
+            m["kind"] == "order_cancelled" && m["subject"].as_str().unwrap().contains("refunded")
+        });
+        if told {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no refund message: {messages}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An order that is not confirmed cannot be refunded.
+    add(&system, &buyer, &product, 1).await;
+    let declined = final_order(
+        &system,
+        &buyer,
+        checkout(
+            &system,
+            &buyer,
+            json!({"payment": {"card_number": DECLINED_CARD, "exp_month": 12, "exp_year": 2099, "cvc": "123"}}),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(declined["status"], "CANCELLED", "{declined}");
+    let refused = problem(
+        refund(declined["id"].as_str().unwrap(), &admin_token)
+            .await
+            .unwrap(),
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only a confirmed order"),
+        "{refused}"
+    );
 }
 
 async fn a_guest_downloads_with_their_order_and_links_expire(options: Options) {

@@ -32,6 +32,9 @@ fn cancel_advice(reason: &str) -> &'static str {
         "deadline_exceeded" => {
             "We could not finish your order in time. Nothing was charged; please try again."
         }
+        "refunded" => {
+            "This order was refunded: the money went back to your card, and its downloads no longer open."
+        }
         _ => "Your order could not be completed. Nothing was charged; please try again.",
     }
 }
