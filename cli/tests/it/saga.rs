@@ -41,6 +41,48 @@ async fn ledgers(comb: &Comb, ids: &[String]) -> Vec<(String, Option<String>, Op
     rows
 }
 
+/// A guest's token.
+async fn guest(comb: &Comb) -> String {
+    let guest: Value = comb
+        .http
+        .post(format!("{}/api/v1/auth/guest", comb.gateway()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    guest["token"].as_str().unwrap().to_owned()
+}
+
+/// Puts `quantity` of `product` in the cart of `token`.
+async fn add(comb: &Comb, token: &str, product: &str, quantity: u32) {
+    let added = comb
+        .http
+        .post(format!("{}/api/v1/cart/items", comb.gateway()))
+        .bearer_auth(token)
+        .json(&json!({"product_id": product, "quantity": quantity}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+}
+
+/// Checks out the cart of `token`, to be shipped, paid with a good card.
+async fn place(comb: &Comb, token: &str, email: &str) -> reqwest::Response {
+    comb.http
+        .post(format!("{}/api/v1/orders", comb.gateway()))
+        .bearer_auth(token)
+        .json(&json!({
+            "email": email,
+            "shipping_address": {"name": "A", "line1": "1 Way", "city": "Town", "postal_code": "1000", "country": "US"},
+            "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
+        }))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
     let dir = tempfile::tempdir().unwrap();
@@ -73,34 +115,9 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
     let mut shoppers = Vec::new();
     let mut traces = Vec::new();
     for n in 0..6 {
-        let guest: Value = http
-            .post(format!("{gateway}/api/v1/auth/guest"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = guest["token"].as_str().unwrap().to_owned();
-        let added = http
-            .post(format!("{gateway}/api/v1/cart/items"))
-            .bearer_auth(&token)
-            .json(&json!({"product_id": product, "quantity": 1}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(added.status(), 200);
-        let placed = http
-            .post(format!("{gateway}/api/v1/orders"))
-            .bearer_auth(&token)
-            .json(&json!({
-                "email": format!("shopper{n}@example.com"),
-                "shipping_address": {"name": "A", "line1": "1 Way", "city": "Town", "postal_code": "1000", "country": "US"},
-                "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
-            }))
-            .send()
-            .await
-            .unwrap();
+        let token = guest(&comb).await;
+        add(&comb, &token, &product, 1).await;
+        let placed = place(&comb, &token, &format!("shopper{n}@example.com")).await;
         assert_eq!(
             placed.status(),
             202,
@@ -219,34 +236,10 @@ async fn a_refunded_order_keeps_the_ledgers_reconciled() {
         .await
         .unwrap();
     let book = page["items"][0]["id"].as_str().unwrap().to_owned();
-    let guest: Value = http
-        .post(format!("{gateway}/api/v1/auth/guest"))
-        .send()
+    let token = guest(&comb).await;
+    add(&comb, &token, &book, 2).await;
+    let order: Value = place(&comb, &token, "reader@example.com")
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = guest["token"].as_str().unwrap();
-    let added = http
-        .post(format!("{gateway}/api/v1/cart/items"))
-        .bearer_auth(token)
-        .json(&json!({"product_id": book, "quantity": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(added.status(), 200);
-    let order: Value = http
-        .post(format!("{gateway}/api/v1/orders"))
-        .bearer_auth(token)
-        .json(&json!({
-            "email": "reader@example.com",
-            "shipping_address": {"name": "A", "line1": "1 Way", "city": "Town", "postal_code": "1000", "country": "US"},
-            "payment": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2099, "cvc": "123"}
-        }))
-        .send()
-        .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -254,7 +247,7 @@ async fn a_refunded_order_keeps_the_ledgers_reconciled() {
     eventually("the order confirmed", Duration::from_secs(30), || async {
         let order: Value = http
             .get(format!("{gateway}/api/v1/orders/{id}"))
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .send()
             .await
             .ok()?
