@@ -56,30 +56,33 @@ pub async fn build(config: ServiceConfig) -> anyhow::Result<Service> {
             threads: config.number("media_worker_threads", 0..=64, "a number of threads", 0)?,
         },
     };
-    // Without ffmpeg the instance still runs (healthy, taking no job), so the rest of the
-    // system does too, and jobs wait for a worker that has it.
-    let tools = settings.tools.check().await;
-    if let Err(error) = &tools {
-        tracing::error!(%error, "media jobs cannot run here; they wait for a worker that has ffmpeg");
-    }
     let media = Arc::new(Upstream::from_config(&config, "media")?);
     let blobs = comb_media::blob_store(&config)?;
-    let worker = Arc::new(Worker {
-        name: config.instance.clone(),
-        media,
-        blobs,
-        settings,
-    });
-    let mut service = Service::new(Router::new());
-    let slots = if tools.is_ok() {
-        worker.settings.jobs
-    } else {
-        0
+    let name = config.instance.clone();
+    // The tools are checked once the instance serves, not before it is ready: starting
+    // ffmpeg and ffprobe takes a tenth of a second or more, and nothing waits on them but
+    // the job slots. Without ffmpeg the instance still runs (healthy, taking no job), so
+    // the rest of the system does too, and jobs wait for a worker that has it.
+    let slots = async move {
+        if let Err(error) = settings.tools.check().await {
+            tracing::error!(%error, "media jobs cannot run here; they wait for a worker that has ffmpeg");
+            return;
+        }
+        let jobs = settings.jobs;
+        let worker = Arc::new(Worker {
+            name,
+            media,
+            blobs,
+            settings,
+        });
+        // Dropped with this task when the instance stops, which stops every slot.
+        let mut running = tokio::task::JoinSet::new();
+        for _ in 0..jobs {
+            running.spawn(Arc::clone(&worker).work());
+        }
+        while running.join_next().await.is_some() {}
     };
-    for _ in 0..slots {
-        service = service.task("job slot", Arc::clone(&worker).work());
-    }
-    Ok(service)
+    Ok(Service::new(Router::new()).task("job slots", slots))
 }
 
 /// What every job slot of an instance shares.
