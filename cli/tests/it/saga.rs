@@ -8,6 +8,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+use crate::media::first_product;
 use crate::{Comb, eventually, repo_topology, trace_id};
 use comb_kit::storage::sql;
 
@@ -99,15 +100,7 @@ async fn sagas_in_flight_when_orders_is_killed_all_finish_without_leaks() {
     let gateway = comb.gateway();
     let http = &comb.http;
 
-    let page: Value = http
-        .get(format!("{gateway}/api/v1/products?kind=music&limit=3"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let product = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let product = first_product(&comb, "music").await;
 
     // Payments frozen: authorizations hang until their deadline, so sagas stay in flight.
     let payments = comb.instance("payments-1")["pid"].as_u64().unwrap();
@@ -227,15 +220,7 @@ async fn a_refunded_order_keeps_the_ledgers_reconciled() {
     };
     let gateway = comb.gateway();
     let http = &comb.http;
-    let page: Value = http
-        .get(format!("{gateway}/api/v1/products?kind=book&limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let book = page["items"][0]["id"].as_str().unwrap().to_owned();
+    let book = first_product(&comb, "book").await;
     let token = guest(&comb).await;
     add(&comb, &token, &book, 2).await;
     let order: Value = place(&comb, &token, "reader@example.com")
