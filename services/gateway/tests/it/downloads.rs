@@ -50,6 +50,30 @@ fn payment_only(email: Option<&str>) -> Value {
     body
 }
 
+/// The caller's first message of `kind`, once notifications has written it.
+async fn message(system: &System, token: &str, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let messages: Value = system
+            .get_as("/api/v1/messages", token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let found = messages["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["kind"] == kind)
+            .cloned();
+        if let Some(message) = found {
+            return message;
+        }
+        assert!(Instant::now() < deadline, "no {kind} message: {messages}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn links(system: &System, token: &str, order: &str) -> reqwest::Response {
     system
         .get_as(&format!("/api/v1/orders/{order}/downloads"), token)
@@ -146,33 +170,14 @@ async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer(op
     assert_eq!(part.status(), 206);
 
     // The confirmation carries the links too.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let messages: Value = system
-            .get_as("/api/v1/messages", &buyer)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let confirmation = messages["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["kind"] == "order_confirmed")
-            .cloned();
-        if let Some(message) = confirmation {
-            let body = message["body"].as_str().unwrap();
-            assert!(
-                body.contains(&format!(
-                    "/media/{asset}/download.mp3?order={order_id}&expires="
-                )),
-                "{body}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no confirmation: {messages}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let confirmation = message(&system, &buyer, "order_confirmed").await;
+    let body = confirmation["body"].as_str().unwrap();
+    assert!(
+        body.contains(&format!(
+            "/media/{asset}/download.mp3?order={order_id}&expires="
+        )),
+        "{body}"
+    );
 
     // Nobody else: another customer cannot get or use the buyer's links.
     let other = customer(&system, "someone-else@example.com").await;
@@ -238,23 +243,11 @@ async fn a_download_is_bought_without_an_address_and_opened_only_by_its_buyer(op
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let messages: Value = system
-            .get_as("/api/v1/messages", &buyer)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let told = messages["items"].as_array().unwrap().iter().any(|m| {
-            m["kind"] == "order_cancelled" && m["subject"].as_str().unwrap().contains("refunded")
-        });
-        if told {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refund message: {messages}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let told = message(&system, &buyer, "order_cancelled").await;
+    assert!(
+        told["subject"].as_str().unwrap().contains("refunded"),
+        "{told}"
+    );
     // An order that is not confirmed cannot be refunded.
     add(&system, &buyer, &product, 1).await;
     let declined = final_order(
